@@ -1,0 +1,294 @@
+//! The `share` command line: argument definitions and dispatch.
+//!
+//! `share daemon` runs the daemon in-process; every other subcommand is a
+//! thin client of the control socket ([`crate::control::client`]) and
+//! renders the result for humans ([`render`]) or as one JSON document on
+//! stdout (`--json`). Exit codes: 0 success, 2 usage error (clap), 1 any
+//! other failure with a one-line reason on stderr.
+
+mod render;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, Env, FileConfig};
+use crate::control::client::{self, ClientError};
+use crate::control::{IdInfo, Request};
+use crate::transfer::receive::AcceptPolicy;
+use crate::transport::dial::Preference;
+
+/// Peer-to-peer file sharing on your LAN.
+#[derive(Debug, Parser)]
+#[command(name = "share", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Control socket of the daemon (default: the user daemon's, then the system service's).
+    #[arg(long, global = true, env = "SHARE_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (normally started by systemd).
+    Daemon(DaemonArgs),
+    /// Show this device's name and ID.
+    Id(JsonFlag),
+    /// Show the daemon's status.
+    Status(JsonFlag),
+    /// List devices found on the network.
+    Peers(JsonFlag),
+    /// Send files and directories to a device.
+    Send(SendArgs),
+    /// List incoming and outgoing transfers.
+    Transfers(JsonFlag),
+    /// Accept a pending incoming offer.
+    Accept {
+        /// Transfer ID (or a unique prefix) from `share transfers`.
+        id: String,
+    },
+    /// Reject a pending incoming offer.
+    Reject {
+        /// Transfer ID (or a unique prefix).
+        id: String,
+        /// Reason shown to the sender.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Cancel a pending or running transfer.
+    Cancel {
+        /// Transfer ID (or a unique prefix).
+        id: String,
+    },
+    /// Trust a device: its offers are accepted without asking.
+    Trust {
+        /// Device name, device-ID prefix, or HOST:PORT.
+        peer: String,
+    },
+    /// Stop trusting a device.
+    Untrust {
+        /// Device name or device-ID prefix.
+        peer: String,
+    },
+}
+
+/// `--json` for read-only commands.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `share send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Device name, device-ID prefix, or HOST:PORT.
+    pub peer: String,
+    /// Files and directories to send.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Transport: race QUIC and TCP (auto), or force one.
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
+    pub transport: TransportArg,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--transport` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TransportArg {
+    /// QUIC with TCP fallback.
+    Auto,
+    /// QUIC only.
+    Quic,
+    /// TCP+TLS only.
+    Tcp,
+}
+
+impl From<TransportArg> for Preference {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Auto => Self::Auto,
+            TransportArg::Quic => Self::Quic,
+            TransportArg::Tcp => Self::Tcp,
+        }
+    }
+}
+
+/// `share daemon` flags; each overrides the config file.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Device name shown to peers (default: host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Service port for QUIC (UDP) and the TCP fallback; 0 picks a free one.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on (default `::`, all interfaces).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<std::net::IpAddr>,
+    /// Identity and trust store directory.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where received files go.
+    #[arg(long, value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
+    /// Config file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Which offers are accepted without asking.
+    #[arg(long, value_enum)]
+    pub accept: Option<AcceptPolicy>,
+    /// Disable mDNS discovery (peers then need HOST:PORT).
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Do not listen for QUIC (UDP).
+    #[arg(long)]
+    pub no_quic: bool,
+    /// Do not listen for TCP+TLS.
+    #[arg(long)]
+    pub no_tcp: bool,
+    /// Seconds a pending offer waits for `share accept`.
+    #[arg(long, value_name = "SECS")]
+    pub offer_timeout: Option<u64>,
+}
+
+impl DaemonArgs {
+    /// Flags as a config layer.
+    fn as_file_config(&self, socket: Option<PathBuf>) -> FileConfig {
+        FileConfig {
+            name: self.name.clone(),
+            port: self.port,
+            bind: self.bind,
+            state_dir: self.state_dir.clone(),
+            download_dir: self.download_dir.clone(),
+            socket,
+            accept: self.accept,
+            mdns: self.no_mdns.then_some(false),
+            quic: self.no_quic.then_some(false),
+            tcp: self.no_tcp.then_some(false),
+            offer_timeout_s: self.offer_timeout,
+            max_offer_bytes: None,
+        }
+    }
+
+    /// Flags over the config file over defaults.
+    pub fn resolve(&self, socket: Option<PathBuf>) -> Result<Config> {
+        let env = Env::from_process();
+        let file = match (&self.config, env.default_config_file()) {
+            (Some(path), _) => FileConfig::load(path)?,
+            (None, Some(path)) if path.exists() => FileConfig::load(&path)?,
+            _ => FileConfig::default(),
+        };
+        Ok(Config::resolve(self.as_file_config(socket).or(file), &env)?)
+    }
+}
+
+/// Sockets the CLI tries, in order.
+fn socket_candidates(explicit: Option<PathBuf>) -> Vec<PathBuf> {
+    if let Some(path) = explicit {
+        return vec![path];
+    }
+    let user = Env::from_process().user_socket();
+    let system = PathBuf::from(config::SYSTEM_SOCKET);
+    if user == system {
+        vec![user]
+    } else {
+        vec![user, system]
+    }
+}
+
+/// Runs a client subcommand.
+pub async fn run_client(socket: Option<PathBuf>, command: Command) -> Result<()> {
+    let sockets = socket_candidates(socket);
+    let call = |request| client::call(&sockets, request, |_| {});
+    match command {
+        Command::Daemon(_) => bail!("internal error: daemon is not a client command"),
+        Command::Id(flag) => {
+            let data = match call(Request::Id).await {
+                Ok(data) => data,
+                Err(ClientError::NoDaemon { .. }) => offline_id()?,
+                Err(e) => return Err(e.into()),
+            };
+            render::id(&data, flag.json)
+        }
+        Command::Status(flag) => render::status(&call(Request::Status).await?, flag.json),
+        Command::Peers(flag) => render::peers(&call(Request::Peers).await?, flag.json),
+        Command::Transfers(flag) => render::transfers(&call(Request::Transfers).await?, flag.json),
+        Command::Send(args) => send(&sockets, args).await,
+        Command::Accept { id } => render::ack(&call(Request::Accept { id }).await?),
+        Command::Reject { id, reason } => render::ack(&call(Request::Reject { id, reason }).await?),
+        Command::Cancel { id } => render::ack(&call(Request::Cancel { id }).await?),
+        Command::Trust { peer } => render::ack(&call(Request::Trust { peer }).await?),
+        Command::Untrust { peer } => render::ack(&call(Request::Untrust { peer }).await?),
+    }
+}
+
+/// `share id` without a daemon: read the identity from the default state dir.
+fn offline_id() -> Result<serde_json::Value> {
+    let config = DaemonArgs {
+        name: None,
+        port: None,
+        bind: None,
+        state_dir: None,
+        download_dir: None,
+        config: None,
+        accept: None,
+        no_mdns: false,
+        no_quic: false,
+        no_tcp: false,
+        offer_timeout: None,
+    }
+    .resolve(None)?;
+    let identity = crate::identity::Identity::load_existing(&config.state_dir)?
+        .with_context(|| {
+            format!(
+                "no daemon is running and no identity exists yet in {}; start one with `share daemon`",
+                config.state_dir.display()
+            )
+        })?;
+    Ok(serde_json::to_value(IdInfo {
+        name: config.name,
+        id: identity.id(),
+    })?)
+}
+
+async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
+    let mut paths = Vec::with_capacity(args.paths.len());
+    for p in &args.paths {
+        // The daemon may run elsewhere in the filesystem: send absolute paths.
+        let abs =
+            std::path::absolute(p).with_context(|| format!("invalid path {}", p.display()))?;
+        if !abs.exists() {
+            bail!("{} does not exist", p.display());
+        }
+        paths.push(abs);
+    }
+    let request = Request::Send {
+        peer: args.peer.clone(),
+        paths,
+        transport: args.transport.into(),
+    };
+    let mut progress = render::SendProgress::new(!args.json);
+    let result = client::call(sockets, request, |event| progress.event(&event)).await;
+    progress.finish();
+    match result {
+        Ok(data) => render::send_result(&data, args.json),
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"status": "failed", "peer": args.peer, "error": e.to_string()})
+                );
+            }
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Human-readable and JSON output of CLI results.
+//!
+//! JSON goes to stdout as exactly one document; human output is aligned
+//! text. Progress (bars, "waiting for ... to accept") goes to stderr and
+//! only when stderr is a terminal, so pipes and scripts stay clean.
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
+
+use crate::control::{Ack, IdInfo, PeerInfo, SendEvent, SendResult, StatusInfo, TransferList};
+use crate::transfer::receive::human_bytes;
+
+fn parse<T: DeserializeOwned>(data: &serde_json::Value) -> Result<T> {
+    Ok(serde_json::from_value(data.clone())?)
+}
+
+fn json(data: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string(data)?);
+    Ok(())
+}
+
+/// `share id`.
+pub(super) fn id(data: &serde_json::Value, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(data);
+    }
+    let info: IdInfo = parse(data)?;
+    println!("{}\n{}", info.name, info.id);
+    Ok(())
+}
+
+/// `share status`.
+pub(super) fn status(data: &serde_json::Value, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(data);
+    }
+    let s: StatusInfo = parse(data)?;
+    let transports: Vec<String> = s.transports.iter().map(ToString::to_string).collect();
+    println!("name:         {}", s.name);
+    println!("device ID:    {}", s.id);
+    println!("port:         {} ({})", s.port, transports.join(" + "));
+    println!(
+        "discovery:    {}",
+        if s.mdns {
+            "mDNS"
+        } else {
+            "off (HOST:PORT only)"
+        }
+    );
+    println!("accept:       {}", s.accept);
+    println!("peers:        {}", s.peers);
+    println!("transfers:    {} active", s.active_transfers);
+    println!("downloads:    {}", s.download_dir.display());
+    println!("state:        {}", s.state_dir.display());
+    println!("uptime:       {} s", s.uptime_s);
+    println!("version:      {} (protocol {})", s.version, s.protocol);
+    for w in &s.warnings {
+        println!("warning:      {w}");
+    }
+    Ok(())
+}
+
+/// `share peers`.
+pub(super) fn peers(data: &serde_json::Value, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(data);
+    }
+    let peers: Vec<PeerInfo> = parse(data)?;
+    if peers.is_empty() {
+        println!("no peers found (is another daemon running on the LAN? see `share status`)");
+        return Ok(());
+    }
+    let width = peers
+        .iter()
+        .map(|p| p.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:width$}  {:9}  {:7}  ADDRESSES", "NAME", "ID", "TRUSTED");
+    for p in peers {
+        println!(
+            "{:width$}  {:9}  {:7}  {}",
+            p.name,
+            p.id.short(),
+            if p.trusted { "yes" } else { "no" },
+            p.addresses.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// `share transfers`.
+pub(super) fn transfers(data: &serde_json::Value, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(data);
+    }
+    let list: TransferList = parse(data)?;
+    if list.is_empty() {
+        println!("no transfers");
+        return Ok(());
+    }
+    println!("ID        DIR  STATE      PEER            FILES  PROGRESS            WHAT");
+    for t in list {
+        let progress = format!("{} / {}", human_bytes(t.bytes_done), human_bytes(t.bytes));
+        let direction = format!("{:?}", t.direction).to_lowercase();
+        let state = format!("{:?}", t.state).to_lowercase();
+        println!(
+            "{:8}  {:3}  {:9}  {:14}  {:5}  {:18}  {}{}",
+            t.id,
+            direction,
+            state,
+            t.peer,
+            t.files,
+            progress,
+            t.names.join(", "),
+            t.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Commands that answer with a message.
+pub(super) fn ack(data: &serde_json::Value) -> Result<()> {
+    let ack: Ack = parse(data)?;
+    println!("{}", ack.message);
+    Ok(())
+}
+
+/// `share send` result.
+pub(super) fn send_result(data: &serde_json::Value, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(data);
+    }
+    let r: SendResult = parse(data)?;
+    let rate = if r.seconds > 0.0 {
+        format!(", {}/s", human_bytes((r.bytes as f64 / r.seconds) as u64))
+    } else {
+        String::new()
+    };
+    println!(
+        "sent {} file{} ({}) to {} over {} in {:.2} s{rate}",
+        r.files,
+        if r.files == 1 { "" } else { "s" },
+        human_bytes(r.bytes),
+        r.peer,
+        r.transport,
+        r.seconds
+    );
+    Ok(())
+}
+
+/// Progress display for `share send` on a terminal.
+pub(super) struct SendProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl SendProgress {
+    /// Shows progress only if `enabled` and stderr is a terminal.
+    pub(super) fn new(enabled: bool) -> Self {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_message("preparing…");
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+
+    /// Updates the display for one event.
+    pub(super) fn event(&mut self, event: &SendEvent) {
+        let Some(bar) = &self.bar else {
+            if let SendEvent::Prepared { skipped, .. } = event {
+                for s in skipped {
+                    eprintln!("warning: skipped {s}");
+                }
+            }
+            return;
+        };
+        match event {
+            SendEvent::Prepared { bytes, skipped, .. } => {
+                for s in skipped {
+                    bar.println(format!("warning: skipped {s}"));
+                }
+                bar.set_length(*bytes);
+            }
+            SendEvent::Connected { peer, transport } => {
+                bar.set_message(format!("connected to {peer} over {transport}"));
+            }
+            SendEvent::Waiting { peer, .. } => {
+                bar.set_message(format!("waiting for {peer} to accept…"));
+            }
+            SendEvent::Progress { bytes_done, bytes } => {
+                if bar.length() != Some(*bytes) || bar.position() == 0 && *bytes_done > 0 {
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    bar.set_length(*bytes);
+                }
+                bar.set_position(*bytes_done);
+            }
+        }
+    }
+
+    /// Removes the bar.
+    pub(super) fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

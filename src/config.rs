@@ -1,0 +1,374 @@
+//! Daemon configuration: TOML file, then command-line flags, then defaults.
+//!
+//! Every key of the file is also a `share daemon` flag; a flag wins over
+//! the file. Defaults follow the XDG base directories for a user daemon and
+//! the systemd-provided directories (`STATE_DIRECTORY`,
+//! `RUNTIME_DIRECTORY`) for the system service, so the same binary does the
+//! right thing in both places without configuration.
+//!
+//! ```toml
+//! # ~/.config/lanshare/config.toml or /etc/lanshare/config.toml
+//! name = "laptop"
+//! port = 47000
+//! bind = "::"
+//! download_dir = "/home/me/Downloads"
+//! accept = "ask"          # ask | trusted | all
+//! mdns = true
+//! quic = true
+//! tcp = true
+//! offer_timeout_s = 120
+//! max_offer_bytes = 1099511627776
+//! ```
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::protocol::ManifestLimits;
+use crate::transfer::receive::AcceptPolicy;
+
+/// The service port used when none is configured (UDP for QUIC and TCP
+/// for the fallback share the number).
+pub const DEFAULT_PORT: u16 = 47000;
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Parser message (includes the line).
+        reason: String,
+    },
+    /// A value makes no sense.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// No home directory to derive defaults from.
+    #[error(
+        "cannot work out default directories: set HOME, or pass --state-dir, --download-dir and --socket"
+    )]
+    NoHome,
+}
+
+/// Keys of the TOML file; all optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Device name shown to peers.
+    pub name: Option<String>,
+    /// Service port.
+    pub port: Option<u16>,
+    /// Address to bind (default `::`, dual-stack).
+    pub bind: Option<IpAddr>,
+    /// Identity and trust store directory.
+    pub state_dir: Option<PathBuf>,
+    /// Where received files go.
+    pub download_dir: Option<PathBuf>,
+    /// Control socket path.
+    pub socket: Option<PathBuf>,
+    /// Consent policy.
+    pub accept: Option<AcceptPolicy>,
+    /// mDNS discovery on/off.
+    pub mdns: Option<bool>,
+    /// QUIC listener on/off.
+    pub quic: Option<bool>,
+    /// TCP fallback listener on/off.
+    pub tcp: Option<bool>,
+    /// Seconds a pending offer waits for a decision.
+    pub offer_timeout_s: Option<u64>,
+    /// Largest offer accepted, in bytes.
+    pub max_offer_bytes: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Fills every unset key of `self` from `lower`.
+    pub fn or(self, lower: Self) -> Self {
+        Self {
+            name: self.name.or(lower.name),
+            port: self.port.or(lower.port),
+            bind: self.bind.or(lower.bind),
+            state_dir: self.state_dir.or(lower.state_dir),
+            download_dir: self.download_dir.or(lower.download_dir),
+            socket: self.socket.or(lower.socket),
+            accept: self.accept.or(lower.accept),
+            mdns: self.mdns.or(lower.mdns),
+            quic: self.quic.or(lower.quic),
+            tcp: self.tcp.or(lower.tcp),
+            offer_timeout_s: self.offer_timeout_s.or(lower.offer_timeout_s),
+            max_offer_bytes: self.max_offer_bytes.or(lower.max_offer_bytes),
+        }
+    }
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Device name shown to peers.
+    pub name: String,
+    /// Address to bind.
+    pub bind: IpAddr,
+    /// Service port (0 = pick a free one).
+    pub port: u16,
+    /// Identity and trust store.
+    pub state_dir: PathBuf,
+    /// Where received files go.
+    pub download_dir: PathBuf,
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// Consent policy.
+    pub accept: AcceptPolicy,
+    /// mDNS discovery.
+    pub mdns: bool,
+    /// QUIC listener.
+    pub quic: bool,
+    /// TCP fallback listener.
+    pub tcp: bool,
+    /// How long a pending offer waits.
+    pub offer_timeout: Duration,
+    /// Limits on incoming offers.
+    pub limits: ManifestLimits,
+}
+
+/// Process environment the defaults depend on (injected for tests).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// `$HOME`.
+    pub home: Option<PathBuf>,
+    /// `$XDG_STATE_HOME`.
+    pub xdg_state_home: Option<PathBuf>,
+    /// `$XDG_RUNTIME_DIR`.
+    pub xdg_runtime_dir: Option<PathBuf>,
+    /// `$XDG_CONFIG_HOME`.
+    pub xdg_config_home: Option<PathBuf>,
+    /// `$XDG_DOWNLOAD_DIR`.
+    pub xdg_download_dir: Option<PathBuf>,
+    /// `$STATE_DIRECTORY` (set by systemd `StateDirectory=`).
+    pub state_directory: Option<PathBuf>,
+    /// `$RUNTIME_DIRECTORY` (set by systemd `RuntimeDirectory=`).
+    pub runtime_directory: Option<PathBuf>,
+    /// Effective user ID.
+    pub uid: u32,
+}
+
+impl Env {
+    /// Reads the real process environment.
+    pub fn from_process() -> Self {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        // systemd may pass several colon-separated directories; take the first.
+        let first = |p: Option<PathBuf>| {
+            p.map(|p| {
+                PathBuf::from(
+                    p.to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+        };
+        Self {
+            home: var("HOME"),
+            xdg_state_home: var("XDG_STATE_HOME"),
+            xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+            xdg_download_dir: var("XDG_DOWNLOAD_DIR"),
+            state_directory: first(var("STATE_DIRECTORY")),
+            runtime_directory: first(var("RUNTIME_DIRECTORY")),
+            uid: rustix::process::geteuid().as_raw(),
+        }
+    }
+
+    /// Whether we run as the system service (systemd gave us directories).
+    fn is_system_service(&self) -> bool {
+        self.state_directory.is_some()
+    }
+
+    /// The default config file: system or user.
+    pub fn default_config_file(&self) -> Option<PathBuf> {
+        if self.is_system_service() {
+            return Some(PathBuf::from("/etc/lanshare/config.toml"));
+        }
+        self.xdg_config_home
+            .clone()
+            .or_else(|| self.home.as_ref().map(|h| h.join(".config")))
+            .map(|d| d.join("lanshare/config.toml"))
+    }
+
+    /// The default control socket of a daemon started by this user.
+    pub fn user_socket(&self) -> PathBuf {
+        if let Some(dir) = &self.runtime_directory {
+            return dir.join("share.sock");
+        }
+        match &self.xdg_runtime_dir {
+            Some(dir) => dir.join("lanshare/share.sock"),
+            None if self.uid == 0 => PathBuf::from(SYSTEM_SOCKET),
+            None => std::env::temp_dir().join(format!("lanshare-{}/share.sock", self.uid)),
+        }
+    }
+}
+
+/// Control socket of the system service.
+pub const SYSTEM_SOCKET: &str = "/run/lanshare/share.sock";
+
+impl Config {
+    /// Resolves the configuration: `given` (flags over file) over defaults.
+    pub fn resolve(given: FileConfig, env: &Env) -> Result<Self, ConfigError> {
+        let home = env.home.clone();
+        let state_dir = match given.state_dir {
+            Some(d) => d,
+            None => match (&env.state_directory, &env.xdg_state_home, &home) {
+                (Some(d), _, _) => d.clone(),
+                (None, Some(x), _) => x.join("lanshare"),
+                (None, None, Some(h)) => h.join(".local/state/lanshare"),
+                (None, None, None) => return Err(ConfigError::NoHome),
+            },
+        };
+        let download_dir = match given.download_dir {
+            Some(d) => d,
+            None => match (&env.state_directory, &env.xdg_download_dir, &home) {
+                (Some(d), _, _) => d.join("incoming"),
+                (None, Some(x), _) => x.clone(),
+                (None, None, Some(h)) => h.join("Downloads"),
+                (None, None, None) => return Err(ConfigError::NoHome),
+            },
+        };
+        let name = match given.name {
+            Some(n) => n,
+            None => hostname(),
+        };
+        let name = name.trim().to_owned();
+        if name.is_empty() || name.len() > 63 || name.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid(format!(
+                "device name {name:?} must be 1-63 bytes without control characters"
+            )));
+        }
+        let quic = given.quic.unwrap_or(true);
+        let tcp = given.tcp.unwrap_or(true);
+        if !quic && !tcp {
+            return Err(ConfigError::Invalid(
+                "QUIC and TCP cannot both be disabled".into(),
+            ));
+        }
+        let mut limits = ManifestLimits::default();
+        if let Some(max) = given.max_offer_bytes {
+            limits.max_total_bytes = max;
+        }
+        Ok(Self {
+            name,
+            bind: given.bind.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            port: given.port.unwrap_or(DEFAULT_PORT),
+            state_dir,
+            download_dir,
+            socket: given.socket.unwrap_or_else(|| env.user_socket()),
+            accept: given.accept.unwrap_or_default(),
+            mdns: given.mdns.unwrap_or(true),
+            quic,
+            tcp,
+            offer_timeout: Duration::from_secs(
+                given
+                    .offer_timeout_s
+                    .unwrap_or(crate::transfer::DEFAULT_OFFER_TIMEOUT.as_secs()),
+            ),
+            limits,
+        })
+    }
+}
+
+/// The machine's host name, or "lanshare" if it cannot be read.
+pub fn hostname() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "lanshare".into()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_env() -> Env {
+        Env {
+            home: Some("/home/u".into()),
+            xdg_runtime_dir: Some("/run/user/1000".into()),
+            uid: 1000,
+            ..Env::default()
+        }
+    }
+
+    #[test]
+    fn user_defaults_follow_xdg() {
+        let c = Config::resolve(FileConfig::default(), &user_env()).unwrap();
+        assert_eq!(c.state_dir, Path::new("/home/u/.local/state/lanshare"));
+        assert_eq!(c.download_dir, Path::new("/home/u/Downloads"));
+        assert_eq!(c.socket, Path::new("/run/user/1000/lanshare/share.sock"));
+        assert_eq!(c.port, DEFAULT_PORT);
+        assert_eq!(c.accept, AcceptPolicy::Ask);
+        assert!(c.mdns && c.quic && c.tcp);
+    }
+
+    #[test]
+    fn system_service_uses_systemd_directories() {
+        let env = Env {
+            state_directory: Some("/var/lib/lanshare".into()),
+            runtime_directory: Some("/run/lanshare".into()),
+            ..Env::default()
+        };
+        let c = Config::resolve(FileConfig::default(), &env).unwrap();
+        assert_eq!(c.download_dir, Path::new("/var/lib/lanshare/incoming"));
+        assert_eq!(c.socket, Path::new("/run/lanshare/share.sock"));
+    }
+
+    #[test]
+    fn flags_override_file_and_bad_values_are_refused() {
+        let file: FileConfig =
+            toml::from_str("name = \"file\"\nport = 1\naccept = \"all\"").unwrap();
+        let flags = FileConfig {
+            name: Some("flag".into()),
+            ..FileConfig::default()
+        };
+        let c = Config::resolve(flags.or(file), &user_env()).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.port, c.accept),
+            ("flag", 1, AcceptPolicy::All)
+        );
+
+        assert!(toml::from_str::<FileConfig>("nmae = \"typo\"").is_err());
+        let both_off = FileConfig {
+            quic: Some(false),
+            tcp: Some(false),
+            ..FileConfig::default()
+        };
+        assert!(Config::resolve(both_off, &user_env()).is_err());
+    }
+}

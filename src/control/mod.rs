@@ -1,0 +1,244 @@
+//! The control channel between the `share` CLI and its daemon.
+//!
+//! A Unix stream socket carries versioned, line-delimited JSON: the client
+//! writes one [`RequestEnvelope`] line; the daemon answers with zero or more
+//! [`Reply::Event`] lines (progress of a `send`) and exactly one final
+//! [`Reply::Ok`] or [`Reply::Error`] line, then closes. Keeping it JSON
+//! makes the socket scriptable with `socat` and keeps the CLI thin.
+//!
+//! Access control is the socket file's permissions: mode 0600 inside a 0700
+//! directory for a user daemon. The server also logs the caller's uid
+//! (`SO_PEERCRED`) with each command.
+
+pub mod client;
+pub mod server;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::DeviceId;
+use crate::transfer::registry::TransferInfo;
+use crate::transport::TransportKind;
+use crate::transport::dial::Preference;
+
+/// Version of the control protocol; bumped on incompatible changes.
+pub const CONTROL_VERSION: u32 = 1;
+
+/// Longest request line the daemon reads.
+pub const MAX_REQUEST_LEN: usize = 1 << 20;
+
+/// One request line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    /// [`CONTROL_VERSION`] of the client.
+    pub v: u32,
+    /// The command.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// Commands the CLI can give the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// This device's name and ID.
+    Id,
+    /// Daemon status.
+    Status,
+    /// Visible peers.
+    Peers,
+    /// Known transfers.
+    Transfers,
+    /// Send files and directories to a peer.
+    Send {
+        /// Name, device-ID prefix or `HOST:PORT`.
+        peer: String,
+        /// Absolute paths.
+        paths: Vec<PathBuf>,
+        /// Transport choice.
+        #[serde(default)]
+        transport: Preference,
+    },
+    /// Accept a pending offer.
+    Accept {
+        /// Transfer ID (prefix).
+        id: String,
+    },
+    /// Reject a pending offer.
+    Reject {
+        /// Transfer ID (prefix).
+        id: String,
+        /// Reason shown to the sender.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Cancel a pending or active transfer.
+    Cancel {
+        /// Transfer ID (prefix).
+        id: String,
+    },
+    /// Pin a device as trusted.
+    Trust {
+        /// Name, device-ID (prefix) or `HOST:PORT`.
+        peer: String,
+    },
+    /// Remove a device from the trusted set.
+    Untrust {
+        /// Name or device-ID (prefix).
+        peer: String,
+    },
+}
+
+/// One reply line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// Final success, with the command's result.
+    Ok {
+        /// Command-specific result.
+        data: serde_json::Value,
+    },
+    /// Final failure, with a one-line, actionable message.
+    Error {
+        /// What happened and what to do.
+        message: String,
+    },
+    /// Progress of a long command.
+    Event {
+        /// The progress event.
+        event: SendEvent,
+    },
+}
+
+/// Progress of `share send`, streamed to the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SendEvent {
+    /// Scanned and hashed the files.
+    Prepared {
+        /// Number of files.
+        files: usize,
+        /// Total bytes.
+        bytes: u64,
+        /// Special files skipped inside directories.
+        skipped: Vec<String>,
+    },
+    /// Connected and authenticated.
+    Connected {
+        /// Peer name.
+        peer: String,
+        /// Transport won by the race.
+        transport: TransportKind,
+    },
+    /// Waiting for the receiver to accept.
+    Waiting {
+        /// Peer name.
+        peer: String,
+        /// Transfer ID on this side.
+        id: String,
+    },
+    /// Bytes sent so far.
+    Progress {
+        /// Bytes sent.
+        bytes_done: u64,
+        /// Total.
+        bytes: u64,
+    },
+}
+
+/// `share id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdInfo {
+    /// Device name.
+    pub name: String,
+    /// Device ID.
+    pub id: DeviceId,
+}
+
+/// `share status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// Device name.
+    pub name: String,
+    /// Device ID.
+    pub id: DeviceId,
+    /// Service port (UDP for QUIC, TCP for the fallback).
+    pub port: u16,
+    /// lanshare version.
+    pub version: String,
+    /// Wire protocol version.
+    pub protocol: u16,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
+    /// Transports accepting connections.
+    pub transports: Vec<TransportKind>,
+    /// Whether mDNS discovery runs.
+    pub mdns: bool,
+    /// Consent policy.
+    pub accept: String,
+    /// Number of visible peers.
+    pub peers: usize,
+    /// Transfers pending or active.
+    pub active_transfers: usize,
+    /// Paths remembered as "QUIC broken" (TCP used first).
+    pub quic_broken_paths: usize,
+    /// Where received files go.
+    pub download_dir: PathBuf,
+    /// Identity, trust store.
+    pub state_dir: PathBuf,
+    /// Conditions worth a user's attention.
+    pub warnings: Vec<String>,
+}
+
+/// One line of `share peers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Device name.
+    pub name: String,
+    /// Device ID.
+    pub id: DeviceId,
+    /// Dialable `ip:port` addresses.
+    pub addresses: Vec<String>,
+    /// TCP fallback port, if advertised.
+    pub tcp_port: Option<u16>,
+    /// Whether the device is trusted.
+    pub trusted: bool,
+    /// How it was found.
+    pub source: String,
+    /// Seconds since it was last seen.
+    pub last_seen_s: u64,
+}
+
+/// Result of `share send`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendResult {
+    /// Always `done` (failures are errors).
+    pub status: String,
+    /// Peer name.
+    pub peer: String,
+    /// Peer device ID.
+    pub peer_id: DeviceId,
+    /// Transfer ID.
+    pub id: String,
+    /// Transport used.
+    pub transport: TransportKind,
+    /// Files sent.
+    pub files: usize,
+    /// Bytes of file content.
+    pub bytes: u64,
+    /// Wall time from request to `Done`.
+    pub seconds: f64,
+    /// Special files that were skipped.
+    pub skipped: Vec<String>,
+}
+
+/// Result of `share accept` / `reject` / `cancel` / `trust` / `untrust`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ack {
+    /// What was done, in words.
+    pub message: String,
+}
+
+/// The transfers list.
+pub type TransferList = Vec<TransferInfo>;

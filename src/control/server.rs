@@ -1,0 +1,250 @@
+//! The daemon side of the control socket.
+//!
+//! Binding is careful about the classic Unix-socket pitfalls: the parent
+//! directory is created private (0700) when we create it, a socket file
+//! left behind by a crashed daemon is removed only after checking that
+//! nobody answers on it (so a second daemon never steals a live socket),
+//! and the socket is chmod-ed to 0600 right after `bind`.
+//!
+//! Each connection carries one request. If the client goes away while a
+//! long command runs (Ctrl-C on `share send`), the command's cancellation
+//! token fires so the transfer is stopped cleanly instead of orphaned.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{CONTROL_VERSION, MAX_REQUEST_LEN, Reply, Request, RequestEnvelope, SendEvent};
+use crate::transport::BoxFuture;
+
+/// Errors setting up the control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Another daemon answers on the socket.
+    #[error(
+        "another lanshare daemon is already running on {0}; stop it first or pick another --socket"
+    )]
+    InUse(PathBuf),
+    /// Filesystem or socket error.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Who sent a command (from `SO_PEERCRED`).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// The caller's user ID.
+    pub uid: u32,
+    /// The caller's process ID, if known.
+    pub pid: Option<i32>,
+}
+
+/// Executes control requests; implemented by the daemon.
+pub trait Handler: Send + Sync + 'static {
+    /// Runs `request`, streaming progress to `events`; `cancel` fires if
+    /// the client disconnects. Returns the final result or a one-line error.
+    fn handle(
+        &self,
+        request: Request,
+        caller: Caller,
+        events: mpsc::UnboundedSender<SendEvent>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'_, Result<serde_json::Value, String>>;
+}
+
+/// A bound control socket; removes its file on drop.
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds `path` with mode 0600.
+    pub async fn bind(path: &Path) -> Result<Self, ControlError> {
+        let io = |action, source| ControlError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io("set permissions on the directory of", e))?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(ControlError::InUse(path.to_owned()));
+            }
+            tracing::info!(path = %path.display(), "removing stale control socket");
+            std::fs::remove_file(path).map_err(|e| io("remove stale socket", e))?;
+        }
+        let listener = UnixListener::bind(path).map_err(|e| io("bind", e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("set permissions on", e))?;
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves connections until `shutdown`.
+    pub async fn serve(
+        self,
+        handler: Arc<dyn Handler>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        loop {
+            let stream = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!("control accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let handler = handler.clone();
+            let cancel = shutdown.child_token();
+            tracker.spawn(async move {
+                if let Err(e) = serve_one(stream, handler, cancel).await {
+                    tracing::debug!("control connection ended: {e}");
+                }
+            });
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn serve_one(
+    stream: UnixStream,
+    handler: Arc<dyn Handler>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let caller = match stream.peer_cred() {
+        Ok(cred) => Caller {
+            uid: cred.uid(),
+            pid: cred.pid(),
+        },
+        Err(e) => {
+            tracing::warn!("cannot read control client credentials: {e}");
+            return Ok(());
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = String::new();
+    let n = (&mut reader)
+        .take(MAX_REQUEST_LEN as u64)
+        .read_line(&mut line)
+        .await?;
+    if n == 0 {
+        return Ok(());
+    }
+    let request = match serde_json::from_str::<RequestEnvelope>(&line) {
+        Ok(env) if env.v == CONTROL_VERSION => env.request,
+        Ok(env) => {
+            let message = format!(
+                "the CLI speaks control version {}, the daemon {CONTROL_VERSION}; use the same lanshare version for both",
+                env.v
+            );
+            return write_reply(&mut write, &Reply::Error { message }).await;
+        }
+        Err(e) => {
+            let message = format!("malformed request: {e}");
+            return write_reply(&mut write, &Reply::Error { message }).await;
+        }
+    };
+    tracing::info!(uid = caller.uid, pid = ?caller.pid, command = command_name(&request), "control command");
+
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let work = handler.handle(request, caller, events_tx, cancel.clone());
+    tokio::pin!(work);
+    let mut client_gone = false;
+    let mut probe = [0u8; 64];
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            Some(event) = events_rx.recv() => {
+                if !client_gone && write_reply(&mut write, &Reply::Event { event }).await.is_err() {
+                    client_gone = true;
+                    cancel.cancel();
+                }
+            }
+            n = reader.read(&mut probe), if !client_gone => {
+                // The client sends nothing after its request: EOF or an
+                // error means it went away.
+                if matches!(n, Ok(0) | Err(_)) {
+                    client_gone = true;
+                    cancel.cancel();
+                }
+            }
+        }
+    };
+    while let Ok(event) = events_rx.try_recv() {
+        if client_gone {
+            break;
+        }
+        write_reply(&mut write, &Reply::Event { event }).await?;
+    }
+    if client_gone {
+        return Ok(());
+    }
+    let reply = match result {
+        Ok(data) => Reply::Ok { data },
+        Err(message) => Reply::Error { message },
+    };
+    write_reply(&mut write, &reply).await?;
+    write.shutdown().await
+}
+
+async fn write_reply(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    reply: &Reply,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
+fn command_name(request: &Request) -> &'static str {
+    match request {
+        Request::Id => "id",
+        Request::Status => "status",
+        Request::Peers => "peers",
+        Request::Transfers => "transfers",
+        Request::Send { .. } => "send",
+        Request::Accept { .. } => "accept",
+        Request::Reject { .. } => "reject",
+        Request::Cancel { .. } => "cancel",
+        Request::Trust { .. } => "trust",
+        Request::Untrust { .. } => "untrust",
+    }
+}

@@ -1,0 +1,306 @@
+//! The daemon: composition root that owns the runtime.
+//!
+//! [`run`] loads the identity and trust store, binds the transports (QUIC
+//! and TCP on one port number), starts discovery and the control socket,
+//! and then serves until the injected `shutdown` future resolves (SIGINT or
+//! SIGTERM in the binary, a oneshot in tests). Shutdown is complete and
+//! bounded: stop accepting, send mDNS goodbyes, cancel transfers (peers are
+//! told), close QUIC and wait for the close frames, wait for tasks, remove
+//! the socket.
+
+mod commands;
+mod resolve;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::control::server::ControlSocket;
+use crate::discovery::{Advert, Discovery, DiscoveryOptions, PeerTable};
+use crate::identity::Identity;
+use crate::identity::trust::TrustStore;
+use crate::store::DownloadDir;
+use crate::transfer::framed::Framed;
+use crate::transfer::receive::{self, ReceiveContext};
+use crate::transfer::{handshake, registry::Registry};
+use crate::transport::dial::Dialer;
+use crate::transport::quic::QuicTransport;
+use crate::transport::tcp::TcpTransport;
+use crate::transport::{Link, MAX_CONNECTIONS, TransportError};
+
+/// How long shutdown waits for tasks before giving up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Identity could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// Trust store unreadable.
+    #[error(transparent)]
+    Trust(#[from] crate::identity::trust::TrustError),
+    /// Download directory unusable.
+    #[error("download directory: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A listener could not be bound.
+    #[error("{0}; pick another --port or stop the program using it")]
+    Transport(#[from] TransportError),
+    /// Control socket problem.
+    #[error(transparent)]
+    Control(#[from] crate::control::server::ControlError),
+    /// mDNS could not start.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
+}
+
+/// State shared by the daemon's tasks and command handlers.
+pub(crate) struct Shared {
+    config: Config,
+    identity: Identity,
+    trust: TrustStore,
+    peers: PeerTable,
+    registry: Registry,
+    dialer: Dialer,
+    receive: ReceiveContext,
+    port: u16,
+    started: Instant,
+    warnings: Vec<String>,
+    transports: Vec<crate::transport::TransportKind>,
+}
+
+/// Runs the daemon until `shutdown` resolves. `ready` is called once
+/// every listener is up (for sd_notify and tests).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(&ReadyInfo),
+) -> Result<(), DaemonError> {
+    crate::identity::ensure_private_dir(&config.state_dir)?;
+    let identity = Identity::load_or_create(&config.state_dir)?;
+    let trust = TrustStore::load(&config.state_dir)?;
+    let download = Arc::new(DownloadDir::open(&config.download_dir)?);
+    let (quic, tcp, port) = bind_transports(&config, &identity).await?;
+    let mut warnings = Vec::new();
+    if let Some(w) = quic.as_ref().and_then(|q| q.buffer_warning()) {
+        tracing::warn!("{w}");
+        warnings.push(w.to_owned());
+    }
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let peers = PeerTable::new();
+    let registry = Registry::default();
+    let control = ControlSocket::bind(&config.socket).await?;
+
+    let discovery = if config.mdns {
+        let advert = Advert {
+            name: config.name.clone(),
+            id: identity.id(),
+            port,
+            tcp_port: config.tcp.then_some(port),
+        };
+        match Discovery::start(advert, peers.clone(), DiscoveryOptions::default()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let w = format!("mDNS discovery unavailable: {e}");
+                tracing::warn!("{w}");
+                warnings.push(w);
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut transports = Vec::new();
+    if config.quic {
+        transports.push(crate::transport::TransportKind::Quic);
+    }
+    if config.tcp {
+        transports.push(crate::transport::TransportKind::Tcp);
+    }
+    let shared = Arc::new(Shared {
+        receive: ReceiveContext {
+            download,
+            trust: trust.clone(),
+            policy: config.accept,
+            registry: registry.clone(),
+            offer_timeout: config.offer_timeout,
+            limits: config.limits.clone(),
+        },
+        dialer: Dialer::new(quic.clone(), tcp.clone()),
+        config,
+        identity,
+        trust,
+        peers,
+        registry,
+        port,
+        started: Instant::now(),
+        warnings,
+        transports,
+    });
+
+    let (links_tx, links_rx) = mpsc::channel::<Link>(16);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    if let Some(q) = &quic {
+        tracker.spawn(q.clone().serve(
+            links_tx.clone(),
+            slots.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some(t) = &tcp {
+        tracker.spawn(t.clone().serve(
+            links_tx.clone(),
+            slots.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
+    drop(links_tx);
+    tracker.spawn(incoming(
+        shared.clone(),
+        links_rx,
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    let socket_path = control.path().to_owned();
+    tracker.spawn(control.serve(
+        Arc::new(commands::Commands(shared.clone())),
+        cancel.clone(),
+        tracker.clone(),
+    ));
+
+    tracing::info!(
+        name = %shared.config.name,
+        id = %shared.identity.id(),
+        port,
+        socket = %socket_path.display(),
+        download_dir = %shared.config.download_dir.display(),
+        "lanshare daemon ready"
+    );
+    ready(&ReadyInfo {
+        port,
+        socket: socket_path,
+    });
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    cancel.cancel();
+    if let Some(d) = discovery {
+        d.shutdown().await;
+    }
+    shared.registry.cancel_all();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some tasks did not finish within {} s",
+            DRAIN_TIMEOUT.as_secs()
+        );
+    }
+    if let Some(q) = &quic {
+        q.shutdown().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What [`run`] reports once it is ready.
+#[derive(Debug, Clone)]
+pub struct ReadyInfo {
+    /// The bound service port.
+    pub port: u16,
+    /// The control socket.
+    pub socket: std::path::PathBuf,
+}
+
+type Bound = (Option<Arc<QuicTransport>>, Option<Arc<TcpTransport>>, u16);
+
+/// Binds QUIC and TCP on the same port number. With port 0 the UDP port
+/// is chosen first and TCP must get the same number; if that number is
+/// taken on TCP, try again a few times.
+async fn bind_transports(config: &Config, identity: &Identity) -> Result<Bound, TransportError> {
+    let attempts = if config.port == 0 { 8 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let addr = SocketAddr::new(config.bind, config.port);
+        let quic = if config.quic {
+            Some(Arc::new(QuicTransport::bind(addr, identity, true)?))
+        } else {
+            // Still needed to dial out over QUIC; any port will do.
+            Some(Arc::new(QuicTransport::bind(
+                SocketAddr::new(config.bind, 0),
+                identity,
+                false,
+            )?))
+        };
+        let port = match (&quic, config.quic) {
+            (Some(q), true) => q.local_addr()?.port(),
+            _ => config.port,
+        };
+        let tcp =
+            TcpTransport::bind(SocketAddr::new(config.bind, port), identity, config.tcp).await;
+        match tcp {
+            Ok(tcp) => {
+                let port = if config.quic {
+                    port
+                } else {
+                    tcp.local_addr().map(|a| a.port()).unwrap_or(port)
+                };
+                let tcp = Some(Arc::new(tcp));
+                return Ok((quic, tcp, port));
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| TransportError::Setup("cannot bind".into())))
+}
+
+/// Handles every authenticated incoming link in its own task.
+async fn incoming(
+    shared: Arc<Shared>,
+    mut links: mpsc::Receiver<Link>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let link = tokio::select! {
+            () = cancel.cancelled() => break,
+            link = links.recv() => match link {
+                Some(link) => link,
+                None => break,
+            },
+        };
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            let peer = link.peer;
+            let kind = link.kind;
+            let remote = link.remote;
+            let mut framed = Framed::new(link);
+            let hello =
+                match handshake::server(&mut framed, &shared.config.name, &shared.trust).await {
+                    Ok(hello) => hello,
+                    Err(e) => {
+                        tracing::info!(%peer, %remote, %kind, "handshake failed: {e}");
+                        return;
+                    }
+                };
+            tracing::debug!(%peer, %remote, %kind, name = %hello.name, "peer connected");
+            receive::receive(&mut framed, &hello.name, &shared.receive).await;
+            let mut link = framed.into_link();
+            let _ = link.finish().await;
+            link.wait_peer_closed(Duration::from_secs(5)).await;
+        });
+    }
+}

@@ -1,0 +1,221 @@
+//! Turning what a user typed (`desktop`, `ABCD12`, `10.0.0.5:47000`) into
+//! a dial target.
+//!
+//! Names are for humans and can collide, so a name that matches several
+//! devices is an error listing their IDs, unless exactly one of them is
+//! trusted. A name that belongs to a trusted device but is now announced by
+//! a different ID is refused loudly: that is what an impostor looks like.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::Shared;
+use crate::discovery::Peer;
+use crate::identity::DeviceId;
+use crate::transport::dial::Target;
+
+/// How long `share send NAME` waits for a peer that discovery has not
+/// seen yet (a daemon that just started needs ~1-2 s to hear everyone).
+const DISCOVERY_GRACE: Duration = Duration::from_secs(3);
+
+/// A resolved peer: where to dial and what to call it.
+pub(super) struct Resolved {
+    pub(super) target: Target,
+    pub(super) label: String,
+}
+
+impl Shared {
+    /// Resolves `text`, waiting briefly for discovery if needed.
+    pub(super) async fn resolve(&self, text: &str) -> Result<Resolved, String> {
+        let text = text.trim();
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(self.resolve_addr(addr));
+        }
+        if let Ok(addr) = resolve_host_port(text).await {
+            return Ok(self.resolve_addr(addr));
+        }
+        let deadline = tokio::time::Instant::now() + DISCOVERY_GRACE;
+        let mut changes = self.peers.subscribe();
+        loop {
+            match self.resolve_known(text) {
+                Ok(Some(resolved)) => return Ok(resolved),
+                Err(e) => return Err(e),
+                Ok(None) => {}
+            }
+            if !self.config.mdns || tokio::time::Instant::now() >= deadline {
+                return Err(self.not_found(text));
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(self.not_found(text));
+            }
+        }
+    }
+
+    fn resolve_addr(&self, addr: SocketAddr) -> Resolved {
+        // If discovery knows who lives there, pin that identity.
+        let known = self.peers.list().into_iter().find(|p| {
+            p.addrs
+                .iter()
+                .any(|a| a.ip() == addr.ip() && a.port() == addr.port())
+        });
+        Resolved {
+            target: Target {
+                expected: known.as_ref().map(|p| p.id),
+                quic: vec![addr],
+                tcp: vec![addr],
+            },
+            label: known.map(|p| p.name).unwrap_or_else(|| addr.to_string()),
+        }
+    }
+
+    /// `Ok(None)`: nothing matches (yet).
+    fn resolve_known(&self, text: &str) -> Result<Option<Resolved>, String> {
+        let mut matches = self.peers.find_by_name(text);
+        if matches.is_empty() && text.len() >= 4 {
+            matches = self.peers.find_by_id_prefix(text);
+        }
+        let peer = match matches.len() {
+            0 => return Ok(None),
+            1 => matches.remove(0),
+            _ => {
+                let trusted: Vec<Peer> = matches
+                    .iter()
+                    .filter(|p| self.trust.is_trusted(&p.id))
+                    .cloned()
+                    .collect();
+                if trusted.len() == 1 {
+                    trusted.into_iter().next().ok_or_else(String::new)?
+                } else {
+                    let ids: Vec<String> = matches.iter().map(|p| p.id.short()).collect();
+                    return Err(format!(
+                        "{} devices match \"{text}\" ({}); use a device-ID prefix instead",
+                        matches.len(),
+                        ids.join(", ")
+                    ));
+                }
+            }
+        };
+        if let Some(trusted) = self.trust.name_conflict(&peer.name, &peer.id)
+            && !self.trust.is_trusted(&peer.id)
+        {
+            {
+                tracing::warn!(name = %peer.name, announced = %peer.id, trusted = %trusted.id, "a device announces the name of a trusted device with a different identity");
+                return Err(format!(
+                    "identity mismatch: \"{}\" is trusted with ID {} but the device on the network has ID {}; \
+                     if it was reinstalled, run `share untrust {}` and trust it again",
+                    peer.name,
+                    trusted.id.short(),
+                    peer.id.short(),
+                    trusted.id.short()
+                ));
+            }
+        }
+        Ok(Some(Resolved {
+            label: peer.name.clone(),
+            target: target_for(&peer),
+        }))
+    }
+
+    fn not_found(&self, text: &str) -> String {
+        let trusted = self.trust.find_by_name(text);
+        if !trusted.is_empty() {
+            return format!(
+                "\"{text}\" is trusted but not visible on the network; check that its daemon runs and that UDP 5353 (mDNS) is allowed, or use HOST:PORT"
+            );
+        }
+        if self.config.mdns {
+            format!(
+                "no peer called \"{text}\"; `share peers` lists visible devices, or use HOST:PORT"
+            )
+        } else {
+            format!("mDNS is off (--no-mdns), so peers must be given as HOST:PORT, not \"{text}\"")
+        }
+    }
+
+    /// Finds a device by name, ID prefix or full ID among visible peers
+    /// and the trust store (for `share trust` / `untrust`).
+    pub(super) fn find_device(&self, text: &str) -> Result<(DeviceId, String), String> {
+        if let Ok(id) = text.parse::<DeviceId>() {
+            let name = self
+                .peers
+                .get(&id)
+                .map(|p| p.name)
+                .or_else(|| {
+                    self.trust
+                        .list()
+                        .into_iter()
+                        .find(|t| t.id == id)
+                        .map(|t| t.name)
+                })
+                .unwrap_or_else(|| id.short());
+            return Ok((id, name));
+        }
+        let mut found: Vec<(DeviceId, String)> = self
+            .peers
+            .find_by_name(text)
+            .into_iter()
+            .map(|p| (p.id, p.name))
+            .collect();
+        if found.is_empty() && text.len() >= 4 {
+            found = self
+                .peers
+                .find_by_id_prefix(text)
+                .into_iter()
+                .map(|p| (p.id, p.name))
+                .collect();
+        }
+        if found.is_empty() {
+            found = self
+                .trust
+                .list()
+                .into_iter()
+                .filter(|t| {
+                    t.name.eq_ignore_ascii_case(text)
+                        || (text.len() >= 4 && t.id.matches_prefix(text))
+                })
+                .map(|t| (t.id, t.name))
+                .collect();
+        }
+        match found.len() {
+            0 => Err(format!("no device matches \"{text}\"; see `share peers`")),
+            1 => found.pop().ok_or_else(String::new),
+            n => Err(format!(
+                "{n} devices match \"{text}\"; use a longer device-ID prefix"
+            )),
+        }
+    }
+}
+
+fn target_for(peer: &Peer) -> Target {
+    let tcp = match peer.tcp_port {
+        Some(port) => peer
+            .addrs
+            .iter()
+            .map(|a| {
+                let mut a = *a;
+                a.set_port(port);
+                a
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Target {
+        expected: Some(peer.id),
+        quic: peer.addrs.clone(),
+        tcp,
+    }
+}
+
+/// `host:port` with a DNS name (e.g. `desktop.lan:47000`).
+async fn resolve_host_port(text: &str) -> std::io::Result<SocketAddr> {
+    if !text.contains(':') {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    tokio::net::lookup_host(text)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+}

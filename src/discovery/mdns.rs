@@ -1,0 +1,560 @@
+//! Glue between mdns-sd and the peer table: the advertisement, event
+//! conversion, and the worker task that drains the browse channel and runs
+//! the liveness checks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use mdns_sd::{DaemonEvent, Receiver, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, trace, warn};
+
+use super::Advert;
+use super::peers::{Applied, ApplyPolicy, BrowseEvent, PeerTable, ResolvedInstance, truncate_utf8};
+use crate::identity::DeviceId;
+
+/// The DNS-SD service type.
+pub(crate) const SERVICE_TYPE: &str = "_lanshare._udp.local.";
+
+/// Protocol version announced in TXT `v`.
+pub(crate) const PROTOCOL_VERSION: u16 = 1;
+
+/// Instance used when the device name is empty after sanitising.
+const DEFAULT_INSTANCE: &str = "lanshare";
+
+/// A DNS label is at most 63 bytes.
+const MAX_LABEL_BYTES: usize = 63;
+
+/// A TXT string is at most 255 bytes, `name=` included.
+const MAX_TXT_NAME_BYTES: usize = 255 - "name=".len();
+
+/// How often every known instance is re-verified.
+pub(crate) const VERIFY_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How long a verified instance may stay silent before mdns-sd flushes it
+/// (RFC 6762 §10.4 recommends 10 s; mdns-sd re-queries once after 1 s).
+pub(crate) const VERIFY_TIMEOUT: Duration = mdns_sd::VERIFY_TIMEOUT_DEFAULT;
+
+/// Re-browse schedule after an instance disappears, measured from the
+/// removal. A re-browse makes mdns-sd replay its cache and re-query SRV/TXT
+/// for instances it still has a PTR for, so a live peer that was dropped
+/// after a lost verification (or a short multicast outage) comes back.
+const REBROWSE_DELAYS: [Duration; 7] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(120),
+    Duration::from_secs(300),
+];
+
+/// How long a removed instance keeps the re-browse schedule going.
+const LOST_MEMORY: Duration = Duration::from_secs(600);
+
+/// After a re-browse, instances that mdns-sd did not replay within this long
+/// are no longer in its cache and are dropped (reconciles any event lost while
+/// switching receivers).
+const SWEEP_GRACE: Duration = Duration::from_secs(3);
+
+/// Host name: not the machine's (avahi owns that), unique per device.
+pub(crate) fn host_name(id: &DeviceId) -> String {
+    let canonical = id.to_canonical().to_ascii_lowercase();
+    format!("lanshare-{}.local.", &canonical[..12])
+}
+
+/// The DNS-SD instance name for a device name: no control characters, at
+/// most 63 bytes, never empty, and no `.` or `\\` (replaced by `-`).
+///
+/// DNS-SD allows dots in instance labels and mdns-sd escapes them when
+/// sending, but its decoder does not re-escape them, so a browser's follow-up
+/// queries (verification, SRV/TXT resolution, cache refresh) for such an
+/// instance are sent for a different name and never answered: the peer would
+/// be dropped by every liveness check (measured). The full name is in TXT
+/// `name` anyway.
+pub(crate) fn instance_name(device_name: &str) -> String {
+    let cleaned: String = device_name
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '.' || c == '\\' { '-' } else { c })
+        .collect();
+    let truncated = truncate_utf8(cleaned.trim(), MAX_LABEL_BYTES).trim_end();
+    if truncated.is_empty() {
+        DEFAULT_INSTANCE.to_string()
+    } else {
+        truncated.to_string()
+    }
+}
+
+/// The TXT `name` value: the device name without control characters, cut to
+/// fit one TXT string.
+fn txt_name(device_name: &str) -> String {
+    let cleaned: String = device_name.chars().filter(|c| !c.is_control()).collect();
+    truncate_utf8(cleaned.trim(), MAX_TXT_NAME_BYTES)
+        .trim_end()
+        .to_string()
+}
+
+/// Builds the advertisement. Addresses are left empty and tracked
+/// automatically (`enable_addr_auto`).
+pub(crate) fn service_info(advert: &Advert) -> Result<ServiceInfo, mdns_sd::Error> {
+    let id = advert.id.to_canonical();
+    let version = PROTOCOL_VERSION.to_string();
+    let name = txt_name(&advert.name);
+    let tcp = advert.tcp_port.map(|p| p.to_string());
+    let mut txt: Vec<(&str, &str)> = vec![("id", &id), ("v", &version), ("name", &name)];
+    if let Some(tcp) = &tcp {
+        txt.push(("tcp", tcp));
+    }
+    Ok(ServiceInfo::new(
+        SERVICE_TYPE,
+        &instance_name(&advert.name),
+        &host_name(&advert.id),
+        "",
+        advert.port,
+        &txt[..],
+    )?
+    .enable_addr_auto())
+}
+
+/// Converts an mdns-sd resolution into the table's input type.
+pub(crate) fn to_instance(service: &mdns_sd::ResolvedService) -> ResolvedInstance {
+    let mut txt = BTreeMap::new();
+    for prop in service.txt_properties.iter() {
+        txt.entry(prop.key().to_ascii_lowercase())
+            .or_insert_with(|| prop.val_str().to_string());
+    }
+    let mut addrs: Vec<_> = service
+        .addresses
+        .iter()
+        .map(|scoped| match scoped {
+            ScopedIp::V6(v6) => ((*v6.addr()).into(), v6.scope_id().index),
+            other => (other.to_ip_addr(), 0),
+        })
+        .collect();
+    addrs.sort();
+    ResolvedInstance {
+        fullname: service.fullname.clone(),
+        txt,
+        addrs,
+        port: service.port,
+    }
+}
+
+/// What woke the worker.
+enum Wake {
+    Cancelled,
+    Event(Result<ServiceEvent, mdns_sd::RecvError>),
+    Monitor(Result<DaemonEvent, mdns_sd::RecvError>),
+    VerifyTick,
+    Rebrowse,
+    Sweep,
+}
+
+/// Drains the browse channel into the peer table and keeps it live.
+pub(crate) struct Worker {
+    daemon: ServiceDaemon,
+    peers: PeerTable,
+    policy: ApplyPolicy,
+    cancel: CancellationToken,
+    /// The current browse receiver; `None` while a re-browse is pending.
+    events: Option<Receiver<ServiceEvent>>,
+    monitor: Option<Receiver<DaemonEvent>>,
+    /// Instances verified in the previous round, and when.
+    last_round: Option<(SystemTime, Vec<String>)>,
+    /// Recently removed instances (lower-case fullname) and when.
+    lost: HashMap<String, Instant>,
+    /// Next re-browse and its index in [`REBROWSE_DELAYS`].
+    rebrowse: Option<(Instant, usize)>,
+    /// Pending sweep after a re-browse: deadline and the instances replayed so far.
+    sweep: Option<(Instant, HashSet<String>)>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        daemon: ServiceDaemon,
+        peers: PeerTable,
+        policy: ApplyPolicy,
+        cancel: CancellationToken,
+        events: Receiver<ServiceEvent>,
+        monitor: Option<Receiver<DaemonEvent>>,
+    ) -> Self {
+        Self {
+            daemon,
+            peers,
+            policy,
+            cancel,
+            events: Some(events),
+            monitor,
+            last_round: None,
+            lost: HashMap::new(),
+            rebrowse: None,
+            sweep: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut verify_tick =
+            tokio::time::interval_at(Instant::now() + VERIFY_INTERVAL, VERIFY_INTERVAL);
+        verify_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let wake = {
+                let rebrowse_at = self.rebrowse.map(|(at, _)| at);
+                let sweep_at = self.sweep.as_ref().map(|(at, _)| *at);
+                tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => Wake::Cancelled,
+                    event = recv_opt(self.events.as_ref()) => Wake::Event(event),
+                    event = recv_opt(self.monitor.as_ref()) => Wake::Monitor(event),
+                    _ = verify_tick.tick() => Wake::VerifyTick,
+                    () = sleep_opt(rebrowse_at) => Wake::Rebrowse,
+                    () = sleep_opt(sweep_at) => Wake::Sweep,
+                }
+            };
+            match wake {
+                Wake::Cancelled => break,
+                Wake::Event(Ok(event)) => self.on_event(event),
+                Wake::Event(Err(_)) => {
+                    // mdns-sd drops receivers that fall behind, and closes all
+                    // of them on shutdown.
+                    if self.cancel.is_cancelled() {
+                        break;
+                    }
+                    warn!("mDNS browse channel closed unexpectedly; browsing again");
+                    self.events = None;
+                    if !self.rebrowse() {
+                        break;
+                    }
+                }
+                Wake::Monitor(Ok(event)) => on_daemon_event(event),
+                Wake::Monitor(Err(_)) => self.monitor = None,
+                Wake::VerifyTick => self.verify_round(),
+                Wake::Rebrowse => self.on_rebrowse_timer(),
+                Wake::Sweep => self.on_sweep(),
+            }
+        }
+        debug!("mDNS worker stopped");
+    }
+
+    fn on_event(&mut self, event: ServiceEvent) {
+        match event {
+            ServiceEvent::ServiceResolved(service) => {
+                if service.ty_domain != SERVICE_TYPE {
+                    return;
+                }
+                let instance = to_instance(&service);
+                let key = instance.fullname.to_lowercase();
+                trace!(fullname = %instance.fullname, addrs = ?instance.addrs, "mDNS resolved");
+                if let Some((_, replayed)) = &mut self.sweep {
+                    replayed.insert(key.clone());
+                }
+                let outcome = self.peers.apply(
+                    &self.policy,
+                    BrowseEvent::Resolved(instance),
+                    SystemTime::now(),
+                );
+                match outcome {
+                    Applied::PeerAdded(id) => {
+                        self.lost.remove(&key);
+                        if let Some(peer) = self.peers.get(&id) {
+                            info!(peer = %peer.name, id = %id.short(), addrs = ?peer.addrs, "peer discovered");
+                        }
+                    }
+                    Applied::PeerUpdated(id) => {
+                        self.lost.remove(&key);
+                        if let Some(peer) = self.peers.get(&id) {
+                            debug!(peer = %peer.name, id = %id.short(), addrs = ?peer.addrs, "peer updated");
+                        }
+                    }
+                    Applied::Unchanged(_) => {
+                        self.lost.remove(&key);
+                    }
+                    Applied::Ignored(reason) => {
+                        debug!(fullname = %service.fullname, ?reason, "ignoring mDNS record");
+                    }
+                    Applied::InstanceRemoved(id) | Applied::PeerRemoved(id) => {
+                        debug!(id = %id.short(), fullname = %service.fullname, "mDNS instance no longer usable");
+                    }
+                }
+            }
+            ServiceEvent::ServiceRemoved(ty, fullname) => {
+                if ty != SERVICE_TYPE {
+                    return;
+                }
+                self.remove(fullname, "removed");
+            }
+            ServiceEvent::SearchStopped(ty) => {
+                if ty == SERVICE_TYPE && !self.cancel.is_cancelled() {
+                    warn!("mDNS browse stopped unexpectedly; browsing again");
+                    self.rebrowse();
+                }
+            }
+            other => trace!(?other, "mDNS event"),
+        }
+    }
+
+    /// Applies a removal and schedules re-browses in case it was a false alarm.
+    fn remove(&mut self, fullname: String, why: &str) {
+        let key = fullname.to_lowercase();
+        let outcome = self.peers.apply(
+            &self.policy,
+            BrowseEvent::Removed(fullname.clone()),
+            SystemTime::now(),
+        );
+        match outcome {
+            Applied::PeerRemoved(id) => {
+                info!(id = %id.short(), %fullname, "peer gone ({why})");
+            }
+            Applied::InstanceRemoved(id) => {
+                debug!(id = %id.short(), %fullname, "peer instance gone ({why})");
+            }
+            _ => {
+                trace!(%fullname, "removal of unknown mDNS instance");
+                return;
+            }
+        }
+        let now = Instant::now();
+        self.lost.insert(key, now);
+        // (Re)start the schedule; keep an earlier pending re-browse.
+        let first = now + REBROWSE_DELAYS[0];
+        self.rebrowse = match self.rebrowse {
+            Some((at, _)) if at <= first => Some((at, 0)),
+            _ => Some((first, 0)),
+        };
+    }
+
+    /// Asks mdns-sd to re-check every known instance (RFC 6762 §10.4): it
+    /// queries SRV/A/AAAA twice and, if nothing answers within
+    /// [`VERIFY_TIMEOUT`], flushes the records and emits `ServiceRemoved`.
+    fn verify_round(&mut self) {
+        let now = SystemTime::now();
+        if let Some((at, survivors)) = self.last_round.take() {
+            // Anything still here answered the previous round's queries.
+            self.peers.mark_seen(&survivors, at);
+        }
+        let fullnames = self.peers.mdns_fullnames();
+        for fullname in &fullnames {
+            if !verifiable(fullname) {
+                // See `instance_name`: queries for it would go unanswered.
+                trace!(%fullname, "not verifying an instance whose label contains '.' or '\\'");
+                continue;
+            }
+            if let Err(e) = self.daemon.verify(fullname.clone(), VERIFY_TIMEOUT) {
+                debug!(%fullname, error = %e, "mDNS verify not queued");
+            }
+        }
+        if !fullnames.is_empty() {
+            trace!(count = fullnames.len(), "mDNS liveness round");
+        }
+        self.last_round = Some((now, fullnames));
+    }
+
+    fn on_rebrowse_timer(&mut self) {
+        let Some((_, step)) = self.rebrowse.take() else {
+            return;
+        };
+        let now = Instant::now();
+        self.lost
+            .retain(|_, at| now.saturating_duration_since(*at) < LOST_MEMORY);
+        if !self.rebrowse() {
+            return;
+        }
+        let next = step + 1;
+        if !self.lost.is_empty()
+            && let (Some(delay), Some(prev)) =
+                (REBROWSE_DELAYS.get(next), REBROWSE_DELAYS.get(step))
+        {
+            self.rebrowse = Some((now + delay.saturating_sub(*prev), next));
+        }
+    }
+
+    /// Starts a fresh browse (mdns-sd replaces the previous listener), drains
+    /// what the old receiver already holds, and schedules a sweep. Returns
+    /// false if the daemon is gone.
+    fn rebrowse(&mut self) -> bool {
+        match self.daemon.browse(SERVICE_TYPE) {
+            Ok(events) => {
+                // Older events first, then the replay.
+                self.sweep = None;
+                if let Some(old) = self.events.replace(events) {
+                    while let Ok(event) = old.try_recv() {
+                        // Never recurse into another re-browse from here.
+                        if !matches!(event, ServiceEvent::SearchStopped(_)) {
+                            self.on_event(event);
+                        }
+                    }
+                }
+                self.sweep = Some((Instant::now() + SWEEP_GRACE, HashSet::new()));
+                trace!("mDNS browse restarted");
+                true
+            }
+            Err(mdns_sd::Error::DaemonShutdown) => false,
+            Err(e) => {
+                debug!(error = %e, "mDNS re-browse failed; will retry");
+                let retry = Instant::now() + REBROWSE_DELAYS[1];
+                if self.rebrowse.is_none_or(|(at, _)| at > retry) {
+                    self.rebrowse = Some((retry, 0));
+                }
+                true
+            }
+        }
+    }
+
+    /// Drops instances that mdns-sd did not replay after a re-browse.
+    fn on_sweep(&mut self) {
+        let Some((_, replayed)) = self.sweep.take() else {
+            return;
+        };
+        for fullname in self.peers.mdns_fullnames() {
+            if !replayed.contains(&fullname.to_lowercase()) {
+                self.remove(fullname, "no longer in the mDNS cache");
+            }
+        }
+    }
+}
+
+/// Whether mdns-sd can query this instance by name: its label must not
+/// contain `.` or `\\` (mdns-sd decodes names without re-escaping).
+fn verifiable(fullname: &str) -> bool {
+    let lower = fullname.to_ascii_lowercase();
+    match lower.strip_suffix(SERVICE_TYPE) {
+        Some(label) => label
+            .strip_suffix('.')
+            .is_some_and(|label| !label.is_empty() && !label.contains(['.', '\\'])),
+        None => false,
+    }
+}
+
+fn on_daemon_event(event: DaemonEvent) {
+    match event {
+        DaemonEvent::Error(e) => warn!(
+            error = %e,
+            "mDNS error; discovery may not work (check that UDP port 5353 is usable, or use --no-mdns and HOST:PORT addressing)"
+        ),
+        DaemonEvent::NameChange(change) => info!(
+            original = %change.original,
+            new = %change.new_name,
+            interface = %change.intf_name,
+            "mDNS name conflict resolved by renaming"
+        ),
+        DaemonEvent::IpAdd(ip) => debug!(%ip, "mDNS: interface address added"),
+        DaemonEvent::IpDel(ip) => debug!(%ip, "mDNS: interface address removed"),
+        other => trace!(?other, "mDNS daemon event"),
+    }
+}
+
+async fn recv_opt<T>(rx: Option<&Receiver<T>>) -> Result<T, mdns_sd::RecvError> {
+    match rx {
+        Some(rx) => rx.recv_async().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_are_dns_safe() {
+        assert_eq!(instance_name("Bob's laptop"), "Bob's laptop");
+        assert_eq!(instance_name(""), "lanshare");
+        assert_eq!(instance_name(" \t\n"), "lanshare");
+        assert_eq!(instance_name("a\u{7}b\u{1b}c"), "abc");
+        assert_eq!(instance_name("my.box\\x"), "my-box-x");
+        let long = "ü".repeat(40); // 80 bytes
+        let name = instance_name(&long);
+        assert!(name.len() <= 63);
+        assert_eq!(name, "ü".repeat(31));
+        assert_eq!(instance_name(&"x".repeat(100)).len(), 63);
+    }
+
+    #[test]
+    fn only_plain_labels_are_verified() {
+        assert!(verifiable("laptop (2)._lanshare._udp.local."));
+        assert!(verifiable("Laptop._LANSHARE._udp.local."));
+        assert!(!verifiable("my.box._lanshare._udp.local."));
+        assert!(!verifiable("a\\b._lanshare._udp.local."));
+        assert!(!verifiable("x._other._udp.local."));
+        assert!(!verifiable("._lanshare._udp.local."));
+    }
+
+    #[test]
+    fn host_name_uses_id_prefix() {
+        let id = DeviceId::from_cert_der(b"abc");
+        let host = host_name(&id);
+        assert_eq!(
+            host,
+            format!(
+                "lanshare-{}.local.",
+                &id.to_canonical()[..12].to_lowercase()
+            )
+        );
+        assert_eq!(host.len(), "lanshare-".len() + 12 + ".local.".len());
+    }
+
+    #[test]
+    fn advertisement_has_expected_txt() {
+        let id = DeviceId::from_cert_der(b"abc");
+        let advert = Advert {
+            name: "my.box".into(),
+            id,
+            port: 47000,
+            tcp_port: Some(47001),
+        };
+        let info = service_info(&advert).unwrap();
+        assert_eq!(info.get_type(), SERVICE_TYPE);
+        assert_eq!(info.get_fullname(), "my-box._lanshare._udp.local.");
+        assert_eq!(info.get_hostname(), host_name(&id));
+        assert_eq!(info.get_port(), 47000);
+        assert!(info.is_addr_auto());
+        assert_eq!(
+            info.get_property_val_str("id"),
+            Some(id.to_canonical().as_str())
+        );
+        assert_eq!(info.get_property_val_str("v"), Some("1"));
+        assert_eq!(info.get_property_val_str("name"), Some("my.box"));
+        assert_eq!(info.get_property_val_str("tcp"), Some("47001"));
+
+        let no_tcp = Advert {
+            tcp_port: None,
+            name: "x".repeat(400),
+            ..advert
+        };
+        let info = service_info(&no_tcp).unwrap();
+        assert!(info.get_property("tcp").is_none());
+        assert_eq!(info.get_property_val_str("name").map(str::len), Some(250));
+    }
+
+    #[test]
+    fn converts_resolved_service() {
+        let id = DeviceId::from_cert_der(b"abc");
+        let info = ServiceInfo::new(
+            SERVICE_TYPE,
+            "box",
+            &host_name(&id),
+            "10.1.2.3",
+            47000,
+            &[
+                ("ID", id.to_canonical().as_str()),
+                ("v", "1"),
+                ("id", "second"),
+            ][..],
+        )
+        .unwrap();
+        let resolved = info.as_resolved_service();
+        let instance = to_instance(&resolved);
+        assert_eq!(instance.fullname, "box._lanshare._udp.local.");
+        assert_eq!(instance.port, 47000);
+        assert_eq!(instance.txt.get("id"), Some(&id.to_canonical()));
+        assert_eq!(instance.addrs, vec![("10.1.2.3".parse().unwrap(), 0)]);
+    }
+}

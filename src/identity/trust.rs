@@ -1,0 +1,231 @@
+//! The trust store: device IDs the user has pinned with `share trust`.
+//!
+//! Trust is stored by device ID, never by name: names are chosen by peers
+//! and can collide or be forged, IDs are hashes of certificates whose keys
+//! the TLS handshake proves. The name is kept only to detect a known name
+//! arriving with a different ID, which is reported loudly instead of being
+//! trusted. The file (`trusted.json` in the state directory) is replaced
+//! atomically (write temp, fsync, rename) so a crash never leaves it torn.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::DeviceId;
+
+/// File name of the trust store inside the state directory.
+pub const TRUST_FILE: &str = "trusted.json";
+
+/// Errors reading or writing the trust store.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The file could not be read or written.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// The trust file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON of the expected shape.
+    #[error("{path} is corrupt ({reason}); fix or delete it and trust your devices again")]
+    Corrupt {
+        /// The trust file.
+        path: PathBuf,
+        /// Parser message.
+        reason: String,
+    },
+}
+
+/// One pinned device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedPeer {
+    /// The pinned device ID.
+    pub id: DeviceId,
+    /// The name the device had when it was trusted.
+    pub name: String,
+    /// When it was trusted (seconds since the Unix epoch).
+    pub since: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TrustFile {
+    version: u32,
+    peers: Vec<TrustedPeer>,
+}
+
+/// Shared, persistent set of trusted devices.
+#[derive(Debug, Clone)]
+pub struct TrustStore {
+    path: PathBuf,
+    peers: Arc<RwLock<BTreeMap<DeviceId, TrustedPeer>>>,
+}
+
+impl TrustStore {
+    /// Loads `state_dir/trusted.json`, or starts empty if it does not exist.
+    pub fn load(state_dir: &Path) -> Result<Self, TrustError> {
+        let path = state_dir.join(TRUST_FILE);
+        let peers = match fs::read(&path) {
+            Ok(bytes) => {
+                let file: TrustFile =
+                    serde_json::from_slice(&bytes).map_err(|e| TrustError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                file.peers.into_iter().map(|p| (p.id, p)).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => {
+                return Err(TrustError::Io {
+                    action: "read",
+                    path,
+                    source,
+                });
+            }
+        };
+        Ok(Self {
+            path,
+            peers: Arc::new(RwLock::new(peers)),
+        })
+    }
+
+    /// Whether `id` is trusted.
+    pub fn is_trusted(&self, id: &DeviceId) -> bool {
+        self.read().contains_key(id)
+    }
+
+    /// All trusted devices.
+    pub fn list(&self) -> Vec<TrustedPeer> {
+        self.read().values().cloned().collect()
+    }
+
+    /// A trusted device other than `id` that uses `name` (case-insensitive):
+    /// the sign of an impostor, or of a device that changed its key.
+    pub fn name_conflict(&self, name: &str, id: &DeviceId) -> Option<TrustedPeer> {
+        self.read()
+            .values()
+            .find(|p| p.id != *id && p.name.eq_ignore_ascii_case(name))
+            .cloned()
+    }
+
+    /// Trusted devices called `name` (case-insensitive).
+    pub fn find_by_name(&self, name: &str) -> Vec<TrustedPeer> {
+        self.read()
+            .values()
+            .filter(|p| p.name.eq_ignore_ascii_case(name))
+            .cloned()
+            .collect()
+    }
+
+    /// Pins `id` under `name` and saves. Returns false if it was already trusted.
+    pub fn trust(&self, id: DeviceId, name: &str) -> Result<bool, TrustError> {
+        let mut peers = self.write();
+        if peers.contains_key(&id) {
+            return Ok(false);
+        }
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        peers.insert(
+            id,
+            TrustedPeer {
+                id,
+                name: name.to_owned(),
+                since,
+            },
+        );
+        self.save(&peers)?;
+        Ok(true)
+    }
+
+    /// Removes `id` and saves. Returns false if it was not trusted.
+    pub fn untrust(&self, id: &DeviceId) -> Result<bool, TrustError> {
+        let mut peers = self.write();
+        if peers.remove(id).is_none() {
+            return Ok(false);
+        }
+        self.save(&peers)?;
+        Ok(true)
+    }
+
+    fn save(&self, peers: &BTreeMap<DeviceId, TrustedPeer>) -> Result<(), TrustError> {
+        let file = TrustFile {
+            version: 1,
+            peers: peers.values().cloned().collect(),
+        };
+        let io = |action, source| TrustError::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| io("encode", e.into()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io("write", e))?;
+        out.write_all(&json).map_err(|e| io("write", e))?;
+        out.sync_all().map_err(|e| io("sync", e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| io("replace", e))?;
+        if let Some(dir) = self.path.parent() {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("sync directory of", e))?;
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<DeviceId, TrustedPeer>> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<DeviceId, TrustedPeer>> {
+        self.peers.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_persists_and_detects_name_conflicts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = DeviceId::from_cert_der(b"a");
+        let b = DeviceId::from_cert_der(b"b");
+        let store = TrustStore::load(tmp.path()).unwrap();
+        assert!(store.trust(a, "desktop").unwrap());
+        assert!(!store.trust(a, "desktop").unwrap());
+
+        let reloaded = TrustStore::load(tmp.path()).unwrap();
+        assert!(reloaded.is_trusted(&a));
+        assert!(!reloaded.is_trusted(&b));
+        assert_eq!(reloaded.name_conflict("Desktop", &b).map(|p| p.id), Some(a));
+        assert!(reloaded.name_conflict("desktop", &a).is_none());
+
+        assert!(reloaded.untrust(&a).unwrap());
+        assert!(!TrustStore::load(tmp.path()).unwrap().is_trusted(&a));
+    }
+
+    #[test]
+    fn corrupt_file_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(TRUST_FILE), b"{not json").unwrap();
+        assert!(matches!(
+            TrustStore::load(tmp.path()),
+            Err(TrustError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,135 @@
+//! Wire protocol v1: message types, limits and the framing codec.
+//!
+//! This module is pure: it never touches sockets, files or clocks, so it can
+//! be unit-tested, property-tested and fuzzed in isolation. The transfer layer
+//! drives it over whatever byte stream the transport hands out (a QUIC
+//! bidirectional stream or a TLS-over-TCP stream), which is why QUIC and TCP
+//! share every layer above `transport`.
+//!
+//! See `PROTOCOL.md` at the repository root for the byte-level specification.
+
+mod manifest;
+mod wire;
+
+pub use manifest::{Entry, EntryKind, Manifest, ManifestError, ManifestLimits};
+pub use wire::{DATA_HEADER_LEN, DecodeError, EncodeError, decode, encode, encode_data_header};
+
+use bytes::Bytes;
+
+/// Protocol version carried in `Hello` and in the mDNS TXT `v` key.
+pub const VERSION: u16 = 1;
+
+/// TLS ALPN identifier; both transports require it.
+pub const ALPN: &[u8] = b"lanshare/1";
+
+/// Largest frame body (type byte + payload) a peer may send. Anything larger
+/// is a protocol violation detected from the 4-byte length prefix alone,
+/// before any of it is buffered.
+pub const MAX_FRAME_LEN: usize = 8 << 20;
+
+/// Largest payload of one `Data` frame.
+pub const MAX_DATA_CHUNK: usize = 1 << 20;
+
+/// Longest device name in `Hello`, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Longest human-readable reason in `Reject` / `Error`, in bytes.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Longest relative path in a manifest entry, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Hard ceiling on manifest entries the codec will even decode.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// Why a transfer was stopped, sent in an `Error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The peer broke the protocol (unexpected frame, bad offset, ...).
+    Protocol,
+    /// A file's content did not match its announced BLAKE3 hash.
+    Integrity,
+    /// A local I/O error (other than a full disk) on the side sending this.
+    Io,
+    /// The user cancelled the transfer.
+    Cancelled,
+    /// The receiver ran out of space.
+    NoSpace,
+    /// The receiver is busy (too many transfers or offers).
+    Busy,
+    /// The sender's identity or the offer was refused.
+    Refused,
+    /// A code this implementation does not know; kept for logging.
+    Other(u16),
+}
+
+impl ErrorCode {
+    /// The numeric value on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            Self::Protocol => 1,
+            Self::Integrity => 2,
+            Self::Io => 3,
+            Self::Cancelled => 4,
+            Self::NoSpace => 5,
+            Self::Busy => 6,
+            Self::Refused => 7,
+            Self::Other(n) => n,
+        }
+    }
+
+    /// Parses a wire value; unknown values are preserved as `Other`.
+    pub fn from_u16(n: u16) -> Self {
+        match n {
+            1 => Self::Protocol,
+            2 => Self::Integrity,
+            3 => Self::Io,
+            4 => Self::Cancelled,
+            5 => Self::NoSpace,
+            6 => Self::Busy,
+            7 => Self::Refused,
+            n => Self::Other(n),
+        }
+    }
+}
+
+/// One protocol message. Frame type numbers are given in `PROTOCOL.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// First message in each direction: protocol version and device name.
+    Hello {
+        /// Sender's protocol version ([`VERSION`]).
+        version: u16,
+        /// Human-readable device name.
+        name: String,
+    },
+    /// Sender -> receiver: what it wants to send.
+    Offer(Manifest),
+    /// Receiver -> sender: go ahead.
+    Accept,
+    /// Receiver -> sender: not wanted, with a reason for the user.
+    Reject {
+        /// Why, in words a user understands.
+        reason: String,
+    },
+    /// Sender -> receiver: bytes of file number `file` (an index into the
+    /// offer's entries) starting at `offset`.
+    Data {
+        /// Index into [`Manifest::entries`]; must name a file entry.
+        file: u32,
+        /// Byte offset inside that file.
+        offset: u64,
+        /// At most [`MAX_DATA_CHUNK`] bytes.
+        data: Bytes,
+    },
+    /// Receiver -> sender: every file's hash matched, was synced to disk
+    /// and renamed into place.
+    Done,
+    /// Either direction: the transfer is over because of `code`.
+    Error {
+        /// Machine-readable cause.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}

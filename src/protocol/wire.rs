@@ -1,0 +1,1335 @@
+//! The framing codec: [`Message`] <-> bytes.
+//!
+//! Every message travels as one length-prefixed frame (`len: u32` big-endian,
+//! then `len` bytes of body = `type: u8` + payload; see `PROTOCOL.md`). The
+//! codec is written for a hostile peer:
+//!
+//! * A length prefix of zero or above [`MAX_FRAME_LEN`] is rejected as soon as
+//!   its four bytes are buffered, so a peer cannot make us buffer gigabytes.
+//! * Every count and length read from the wire is checked against both its
+//!   protocol limit and the bytes actually left in the frame before anything is
+//!   allocated, and all reads go through bounds-checked helpers: no input can
+//!   make [`decode`] panic, overflow or over-allocate.
+//! * [`encode`] enforces the very same limits, so we never send a frame the
+//!   peer is obliged to reject; anything [`decode`] returns re-encodes to the
+//!   exact bytes it was decoded from.
+//!
+//! Bulk data is the hot path, so `Data` payloads are split off the receive
+//! buffer as [`Bytes`](bytes::Bytes) without copying, and senders can use
+//! [`encode_data_header`] to write only the 17-byte header in front of a
+//! payload they already own.
+
+use bytes::{Buf, BufMut, BytesMut};
+
+use super::{
+    Entry, EntryKind, ErrorCode, MAX_DATA_CHUNK, MAX_ENTRIES, MAX_FRAME_LEN, MAX_NAME_LEN,
+    MAX_PATH_LEN, MAX_REASON_LEN, Manifest, Message,
+};
+
+/// Bytes in front of a `Data` payload: length prefix (4) + type (1) + file
+/// index (4) + offset (8).
+pub const DATA_HEADER_LEN: usize = LEN_PREFIX + 1 + 4 + 8;
+
+/// Size of the frame length prefix.
+const LEN_PREFIX: usize = 4;
+
+/// Most spare capacity [`decode`] reserves for a partially received frame.
+const RESERVE_AHEAD: usize = 64 << 10;
+
+const TYPE_HELLO: u8 = 0x01;
+const TYPE_OFFER: u8 = 0x02;
+const TYPE_ACCEPT: u8 = 0x03;
+const TYPE_REJECT: u8 = 0x04;
+const TYPE_DATA: u8 = 0x05;
+const TYPE_DONE: u8 = 0x06;
+const TYPE_ERROR: u8 = 0x07;
+
+const KIND_DIRECTORY: u8 = 0;
+const KIND_FILE: u8 = 1;
+
+/// Smallest possible encoded entry: kind byte + empty path string. Used to
+/// bound an untrusted entry count by the bytes left in the frame.
+const MIN_ENTRY_LEN: usize = 1 + 2;
+
+/// Extra bytes a file entry carries after its path: size + BLAKE3 hash.
+const FILE_ENTRY_EXTRA: usize = 8 + 32;
+
+// The casts in `put_str` and `encode` rely on these.
+const _: () = assert!(MAX_NAME_LEN <= u16::MAX as usize);
+const _: () = assert!(MAX_REASON_LEN <= u16::MAX as usize);
+const _: () = assert!(MAX_PATH_LEN <= u16::MAX as usize);
+const _: () = assert!(MAX_ENTRIES <= u32::MAX as usize);
+const _: () = assert!(MAX_FRAME_LEN <= u32::MAX as usize);
+const _: () = assert!(MAX_DATA_CHUNK + DATA_HEADER_LEN - LEN_PREFIX <= MAX_FRAME_LEN);
+
+/// Field names used in error messages.
+const DEVICE_NAME: &str = "device name";
+const PATH: &str = "path";
+const REJECT_REASON: &str = "reject reason";
+const ERROR_MESSAGE: &str = "error message";
+
+/// Why a received byte stream is not a valid frame sequence.
+///
+/// Any of these is a protocol violation: the connection cannot be resynchronised
+/// and must be closed (after sending `Error` with code `Protocol`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The length prefix was zero; every frame carries at least a type byte.
+    #[error("frame length of 0 bytes; every frame carries at least a type byte")]
+    EmptyFrame,
+    /// The length prefix announced more than [`MAX_FRAME_LEN`] bytes.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge {
+        /// Announced body length.
+        len: u32,
+        /// The limit, [`MAX_FRAME_LEN`].
+        max: usize,
+    },
+    /// The type byte is not one this protocol version defines.
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownType(u8),
+    /// A field extends past the end of its frame.
+    #[error("truncated {frame} frame: the {field} runs past the end of the frame")]
+    Truncated {
+        /// Which frame type.
+        frame: &'static str,
+        /// Which field was cut short.
+        field: &'static str,
+    },
+    /// A string is longer than its kind allows.
+    #[error("{field} of {len} bytes exceeds the {max}-byte limit")]
+    StringTooLong {
+        /// Which string.
+        field: &'static str,
+        /// Announced byte length.
+        len: usize,
+        /// The limit for this kind of string.
+        max: usize,
+    },
+    /// A string is not valid UTF-8.
+    #[error("{field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// Which string.
+        field: &'static str,
+    },
+    /// An offer announces more than [`MAX_ENTRIES`] entries.
+    #[error("offer of {count} entries exceeds the {max}-entry limit")]
+    TooManyEntries {
+        /// Announced entry count.
+        count: u32,
+        /// The limit, [`MAX_ENTRIES`].
+        max: usize,
+    },
+    /// An offer announces more entries than its remaining bytes could hold.
+    #[error(
+        "offer announces {count} entries but only {remaining} bytes follow, too few to hold them"
+    )]
+    EntryCountExceedsFrame {
+        /// Announced entry count.
+        count: u32,
+        /// Bytes left in the frame after the count.
+        remaining: usize,
+    },
+    /// An entry kind byte other than 0 (directory) or 1 (file).
+    #[error("unknown entry kind {0} (expected 0 = directory or 1 = file)")]
+    BadEntryKind(u8),
+    /// Bytes left over after a complete payload.
+    #[error("{count} unexpected bytes after the {frame} payload")]
+    TrailingBytes {
+        /// Which frame type.
+        frame: &'static str,
+        /// How many bytes were left.
+        count: usize,
+    },
+    /// A `Data` frame with no payload.
+    #[error("data frame carries no payload")]
+    EmptyData,
+    /// A `Data` payload above [`MAX_DATA_CHUNK`].
+    #[error("data chunk of {len} bytes exceeds the {max}-byte limit")]
+    DataTooLarge {
+        /// Payload length.
+        len: usize,
+        /// The limit, [`MAX_DATA_CHUNK`].
+        max: usize,
+    },
+}
+
+/// Why a message cannot be sent: it breaks a limit the peer would enforce.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A string is longer than its kind allows.
+    #[error("{field} of {len} bytes exceeds the {max}-byte limit")]
+    StringTooLong {
+        /// Which string.
+        field: &'static str,
+        /// Its byte length.
+        len: usize,
+        /// The limit for this kind of string.
+        max: usize,
+    },
+    /// An offer has more than [`MAX_ENTRIES`] entries.
+    #[error("offer of {count} entries exceeds the {max}-entry limit")]
+    TooManyEntries {
+        /// Number of entries.
+        count: usize,
+        /// The limit, [`MAX_ENTRIES`].
+        max: usize,
+    },
+    /// A `Data` message with an empty payload.
+    #[error("data chunk is empty; every data frame must carry at least 1 byte")]
+    EmptyData,
+    /// A `Data` payload above [`MAX_DATA_CHUNK`].
+    #[error("data chunk of {len} bytes exceeds the {max}-byte limit")]
+    DataTooLarge {
+        /// Payload length.
+        len: usize,
+        /// The limit, [`MAX_DATA_CHUNK`].
+        max: usize,
+    },
+    /// The whole frame body would exceed [`MAX_FRAME_LEN`] (a huge offer).
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge {
+        /// Body length the frame would have.
+        len: usize,
+        /// The limit, [`MAX_FRAME_LEN`].
+        max: usize,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------
+
+/// Appends one frame carrying `msg` to `dst`.
+///
+/// Refuses (and leaves `dst` untouched) any message a conforming peer would
+/// reject: over-long strings, more than [`MAX_ENTRIES`] entries, an empty or
+/// over-[`MAX_DATA_CHUNK`] data chunk, or a frame body above
+/// [`MAX_FRAME_LEN`]. Semantic checks (paths, versions, ordering) are not the
+/// codec's business.
+///
+/// # Errors
+///
+/// An [`EncodeError`] naming the first limit `msg` breaks.
+pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
+    let body_len = body_len(msg)?;
+    dst.reserve(LEN_PREFIX + body_len);
+    let start = dst.len();
+    match msg {
+        Message::Hello { version, name } => {
+            put_header(dst, body_len, TYPE_HELLO);
+            dst.put_u16(*version);
+            put_str(dst, name);
+        }
+        Message::Offer(manifest) => {
+            put_header(dst, body_len, TYPE_OFFER);
+            // Checked against MAX_ENTRIES (<= u32::MAX) by `body_len`.
+            dst.put_u32(manifest.entries.len() as u32);
+            for entry in &manifest.entries {
+                match &entry.kind {
+                    EntryKind::Directory => {
+                        dst.put_u8(KIND_DIRECTORY);
+                        put_str(dst, &entry.path);
+                    }
+                    EntryKind::File { size, hash } => {
+                        dst.put_u8(KIND_FILE);
+                        put_str(dst, &entry.path);
+                        dst.put_u64(*size);
+                        dst.put_slice(hash);
+                    }
+                }
+            }
+        }
+        Message::Accept => put_header(dst, body_len, TYPE_ACCEPT),
+        Message::Reject { reason } => {
+            put_header(dst, body_len, TYPE_REJECT);
+            put_str(dst, reason);
+        }
+        Message::Data { file, offset, data } => {
+            encode_data_header(*file, *offset, data.len(), dst);
+            dst.put_slice(data);
+        }
+        Message::Done => put_header(dst, body_len, TYPE_DONE),
+        Message::Error { code, message } => {
+            put_header(dst, body_len, TYPE_ERROR);
+            dst.put_u16(code.to_u16());
+            put_str(dst, message);
+        }
+    }
+    debug_assert_eq!(dst.len() - start, LEN_PREFIX + body_len, "{msg:?}");
+    Ok(())
+}
+
+/// Appends the [`DATA_HEADER_LEN`]-byte header of a `Data` frame whose
+/// `len`-byte payload the caller appends (or writes to the stream) right
+/// after it.
+///
+/// This is the zero-copy path for bulk data: the payload never passes through
+/// a [`BytesMut`]. `len` must be in `1..=MAX_DATA_CHUNK`; this is only
+/// `debug_assert`ed, and a header announcing any other length makes the peer
+/// abort the transfer.
+pub fn encode_data_header(file: u32, offset: u64, len: usize, dst: &mut BytesMut) {
+    debug_assert!(
+        (1..=MAX_DATA_CHUNK).contains(&len),
+        "data chunk of {len} bytes outside 1..={MAX_DATA_CHUNK}"
+    );
+    let body_len = (DATA_HEADER_LEN - LEN_PREFIX).saturating_add(len);
+    dst.reserve(DATA_HEADER_LEN);
+    put_header(dst, body_len, TYPE_DATA);
+    dst.put_u32(file);
+    dst.put_u64(offset);
+}
+
+/// Checks every limit of `msg` and returns its frame body length.
+fn body_len(msg: &Message) -> Result<usize, EncodeError> {
+    let len = match msg {
+        Message::Hello { name, .. } => 1 + 2 + str_len(name, DEVICE_NAME, MAX_NAME_LEN)?,
+        Message::Offer(manifest) => {
+            let count = manifest.entries.len();
+            if count > MAX_ENTRIES {
+                return Err(EncodeError::TooManyEntries {
+                    count,
+                    max: MAX_ENTRIES,
+                });
+            }
+            let mut len: usize = 1 + 4;
+            for entry in &manifest.entries {
+                let extra = match entry.kind {
+                    EntryKind::Directory => 0,
+                    EntryKind::File { .. } => FILE_ENTRY_EXTRA,
+                };
+                let path = str_len(&entry.path, PATH, MAX_PATH_LEN)?;
+                len = len.saturating_add(1 + path + extra);
+            }
+            len
+        }
+        Message::Accept | Message::Done => 1,
+        Message::Reject { reason } => 1 + str_len(reason, REJECT_REASON, MAX_REASON_LEN)?,
+        Message::Data { data, .. } => {
+            if data.is_empty() {
+                return Err(EncodeError::EmptyData);
+            }
+            if data.len() > MAX_DATA_CHUNK {
+                return Err(EncodeError::DataTooLarge {
+                    len: data.len(),
+                    max: MAX_DATA_CHUNK,
+                });
+            }
+            DATA_HEADER_LEN - LEN_PREFIX + data.len()
+        }
+        Message::Error { message, .. } => 1 + 2 + str_len(message, ERROR_MESSAGE, MAX_REASON_LEN)?,
+    };
+    if len > MAX_FRAME_LEN {
+        return Err(EncodeError::FrameTooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    Ok(len)
+}
+
+/// Encoded size of string `s` (length prefix included), if within `max`.
+fn str_len(s: &str, field: &'static str, max: usize) -> Result<usize, EncodeError> {
+    if s.len() > max {
+        return Err(EncodeError::StringTooLong {
+            field,
+            len: s.len(),
+            max,
+        });
+    }
+    Ok(2 + s.len())
+}
+
+/// Writes the length prefix and type byte. `body_len` was checked against
+/// [`MAX_FRAME_LEN`] (<= `u32::MAX`), except for a misused
+/// [`encode_data_header`], where saturating keeps it a frame the peer rejects.
+fn put_header(dst: &mut BytesMut, body_len: usize, ty: u8) {
+    dst.put_u32(u32::try_from(body_len).unwrap_or(u32::MAX));
+    dst.put_u8(ty);
+}
+
+/// Writes a string whose length was already checked by [`str_len`]; every
+/// string limit is <= `u16::MAX` (asserted at compile time above).
+fn put_str(dst: &mut BytesMut, s: &str) {
+    dst.put_u16(s.len() as u16);
+    dst.put_slice(s.as_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------
+
+/// Removes one complete frame from the front of `src` and decodes it.
+///
+/// * `Ok(Some(msg))`: a frame was consumed.
+/// * `Ok(None)`: `src` does not hold a whole frame yet; nothing was consumed.
+///   Some spare capacity (at most 64 KiB) is reserved for the rest, so a
+///   `read_buf` into `src` makes progress; the full length is never reserved
+///   up front on the peer's word alone.
+/// * `Err(_)`: protocol violation; nothing was consumed and the connection
+///   must be closed. A zero or oversized length prefix is reported as soon as
+///   its 4 bytes are present, without waiting for the body.
+///
+/// A `Data` payload is split off `src` without copying.
+///
+/// # Errors
+///
+/// A [`DecodeError`] when the buffered bytes are not a valid frame.
+pub fn decode(src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+    let Some((prefix, rest)) = src.split_first_chunk::<LEN_PREFIX>() else {
+        return Ok(None);
+    };
+    let body_len = check_frame_len(u32::from_be_bytes(*prefix))?;
+    let Some(body) = rest.get(..body_len) else {
+        // Make room for (part of) the rest, but never let 4 bytes from the
+        // peer make us allocate megabytes ahead of the data itself.
+        let missing = (LEN_PREFIX + body_len).saturating_sub(src.len());
+        src.reserve(missing.min(RESERVE_AHEAD));
+        return Ok(None);
+    };
+    match parse_body(body)? {
+        Parsed::Message(msg) => {
+            src.advance(LEN_PREFIX + body_len);
+            Ok(Some(msg))
+        }
+        Parsed::Data { file, offset, len } => {
+            // parse_body checked body_len == DATA_HEADER_LEN - LEN_PREFIX + len,
+            // and src holds LEN_PREFIX + body_len bytes, so neither can panic.
+            src.advance(DATA_HEADER_LEN);
+            let data = src.split_to(len).freeze();
+            Ok(Some(Message::Data { file, offset, data }))
+        }
+    }
+}
+
+/// Validates a length prefix and converts it to a body length.
+fn check_frame_len(len: u32) -> Result<usize, DecodeError> {
+    if len == 0 {
+        return Err(DecodeError::EmptyFrame);
+    }
+    match usize::try_from(len) {
+        Ok(n) if n <= MAX_FRAME_LEN => Ok(n),
+        _ => Err(DecodeError::FrameTooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        }),
+    }
+}
+
+/// Result of parsing a frame body. `Data` is returned as a description so the
+/// caller can split the payload off the buffer without copying.
+enum Parsed {
+    Message(Message),
+    Data { file: u32, offset: u64, len: usize },
+}
+
+/// Parses a complete frame body (type byte + payload).
+fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
+    let Some((&ty, payload)) = body.split_first() else {
+        return Err(DecodeError::EmptyFrame);
+    };
+    let msg = match ty {
+        TYPE_HELLO => {
+            let mut r = Reader::new(payload, "hello");
+            let version = r.u16("protocol version")?;
+            let name = r.string(DEVICE_NAME, MAX_NAME_LEN)?;
+            r.finish()?;
+            Message::Hello { version, name }
+        }
+        TYPE_OFFER => Message::Offer(parse_offer(payload)?),
+        TYPE_ACCEPT => {
+            Reader::new(payload, "accept").finish()?;
+            Message::Accept
+        }
+        TYPE_REJECT => {
+            let mut r = Reader::new(payload, "reject");
+            let reason = r.string(REJECT_REASON, MAX_REASON_LEN)?;
+            r.finish()?;
+            Message::Reject { reason }
+        }
+        TYPE_DATA => {
+            let mut r = Reader::new(payload, "data");
+            let file = r.u32("file index")?;
+            let offset = r.u64("offset")?;
+            let len = r.remaining();
+            if len == 0 {
+                return Err(DecodeError::EmptyData);
+            }
+            if len > MAX_DATA_CHUNK {
+                return Err(DecodeError::DataTooLarge {
+                    len,
+                    max: MAX_DATA_CHUNK,
+                });
+            }
+            return Ok(Parsed::Data { file, offset, len });
+        }
+        TYPE_DONE => {
+            Reader::new(payload, "done").finish()?;
+            Message::Done
+        }
+        TYPE_ERROR => {
+            let mut r = Reader::new(payload, "error");
+            let code = ErrorCode::from_u16(r.u16("error code")?);
+            let message = r.string(ERROR_MESSAGE, MAX_REASON_LEN)?;
+            r.finish()?;
+            Message::Error { code, message }
+        }
+        other => return Err(DecodeError::UnknownType(other)),
+    };
+    Ok(Parsed::Message(msg))
+}
+
+/// Parses an `Offer` payload, never allocating more than the payload could
+/// describe.
+fn parse_offer(payload: &[u8]) -> Result<Manifest, DecodeError> {
+    let mut r = Reader::new(payload, "offer");
+    let count = r.u32("entry count")?;
+    let too_many = || DecodeError::TooManyEntries {
+        count,
+        max: MAX_ENTRIES,
+    };
+    let n = usize::try_from(count).map_err(|_| too_many())?;
+    if n > MAX_ENTRIES {
+        return Err(too_many());
+    }
+    if n > r.remaining() / MIN_ENTRY_LEN {
+        return Err(DecodeError::EntryCountExceedsFrame {
+            count,
+            remaining: r.remaining(),
+        });
+    }
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kind = r.u8("entry kind")?;
+        if kind != KIND_DIRECTORY && kind != KIND_FILE {
+            return Err(DecodeError::BadEntryKind(kind));
+        }
+        let path = r.string(PATH, MAX_PATH_LEN)?;
+        let kind = if kind == KIND_FILE {
+            let size = r.u64("file size")?;
+            let hash = *r.array::<32>("file hash")?;
+            EntryKind::File { size, hash }
+        } else {
+            EntryKind::Directory
+        };
+        entries.push(Entry { path, kind });
+    }
+    r.finish()?;
+    Ok(Manifest { entries })
+}
+
+/// Bounds-checked big-endian reader over one frame's payload.
+struct Reader<'a> {
+    buf: &'a [u8],
+    frame: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], frame: &'static str) -> Self {
+        Self { buf, frame }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn truncated(&self, field: &'static str) -> DecodeError {
+        DecodeError::Truncated {
+            frame: self.frame,
+            field,
+        }
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<&'a [u8; N], DecodeError> {
+        let (head, tail) = self
+            .buf
+            .split_first_chunk::<N>()
+            .ok_or_else(|| self.truncated(field))?;
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        let (head, tail) = self
+            .buf
+            .split_at_checked(n)
+            .ok_or_else(|| self.truncated(field))?;
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        self.array(field).map(|b| u8::from_be_bytes(*b))
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+        self.array(field).map(|b| u16::from_be_bytes(*b))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        self.array(field).map(|b| u32::from_be_bytes(*b))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        self.array(field).map(|b| u64::from_be_bytes(*b))
+    }
+
+    /// Reads a `u16`-length-prefixed UTF-8 string of at most `max` bytes.
+    /// The limit is checked before the bytes, so an over-long string is
+    /// reported as such even when the frame is also truncated.
+    fn string(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+        let len = usize::from(self.u16(field)?);
+        if len > max {
+            return Err(DecodeError::StringTooLong { field, len, max });
+        }
+        let bytes = self.take(len, field)?;
+        let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })?;
+        Ok(s.to_owned())
+    }
+
+    fn finish(self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes {
+                frame: self.frame,
+                count: self.buf.len(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn enc(msg: &Message) -> BytesMut {
+        let mut buf = BytesMut::new();
+        encode(msg, &mut buf).unwrap();
+        buf
+    }
+
+    fn roundtrip(msg: Message) {
+        let mut buf = enc(&msg);
+        assert_eq!(decode(&mut buf).unwrap(), Some(msg));
+        assert!(buf.is_empty());
+    }
+
+    /// A frame with the given type and payload, length prefix computed.
+    fn frame(ty: u8, payload: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.put_u32(u32::try_from(payload.len() + 1).unwrap());
+        buf.put_u8(ty);
+        buf.put_slice(payload);
+        buf
+    }
+
+    fn decode_err(mut buf: BytesMut) -> DecodeError {
+        let before = buf.clone();
+        let err = decode(&mut buf).unwrap_err();
+        assert_eq!(buf, before, "an error must not consume anything");
+        err
+    }
+
+    fn file(path: &str, size: u64, fill: u8) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File {
+                size,
+                hash: [fill; 32],
+            },
+        }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::Directory,
+        }
+    }
+
+    fn sample_messages() -> Vec<Message> {
+        vec![
+            Message::Hello {
+                version: super::super::VERSION,
+                name: "Küchen-PC 🖥".into(),
+            },
+            Message::Offer(Manifest {
+                entries: vec![
+                    dir("photos"),
+                    file("photos/a.jpg", 12345, 7),
+                    file("e", 0, 0),
+                ],
+            }),
+            Message::Accept,
+            Message::Reject {
+                reason: "not now".into(),
+            },
+            Message::Data {
+                file: 1,
+                offset: 1 << 40,
+                data: Bytes::from_static(b"hello world"),
+            },
+            Message::Done,
+            Message::Error {
+                code: ErrorCode::Integrity,
+                message: "hash mismatch in photos/a.jpg".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn roundtrip_every_message_type() {
+        for msg in sample_messages() {
+            roundtrip(msg);
+        }
+        roundtrip(Message::Offer(Manifest::default()));
+        roundtrip(Message::Hello {
+            version: u16::MAX,
+            name: String::new(),
+        });
+        for code in 0..=9 {
+            roundtrip(Message::Error {
+                code: ErrorCode::from_u16(code),
+                message: String::new(),
+            });
+        }
+        roundtrip(Message::Error {
+            code: ErrorCode::Other(u16::MAX),
+            message: "x".into(),
+        });
+    }
+
+    #[test]
+    fn roundtrip_max_sizes() {
+        // "é" is 2 bytes: max-length strings of multi-byte characters.
+        roundtrip(Message::Hello {
+            version: 1,
+            name: "n".repeat(MAX_NAME_LEN),
+        });
+        roundtrip(Message::Reject {
+            reason: "é".repeat(MAX_REASON_LEN / 2),
+        });
+        roundtrip(Message::Error {
+            code: ErrorCode::Busy,
+            message: "r".repeat(MAX_REASON_LEN),
+        });
+        roundtrip(Message::Offer(Manifest {
+            entries: vec![file(&"p".repeat(MAX_PATH_LEN), u64::MAX, 0xff)],
+        }));
+        let chunk = Bytes::from(vec![0xa5; MAX_DATA_CHUNK]);
+        let msg = Message::Data {
+            file: u32::MAX,
+            offset: u64::MAX,
+            data: chunk,
+        };
+        let buf = enc(&msg);
+        assert_eq!(buf.len(), DATA_HEADER_LEN + MAX_DATA_CHUNK);
+        roundtrip(msg);
+    }
+
+    #[test]
+    fn max_entries_offer_roundtrips() {
+        let entries = (0..MAX_ENTRIES).map(|i| dir(&format!("{i}"))).collect();
+        roundtrip(Message::Offer(Manifest { entries }));
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    /// The worked examples in PROTOCOL.md, byte for byte.
+    #[test]
+    fn spec_examples() {
+        let hash = hex("ea 8f 16 3d b3 86 82 92 5e 44 91 c5 e5 8d 4b b3 \
+             50 6e f8 c1 4e b7 8a 86 e9 08 c5 62 4a 67 20 0f");
+        let cases = [
+            (
+                Message::Hello {
+                    version: 1,
+                    name: "laptop".into(),
+                },
+                "00 00 00 0b 01 00 01 00 06 6c 61 70 74 6f 70",
+            ),
+            (
+                Message::Offer(Manifest {
+                    entries: vec![
+                        dir("docs"),
+                        Entry {
+                            path: "docs/hi.txt".into(),
+                            kind: EntryKind::File {
+                                size: 5,
+                                hash: hash.try_into().unwrap(),
+                            },
+                        },
+                    ],
+                }),
+                "00 00 00 42 02 00 00 00 02 00 00 04 64 6f 63 73 \
+                 01 00 0b 64 6f 63 73 2f 68 69 2e 74 78 74 \
+                 00 00 00 00 00 00 00 05 \
+                 ea 8f 16 3d b3 86 82 92 5e 44 91 c5 e5 8d 4b b3 \
+                 50 6e f8 c1 4e b7 8a 86 e9 08 c5 62 4a 67 20 0f",
+            ),
+            (Message::Accept, "00 00 00 01 03"),
+            (
+                Message::Data {
+                    file: 1,
+                    offset: 0,
+                    data: Bytes::from_static(b"hello"),
+                },
+                "00 00 00 12 05 00 00 00 01 00 00 00 00 00 00 00 00 68 65 6c 6c 6f",
+            ),
+            (Message::Done, "00 00 00 01 06"),
+            (
+                Message::Error {
+                    code: ErrorCode::Refused,
+                    message: "version mismatch".into(),
+                },
+                "00 00 00 15 07 00 07 00 10 \
+                 76 65 72 73 69 6f 6e 20 6d 69 73 6d 61 74 63 68",
+            ),
+        ];
+        for (msg, bytes) in cases {
+            let bytes = hex(bytes);
+            assert_eq!(enc(&msg).to_vec(), bytes, "{msg:?}");
+            assert_eq!(decode(&mut BytesMut::from(&bytes[..])).unwrap(), Some(msg));
+        }
+        // The zero-copy header path writes the same bytes as `encode`.
+        let mut buf = BytesMut::new();
+        encode_data_header(1, 0, 5, &mut buf);
+        assert_eq!(buf.len(), DATA_HEADER_LEN);
+        assert_eq!(
+            buf.to_vec(),
+            hex("00 00 00 12 05 00 00 00 01 00 00 00 00 00 00 00 00")
+        );
+        let mut buf = BytesMut::new();
+        encode_data_header(2, 0x10000, MAX_DATA_CHUNK, &mut buf);
+        buf.put_slice(&vec![9; MAX_DATA_CHUNK]);
+        let Some(Message::Data { file, offset, data }) = decode(&mut buf).unwrap() else {
+            panic!("expected data");
+        };
+        assert_eq!((file, offset, data.len()), (2, 0x10000, MAX_DATA_CHUNK));
+    }
+
+    #[test]
+    fn data_payload_is_not_copied() {
+        let mut buf = enc(&Message::Data {
+            file: 0,
+            offset: 0,
+            data: Bytes::from_static(&[1, 2, 3, 4]),
+        });
+        let payload_ptr = buf[DATA_HEADER_LEN..].as_ptr();
+        let Some(Message::Data { data, .. }) = decode(&mut buf).unwrap() else {
+            panic!("expected data");
+        };
+        assert_eq!(data.as_ptr(), payload_ptr);
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        for msg in sample_messages() {
+            let whole = enc(&msg);
+            let mut buf = BytesMut::new();
+            for (i, &b) in whole.iter().enumerate() {
+                buf.put_u8(b);
+                let got = decode(&mut buf).unwrap();
+                if i + 1 < whole.len() {
+                    assert_eq!(got, None, "early message after {} bytes", i + 1);
+                    assert_eq!(buf.len(), i + 1);
+                } else {
+                    assert_eq!(got, Some(msg.clone()));
+                }
+            }
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn back_to_back_frames() {
+        let msgs = sample_messages();
+        let mut buf = BytesMut::new();
+        for m in &msgs {
+            encode(m, &mut buf).unwrap();
+        }
+        for m in msgs {
+            assert_eq!(decode(&mut buf).unwrap(), Some(m));
+        }
+        assert_eq!(decode(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_truncation_needs_more() {
+        for msg in sample_messages() {
+            let whole = enc(&msg);
+            for cut in 0..whole.len() {
+                let mut buf = BytesMut::from(&whole[..cut]);
+                assert_eq!(decode(&mut buf).unwrap(), None);
+                assert_eq!(&buf[..], &whole[..cut], "consumed bytes at cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_length_frame() {
+        let err = decode_err(BytesMut::from(&[0u8, 0, 0, 0][..]));
+        assert_eq!(err, DecodeError::EmptyFrame);
+    }
+
+    #[test]
+    fn oversized_length_detected_from_prefix_alone() {
+        let len = u32::try_from(MAX_FRAME_LEN + 1).unwrap();
+        let err = decode_err(BytesMut::from(&len.to_be_bytes()[..]));
+        assert_eq!(
+            err,
+            DecodeError::FrameTooLarge {
+                len,
+                max: MAX_FRAME_LEN
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "frame of 8388609 bytes exceeds the 8388608-byte limit"
+        );
+        let err = decode_err(BytesMut::from(&u32::MAX.to_be_bytes()[..]));
+        assert!(matches!(err, DecodeError::FrameTooLarge { .. }));
+        // Exactly the limit is fine: wait for the body, without reserving
+        // megabytes on the strength of a 4-byte prefix.
+        let len = u32::try_from(MAX_FRAME_LEN).unwrap();
+        let mut buf = BytesMut::from(&len.to_be_bytes()[..]);
+        assert_eq!(decode(&mut buf).unwrap(), None);
+        assert_eq!(buf.len(), 4);
+        assert!(buf.capacity() <= 4 + RESERVE_AHEAD);
+        assert!(buf.capacity() > 4);
+    }
+
+    #[test]
+    fn unknown_type() {
+        for ty in [0x00, 0x08, 0xff] {
+            assert_eq!(decode_err(frame(ty, b"")), DecodeError::UnknownType(ty));
+        }
+    }
+
+    #[test]
+    fn string_over_limit() {
+        let mut p = vec![0, 1];
+        let n = u16::try_from(MAX_NAME_LEN + 1).unwrap();
+        p.extend_from_slice(&n.to_be_bytes());
+        p.extend(std::iter::repeat_n(b'a', MAX_NAME_LEN + 1));
+        assert_eq!(
+            decode_err(frame(TYPE_HELLO, &p)),
+            DecodeError::StringTooLong {
+                field: DEVICE_NAME,
+                len: MAX_NAME_LEN + 1,
+                max: MAX_NAME_LEN
+            }
+        );
+        // Reject reason: limit checked before the (absent) bytes.
+        let p = u16::try_from(MAX_REASON_LEN + 1).unwrap().to_be_bytes();
+        assert!(matches!(
+            decode_err(frame(TYPE_REJECT, &p)),
+            DecodeError::StringTooLong {
+                field: REJECT_REASON,
+                ..
+            }
+        ));
+        // Path.
+        let mut p = vec![0, 0, 0, 1, KIND_DIRECTORY];
+        p.extend_from_slice(&u16::MAX.to_be_bytes());
+        p.extend(std::iter::repeat_n(b'a', usize::from(u16::MAX)));
+        assert!(matches!(
+            decode_err(frame(TYPE_OFFER, &p)),
+            DecodeError::StringTooLong {
+                field: PATH,
+                len: 65535,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn invalid_utf8() {
+        let p = [0, 1, 0, 2, 0xc3, 0x28];
+        assert_eq!(
+            decode_err(frame(TYPE_HELLO, &p)),
+            DecodeError::InvalidUtf8 { field: DEVICE_NAME }
+        );
+        let p = [0, 3, 0, 1, 0xff];
+        assert_eq!(
+            decode_err(frame(TYPE_ERROR, &p)),
+            DecodeError::InvalidUtf8 {
+                field: ERROR_MESSAGE
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_fields() {
+        // Hello whose name length points past the end of the frame.
+        let p = [0, 1, 0, 10, b'a'];
+        assert_eq!(
+            decode_err(frame(TYPE_HELLO, &p)),
+            DecodeError::Truncated {
+                frame: "hello",
+                field: DEVICE_NAME
+            }
+        );
+        assert!(matches!(
+            decode_err(frame(TYPE_DATA, &[0, 0, 0, 0, 0])),
+            DecodeError::Truncated {
+                frame: "data",
+                field: "offset"
+            }
+        ));
+        assert!(matches!(
+            decode_err(frame(TYPE_ERROR, &[0])),
+            DecodeError::Truncated {
+                field: "error code",
+                ..
+            }
+        ));
+        // File entry missing its hash.
+        let mut p = vec![0, 0, 0, 1, KIND_FILE, 0, 1, b'f'];
+        p.extend_from_slice(&5u64.to_be_bytes());
+        p.extend_from_slice(&[0; 31]);
+        assert!(matches!(
+            decode_err(frame(TYPE_OFFER, &p)),
+            DecodeError::Truncated {
+                field: "file hash",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn entry_count_beyond_remaining_bytes() {
+        // 10 entries need at least 30 bytes; 6 follow.
+        let p = [0, 0, 0, 10, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            decode_err(frame(TYPE_OFFER, &p)),
+            DecodeError::EntryCountExceedsFrame {
+                count: 10,
+                remaining: 6
+            }
+        );
+        let p = [0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            decode_err(frame(TYPE_OFFER, &p)),
+            DecodeError::TooManyEntries {
+                count: u32::MAX,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn entry_count_over_max_entries() {
+        let count = u32::try_from(MAX_ENTRIES + 1).unwrap();
+        let mut p = count.to_be_bytes().to_vec();
+        // Enough bytes for that many empty directory entries.
+        p.extend(std::iter::repeat_n(0u8, (MAX_ENTRIES + 1) * MIN_ENTRY_LEN));
+        assert_eq!(
+            decode_err(frame(TYPE_OFFER, &p)),
+            DecodeError::TooManyEntries {
+                count,
+                max: MAX_ENTRIES
+            }
+        );
+    }
+
+    #[test]
+    fn bad_entry_kind() {
+        let p = [0, 0, 0, 1, 2, 0, 0];
+        assert_eq!(
+            decode_err(frame(TYPE_OFFER, &p)),
+            DecodeError::BadEntryKind(2)
+        );
+    }
+
+    #[test]
+    fn trailing_garbage() {
+        assert_eq!(
+            decode_err(frame(TYPE_ACCEPT, &[0])),
+            DecodeError::TrailingBytes {
+                frame: "accept",
+                count: 1
+            }
+        );
+        assert!(matches!(
+            decode_err(frame(TYPE_DONE, &[1, 2])),
+            DecodeError::TrailingBytes { count: 2, .. }
+        ));
+        for msg in sample_messages() {
+            if matches!(msg, Message::Data { .. }) {
+                continue;
+            }
+            let whole = enc(&msg);
+            let mut p = whole[LEN_PREFIX + 1..].to_vec();
+            p.push(0);
+            let ty = whole[LEN_PREFIX];
+            assert!(
+                matches!(
+                    decode_err(frame(ty, &p)),
+                    DecodeError::TrailingBytes { count: 1, .. }
+                ),
+                "{msg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn data_chunk_bounds() {
+        let header = [0u8; 12];
+        assert_eq!(
+            decode_err(frame(TYPE_DATA, &header)),
+            DecodeError::EmptyData
+        );
+        let mut p = header.to_vec();
+        p.resize(12 + MAX_DATA_CHUNK + 1, 0);
+        assert_eq!(
+            decode_err(frame(TYPE_DATA, &p)),
+            DecodeError::DataTooLarge {
+                len: MAX_DATA_CHUNK + 1,
+                max: MAX_DATA_CHUNK
+            }
+        );
+    }
+
+    #[test]
+    fn encode_refuses_over_limit_messages() {
+        let cases = [
+            (
+                Message::Hello {
+                    version: 1,
+                    name: "n".repeat(MAX_NAME_LEN + 1),
+                },
+                EncodeError::StringTooLong {
+                    field: DEVICE_NAME,
+                    len: MAX_NAME_LEN + 1,
+                    max: MAX_NAME_LEN,
+                },
+            ),
+            (
+                Message::Reject {
+                    reason: "r".repeat(MAX_REASON_LEN + 1),
+                },
+                EncodeError::StringTooLong {
+                    field: REJECT_REASON,
+                    len: MAX_REASON_LEN + 1,
+                    max: MAX_REASON_LEN,
+                },
+            ),
+            (
+                Message::Error {
+                    code: ErrorCode::Io,
+                    message: "m".repeat(MAX_REASON_LEN + 1),
+                },
+                EncodeError::StringTooLong {
+                    field: ERROR_MESSAGE,
+                    len: MAX_REASON_LEN + 1,
+                    max: MAX_REASON_LEN,
+                },
+            ),
+            (
+                Message::Offer(Manifest {
+                    entries: vec![dir("ok"), dir(&"p".repeat(MAX_PATH_LEN + 1))],
+                }),
+                EncodeError::StringTooLong {
+                    field: PATH,
+                    len: MAX_PATH_LEN + 1,
+                    max: MAX_PATH_LEN,
+                },
+            ),
+            (
+                Message::Offer(Manifest {
+                    entries: vec![dir("d"); MAX_ENTRIES + 1],
+                }),
+                EncodeError::TooManyEntries {
+                    count: MAX_ENTRIES + 1,
+                    max: MAX_ENTRIES,
+                },
+            ),
+            (
+                Message::Data {
+                    file: 0,
+                    offset: 0,
+                    data: Bytes::new(),
+                },
+                EncodeError::EmptyData,
+            ),
+            (
+                Message::Data {
+                    file: 0,
+                    offset: 0,
+                    data: Bytes::from(vec![0; MAX_DATA_CHUNK + 1]),
+                },
+                EncodeError::DataTooLarge {
+                    len: MAX_DATA_CHUNK + 1,
+                    max: MAX_DATA_CHUNK,
+                },
+            ),
+        ];
+        for (msg, want) in cases {
+            let mut buf = BytesMut::from(&b"keep"[..]);
+            assert_eq!(encode(&msg, &mut buf), Err(want));
+            assert_eq!(&buf[..], b"keep", "a refused message must not write");
+        }
+        // Within every per-field limit, but the frame as a whole is too big.
+        let big = "p".repeat(MAX_PATH_LEN);
+        let msg = Message::Offer(Manifest {
+            entries: vec![dir(&big); MAX_FRAME_LEN / MAX_PATH_LEN],
+        });
+        let mut buf = BytesMut::new();
+        assert!(matches!(
+            encode(&msg, &mut buf),
+            Err(EncodeError::FrameTooLarge {
+                max: MAX_FRAME_LEN,
+                ..
+            })
+        ));
+        assert!(buf.is_empty());
+    }
+
+    // ---- property tests -------------------------------------------------
+
+    /// A string of at most `max_bytes` UTF-8 bytes, any Unicode.
+    fn text(max_chars: usize, max_bytes: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<char>(), 0..=max_chars).prop_map(move |chars| {
+            let mut s = String::new();
+            for c in chars {
+                if s.len() + c.len_utf8() > max_bytes {
+                    break;
+                }
+                s.push(c);
+            }
+            s
+        })
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let kind = prop_oneof![
+            Just(EntryKind::Directory),
+            (any::<u64>(), any::<[u8; 32]>())
+                .prop_map(|(size, hash)| EntryKind::File { size, hash }),
+        ];
+        (text(40, MAX_PATH_LEN), kind).prop_map(|(path, kind)| Entry { path, kind })
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            (any::<u16>(), text(80, MAX_NAME_LEN))
+                .prop_map(|(version, name)| Message::Hello { version, name }),
+            prop::collection::vec(entry(), 0..12)
+                .prop_map(|entries| Message::Offer(Manifest { entries })),
+            Just(Message::Accept),
+            text(80, MAX_REASON_LEN).prop_map(|reason| Message::Reject { reason }),
+            (
+                any::<u32>(),
+                any::<u64>(),
+                prop::collection::vec(any::<u8>(), 1..2048)
+            )
+                .prop_map(|(file, offset, data)| Message::Data {
+                    file,
+                    offset,
+                    data: data.into(),
+                }),
+            Just(Message::Done),
+            (any::<u16>(), text(80, MAX_REASON_LEN)).prop_map(|(code, message)| {
+                Message::Error {
+                    code: ErrorCode::from_u16(code),
+                    message,
+                }
+            }),
+        ]
+    }
+
+    /// Inputs worth feeding the decoder: pure noise, a valid length prefix in
+    /// front of noise, and valid frames with a few bytes overwritten.
+    fn hostile_input() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512),
+            (any::<u8>(), prop::collection::vec(any::<u8>(), 0..512))
+                .prop_map(|(ty, body)| { frame(ty % 9, &body).to_vec() }),
+            (
+                prop::collection::vec(message(), 1..4),
+                prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            )
+                .prop_map(|(msgs, edits)| {
+                    let mut buf = BytesMut::new();
+                    for m in &msgs {
+                        encode(m, &mut buf).unwrap();
+                    }
+                    let mut bytes = buf.to_vec();
+                    for (at, b) in edits {
+                        let i = at.index(bytes.len());
+                        bytes[i] = b;
+                    }
+                    bytes
+                }),
+        ]
+    }
+
+    proptest! {
+        // Never write regression files next to the sources.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn decode_never_panics_and_output_reencodes(
+            input in hostile_input(),
+            chunks in prop::collection::vec(1usize..64, 1..64),
+        ) {
+            let mut buf = BytesMut::new();
+            let mut fed = 0;
+            let mut chunk_sizes = chunks.iter().cycle();
+            'feed: while fed < input.len() {
+                let n = (*chunk_sizes.next().unwrap()).min(input.len() - fed);
+                buf.put_slice(&input[fed..fed + n]);
+                fed += n;
+                loop {
+                    let start = fed - buf.len();
+                    match decode(&mut buf) {
+                        Ok(Some(msg)) => {
+                            let end = fed - buf.len();
+                            let mut re = BytesMut::new();
+                            prop_assert_eq!(encode(&msg, &mut re), Ok(()));
+                            prop_assert_eq!(&re[..], &input[start..end]);
+                        }
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn valid_messages_roundtrip(
+            msgs in prop::collection::vec(message(), 1..5),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let mut all = BytesMut::new();
+            for m in &msgs {
+                encode(m, &mut all).unwrap();
+            }
+            // Deliver in two arbitrary pieces.
+            let cut = split.index(all.len() + 1);
+            let mut buf = BytesMut::from(&all[..cut]);
+            let mut got = Vec::new();
+            while let Some(m) = decode(&mut buf).unwrap() {
+                got.push(m);
+            }
+            buf.put_slice(&all[cut..]);
+            while let Some(m) = decode(&mut buf).unwrap() {
+                got.push(m);
+            }
+            prop_assert_eq!(got, msgs);
+            prop_assert!(buf.is_empty());
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The receiving side's storage: everything that touches the download
+//! directory.
+//!
+//! The security model is that every byte from a peer is hostile, so the store
+//! guarantees:
+//!
+//! * **Nothing outside the download directory** is ever created, written or
+//!   touched. Paths are validated twice: by [`path::sanitize`] / [`plan`]
+//!   (pure string rules) and by the kernel, because every file and directory
+//!   is opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` relative
+//!   to a directory fd. A symlink planted in the download directory is never
+//!   followed.
+//! * **Nothing partial is visible under a final name.** An accepted offer is
+//!   written into a private hidden directory `.lanshare-<random>.part`
+//!   ([`Staging`]). Only when every file is complete, hash-verified and
+//!   durable is each top-level entry moved into the download directory with
+//!   one `renameat2(RENAME_NOREPLACE)`.
+//! * **Nothing is ever overwritten.** `RENAME_NOREPLACE` makes the kernel
+//!   refuse existing names; the store then tries `name (1).ext`,
+//!   `name (2).ext`, ... .
+//! * **No temporary data is left behind** on failure: dropping an
+//!   uncommitted [`Staging`] removes its directory, without following
+//!   symlinks.
+//!
+//! The API is blocking; the async transfer layer calls it from a blocking
+//! thread (`tokio::task::spawn_blocking`).
+
+pub mod path;
+mod staging;
+mod sys;
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+
+pub use path::{PathError, Plan, PlannedEntry, SafePath, TopLevel, plan, sanitize};
+pub use staging::{MAX_FILES_IN_PROGRESS, Staging};
+
+use crate::protocol::Manifest;
+
+/// Mode of the download directory (and its parents) when the store creates
+/// it; the process umask still applies.
+const DOWNLOAD_DIR_MODE: u32 = 0o750;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A system call failed; `context` says what the store was doing.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, including the path where useful.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The disk (or the user's quota) is full, detected up front from
+    /// `statvfs`, by `fallocate`, or by a write (`ENOSPC` / `EDQUOT`).
+    #[error(
+        "not enough disk space: {needed} more bytes are needed but only {free} are available; free up space or choose another download directory"
+    )]
+    NoSpace {
+        /// Bytes still to be stored.
+        needed: u64,
+        /// Bytes available to this user when the error was detected.
+        free: u64,
+    },
+    /// A received file does not match the hash the sender announced.
+    #[error(
+        "received data for {path:?} does not match the sender's blake3 hash; the transfer was discarded"
+    )]
+    Integrity {
+        /// The file's path inside the offer.
+        path: String,
+    },
+    /// The peer (or the caller) broke the rules of the data phase: unknown or
+    /// non-file index, wrong offset, more data than announced, commit before
+    /// every file was complete.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The offer contains a path that is unsafe or conflicting.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// An earlier write failed, so the staged data can only be discarded.
+    #[error("the transfer already failed and can only be discarded")]
+    Aborted,
+    /// Every candidate name from `name` to `name (N)` already exists.
+    #[error(
+        "no free name for {name:?} in the download directory (tried up to {attempts} numbered variants); tidy up the download directory"
+    )]
+    NoFreeName {
+        /// The top-level name that was to be placed.
+        name: String,
+        /// How many numbered variants were tried.
+        attempts: u32,
+    },
+}
+
+impl StoreError {
+    /// Wraps an OS error with what the store was doing.
+    pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Self::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The directory received files are placed in, held open as an
+/// `O_DIRECTORY` fd so that later operations are relative to the directory
+/// that was opened, even if its path is renamed or replaced meanwhile.
+pub struct DownloadDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl fmt::Debug for DownloadDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DownloadDir")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DownloadDir {
+    /// Opens the download directory, creating it and any missing parents
+    /// with mode 0o750 first. The configured path itself may be or contain
+    /// a symlink (the user chose it); nothing below it is ever followed.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if it cannot be created or opened as a directory.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DOWNLOAD_DIR_MODE)
+            .create(path)
+            .map_err(|e| {
+                StoreError::io(
+                    format!("cannot create download directory {}", path.display()),
+                    e,
+                )
+            })?;
+        let fd = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            StoreError::io(
+                format!("cannot open download directory {}", path.display()),
+                e,
+            )
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            fd,
+        })
+    }
+
+    /// The path the directory was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes available to an unprivileged user on the directory's file
+    /// system (`f_bavail * f_frsize`).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if `fstatvfs` fails.
+    pub fn free_space(&self) -> Result<u64, StoreError> {
+        sys::free_space(self.fd.as_fd()).map_err(|e| {
+            StoreError::io(
+                format!("cannot query free space of {}", self.path.display()),
+                e,
+            )
+        })
+    }
+
+    /// Creates a hidden staging directory for one accepted offer, with every
+    /// directory and (preallocated, empty) file of `plan` inside it.
+    ///
+    /// `plan` must have been built from `manifest` with [`plan()`].
+    ///
+    /// # Errors
+    /// [`StoreError::NoSpace`] if the offer does not fit, [`StoreError::Protocol`]
+    /// if `plan` does not match `manifest`, [`StoreError::Integrity`] if an
+    /// empty file announces a non-empty hash, [`StoreError::Io`] otherwise.
+    /// On error nothing is left behind.
+    pub fn stage(&self, plan: &Plan, manifest: &Manifest) -> Result<Staging, StoreError> {
+        Staging::create(self, plan, manifest)
+    }
+
+    /// The directory fd, for the staging code.
+    fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+}

@@ -1,0 +1,686 @@
+//! Turning peer-supplied relative paths into names that are safe to create.
+//!
+//! Every path in an offer comes from the network and is treated as hostile.
+//! This module is pure (no I/O) so that the rules can be tested exhaustively:
+//!
+//! * [`sanitize`] checks one path. It rejects anything that could escape the
+//!   download directory (`..`, absolute paths, empty components), anything
+//!   that cannot be represented portably (control characters, `\`, `:`,
+//!   trailing dots or spaces, Windows device names) and over-long names. It
+//!   NFC-normalises the result, because macOS peers send NFD and the same
+//!   name must not turn into two different files.
+//! * [`plan`] checks a whole manifest. It rejects duplicates, including ones
+//!   that only differ in case (they would clobber each other on a
+//!   case-insensitive file system, or when the user copies them to one), a
+//!   file used as a parent directory, and over-deep trees. It also lists
+//!   every directory to create (including parents that the manifest only
+//!   implies) and the distinct top-level names, which are what the store
+//!   finally moves into the download directory.
+//! * `numbered_name` derives the `name (1).ext` variants tried when a
+//!   top-level name is already taken.
+//!
+//! The filesystem layer (`store::staging`) still resolves every path with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so these checks are the first of
+//! two independent lines of defence, not the only one.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::fmt;
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::protocol::{EntryKind, Manifest};
+
+/// Longest accepted relative path, in bytes (Linux `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Longest accepted path component, in bytes (Linux `NAME_MAX`).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+
+/// Prefix of the store's own staging directories. A peer may not use it for
+/// a top-level name, so that nothing a peer sends can ever be mistaken for
+/// leftover staging data.
+pub const RESERVED_PREFIX: &str = ".lanshare-";
+
+/// Device names that Windows refuses as file names, with or without an
+/// extension. Rejected everywhere so that received trees can be copied to
+/// any system.
+const WINDOWS_RESERVED: &[&str] = &[
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// Why a peer-supplied path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path was the empty string.
+    #[error("empty path in offer")]
+    Empty,
+    /// The path is longer than [`MAX_PATH_BYTES`].
+    #[error("path {path:?} is {len} bytes long; the limit is {MAX_PATH_BYTES}")]
+    TooLong {
+        /// The offending path.
+        path: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// An empty, `.` or `..` component (this also catches absolute paths,
+    /// `a//b` and a trailing `/`).
+    #[error(
+        "path {path:?} has an empty, \".\" or \"..\" component; only plain relative paths are accepted"
+    )]
+    BadComponent {
+        /// The offending path.
+        path: String,
+    },
+    /// A component is longer than [`MAX_COMPONENT_BYTES`].
+    #[error("path {path:?} has a component longer than {MAX_COMPONENT_BYTES} bytes")]
+    ComponentTooLong {
+        /// The offending path.
+        path: String,
+    },
+    /// A control character, `\`, `:` or bidirectional-override character.
+    #[error("path {path:?} contains the forbidden character {ch:?}")]
+    ForbiddenChar {
+        /// The offending path.
+        path: String,
+        /// The first forbidden character.
+        ch: char,
+    },
+    /// A component ends in `.` or a space (Windows silently strips them).
+    #[error("path {path:?} has a component ending in a dot or a space")]
+    TrailingDotOrSpace {
+        /// The offending path.
+        path: String,
+    },
+    /// A Windows device name such as `CON` or `nul.txt`, or the store's own
+    /// [`RESERVED_PREFIX`] at top level.
+    #[error("path {path:?} uses the reserved name {name:?}")]
+    Reserved {
+        /// The offending path.
+        path: String,
+        /// The reserved component.
+        name: String,
+    },
+    /// Two entries name the same file once normalised to NFC and compared
+    /// case-insensitively.
+    #[error(
+        "paths {first:?} and {second:?} name the same file (after unicode normalisation and ignoring case)"
+    )]
+    Duplicate {
+        /// The earlier entry (or implied parent directory).
+        first: String,
+        /// The later entry.
+        second: String,
+    },
+    /// A file entry is also used as a directory.
+    #[error("{file:?} is a file in the offer but {path:?} uses it as a directory")]
+    FileAsParent {
+        /// The file entry.
+        file: String,
+        /// The entry that needs it to be a directory.
+        path: String,
+    },
+    /// More components than allowed.
+    #[error("path {path:?} is {depth} levels deep; the limit is {max}")]
+    TooDeep {
+        /// The offending path.
+        path: String,
+        /// Its number of components.
+        depth: usize,
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+/// A validated, NFC-normalised relative path: at least one component, each a
+/// plain name that is safe to create on Linux (and portable to Windows and
+/// macOS). Only [`sanitize`] builds one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SafePath {
+    components: Vec<String>,
+}
+
+impl SafePath {
+    /// The components, outermost first. Never empty.
+    pub fn components(&self) -> &[String] {
+        &self.components
+    }
+
+    /// Number of components.
+    pub fn depth(&self) -> usize {
+        self.components.len()
+    }
+
+    /// The first component: the name that lands in the download directory.
+    pub fn top_level(&self) -> &str {
+        self.components.first().map_or("", String::as_str)
+    }
+
+    /// The last component.
+    pub fn file_name(&self) -> &str {
+        self.components.last().map_or("", String::as_str)
+    }
+
+    /// The components of the parent directory (empty for a top-level name).
+    pub fn parent(&self) -> &[String] {
+        &self.components[..self.components.len().saturating_sub(1)]
+    }
+
+    /// The path joined with `/`, for system calls relative to a directory fd.
+    pub fn to_rel_string(&self) -> String {
+        self.components.join("/")
+    }
+}
+
+impl fmt::Display for SafePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rel_string())
+    }
+}
+
+/// Validates and NFC-normalises one '/'-separated relative path from a peer.
+///
+/// # Errors
+/// A [`PathError`] naming the path and the rule it breaks.
+pub fn sanitize(rel: &str) -> Result<SafePath, PathError> {
+    if rel.is_empty() {
+        return Err(PathError::Empty);
+    }
+    check_len(rel)?;
+    let nfc: String = rel.nfc().collect();
+    // NFC can lengthen a few rare sequences, so check again.
+    check_len(&nfc)?;
+    let err_path = || rel.to_owned();
+    let mut components = Vec::new();
+    for c in nfc.split('/') {
+        if c.is_empty() || c == "." || c == ".." {
+            return Err(PathError::BadComponent { path: err_path() });
+        }
+        if c.len() > MAX_COMPONENT_BYTES {
+            return Err(PathError::ComponentTooLong { path: err_path() });
+        }
+        if let Some(ch) = c.chars().find(|&ch| is_forbidden(ch)) {
+            return Err(PathError::ForbiddenChar {
+                path: err_path(),
+                ch,
+            });
+        }
+        if c.ends_with('.') || c.ends_with(' ') {
+            return Err(PathError::TrailingDotOrSpace { path: err_path() });
+        }
+        if is_windows_reserved(c) {
+            return Err(PathError::Reserved {
+                path: err_path(),
+                name: c.to_owned(),
+            });
+        }
+        components.push(c.to_owned());
+    }
+    Ok(SafePath { components })
+}
+
+fn check_len(p: &str) -> Result<(), PathError> {
+    if p.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong {
+            path: p.to_owned(),
+            len: p.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Control characters (C0, DEL, C1), the Windows separators `\` and `:`, and
+/// the bidirectional override/isolate characters used to disguise extensions
+/// (`photo\u{202E}gpj.exe` displays as `photoexe.jpg`).
+fn is_forbidden(ch: char) -> bool {
+    ch.is_control()
+        || ch == '\\'
+        || ch == ':'
+        || ('\u{202A}'..='\u{202E}').contains(&ch)
+        || ('\u{2066}'..='\u{2069}').contains(&ch)
+}
+
+/// `CON`, `con.txt`, `Lpt1.tar.gz`, `NUL .txt`: the part before the first dot,
+/// without trailing spaces (Windows ignores them), case-insensitively.
+fn is_windows_reserved(component: &str) -> bool {
+    let stem = component
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(' ');
+    WINDOWS_RESERVED
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(stem))
+}
+
+/// One manifest entry after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEntry {
+    /// The sanitised path.
+    pub path: SafePath,
+    /// Directory, or file with size and hash, as announced.
+    pub kind: EntryKind,
+}
+
+/// A distinct first component of the offer: what finally appears in the
+/// download directory (possibly renamed to `name (1)` on collision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopLevel {
+    /// The NFC-normalised name.
+    pub name: String,
+    /// Whether it is a directory (explicit or implied) rather than a file.
+    pub is_dir: bool,
+}
+
+/// A manifest that passed every check, ready to be staged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    entries: Vec<PlannedEntry>,
+    directories: Vec<SafePath>,
+    top_level: Vec<TopLevel>,
+}
+
+impl Plan {
+    /// One item per manifest entry, in manifest order (so indices match).
+    pub fn entries(&self) -> &[PlannedEntry] {
+        &self.entries
+    }
+
+    /// Every directory to create, explicit or implied, parents first.
+    pub fn directories(&self) -> &[SafePath] {
+        &self.directories
+    }
+
+    /// The distinct top-level names, in order of first appearance.
+    pub fn top_level(&self) -> &[TopLevel] {
+        &self.top_level
+    }
+}
+
+/// What the planner knows about one path (explicit or implied).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NodeKind {
+    File,
+    Dir { explicit: bool },
+}
+
+struct Node {
+    /// Exact NFC spelling of the whole path, for case-collision checks and
+    /// error messages.
+    path: String,
+    kind: NodeKind,
+}
+
+/// Validates a whole manifest; see the module docs for the rules.
+///
+/// Runs in time linear in the total size of the manifest: paths are stored
+/// as a tree keyed by (parent node, lower-cased component), so a hostile
+/// offer of many deep paths cannot make it quadratic.
+///
+/// # Errors
+/// The first [`PathError`] found, in manifest order.
+pub fn plan(manifest: &Manifest, max_depth: usize) -> Result<Plan, PathError> {
+    let mut nodes: Vec<Node> = Vec::new();
+    // (parent node index or usize::MAX for the root, lower-cased component) -> node index
+    let mut index: HashMap<(usize, String), usize> = HashMap::new();
+    let mut entries = Vec::with_capacity(manifest.entries.len());
+    let mut directories = Vec::new();
+    let mut top_level: Vec<TopLevel> = Vec::new();
+
+    for entry in &manifest.entries {
+        let path = sanitize(&entry.path)?;
+        if path.depth() > max_depth {
+            return Err(PathError::TooDeep {
+                path: entry.path.clone(),
+                depth: path.depth(),
+                max: max_depth,
+            });
+        }
+        let top = path.top_level();
+        if top.starts_with(RESERVED_PREFIX) {
+            return Err(PathError::Reserved {
+                path: entry.path.clone(),
+                name: top.to_owned(),
+            });
+        }
+        let full = path.to_rel_string();
+        let last = path.depth() - 1;
+        let mut parent = usize::MAX;
+        let mut prefix_len = 0;
+        for (i, c) in path.components().iter().enumerate() {
+            prefix_len += if i == 0 { c.len() } else { c.len() + 1 };
+            let prefix = &full[..prefix_len];
+            let is_last = i == last;
+            let wanted = match (&entry.kind, is_last) {
+                (EntryKind::File { .. }, true) => NodeKind::File,
+                (EntryKind::Directory, true) => NodeKind::Dir { explicit: true },
+                (_, false) => NodeKind::Dir { explicit: false },
+            };
+            let slot = index.entry((parent, c.to_lowercase()));
+            let id = match slot {
+                MapEntry::Vacant(v) => {
+                    let id = nodes.len();
+                    nodes.push(Node {
+                        path: prefix.to_owned(),
+                        kind: wanted,
+                    });
+                    v.insert(id);
+                    if matches!(wanted, NodeKind::Dir { .. }) {
+                        directories.push(SafePath {
+                            components: path.components()[..=i].to_vec(),
+                        });
+                    }
+                    if i == 0 {
+                        top_level.push(TopLevel {
+                            name: c.clone(),
+                            is_dir: wanted != NodeKind::File,
+                        });
+                    }
+                    id
+                }
+                MapEntry::Occupied(o) => {
+                    let id = *o.get();
+                    let node = &mut nodes[id];
+                    if node.path != prefix {
+                        return Err(PathError::Duplicate {
+                            first: node.path.clone(),
+                            second: entry.path.clone(),
+                        });
+                    }
+                    match (node.kind, wanted) {
+                        (NodeKind::File, NodeKind::Dir { explicit: false }) => {
+                            return Err(PathError::FileAsParent {
+                                file: node.path.clone(),
+                                path: entry.path.clone(),
+                            });
+                        }
+                        (NodeKind::Dir { explicit: false }, NodeKind::File) => {
+                            return Err(PathError::FileAsParent {
+                                file: entry.path.clone(),
+                                path: node.path.clone(),
+                            });
+                        }
+                        (NodeKind::Dir { explicit: false }, NodeKind::Dir { explicit: true }) => {
+                            node.kind = wanted;
+                        }
+                        (NodeKind::Dir { .. }, NodeKind::Dir { explicit: false }) => {}
+                        _ => {
+                            return Err(PathError::Duplicate {
+                                first: node.path.clone(),
+                                second: entry.path.clone(),
+                            });
+                        }
+                    }
+                    id
+                }
+            };
+            parent = id;
+        }
+        entries.push(PlannedEntry {
+            path,
+            kind: entry.kind.clone(),
+        });
+    }
+    Ok(Plan {
+        entries,
+        directories,
+        top_level,
+    })
+}
+
+/// `name` for `n == 0`, else `name (n)` with the suffix before the last
+/// extension of a file (`photo.jpg` -> `photo (1).jpg`, `.bashrc` ->
+/// `.bashrc (1)`, `archive.tar.gz` -> `archive.tar (1).gz`), shortening the
+/// stem so the result stays within [`MAX_COMPONENT_BYTES`] bytes.
+pub(super) fn numbered_name(name: &str, n: u32, is_dir: bool) -> String {
+    if n == 0 {
+        return name.to_owned();
+    }
+    let suffix = format!(" ({n})");
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot)
+            if !is_dir && dot > 0 && name.len() - dot + suffix.len() < MAX_COMPONENT_BYTES =>
+        {
+            name.split_at(dot)
+        }
+        _ => (name, ""),
+    };
+    let mut budget = MAX_COMPONENT_BYTES - suffix.len() - ext.len();
+    while budget < stem.len() && !stem.is_char_boundary(budget) {
+        budget -= 1;
+    }
+    let stem = &stem[..budget.min(stem.len())];
+    format!("{stem}{suffix}{ext}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Entry;
+
+    fn file(path: &str) -> Entry {
+        Entry {
+            path: path.to_owned(),
+            kind: EntryKind::File {
+                size: 0,
+                hash: *blake3::hash(b"").as_bytes(),
+            },
+        }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.to_owned(),
+            kind: EntryKind::Directory,
+        }
+    }
+
+    fn manifest(entries: Vec<Entry>) -> Manifest {
+        Manifest { entries }
+    }
+
+    #[test]
+    fn sanitize_accepts_plain_paths() {
+        let p = sanitize("docs/report.pdf").unwrap();
+        assert_eq!(p.components(), ["docs", "report.pdf"]);
+        assert_eq!(p.top_level(), "docs");
+        assert_eq!(p.file_name(), "report.pdf");
+        assert_eq!(p.parent(), ["docs"]);
+        assert_eq!(p.to_string(), "docs/report.pdf");
+        assert!(sanitize(".hidden").is_ok());
+        assert!(sanitize("a b/c d.txt").is_ok());
+        assert!(sanitize("CONSOLE.txt").is_ok());
+        assert!(sanitize("COM10").is_ok());
+        assert!(sanitize("日本語/ファイル.txt").is_ok());
+    }
+
+    #[test]
+    fn sanitize_rejects_hostile_paths() {
+        let long_component = "a".repeat(256);
+        let long_path = format!("{}/{}", "a".repeat(2048), "b".repeat(2048));
+        assert_eq!(long_path.len(), 4097);
+        let cases = [
+            "../x",
+            "/etc/x",
+            "a/./b",
+            "a/../../x",
+            "..",
+            ".",
+            "x\0y",
+            "x\ny",
+            "x\u{7f}y",
+            "x\u{85}y",
+            "dir\\file",
+            "C:x",
+            "CON.txt",
+            "con",
+            "nul",
+            "Lpt9.tar.gz",
+            "NUL .txt",
+            "",
+            "a//b",
+            "a/",
+            "trailing.",
+            "trailing ",
+            "dir./x",
+            "photo\u{202E}gpj.exe",
+            long_component.as_str(),
+            long_path.as_str(),
+        ];
+        for case in cases {
+            assert!(sanitize(case).is_err(), "{case:?} was accepted");
+        }
+        // Exactly at the limits is fine.
+        assert!(sanitize(&"a".repeat(255)).is_ok());
+        let max_path = format!("{}/{}", "a".repeat(255), "b".repeat(MAX_PATH_BYTES - 256));
+        assert!(sanitize(&max_path).is_err()); // second component > 255
+        let max_path = vec!["a".repeat(255); 16].join("/");
+        assert_eq!(max_path.len(), 4095);
+        assert!(sanitize(&max_path).is_ok());
+    }
+
+    #[test]
+    fn sanitize_normalises_to_nfc() {
+        let p = sanitize("cafe\u{301}.txt").unwrap();
+        assert_eq!(p.file_name(), "café.txt");
+        assert_eq!(p.file_name(), "caf\u{e9}.txt");
+    }
+
+    #[test]
+    fn errors_name_the_path_with_escapes() {
+        let e = sanitize("x\0y").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(r#""x\0y""#), "{msg}");
+        assert!(msg.starts_with("path"), "{msg}");
+        assert_eq!(sanitize("").unwrap_err(), PathError::Empty);
+    }
+
+    #[test]
+    fn plan_lists_entries_directories_and_top_level() {
+        let m = manifest(vec![
+            file("top.txt"),
+            file("photos/2024/a.jpg"),
+            dir("photos"),
+            dir("empty"),
+            file("photos/b.jpg"),
+        ]);
+        let plan = plan(&m, 8).unwrap();
+        assert_eq!(plan.entries().len(), 5);
+        assert_eq!(plan.entries()[1].path.to_string(), "photos/2024/a.jpg");
+        let dirs: Vec<String> = plan.directories().iter().map(|d| d.to_string()).collect();
+        assert_eq!(dirs, ["photos", "photos/2024", "empty"]);
+        let top: Vec<(&str, bool)> = plan
+            .top_level()
+            .iter()
+            .map(|t| (t.name.as_str(), t.is_dir))
+            .collect();
+        assert_eq!(top, [("top.txt", false), ("photos", true), ("empty", true)]);
+    }
+
+    #[test]
+    fn plan_rejects_duplicates() {
+        let dup = plan(&manifest(vec![file("a/x"), file("a/x")]), 8);
+        assert!(matches!(dup, Err(PathError::Duplicate { .. })), "{dup:?}");
+        let dup = plan(&manifest(vec![dir("a"), dir("a")]), 8);
+        assert!(matches!(dup, Err(PathError::Duplicate { .. })), "{dup:?}");
+        let case = plan(&manifest(vec![file("A.txt"), file("a.txt")]), 8);
+        assert!(matches!(case, Err(PathError::Duplicate { .. })), "{case:?}");
+        // Case collision between an implied parent and an explicit directory.
+        let case = plan(&manifest(vec![file("Dir/x"), dir("dir")]), 8);
+        assert!(matches!(case, Err(PathError::Duplicate { .. })), "{case:?}");
+        let case = plan(&manifest(vec![file("Dir/x"), file("dir/y")]), 8);
+        assert!(matches!(case, Err(PathError::Duplicate { .. })), "{case:?}");
+        let nfd = plan(
+            &manifest(vec![file("caf\u{e9}.txt"), file("cafe\u{301}.txt")]),
+            8,
+        );
+        assert!(matches!(nfd, Err(PathError::Duplicate { .. })), "{nfd:?}");
+        let msg = nfd.unwrap_err().to_string();
+        assert!(msg.contains("café.txt"), "{msg}");
+    }
+
+    #[test]
+    fn plan_rejects_file_as_parent() {
+        for m in [
+            vec![file("a"), file("a/b")],
+            vec![file("a/b"), file("a")],
+            vec![file("a"), dir("a/b")],
+            vec![dir("a"), file("a")],
+        ] {
+            let r = plan(&manifest(m.clone()), 8);
+            assert!(
+                matches!(
+                    r,
+                    Err(PathError::FileAsParent { .. } | PathError::Duplicate { .. })
+                ),
+                "{m:?}: {r:?}"
+            );
+        }
+        let r = plan(&manifest(vec![file("a"), file("a/b")]), 8);
+        assert_eq!(
+            r.unwrap_err(),
+            PathError::FileAsParent {
+                file: "a".into(),
+                path: "a/b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn plan_enforces_depth_limit() {
+        assert!(plan(&manifest(vec![file("a/b/c")]), 3).is_ok());
+        let r = plan(&manifest(vec![file("a/b/c/d")]), 3);
+        assert!(
+            matches!(
+                r,
+                Err(PathError::TooDeep {
+                    depth: 4,
+                    max: 3,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn plan_implies_parents_and_accepts_explicit_after_implied() {
+        let plan = plan(&manifest(vec![file("a/b/c.txt"), dir("a/b"), dir("a")]), 8).unwrap();
+        let dirs: Vec<String> = plan.directories().iter().map(|d| d.to_string()).collect();
+        assert_eq!(dirs, ["a", "a/b"]);
+        assert_eq!(plan.top_level().len(), 1);
+    }
+
+    #[test]
+    fn plan_rejects_reserved_prefix_and_bad_paths() {
+        let r = plan(&manifest(vec![dir(".lanshare-0123.part")]), 8);
+        assert!(matches!(r, Err(PathError::Reserved { .. })), "{r:?}");
+        // Only at top level.
+        assert!(plan(&manifest(vec![file("d/.lanshare-x")]), 8).is_ok());
+        let r = plan(&manifest(vec![file("ok"), file("../x")]), 8);
+        assert!(matches!(r, Err(PathError::BadComponent { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn numbered_names() {
+        assert_eq!(numbered_name("photo.jpg", 0, false), "photo.jpg");
+        assert_eq!(numbered_name("photo.jpg", 1, false), "photo (1).jpg");
+        assert_eq!(
+            numbered_name("archive.tar.gz", 2, false),
+            "archive.tar (2).gz"
+        );
+        assert_eq!(numbered_name(".bashrc", 1, false), ".bashrc (1)");
+        assert_eq!(numbered_name("noext", 3, false), "noext (3)");
+        assert_eq!(numbered_name("my.folder", 1, true), "my.folder (1)");
+        let long = format!("{}.txt", "é".repeat(125)); // 254 bytes
+        let n = numbered_name(&long, 12, false);
+        assert!(
+            n.len() <= MAX_COMPONENT_BYTES && n.ends_with(" (12).txt"),
+            "{n}"
+        );
+        let long_ext = format!("a.{}", "x".repeat(252));
+        let n = numbered_name(&long_ext, 1, false);
+        assert!(n.len() <= MAX_COMPONENT_BYTES && n.ends_with(" (1)"), "{n}");
+    }
+}

@@ -1,0 +1,126 @@
+//! The `Hello` exchange that authenticates a link.
+//!
+//! TLS proves which key the peer holds, but in TLS 1.3 a client finishes
+//! its handshake before the server has judged the client's certificate. So
+//! the dialer treats a link as authenticated only once the server's `Hello`
+//! arrives, and the server answers `Hello` only after its own checks (the
+//! protocol version, and that the peer is not presenting a new key under
+//! the name of a device the user trusts).
+
+use super::framed::{Framed, RecvError};
+use crate::identity::trust::TrustStore;
+use crate::protocol::{ErrorCode, Message, VERSION};
+use crate::transfer::TransferError;
+use crate::transport::dial::AuthFailure;
+
+/// What the peer told us about itself.
+#[derive(Debug, Clone)]
+pub struct PeerHello {
+    /// Its protocol version.
+    pub version: u16,
+    /// Its human-readable name.
+    pub name: String,
+}
+
+/// Dialer side: send our `Hello`, wait for the peer's.
+pub async fn client(framed: &mut Framed, our_name: &str) -> Result<PeerHello, AuthFailure> {
+    let hello = Message::Hello {
+        version: VERSION,
+        name: our_name.to_owned(),
+    };
+    framed
+        .send(&hello)
+        .await
+        .map_err(|e| AuthFailure::Failed(e.to_string()))?;
+    match framed.recv().await {
+        Ok(Message::Hello { version, name }) if version == VERSION => {
+            Ok(PeerHello { version, name })
+        }
+        Ok(Message::Hello { version, .. }) => Err(AuthFailure::Refused(format!(
+            "the peer speaks protocol version {version}, this device speaks {VERSION}; update lanshare on both"
+        ))),
+        Ok(Message::Error { message, .. }) => Err(AuthFailure::Refused(message)),
+        Ok(other) => Err(AuthFailure::Refused(format!(
+            "the peer answered {} instead of Hello",
+            kind(&other)
+        ))),
+        Err(e) if e.is_identity() => Err(AuthFailure::Refused(format!(
+            "the peer refused this device's identity: {e}"
+        ))),
+        Err(e) => Err(AuthFailure::Failed(e.to_string())),
+    }
+}
+
+/// Acceptor side: wait for the dialer's `Hello`, check it, answer ours.
+pub async fn server(
+    framed: &mut Framed,
+    our_name: &str,
+    trust: &TrustStore,
+) -> Result<PeerHello, TransferError> {
+    let peer_id = framed.link().peer;
+    let (version, name) = match framed.recv().await {
+        Ok(Message::Hello { version, name }) => (version, name),
+        Ok(other) => {
+            let e = TransferError::Protocol(format!("expected Hello, got {}", kind(&other)));
+            framed.send_error(&e).await;
+            return Err(e);
+        }
+        Err(RecvError::Decode(d)) => {
+            let e = TransferError::Protocol(d.to_string());
+            framed.send_error(&e).await;
+            return Err(e);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if version != VERSION {
+        let e = TransferError::Peer {
+            peer: name.clone(),
+            code: ErrorCode::Refused,
+            message: format!(
+                "protocol version {version} is not supported (this device speaks {VERSION})"
+            ),
+        };
+        refuse(framed, &e.to_string()).await;
+        return Err(e);
+    }
+    if let Some(trusted) = trust.name_conflict(&name, &peer_id) {
+        tracing::warn!(
+            claimed_name = %name,
+            presented = %peer_id,
+            trusted = %trusted.id,
+            "REFUSED: a device presents a different identity under the name of a trusted device (impostor, or the device was reinstalled; if so, untrust and trust it again)"
+        );
+        let reason =
+            format!("identity mismatch: \"{name}\" is trusted here with a different device ID");
+        refuse(framed, &reason).await;
+        return Err(TransferError::Rejected { peer: name, reason });
+    }
+    framed
+        .send(&Message::Hello {
+            version: VERSION,
+            name: our_name.to_owned(),
+        })
+        .await?;
+    Ok(PeerHello { version, name })
+}
+
+async fn refuse(framed: &mut Framed, reason: &str) {
+    let message = Message::Error {
+        code: ErrorCode::Refused,
+        message: reason.to_owned(),
+    };
+    let _ = framed.send(&message).await;
+}
+
+/// Short name of a message type, for error messages.
+pub fn kind(message: &Message) -> &'static str {
+    match message {
+        Message::Hello { .. } => "Hello",
+        Message::Offer(_) => "Offer",
+        Message::Accept => "Accept",
+        Message::Reject { .. } => "Reject",
+        Message::Data { .. } => "Data",
+        Message::Done => "Done",
+        Message::Error { .. } => "Error",
+    }
+}

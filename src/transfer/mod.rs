@@ -1,0 +1,87 @@
+//! Transfers: the offer/consent/data/done exchange on top of a [`Link`].
+//!
+//! * [`framed`] turns a link's byte streams into protocol messages (the one
+//!   framing seam shared by QUIC and TCP).
+//! * [`handshake`] exchanges `Hello` in both directions; only after the
+//!   peer's `Hello` is a link considered authenticated.
+//! * [`send`] streams files read by [`source`] to a peer.
+//! * [`receive`] validates an offer, asks for consent, and writes through
+//!   [`crate::store`].
+//! * [`registry`] tracks every transfer for `share transfers`, consent
+//!   (`share accept` / `share reject`) and progress.
+//!
+//! [`Link`]: crate::transport::Link
+
+pub mod framed;
+pub mod handshake;
+pub mod receive;
+pub mod registry;
+pub mod send;
+pub mod source;
+
+use std::time::Duration;
+
+use crate::protocol::ErrorCode;
+
+/// How long an offer waits for `share accept` before it expires as rejected.
+pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long either side waits for the next message during a transfer
+/// before declaring the peer dead (TCP has no transport idle timeout).
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a transfer did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The receiver (or its user) declined the offer.
+    #[error("{peer} rejected the transfer: {reason}")]
+    Rejected {
+        /// Peer name.
+        peer: String,
+        /// The receiver's reason.
+        reason: String,
+    },
+    /// The peer stopped the transfer with an `Error` message.
+    #[error("{peer} stopped the transfer: {message}")]
+    Peer {
+        /// Peer name.
+        peer: String,
+        /// Machine-readable cause.
+        code: ErrorCode,
+        /// The peer's explanation.
+        message: String,
+    },
+    /// The peer broke the protocol; we told it so and hung up.
+    #[error("protocol violation by the peer: {0}")]
+    Protocol(String),
+    /// The link failed (connection lost, timeout).
+    #[error("connection lost: {0}")]
+    Link(String),
+    /// A local file problem on this side.
+    #[error("{0}")]
+    Local(String),
+    /// Writing to the download directory failed (full disk, bad hash, ...).
+    #[error("{message}")]
+    Storage {
+        /// What the peer is told.
+        code: ErrorCode,
+        /// Details.
+        message: String,
+    },
+    /// Cancelled on this side.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl TransferError {
+    /// The code to send to the peer when this error ends a transfer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Rejected { .. } => ErrorCode::Refused,
+            Self::Peer { code, .. } | Self::Storage { code, .. } => *code,
+            Self::Protocol(_) => ErrorCode::Protocol,
+            Self::Link(_) | Self::Local(_) => ErrorCode::Io,
+            Self::Cancelled => ErrorCode::Cancelled,
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The registry of transfers: what `share transfers` lists, where
+//! `share accept` / `share reject` deliver their decision, and where
+//! progress counters live.
+//!
+//! Each transfer gets a short random ID (8 hex digits) that users type;
+//! prefixes are accepted when unique. Finished transfers stay listed (the
+//! most recent [`KEEP_FINISHED`]) so scripts can inspect outcomes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::DeviceId;
+use crate::transport::TransportKind;
+
+/// How many finished transfers are remembered.
+pub const KEEP_FINISHED: usize = 200;
+
+/// Direction seen from this daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Receiving.
+    In,
+    /// Sending.
+    Out,
+}
+
+/// Life cycle of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Waiting for the receiver's consent.
+    Pending,
+    /// Moving bytes.
+    Active,
+    /// Every file verified and in place.
+    Done,
+    /// Stopped by an error.
+    Failed,
+    /// Declined (by a user, policy, or expiry).
+    Rejected,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl State {
+    fn finished(self) -> bool {
+        !matches!(self, Self::Pending | Self::Active)
+    }
+}
+
+/// A snapshot of one transfer, as shown by `share transfers --json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferInfo {
+    /// Short ID for `share accept` etc.
+    pub id: String,
+    /// `in` or `out`.
+    pub direction: Direction,
+    /// The peer's name.
+    pub peer: String,
+    /// The peer's device ID.
+    pub peer_id: DeviceId,
+    /// Current state.
+    pub state: State,
+    /// Number of files.
+    pub files: usize,
+    /// Total bytes of all files.
+    pub bytes: u64,
+    /// Bytes written (receiver) or sent (sender) so far.
+    pub bytes_done: u64,
+    /// Transport used.
+    pub transport: TransportKind,
+    /// Top-level names in the offer.
+    pub names: Vec<String>,
+    /// Why it failed or was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Start time, seconds since the Unix epoch.
+    pub started: u64,
+}
+
+/// The receiving user's answer to an offer.
+#[derive(Debug)]
+pub enum Decision {
+    /// Go ahead.
+    Accept,
+    /// Decline with a reason.
+    Reject(String),
+}
+
+/// Errors from `accept` / `reject` / `cancel`.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No transfer has this ID (prefix).
+    #[error("no transfer with ID {0}; see `share transfers`")]
+    NotFound(String),
+    /// The prefix matches several transfers.
+    #[error("ID {0} is ambiguous; type more characters")]
+    Ambiguous(String),
+    /// The transfer is not waiting for a decision.
+    #[error("transfer {id} is {state:?}, not waiting for a decision")]
+    NotPending {
+        /// The transfer.
+        id: String,
+        /// Its state.
+        state: State,
+    },
+}
+
+struct Slot {
+    info: TransferInfo,
+    seq: u64,
+    bytes_done: Arc<AtomicU64>,
+    decision: Option<oneshot::Sender<Decision>>,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct Inner {
+    slots: HashMap<String, Slot>,
+    seq: u64,
+}
+
+/// Shared table of transfers.
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// What a new transfer is about.
+pub struct NewTransfer {
+    /// Direction.
+    pub direction: Direction,
+    /// Peer name.
+    pub peer: String,
+    /// Peer device ID.
+    pub peer_id: DeviceId,
+    /// Number of files.
+    pub files: usize,
+    /// Total bytes.
+    pub bytes: u64,
+    /// Transport.
+    pub transport: TransportKind,
+    /// Top-level names.
+    pub names: Vec<String>,
+}
+
+/// The owner's handle on one registered transfer.
+pub struct Handle {
+    id: String,
+    registry: Registry,
+    bytes_done: Arc<AtomicU64>,
+    cancel: CancellationToken,
+}
+
+impl Registry {
+    /// Registers a transfer in state `Active` (or `Pending` via [`Handle::pending`]).
+    pub fn start(&self, new: NewTransfer) -> Handle {
+        let mut inner = self.lock();
+        let id = loop {
+            let candidate = random_id();
+            if !inner.slots.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        inner.seq += 1;
+        let seq = inner.seq;
+        let bytes_done = Arc::new(AtomicU64::new(0));
+        let cancel = CancellationToken::new();
+        let info = TransferInfo {
+            id: id.clone(),
+            direction: new.direction,
+            peer: new.peer,
+            peer_id: new.peer_id,
+            state: State::Active,
+            files: new.files,
+            bytes: new.bytes,
+            bytes_done: 0,
+            transport: new.transport,
+            names: new.names,
+            reason: None,
+            started: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        inner.slots.insert(
+            id.clone(),
+            Slot {
+                info,
+                seq,
+                bytes_done: bytes_done.clone(),
+                decision: None,
+                cancel: cancel.clone(),
+            },
+        );
+        Handle {
+            id,
+            registry: self.clone(),
+            bytes_done,
+            cancel,
+        }
+    }
+
+    /// All transfers, oldest first, with live byte counters.
+    pub fn list(&self) -> Vec<TransferInfo> {
+        let inner = self.lock();
+        let mut slots: Vec<&Slot> = inner.slots.values().collect();
+        slots.sort_by_key(|s| s.seq);
+        slots
+            .into_iter()
+            .map(|s| {
+                let mut info = s.info.clone();
+                info.bytes_done = s.bytes_done.load(Ordering::Relaxed);
+                info
+            })
+            .collect()
+    }
+
+    /// Delivers the user's decision to a pending offer.
+    pub fn decide(&self, id_prefix: &str, decision: Decision) -> Result<String, RegistryError> {
+        let mut inner = self.lock();
+        let id = resolve(&inner, id_prefix)?;
+        let slot = inner
+            .slots
+            .get_mut(&id)
+            .ok_or_else(|| RegistryError::NotFound(id_prefix.to_owned()))?;
+        match slot.decision.take() {
+            Some(tx) if slot.info.state == State::Pending => {
+                let _ = tx.send(decision);
+                Ok(id)
+            }
+            _ => Err(RegistryError::NotPending {
+                id,
+                state: slot.info.state,
+            }),
+        }
+    }
+
+    /// Cancels a pending or active transfer.
+    pub fn cancel(&self, id_prefix: &str) -> Result<String, RegistryError> {
+        let inner = self.lock();
+        let id = resolve(&inner, id_prefix)?;
+        match inner.slots.get(&id) {
+            Some(slot) if !slot.info.state.finished() => {
+                slot.cancel.cancel();
+                Ok(id)
+            }
+            Some(slot) => Err(RegistryError::NotPending {
+                id,
+                state: slot.info.state,
+            }),
+            None => Err(RegistryError::NotFound(id_prefix.to_owned())),
+        }
+    }
+
+    /// Cancels everything still running (daemon shutdown).
+    pub fn cancel_all(&self) {
+        for slot in self.lock().slots.values() {
+            slot.cancel.cancel();
+        }
+    }
+
+    fn set_state(&self, id: &str, state: State, reason: Option<String>) {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.slots.get_mut(id) {
+            slot.info.state = state;
+            slot.info.reason = reason;
+            if state.finished() {
+                slot.decision = None;
+            }
+        }
+        let finished = inner
+            .slots
+            .values()
+            .filter(|s| s.info.state.finished())
+            .count();
+        if finished > KEEP_FINISHED
+            && let Some(oldest) = inner
+                .slots
+                .values()
+                .filter(|s| s.info.state.finished())
+                .min_by_key(|s| s.seq)
+                .map(|s| s.info.id.clone())
+        {
+            inner.slots.remove(&oldest);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn resolve(inner: &Inner, prefix: &str) -> Result<String, RegistryError> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if inner.slots.contains_key(&prefix) {
+        return Ok(prefix);
+    }
+    let mut matches = inner
+        .slots
+        .keys()
+        .filter(|k| !prefix.is_empty() && k.starts_with(&prefix));
+    match (matches.next(), matches.next()) {
+        (Some(id), None) => Ok(id.clone()),
+        (Some(_), Some(_)) => Err(RegistryError::Ambiguous(prefix)),
+        (None, _) => Err(RegistryError::NotFound(prefix)),
+    }
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 4];
+    // A failing system RNG is not something we can continue without.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        bytes = nanos.to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Handle {
+    /// The transfer's ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Cancellation signal for this transfer.
+    pub fn cancelled(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Counts `n` more bytes done.
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The shared byte counter, for a blocking worker to update.
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.bytes_done.clone()
+    }
+
+    /// Bytes done so far.
+    pub fn bytes_done(&self) -> u64 {
+        self.bytes_done.load(Ordering::Relaxed)
+    }
+
+    /// Marks the transfer pending and returns where the decision arrives.
+    pub fn pending(&self) -> oneshot::Receiver<Decision> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.registry.lock();
+        if let Some(slot) = inner.slots.get_mut(&self.id) {
+            slot.info.state = State::Pending;
+            slot.decision = Some(tx);
+        }
+        rx
+    }
+
+    /// Marks an outgoing transfer as waiting for the peer's consent.
+    pub fn waiting(&self) {
+        self.registry.set_state(&self.id, State::Pending, None);
+    }
+
+    /// Moves to `Active`.
+    pub fn active(&self) {
+        self.registry.set_state(&self.id, State::Active, None);
+    }
+
+    /// Records the final state.
+    pub fn finish(&self, state: State, reason: Option<String>) {
+        self.registry.set_state(&self.id, state, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new() -> NewTransfer {
+        NewTransfer {
+            direction: Direction::In,
+            peer: "p".into(),
+            peer_id: DeviceId::from_cert_der(b"p"),
+            files: 1,
+            bytes: 10,
+            transport: TransportKind::Quic,
+            names: vec!["a".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn decision_reaches_pending_offer_by_prefix() {
+        let registry = Registry::default();
+        let handle = registry.start(new());
+        let rx = handle.pending();
+        assert_eq!(registry.list()[0].state, State::Pending);
+        let id = registry
+            .decide(&handle.id()[..4], Decision::Accept)
+            .unwrap();
+        assert_eq!(id, handle.id());
+        assert!(matches!(rx.await, Ok(Decision::Accept)));
+        handle.active();
+        assert!(matches!(
+            registry.decide(handle.id(), Decision::Accept),
+            Err(RegistryError::NotPending { .. })
+        ));
+        assert!(matches!(
+            registry.decide("zzzz", Decision::Accept),
+            Err(RegistryError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn progress_and_final_state_are_listed() {
+        let registry = Registry::default();
+        let handle = registry.start(new());
+        handle.add_bytes(7);
+        handle.finish(State::Failed, Some("disk full".into()));
+        let info = &registry.list()[0];
+        assert_eq!((info.bytes_done, info.state), (7, State::Failed));
+        assert_eq!(info.reason.as_deref(), Some("disk full"));
+    }
+}

@@ -1,0 +1,345 @@
+//! The racing dialer: QUIC first, TCP+TLS as a fallback the user never notices.
+//!
+//! quinn cannot tell a black-holed UDP port from a slow peer (it ignores
+//! ICMP and waits its whole idle timeout), so waiting for QUIC to fail is
+//! not an option. Instead, like Happy Eyeballs (RFC 8305), QUIC gets a
+//! [`HEAD_START`] and TCP starts when that elapses or as soon as QUIC fails;
+//! the first connection that *authenticates* (the caller's `authenticate`
+//! step, i.e. the peer's `Hello`) wins and the loser is dropped, which
+//! closes it.
+//!
+//! Security: an identity failure on either transport ends the whole dial.
+//! A fallback never turns a refusal into a success.
+//!
+//! When TCP wins because QUIC failed, the path is remembered as "QUIC
+//! broken": the next dials to that peer go straight to TCP, and QUIC is
+//! re-probed (a normal race) after a backoff that starts at
+//! [`REPROBE_INITIAL`] and doubles up to [`REPROBE_MAX`]. A QUIC win clears
+//! the mark.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::quic::QuicTransport;
+use super::tcp::TcpTransport;
+use super::{Link, Transport, TransportError, TransportKind};
+use crate::identity::DeviceId;
+
+/// QUIC's head start before the TCP attempt begins.
+pub const HEAD_START: Duration = Duration::from_millis(250);
+/// First delay before QUIC is tried again on a path where it failed.
+pub const REPROBE_INITIAL: Duration = Duration::from_secs(10);
+/// Longest delay between QUIC re-probes.
+pub const REPROBE_MAX: Duration = Duration::from_secs(600);
+
+/// Which transports a dial may use (`share send --transport`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preference {
+    /// Race QUIC and TCP (default).
+    #[default]
+    Auto,
+    /// QUIC only.
+    Quic,
+    /// TCP+TLS only.
+    Tcp,
+}
+
+/// Where to reach a peer.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The device we mean to reach; its certificate must match. `None`
+    /// only for a bare `HOST:PORT` of an unknown device.
+    pub expected: Option<DeviceId>,
+    /// QUIC (UDP) addresses, in preference order.
+    pub quic: Vec<SocketAddr>,
+    /// TCP addresses, in preference order.
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// Why the caller's authentication step failed.
+#[derive(Debug)]
+pub enum AuthFailure {
+    /// The peer refused us or is not who we expected: stop the whole dial.
+    Refused(String),
+    /// The link broke during authentication: another path may work.
+    Failed(String),
+}
+
+/// Why a dial failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The requested transport is disabled on this daemon.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The peer's identity did not check out, or it refused us.
+    #[error("{0}")]
+    Refused(String),
+    /// No transport reached the peer.
+    #[error("cannot reach the peer: {}", .0.join("; "))]
+    Unreachable(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Broken {
+    reprobe_at: Instant,
+    backoff: Duration,
+}
+
+/// Dials peers over whichever transports are enabled.
+pub struct Dialer {
+    quic: Option<Arc<QuicTransport>>,
+    tcp: Option<Arc<TcpTransport>>,
+    broken: Mutex<HashMap<PathKey, Broken>>,
+    head_start: Duration,
+}
+
+/// Identifies a path for the broken-QUIC memory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PathKey {
+    Device(DeviceId),
+    Addr(SocketAddr),
+}
+
+enum LegError {
+    Fatal(String),
+    Failed(Vec<String>),
+}
+
+impl Dialer {
+    /// A dialer over the given transports (either may be disabled).
+    pub fn new(quic: Option<Arc<QuicTransport>>, tcp: Option<Arc<TcpTransport>>) -> Self {
+        Self {
+            quic,
+            tcp,
+            broken: Mutex::new(HashMap::new()),
+            head_start: HEAD_START,
+        }
+    }
+
+    /// Number of paths currently remembered as "QUIC broken".
+    pub fn broken_paths(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Connects to `target` and runs `authenticate` on the link; returns
+    /// the first authenticated result and the transport it used.
+    pub async fn dial<T, F, Fut>(
+        &self,
+        target: &Target,
+        preference: Preference,
+        authenticate: F,
+    ) -> Result<(T, TransportKind), DialError>
+    where
+        F: Fn(Link) -> Fut,
+        Fut: Future<Output = Result<T, AuthFailure>>,
+    {
+        let quic = self.quic.as_deref().filter(|_| !target.quic.is_empty());
+        let tcp = self.tcp.as_deref().filter(|_| !target.tcp.is_empty());
+        let key = match target.expected {
+            Some(id) => PathKey::Device(id),
+            None => match target.quic.first().or(target.tcp.first()) {
+                Some(addr) => PathKey::Addr(*addr),
+                None => return Err(DialError::Unreachable(vec!["no address known".into()])),
+            },
+        };
+
+        match preference {
+            Preference::Quic => {
+                let q = quic.ok_or_else(|| {
+                    DialError::Unavailable(
+                        "QUIC is disabled on this daemon or the peer has no QUIC address".into(),
+                    )
+                })?;
+                return finish(
+                    leg(q, &target.quic, target.expected, &authenticate).await,
+                    TransportKind::Quic,
+                );
+            }
+            Preference::Tcp => {
+                let t = tcp.ok_or_else(|| {
+                    DialError::Unavailable(
+                        "TCP is disabled on this daemon or the peer has no TCP address".into(),
+                    )
+                })?;
+                return finish(
+                    leg(t, &target.tcp, target.expected, &authenticate).await,
+                    TransportKind::Tcp,
+                );
+            }
+            Preference::Auto => {}
+        }
+
+        let (q, t) = match (quic, tcp) {
+            (None, None) => {
+                return Err(DialError::Unavailable(
+                    "no transport is enabled for this peer".into(),
+                ));
+            }
+            (Some(q), None) => {
+                return finish(
+                    leg(q, &target.quic, target.expected, &authenticate).await,
+                    TransportKind::Quic,
+                );
+            }
+            (None, Some(t)) => {
+                return finish(
+                    leg(t, &target.tcp, target.expected, &authenticate).await,
+                    TransportKind::Tcp,
+                );
+            }
+            (Some(q), Some(t)) => (q, t),
+        };
+
+        if self.quic_known_broken(&key) {
+            tracing::debug!("QUIC known broken on this path; dialling TCP directly");
+            return finish(
+                leg(t, &target.tcp, target.expected, &authenticate).await,
+                TransportKind::Tcp,
+            );
+        }
+
+        let quic_fut = leg(q, &target.quic, target.expected, &authenticate);
+        tokio::pin!(quic_fut);
+        let head_start = tokio::time::sleep(self.head_start);
+        let early = tokio::select! {
+            r = &mut quic_fut => Some(r),
+            () = head_start => None,
+        };
+        let outcome = match early {
+            Some(Ok(value)) => Ok((value, TransportKind::Quic)),
+            Some(Err(LegError::Fatal(reason))) => Err(LegError::Fatal(reason)),
+            Some(Err(LegError::Failed(mut reasons))) => {
+                match leg(t, &target.tcp, target.expected, &authenticate).await {
+                    Ok(value) => Ok((value, TransportKind::Tcp)),
+                    Err(LegError::Failed(more)) => {
+                        reasons.extend(more);
+                        Err(LegError::Failed(reasons))
+                    }
+                    Err(fatal) => Err(fatal),
+                }
+            }
+            None => {
+                let tcp_fut = leg(t, &target.tcp, target.expected, &authenticate);
+                tokio::pin!(tcp_fut);
+                tokio::select! {
+                    r = &mut quic_fut => match r {
+                        Ok(value) => Ok((value, TransportKind::Quic)),
+                        Err(LegError::Failed(mut reasons)) => match tcp_fut.await {
+                            Ok(value) => Ok((value, TransportKind::Tcp)),
+                            Err(LegError::Failed(more)) => { reasons.extend(more); Err(LegError::Failed(reasons)) }
+                            Err(fatal) => Err(fatal),
+                        },
+                        Err(fatal) => Err(fatal),
+                    },
+                    r = &mut tcp_fut => match r {
+                        Ok(value) => Ok((value, TransportKind::Tcp)),
+                        Err(LegError::Failed(mut reasons)) => match quic_fut.await {
+                            Ok(value) => Ok((value, TransportKind::Quic)),
+                            Err(LegError::Failed(more)) => { reasons.extend(more); Err(LegError::Failed(reasons)) }
+                            Err(fatal) => Err(fatal),
+                        },
+                        Err(fatal) => Err(fatal),
+                    },
+                }
+            }
+        };
+        match &outcome {
+            Ok((_, TransportKind::Quic)) => self.mark_quic_ok(&key),
+            Ok((_, TransportKind::Tcp)) => self.mark_quic_broken(key),
+            Err(_) => {}
+        }
+        match outcome {
+            Ok(won) => Ok(won),
+            Err(LegError::Fatal(reason)) => Err(DialError::Refused(reason)),
+            Err(LegError::Failed(reasons)) => Err(DialError::Unreachable(reasons)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathKey, Broken>> {
+        self.broken.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn quic_known_broken(&self, key: &PathKey) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|b| Instant::now() < b.reprobe_at)
+    }
+
+    fn mark_quic_ok(&self, key: &PathKey) {
+        if self.lock().remove(key).is_some() {
+            tracing::info!("QUIC works again on this path");
+        }
+    }
+
+    fn mark_quic_broken(&self, key: PathKey) {
+        let mut broken = self.lock();
+        let backoff = broken
+            .get(&key)
+            .map(|b| (b.backoff * 2).min(REPROBE_MAX))
+            .unwrap_or(REPROBE_INITIAL);
+        tracing::info!(
+            retry_in_s = backoff.as_secs(),
+            "QUIC failed on this path; using TCP until the next probe"
+        );
+        broken.insert(
+            key,
+            Broken {
+                reprobe_at: Instant::now() + backoff,
+                backoff,
+            },
+        );
+    }
+}
+
+fn finish<T>(
+    result: Result<T, LegError>,
+    kind: TransportKind,
+) -> Result<(T, TransportKind), DialError> {
+    match result {
+        Ok(value) => Ok((value, kind)),
+        Err(LegError::Fatal(reason)) => Err(DialError::Refused(reason)),
+        Err(LegError::Failed(reasons)) => Err(DialError::Unreachable(reasons)),
+    }
+}
+
+/// Tries each address of one transport in turn.
+async fn leg<T, F, Fut>(
+    transport: &dyn Transport,
+    addrs: &[SocketAddr],
+    expected: Option<DeviceId>,
+    authenticate: &F,
+) -> Result<T, LegError>
+where
+    F: Fn(Link) -> Fut,
+    Fut: Future<Output = Result<T, AuthFailure>>,
+{
+    let mut reasons = Vec::new();
+    for &addr in addrs {
+        match transport.connect(addr, expected).await {
+            Ok(link) => {
+                let auth = tokio::time::timeout(super::CONNECT_TIMEOUT, authenticate(link));
+                match auth.await {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(AuthFailure::Refused(reason))) => return Err(LegError::Fatal(reason)),
+                    Ok(Err(AuthFailure::Failed(reason))) => {
+                        reasons.push(format!("{} {addr}: {reason}", transport.kind()));
+                    }
+                    Err(_) => reasons.push(format!(
+                        "{} {addr}: no hello from the peer within {} s",
+                        transport.kind(),
+                        super::CONNECT_TIMEOUT.as_secs()
+                    )),
+                }
+            }
+            Err(e @ TransportError::Identity { .. }) => return Err(LegError::Fatal(e.to_string())),
+            Err(e) => reasons.push(e.to_string()),
+        }
+    }
+    Err(LegError::Failed(reasons))
+}

@@ -1,0 +1,226 @@
+//! Transports: authenticated, bidirectional byte channels between devices.
+//!
+//! Two transports carry the same protocol: QUIC over UDP ([`quic`]) and, for
+//! networks that drop UDP, TLS 1.3 over TCP ([`tcp`]) on the same port
+//! number. Both use the same rustls configuration ([`tls`]): TLS 1.3 only,
+//! ALPN `lanshare/1`, mutual authentication with the pinned-certificate
+//! verifiers from [`crate::identity::verifier`]. Each yields a [`Link`]: a
+//! reader, a writer, and the peer's proven [`DeviceId`]. Everything above
+//! this module (framing, transfers) sees only `Link` and the [`Transport`]
+//! trait, never quinn or TCP.
+//!
+//! [`dial`] races the two (QUIC first, TCP after a 250 ms head start) and
+//! remembers paths on which QUIC is broken.
+//!
+//! A TLS 1.3 client finishes its handshake before the server has judged the
+//! client certificate, so a `Link` is *not yet* authorized: the layer above
+//! must wait for the peer's first application message before trusting it.
+
+pub mod dial;
+pub mod quic;
+pub mod tcp;
+pub mod tls;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::identity::DeviceId;
+
+/// How long a QUIC or TCP connection attempt (handshake included) may take
+/// before the dialer gives up on that transport. quinn alone would wait the
+/// whole idle timeout on a black-holed port.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long an incoming connection may take to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle timeout: a silent peer is declared dead after this long. Keep-alives
+/// (every [`KEEP_ALIVE`]) keep a healthy but quiet connection open, e.g.
+/// while an offer waits for the user's consent.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Keep-alive interval; must be well below [`IDLE_TIMEOUT`].
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// Most connections (both transports together) a daemon serves at once.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// Target size of UDP socket buffers (the kernel may clamp it, see the
+/// `net.core.rmem_max` sysctl).
+pub const UDP_BUFFER_SIZE: usize = 4 << 20;
+
+/// Which transport a link runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// QUIC over UDP (preferred).
+    Quic,
+    /// TLS 1.3 over TCP (fallback).
+    Tcp,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Quic => "quic",
+            Self::Tcp => "tcp",
+        })
+    }
+}
+
+/// Errors from connecting or accepting.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The peer could not be reached (refused, timed out, unreachable).
+    #[error("cannot reach {addr} over {kind}: {reason}")]
+    Unreachable {
+        /// Transport tried.
+        kind: TransportKind,
+        /// Address tried.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The TLS handshake failed on identity grounds: wrong or invalid
+    /// certificate, bad signature, or the peer refused ours. A fallback
+    /// must never turn this into a success.
+    #[error("identity check failed with {addr} over {kind}: {reason}")]
+    Identity {
+        /// Transport tried.
+        kind: TransportKind,
+        /// Address tried.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Local setup failed (binding a socket, building a TLS config).
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl TransportError {
+    /// Whether this is an authentication failure rather than a network one.
+    pub fn is_identity(&self) -> bool {
+        matches!(self, Self::Identity { .. })
+    }
+}
+
+/// Boxed reading half of a link.
+pub type LinkReader = Box<dyn AsyncRead + Send + Unpin>;
+/// Boxed writing half of a link.
+pub type LinkWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Keeps transport state alive for as long as the link is used.
+enum Guard {
+    Quic(quinn::Connection),
+    Tcp,
+}
+
+/// An encrypted, mutually authenticated byte channel to one peer.
+pub struct Link {
+    /// The peer's device ID, proven by the TLS handshake signature.
+    pub peer: DeviceId,
+    /// The transport carrying this link.
+    pub kind: TransportKind,
+    /// The peer's address (IPv4-mapped addresses canonicalised).
+    pub remote: SocketAddr,
+    /// Bytes from the peer.
+    pub reader: LinkReader,
+    /// Bytes to the peer.
+    pub writer: LinkWriter,
+    guard: Guard,
+    /// Held by incoming links: one of the daemon's [`MAX_CONNECTIONS`] slots.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("peer", &self.peer)
+            .field("kind", &self.kind)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// Finishes our sending direction: everything written so far will be
+    /// delivered, then the peer reads end-of-stream.
+    pub async fn finish(&mut self) -> std::io::Result<()> {
+        self.writer.shutdown().await
+    }
+
+    /// Closes the link at once with a short reason for the peer's logs.
+    /// Unsent data is discarded; use [`Link::finish`] first for a clean end.
+    pub fn abort(self, reason: &str) {
+        if let Guard::Quic(conn) = &self.guard {
+            conn.close(quinn::VarInt::from_u32(1), reason.as_bytes());
+        }
+    }
+
+    /// Waits (bounded) until the peer has closed its side, so our last
+    /// message is not cut off by closing first.
+    pub async fn wait_peer_closed(mut self, limit: Duration) {
+        let mut sink = [0u8; 256];
+        let drain = async {
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut self.reader, &mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
+        if let Guard::Quic(conn) = &self.guard {
+            let _ = tokio::time::timeout(limit, conn.closed()).await;
+        }
+    }
+}
+
+/// A boxed future, for the object-safe [`Transport`] trait.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One way of reaching a peer. QUIC and TCP implement it; [`dial`] races them.
+pub trait Transport: Send + Sync {
+    /// Which transport this is.
+    fn kind(&self) -> TransportKind;
+
+    /// Connects to `addr`, requiring the peer's device ID to be `expected`
+    /// when given. Fails within [`CONNECT_TIMEOUT`].
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<DeviceId>,
+    ) -> BoxFuture<'_, Result<Link, TransportError>>;
+}
+
+/// Normalises IPv4-mapped IPv6 addresses (from dual-stack sockets).
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Whether an I/O error on a link's reader or writer means the peer's TLS
+/// stack rejected our identity (QUIC closes with a crypto error code after
+/// a client certificate is refused; TLS over TCP sends an alert).
+pub fn is_identity_io_error(e: &std::io::Error) -> bool {
+    let Some(inner) = e.get_ref() else {
+        return false;
+    };
+    if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+        return tls::is_identity_error(tls);
+    }
+    let conn = if let Some(quinn::ReadError::ConnectionLost(c)) = inner.downcast_ref() {
+        Some(c)
+    } else if let Some(quinn::WriteError::ConnectionLost(c)) = inner.downcast_ref() {
+        Some(c)
+    } else {
+        None
+    };
+    conn.is_some_and(quic::is_identity_close)
+}

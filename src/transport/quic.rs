@@ -1,0 +1,299 @@
+//! QUIC transport (quinn): the preferred way between two devices.
+//!
+//! One UDP socket serves both directions. The socket is created with socket2
+//! so its buffers can be raised to [`UDP_BUFFER_SIZE`] (quinn leaves the
+//! kernel default of ~208 KiB, which drops packets at LAN speeds); if the
+//! kernel clamps the request, a warning names the sysctl to raise. Transport
+//! parameters follow the measurements in `shared/notes/tech.md` §5: a 15 s
+//! idle timeout with 5 s keep-alives, 16 MiB stream windows for Wi-Fi
+//! headroom, Cubic congestion control, GSO on.
+//!
+//! Each transfer uses one bidirectional stream on its own connection: the
+//! dialer opens it and writes `Hello` at once, so the acceptor's
+//! `accept_bi` completes.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    BoxFuture, CONNECT_TIMEOUT, Guard, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEP_ALIVE, Link,
+    Transport, TransportError, TransportKind, UDP_BUFFER_SIZE, canonical, tls,
+};
+use crate::identity::{DeviceId, Identity};
+
+/// A bound QUIC endpoint that can dial and accept.
+pub struct QuicTransport {
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    transport: Arc<quinn::TransportConfig>,
+    buffer_warning: Option<String>,
+}
+
+fn transport_config() -> Result<quinn::TransportConfig, TransportError> {
+    let mut t = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
+        .map_err(|e| TransportError::Setup(format!("idle timeout: {e}")))?;
+    t.max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .stream_receive_window(quinn::VarInt::from_u32(16 << 20))
+        .send_window(64 << 20)
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(4))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .initial_mtu(1452);
+    Ok(t)
+}
+
+/// Creates the UDP socket: dual-stack when bound to `::`, buffers raised.
+/// Returns the socket and, if the kernel clamped the buffers, a warning.
+fn udp_socket(addr: SocketAddr) -> Result<(std::net::UdpSocket, Option<String>), TransportError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let setup = |what: &str, e: std::io::Error| {
+        TransportError::Setup(format!("cannot {what} UDP socket on {addr}: {e}"))
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| setup("create", e))?;
+    if addr.is_ipv6() {
+        socket
+            .set_only_v6(addr.ip() != IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+            .map_err(|e| setup("configure", e))?;
+    }
+    // Best effort: failure here only costs throughput, reported below.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_SIZE);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_SIZE);
+    // Linux reports double the usable size it granted.
+    let recv = socket.recv_buffer_size().unwrap_or(0);
+    let send = socket.send_buffer_size().unwrap_or(0);
+    let warning = (recv < UDP_BUFFER_SIZE || send < UDP_BUFFER_SIZE).then(|| {
+        format!(
+            "UDP socket buffers clamped by the kernel (receive {recv} B, send {send} B, wanted {UDP_BUFFER_SIZE} B); \
+             QUIC may drop packets at high speed. Raise them with: sysctl -w net.core.rmem_max=7500000 net.core.wmem_max=7500000"
+        )
+    });
+    socket.bind(&addr.into()).map_err(|e| setup("bind", e))?;
+    Ok((socket.into(), warning))
+}
+
+impl QuicTransport {
+    /// Binds the endpoint on `addr` (port 0 picks a free port).
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        accept: bool,
+    ) -> Result<Self, TransportError> {
+        let transport = Arc::new(transport_config()?);
+        let server = if accept {
+            let crypto = QuicServerConfig::try_from(tls::server_config(identity)?)
+                .map_err(|e| TransportError::Setup(format!("QUIC TLS config: {e}")))?;
+            let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+            server.transport_config(transport.clone());
+            Some(server)
+        } else {
+            None
+        };
+        let (socket, buffer_warning) = udp_socket(addr)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| TransportError::Setup("no async runtime for QUIC".into()))?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+                .map_err(|e| TransportError::Setup(format!("cannot start QUIC on {addr}: {e}")))?;
+        Ok(Self {
+            endpoint,
+            identity: identity.clone(),
+            transport,
+            buffer_warning,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| TransportError::Setup(format!("QUIC local address: {e}")))
+    }
+
+    /// Set when the kernel refused the requested socket buffer sizes.
+    pub fn buffer_warning(&self) -> Option<&str> {
+        self.buffer_warning.as_deref()
+    }
+
+    /// Accepts connections until `cancel`, handing authenticated links to
+    /// `links`. Each handshake runs in its own task so a slow or hostile
+    /// client never blocks others; `slots` bounds concurrent connections.
+    pub async fn serve(
+        self: Arc<Self>,
+        links: mpsc::Sender<Link>,
+        slots: Arc<Semaphore>,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        loop {
+            let incoming = tokio::select! {
+                () = cancel.cancelled() => break,
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(incoming) => incoming,
+                    None => break,
+                },
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(remote = %incoming.remote_address(), "too many connections; refusing QUIC connection");
+                incoming.refuse();
+                continue;
+            };
+            let links = links.clone();
+            tracker.spawn(async move {
+                let remote = canonical(incoming.remote_address());
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_one(incoming)).await {
+                    Ok(Ok(mut link)) => {
+                        link._permit = Some(permit);
+                        let _ = links.send(link).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%remote, "QUIC connection failed: {e}"),
+                    Err(_) => tracing::info!(%remote, "QUIC handshake timed out"),
+                }
+            });
+        }
+    }
+
+    /// Closes every connection and waits (bounded) until the close frames are sent.
+    pub async fn shutdown(&self) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"daemon shutting down");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
+            .await;
+    }
+
+    async fn connect_inner(
+        &self,
+        addr: SocketAddr,
+        expected: Option<DeviceId>,
+    ) -> Result<Link, TransportError> {
+        let unreachable = |reason: String| TransportError::Unreachable {
+            kind: TransportKind::Quic,
+            addr,
+            reason,
+        };
+        let crypto = QuicClientConfig::try_from(tls::client_config(&self.identity, expected)?)
+            .map_err(|e| TransportError::Setup(format!("QUIC TLS config: {e}")))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.transport.clone());
+        let connecting = self
+            .endpoint
+            .connect_with(config, addr, tls::SERVER_NAME)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let conn = connecting.await.map_err(|e| classify(e, addr))?;
+        let peer = peer_of(&conn).ok_or_else(|| TransportError::Identity {
+            kind: TransportKind::Quic,
+            addr,
+            reason: "peer presented no certificate".into(),
+        })?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| classify(e, addr))?;
+        Ok(Link {
+            peer,
+            kind: TransportKind::Quic,
+            remote: canonical(addr),
+            reader: Box::new(recv),
+            writer: Box::new(send),
+            guard: Guard::Quic(conn),
+            _permit: None,
+        })
+    }
+}
+
+impl Transport for QuicTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Quic
+    }
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<DeviceId>,
+    ) -> BoxFuture<'_, Result<Link, TransportError>> {
+        Box::pin(async move {
+            tokio::time::timeout(CONNECT_TIMEOUT, self.connect_inner(addr, expected))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TransportError::Unreachable {
+                        kind: TransportKind::Quic,
+                        addr,
+                        reason: format!(
+                            "no answer within {} s (UDP blocked or nothing listening)",
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    })
+                })
+        })
+    }
+}
+
+async fn accept_one(incoming: quinn::Incoming) -> Result<Link, TransportError> {
+    let addr = canonical(incoming.remote_address());
+    let conn = incoming.await.map_err(|e| classify(e, addr))?;
+    let peer = peer_of(&conn).ok_or_else(|| TransportError::Identity {
+        kind: TransportKind::Quic,
+        addr,
+        reason: "peer presented no certificate".into(),
+    })?;
+    let (send, recv) = conn.accept_bi().await.map_err(|e| classify(e, addr))?;
+    Ok(Link {
+        peer,
+        kind: TransportKind::Quic,
+        remote: addr,
+        reader: Box::new(recv),
+        writer: Box::new(send),
+        guard: Guard::Quic(conn),
+        _permit: None,
+    })
+}
+
+fn peer_of(conn: &quinn::Connection) -> Option<DeviceId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    tls::peer_id(Some(&certs))
+}
+
+/// Maps quinn's errors: TLS alerts about certificates are identity
+/// failures, everything else means "not reachable this way".
+fn classify(e: quinn::ConnectionError, addr: SocketAddr) -> TransportError {
+    let reason = e.to_string();
+    if is_identity_close(&e) {
+        TransportError::Identity {
+            kind: TransportKind::Quic,
+            addr,
+            reason,
+        }
+    } else {
+        TransportError::Unreachable {
+            kind: TransportKind::Quic,
+            addr,
+            reason,
+        }
+    }
+}
+
+/// Whether a connection ended because a TLS certificate was refused.
+pub(super) fn is_identity_close(e: &quinn::ConnectionError) -> bool {
+    let code = match e {
+        quinn::ConnectionError::TransportError(t) => t.code,
+        quinn::ConnectionError::ConnectionClosed(c) => c.error_code,
+        _ => return false,
+    };
+    is_identity_alert(code)
+}
+
+/// QUIC carries TLS alerts as transport error codes 0x100 + alert.
+fn is_identity_alert(code: quinn::TransportErrorCode) -> bool {
+    let value = u64::from(code);
+    if !(0x100..0x200).contains(&value) {
+        return false;
+    }
+    let alert = rustls::AlertDescription::from((value - 0x100) as u8);
+    tls::is_identity_error(&rustls::Error::AlertReceived(alert))
+}

@@ -1,0 +1,227 @@
+//! TLS 1.3 over TCP: the fallback for networks that drop UDP.
+//!
+//! It listens on the same port number as QUIC, uses exactly the same rustls
+//! configuration (see [`super::tls`]) and therefore the same pinned
+//! identities, and carries the same framed protocol, so nothing above the
+//! [`Transport`] trait can tell the two apart. `TCP_NODELAY` is set so small
+//! control messages (hello, accept, done) are not held back by Nagle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    BoxFuture, CONNECT_TIMEOUT, Guard, HANDSHAKE_TIMEOUT, Link, Transport, TransportError,
+    TransportKind, canonical, tls,
+};
+use crate::identity::{DeviceId, Identity};
+
+/// A TCP+TLS listener and dialer.
+pub struct TcpTransport {
+    listener: Option<TcpListener>,
+    acceptor: TlsAcceptor,
+    identity: Identity,
+}
+
+impl TcpTransport {
+    /// Binds the listener on `addr` (`accept = false`: dial only).
+    pub async fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        accept: bool,
+    ) -> Result<Self, TransportError> {
+        let listener =
+            if accept {
+                let socket = if addr.is_ipv6() {
+                    tokio::net::TcpSocket::new_v6()
+                } else {
+                    tokio::net::TcpSocket::new_v4()
+                }
+                .map_err(|e| TransportError::Setup(format!("cannot create TCP socket: {e}")))?;
+                socket.set_reuseaddr(true).map_err(|e| {
+                    TransportError::Setup(format!("cannot configure TCP socket: {e}"))
+                })?;
+                socket.bind(addr).map_err(|e| {
+                    TransportError::Setup(format!("cannot listen on TCP {addr}: {e}"))
+                })?;
+                Some(socket.listen(128).map_err(|e| {
+                    TransportError::Setup(format!("cannot listen on TCP {addr}: {e}"))
+                })?)
+            } else {
+                None
+            };
+        Ok(Self {
+            listener,
+            acceptor: TlsAcceptor::from(Arc::new(tls::server_config(identity)?)),
+            identity: identity.clone(),
+        })
+    }
+
+    /// The bound address, if listening.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Accepts connections until `cancel`; see [`super::quic::QuicTransport::serve`].
+    pub async fn serve(
+        self: Arc<Self>,
+        links: mpsc::Sender<Link>,
+        slots: Arc<Semaphore>,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            let (stream, remote) = tokio::select! {
+                () = cancel.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!("TCP accept failed: {e}");
+                        // e.g. EMFILE: back off instead of spinning.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let remote = canonical(remote);
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "too many connections; refusing TCP connection");
+                continue;
+            };
+            let acceptor = self.acceptor.clone();
+            let links = links.clone();
+            tracker.spawn(async move {
+                let handshake = async {
+                    stream.set_nodelay(true).ok();
+                    let tls = acceptor
+                        .accept(stream)
+                        .await
+                        .map_err(|e| classify(e, remote))?;
+                    let peer =
+                        tls::peer_id(tls.get_ref().1.peer_certificates()).ok_or_else(|| {
+                            TransportError::Identity {
+                                kind: TransportKind::Tcp,
+                                addr: remote,
+                                reason: "peer presented no certificate".into(),
+                            }
+                        })?;
+                    Ok::<_, TransportError>(link(
+                        tokio_rustls::TlsStream::Server(tls),
+                        peer,
+                        remote,
+                    ))
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                    Ok(Ok(mut link)) => {
+                        link._permit = Some(permit);
+                        let _ = links.send(link).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%remote, "TCP connection failed: {e}"),
+                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    }
+
+    async fn connect_inner(
+        &self,
+        addr: SocketAddr,
+        expected: Option<DeviceId>,
+    ) -> Result<Link, TransportError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| TransportError::Unreachable {
+                kind: TransportKind::Tcp,
+                addr,
+                reason: e.to_string(),
+            })?;
+        stream.set_nodelay(true).ok();
+        let connector = TlsConnector::from(Arc::new(tls::client_config(&self.identity, expected)?));
+        let name = ServerName::try_from(tls::SERVER_NAME)
+            .map_err(|e| TransportError::Setup(format!("server name: {e}")))?;
+        let tls = connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| classify(e, addr))?;
+        let peer = tls::peer_id(tls.get_ref().1.peer_certificates()).ok_or_else(|| {
+            TransportError::Identity {
+                kind: TransportKind::Tcp,
+                addr,
+                reason: "peer presented no certificate".into(),
+            }
+        })?;
+        Ok(link(
+            tokio_rustls::TlsStream::Client(tls),
+            peer,
+            canonical(addr),
+        ))
+    }
+}
+
+fn link(stream: tokio_rustls::TlsStream<TcpStream>, peer: DeviceId, remote: SocketAddr) -> Link {
+    let (reader, writer) = tokio::io::split(stream);
+    Link {
+        peer,
+        kind: TransportKind::Tcp,
+        remote,
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        guard: Guard::Tcp,
+        _permit: None,
+    }
+}
+
+impl Transport for TcpTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tcp
+    }
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<DeviceId>,
+    ) -> BoxFuture<'_, Result<Link, TransportError>> {
+        Box::pin(async move {
+            tokio::time::timeout(CONNECT_TIMEOUT, self.connect_inner(addr, expected))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TransportError::Unreachable {
+                        kind: TransportKind::Tcp,
+                        addr,
+                        reason: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                    })
+                })
+        })
+    }
+}
+
+/// TLS errors about certificates are identity failures; the rest (reset,
+/// refused, EOF) are connectivity.
+fn classify(e: std::io::Error, addr: SocketAddr) -> TransportError {
+    let identity = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(tls::is_identity_error);
+    if identity {
+        TransportError::Identity {
+            kind: TransportKind::Tcp,
+            addr,
+            reason: e.to_string(),
+        }
+    } else {
+        TransportError::Unreachable {
+            kind: TransportKind::Tcp,
+            addr,
+            reason: e.to_string(),
+        }
+    }
+}
