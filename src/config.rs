@@ -18,6 +18,7 @@
 //! tcp = true
 //! offer_timeout_s = 120
 //! max_offer_bytes = 1099511627776
+//! retry_s = 600           # how long an interrupted send retries and resumes
 //! ```
 
 use std::net::{IpAddr, Ipv6Addr};
@@ -32,6 +33,9 @@ use crate::transfer::receive::AcceptPolicy;
 /// The service port used when none is configured (UDP for QUIC and TCP
 /// for the fallback share the number).
 pub const DEFAULT_PORT: u16 = 47000;
+
+/// Default time an interrupted send keeps retrying: 10 minutes.
+pub const DEFAULT_RETRY_S: u64 = 600;
 
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,8 @@ pub struct FileConfig {
     pub offer_timeout_s: Option<u64>,
     /// Largest offer accepted, in bytes.
     pub max_offer_bytes: Option<u64>,
+    /// Seconds an interrupted send keeps retrying.
+    pub retry_s: Option<u64>,
 }
 
 impl FileConfig {
@@ -120,6 +126,7 @@ impl FileConfig {
             tcp: self.tcp.or(lower.tcp),
             offer_timeout_s: self.offer_timeout_s.or(lower.offer_timeout_s),
             max_offer_bytes: self.max_offer_bytes.or(lower.max_offer_bytes),
+            retry_s: self.retry_s.or(lower.retry_s),
         }
     }
 }
@@ -151,6 +158,8 @@ pub struct Config {
     pub offer_timeout: Duration,
     /// Limits on incoming offers.
     pub limits: ManifestLimits,
+    /// How long an interrupted send keeps retrying (and resuming).
+    pub retry_window: Duration,
 }
 
 /// Process environment the defaults depend on (injected for tests).
@@ -166,8 +175,13 @@ pub struct Env {
     pub xdg_config_home: Option<PathBuf>,
     /// `$XDG_DOWNLOAD_DIR`.
     pub xdg_download_dir: Option<PathBuf>,
-    /// `$STATE_DIRECTORY` (set by systemd `StateDirectory=`).
+    /// `$STATE_DIRECTORY` (set by systemd `StateDirectory=`): its first
+    /// entry.
     pub state_directory: Option<PathBuf>,
+    /// The second entry of `$STATE_DIRECTORY`, if any: the system unit
+    /// lists `lanshare/state lanshare/incoming`, so downloads get their own
+    /// group-readable directory while the state stays private.
+    pub state_directory_downloads: Option<PathBuf>,
     /// `$RUNTIME_DIRECTORY` (set by systemd `RuntimeDirectory=`).
     pub runtime_directory: Option<PathBuf>,
     /// Effective user ID.
@@ -201,6 +215,13 @@ impl Env {
             xdg_config_home: var("XDG_CONFIG_HOME"),
             xdg_download_dir: var("XDG_DOWNLOAD_DIR"),
             state_directory: first(var("STATE_DIRECTORY")),
+            state_directory_downloads: var("STATE_DIRECTORY").and_then(|p| {
+                p.to_string_lossy()
+                    .split(':')
+                    .nth(1)
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+            }),
             runtime_directory: first(var("RUNTIME_DIRECTORY")),
             uid: rustix::process::geteuid().as_raw(),
         }
@@ -254,7 +275,10 @@ impl Config {
         let download_dir = match given.download_dir {
             Some(d) => d,
             None => match (&env.state_directory, &env.xdg_download_dir, &home) {
-                (Some(d), _, _) => d.join("incoming"),
+                (Some(d), _, _) => env
+                    .state_directory_downloads
+                    .clone()
+                    .unwrap_or_else(|| d.join("incoming")),
                 (None, Some(x), _) => x.clone(),
                 (None, None, Some(h)) => h.join("Downloads"),
                 (None, None, None) => return Err(ConfigError::NoHome),
@@ -298,6 +322,7 @@ impl Config {
                     .unwrap_or(crate::transfer::DEFAULT_OFFER_TIMEOUT.as_secs()),
             ),
             limits,
+            retry_window: Duration::from_secs(given.retry_s.unwrap_or(DEFAULT_RETRY_S)),
         })
     }
 }
@@ -347,6 +372,17 @@ mod tests {
         let c = Config::resolve(FileConfig::default(), &env).unwrap();
         assert_eq!(c.download_dir, Path::new("/var/lib/lanshare/incoming"));
         assert_eq!(c.socket, Path::new("/run/lanshare/share.sock"));
+
+        // systemd/lanshare.service: StateDirectory=lanshare/state lanshare/incoming
+        let env = Env {
+            state_directory: Some("/var/lib/lanshare/state".into()),
+            state_directory_downloads: Some("/var/lib/lanshare/incoming".into()),
+            runtime_directory: Some("/run/lanshare".into()),
+            ..Env::default()
+        };
+        let c = Config::resolve(FileConfig::default(), &env).unwrap();
+        assert_eq!(c.state_dir, Path::new("/var/lib/lanshare/state"));
+        assert_eq!(c.download_dir, Path::new("/var/lib/lanshare/incoming"));
     }
 
     #[test]

@@ -25,7 +25,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Daemon(args) => {
                 let config = args.resolve(cli.socket)?;
-                lanshare::daemon::run(config, lanshare::shutdown::signal(), |_| {}).await?;
+                // `share send` passes every file as an open descriptor.
+                lanshare::control::fds::raise_open_file_limit();
+                lanshare::daemon::run(config, stop_signal(), |_| {}).await?;
                 Ok(())
             }
             command => lanshare::cli::run_client(cli.socket, command).await,
@@ -45,6 +47,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// The first SIGTERM/SIGINT starts the graceful stop; a second one (an
+/// impatient Ctrl-C) exits at once.
+async fn stop_signal() {
+    lanshare::shutdown::signal().await;
+    tokio::spawn(async {
+        lanshare::shutdown::signal().await;
+        eprintln!("share: second stop signal, exiting without waiting");
+        std::process::exit(130);
+    });
+}
+
 /// Logs go to stderr. Under systemd (JOURNAL_STREAM set) timestamps and
 /// colours are left to the journal. `RUST_LOG` filters as usual; the
 /// default is `info` for the daemon and `warn` for client commands.
@@ -56,9 +69,10 @@ fn init_tracing(is_daemon: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     if journal {
-        builder.without_time().with_ansi(false).init();
+        builder.without_time().init();
     } else {
         builder.init();
     }

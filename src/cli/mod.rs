@@ -6,6 +6,7 @@
 //! stdout (`--json`). Exit codes: 0 success, 2 usage error (clap), 1 any
 //! other failure with a one-line reason on stderr.
 
+mod docs;
 mod render;
 
 use std::path::PathBuf;
@@ -15,8 +16,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config, Env, FileConfig};
 use crate::control::client::{self, ClientError};
-use crate::control::{IdInfo, Request};
+use crate::control::{IdInfo, Request, SendEntry};
 use crate::transfer::receive::AcceptPolicy;
+use crate::transfer::source;
 use crate::transport::dial::Preference;
 
 /// Peer-to-peer file sharing on your LAN.
@@ -75,6 +77,13 @@ pub enum Command {
         /// Device name or device-ID prefix.
         peer: String,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) covering every command.
+    Man,
 }
 
 /// `--json` for read-only commands.
@@ -176,6 +185,7 @@ impl DaemonArgs {
             tcp: self.no_tcp.then_some(false),
             offer_timeout_s: self.offer_timeout,
             max_offer_bytes: None,
+            retry_s: None,
         }
     }
 
@@ -228,6 +238,8 @@ pub async fn run_client(socket: Option<PathBuf>, command: Command) -> Result<()>
         Command::Cancel { id } => render::ack(&call(Request::Cancel { id }).await?),
         Command::Trust { peer } => render::ack(&call(Request::Trust { peer }).await?),
         Command::Untrust { peer } => render::ack(&call(Request::Untrust { peer }).await?),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
     }
 }
 
@@ -261,23 +273,47 @@ fn offline_id() -> Result<serde_json::Value> {
 }
 
 async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
-    let mut paths = Vec::with_capacity(args.paths.len());
-    for p in &args.paths {
-        // The daemon may run elsewhere in the filesystem: send absolute paths.
-        let abs =
-            std::path::absolute(p).with_context(|| format!("invalid path {}", p.display()))?;
-        if !abs.exists() {
-            bail!("{} does not exist", p.display());
-        }
-        paths.push(abs);
-    }
+    // Walk the tree and open every file here, with the user's own
+    // permissions; the daemon gets open files, never paths (the system
+    // service cannot read home directories, and must never read a file
+    // for a user who could not). A file the user cannot read fails here,
+    // named, before anything is sent.
+    let paths = args.paths.clone();
+    let (layout, files) = tokio::task::spawn_blocking(move || {
+        crate::control::fds::raise_open_file_limit();
+        let layout = source::walk(&paths)?;
+        let files = layout
+            .entries
+            .iter()
+            .filter(|e| !e.dir)
+            .map(source::LayoutEntry::open)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, source::SourceError>((layout, files))
+    })
+    .await
+    .context("internal error: the file scan stopped")??;
     let request = Request::Send {
         peer: args.peer.clone(),
-        paths,
+        entries: layout
+            .entries
+            .iter()
+            .map(|e| SendEntry {
+                path: e.path.clone(),
+                dir: e.dir,
+            })
+            .collect(),
+        skipped: layout
+            .skipped
+            .iter()
+            .map(|s| format!("{} ({})", s.path.display(), s.kind))
+            .collect(),
         transport: args.transport.into(),
+        retry_for_s: None,
     };
+    let fds = crate::control::fds::borrow_all(&files);
     let mut progress = render::SendProgress::new(!args.json);
-    let result = client::call(sockets, request, |event| progress.event(&event)).await;
+    let result =
+        client::call_with_files(sockets, request, &fds, |event| progress.event(&event)).await;
     progress.finish();
     match result {
         Ok(data) => render::send_result(&data, args.json),

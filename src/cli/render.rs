@@ -172,10 +172,16 @@ impl SendProgress {
     /// Updates the display for one event.
     pub(super) fn event(&mut self, event: &SendEvent) {
         let Some(bar) = &self.bar else {
-            if let SendEvent::Prepared { skipped, .. } = event {
-                for s in skipped {
-                    eprintln!("warning: skipped {s}");
+            match event {
+                SendEvent::Prepared { skipped, .. } => {
+                    for s in skipped {
+                        eprintln!("warning: skipped {s}");
+                    }
                 }
+                SendEvent::Retrying { in_s, reason, .. } => {
+                    eprintln!("interrupted: {reason}; resuming in {in_s} s");
+                }
+                _ => {}
             }
             return;
         };
@@ -191,6 +197,9 @@ impl SendProgress {
             }
             SendEvent::Waiting { peer, .. } => {
                 bar.set_message(format!("waiting for {peer} to accept…"));
+            }
+            SendEvent::Retrying { in_s, reason, .. } => {
+                bar.println(format!("interrupted: {reason}; resuming in {in_s} s"));
             }
             SendEvent::Progress { bytes_done, bytes } => {
                 if bar.length() != Some(*bytes) || bar.position() == 0 && *bytes_done > 0 {

@@ -1,5 +1,8 @@
-//! The CLI side of the control socket.
+//! The CLI side of the control socket: connect to the first socket that
+//! answers, send one request (plus, for `send`, the open files it names;
+//! see [`super::fds`]), and read progress events until the final reply.
 
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -20,7 +23,7 @@ pub enum ClientError {
     },
     /// The socket exists but we may not use it.
     #[error(
-        "permission denied on {0}: add yourself to group lanshare (sudo usermod -aG lanshare $USER, then log in again)"
+        "permission denied: add yourself to group lanshare to use {0} (run `sudo usermod -aG lanshare $USER`, then log out and back in)"
     )]
     Permission(PathBuf),
     /// The daemon answered with an error.
@@ -56,20 +59,43 @@ pub async fn connect(candidates: &[PathBuf]) -> Result<(UnixStream, PathBuf), Cl
 pub async fn call(
     socket: &[PathBuf],
     request: Request,
-    mut on_event: impl FnMut(SendEvent),
+    on_event: impl FnMut(SendEvent),
+) -> Result<serde_json::Value, ClientError> {
+    call_with_files(socket, request, &[], on_event).await
+}
+
+/// Like [`call`], passing `files` (open descriptors) after the request;
+/// the request must announce exactly that many ([`Request::fd_count`]).
+pub async fn call_with_files(
+    socket: &[PathBuf],
+    request: Request,
+    files: &[BorrowedFd<'_>],
+    on_event: impl FnMut(SendEvent),
 ) -> Result<serde_json::Value, ClientError> {
     let (stream, _) = connect(socket).await?;
-    let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(&RequestEnvelope {
         v: CONTROL_VERSION,
         request,
     })
     .map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    write
+    let mut stream = stream;
+    stream
         .write_all(&line)
         .await
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    super::fds::send_fds(&stream, files)
+        .await
+        .map_err(|e| ClientError::Protocol(format!("cannot pass the open files: {e}")))?;
+    finish(stream, on_event).await
+}
+
+/// Reads events and the final reply of a request already sent.
+pub async fn finish(
+    stream: UnixStream,
+    mut on_event: impl FnMut(SendEvent),
+) -> Result<serde_json::Value, ClientError> {
+    let (read, _write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     loop {
         let Some(line) = lines

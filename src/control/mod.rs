@@ -7,10 +7,15 @@
 //! makes the socket scriptable with `socat` and keeps the CLI thin.
 //!
 //! Access control is the socket file's permissions: mode 0600 inside a 0700
-//! directory for a user daemon. The server also logs the caller's uid
-//! (`SO_PEERCRED`) with each command.
+//! directory for a user daemon; mode 0660 group `lanshare` inside the 0750
+//! runtime directory for the system service, so root and the members of
+//! that group may use every command and nobody else can connect. The server
+//! also logs the caller's uid (`SO_PEERCRED`) with each command.
+//!
+//! Files to send travel as open descriptors, never as paths ([`fds`]).
 
 pub mod client;
+pub mod fds;
 pub mod server;
 
 use std::path::PathBuf;
@@ -25,8 +30,9 @@ use crate::transport::dial::Preference;
 /// Version of the control protocol; bumped on incompatible changes.
 pub const CONTROL_VERSION: u32 = 1;
 
-/// Longest request line the daemon reads.
-pub const MAX_REQUEST_LEN: usize = 1 << 20;
+/// Longest request line the daemon reads (a `send` of
+/// [`crate::protocol::MAX_ENTRIES`] names fits).
+pub const MAX_REQUEST_LEN: usize = 32 << 20;
 
 /// One request line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,15 +56,24 @@ pub enum Request {
     Peers,
     /// Known transfers.
     Transfers,
-    /// Send files and directories to a peer.
+    /// Send files and directories to a peer. The files themselves follow
+    /// the request line as open descriptors ([`fds`]), one per file entry,
+    /// in order: the daemon never opens a path a user names.
     Send {
         /// Name, device-ID prefix or `HOST:PORT`.
         peer: String,
-        /// Absolute paths.
-        paths: Vec<PathBuf>,
+        /// What to offer, parents before children, in send order.
+        entries: Vec<SendEntry>,
+        /// Special files the CLI left out of named directories.
+        #[serde(default)]
+        skipped: Vec<String>,
         /// Transport choice.
         #[serde(default)]
         transport: Preference,
+        /// How long to keep retrying an interrupted transfer (seconds);
+        /// `None` = the daemon's default.
+        #[serde(default)]
+        retry_for_s: Option<u64>,
     },
     /// Accept a pending offer.
     Accept {
@@ -88,6 +103,26 @@ pub enum Request {
         /// Name or device-ID (prefix).
         peer: String,
     },
+}
+
+/// One entry of a [`Request::Send`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendEntry {
+    /// Name it is offered under (`photos/2024/a.jpg`).
+    pub path: String,
+    /// A directory; otherwise a regular file whose descriptor is passed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dir: bool,
+}
+
+impl Request {
+    /// How many open files follow this request on the socket.
+    pub fn fd_count(&self) -> usize {
+        match self {
+            Self::Send { entries, .. } => entries.iter().filter(|e| !e.dir).count(),
+            _ => 0,
+        }
+    }
 }
 
 /// One reply line.
@@ -137,6 +172,15 @@ pub enum SendEvent {
         peer: String,
         /// Transfer ID on this side.
         id: String,
+    },
+    /// The transfer was interrupted and will be retried.
+    Retrying {
+        /// Attempts made so far.
+        attempt: u32,
+        /// Seconds until the next attempt.
+        in_s: u64,
+        /// What went wrong.
+        reason: String,
     },
     /// Bytes sent so far.
     Progress {
@@ -227,6 +271,11 @@ pub struct SendResult {
     pub files: usize,
     /// Bytes of file content.
     pub bytes: u64,
+    /// Bytes of file data actually sent over the network, over all
+    /// attempts (less than `bytes` when a transfer resumed).
+    pub bytes_sent: u64,
+    /// Connections it took (1 unless interrupted and resumed).
+    pub attempts: u32,
     /// Wall time from request to `Done`.
     pub seconds: f64,
     /// Special files that were skipped.

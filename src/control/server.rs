@@ -4,7 +4,14 @@
 //! directory is created private (0700) when we create it, a socket file
 //! left behind by a crashed daemon is removed only after checking that
 //! nobody answers on it (so a second daemon never steals a live socket),
-//! and the socket is chmod-ed to 0600 right after `bind`.
+//! and the socket is chmod-ed right after `bind`: 0600 for a user daemon,
+//! 0660 for the system service ([`SocketAccess::Group`]), whose runtime
+//! directory is 0750 so nobody outside the group can reach the socket even
+//! in the instant between `bind` and `chmod`.
+//!
+//! Who is calling comes from `SO_PEERCRED` and is logged with every
+//! command. Requests are read with `recvmsg` so that open files passed
+//! along with `share send` are received ([`super::fds`]).
 //!
 //! Each connection carries one request. If the client goes away while a
 //! long command runs (Ctrl-C on `share send`), the command's cancellation
@@ -14,14 +21,19 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::fds::FdReader;
 use super::{CONTROL_VERSION, MAX_REQUEST_LEN, Reply, Request, RequestEnvelope, SendEvent};
 use crate::transport::BoxFuture;
+
+/// How long a client may take to send its request (and the open files
+/// that come with it) after connecting.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Errors setting up the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +64,48 @@ pub struct Caller {
     pub pid: Option<i32>,
 }
 
+/// Who may connect to the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketAccess {
+    /// Mode 0600: only the daemon's own user (and root).
+    Owner,
+    /// Mode 0660: also the daemon's group (`lanshare` for the system
+    /// service). Only safe inside a directory the world cannot enter.
+    Group,
+}
+
+impl SocketAccess {
+    /// The system service's socket (in `RUNTIME_DIRECTORY`, or anywhere
+    /// under `/run/lanshare`) is shared with the group; any other socket
+    /// belongs to its user alone.
+    pub fn for_socket(socket: &Path, runtime_directory: Option<&Path>) -> Self {
+        let in_runtime_dir = runtime_directory.is_some_and(|d| socket.parent() == Some(d));
+        if in_runtime_dir || socket.starts_with("/run/lanshare") {
+            Self::Group
+        } else {
+            Self::Owner
+        }
+    }
+
+    fn mode(self) -> u32 {
+        match self {
+            Self::Owner => 0o600,
+            Self::Group => 0o660,
+        }
+    }
+}
+
 /// Executes control requests; implemented by the daemon.
 pub trait Handler: Send + Sync + 'static {
     /// Runs `request`, streaming progress to `events`; `cancel` fires if
-    /// the client disconnects. Returns the final result or a one-line error.
+    /// the client disconnects. `files` are the open files the client passed
+    /// ([`Request::fd_count`] of them, in order). Returns the final result
+    /// or a one-line error.
     fn handle(
         &self,
         request: Request,
         caller: Caller,
+        files: Vec<std::fs::File>,
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
     ) -> BoxFuture<'_, Result<serde_json::Value, String>>;
@@ -74,6 +120,11 @@ pub struct ControlSocket {
 impl ControlSocket {
     /// Binds `path` with mode 0600.
     pub async fn bind(path: &Path) -> Result<Self, ControlError> {
+        Self::bind_with(path, SocketAccess::Owner).await
+    }
+
+    /// Binds `path` with the mode `access` calls for.
+    pub async fn bind_with(path: &Path, access: SocketAccess) -> Result<Self, ControlError> {
         let io = |action, source| ControlError::Io {
             action,
             path: path.to_owned(),
@@ -94,7 +145,7 @@ impl ControlSocket {
             std::fs::remove_file(path).map_err(|e| io("remove stale socket", e))?;
         }
         let listener = UnixListener::bind(path).map_err(|e| io("bind", e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode()))
             .map_err(|e| io("set permissions on", e))?;
         Ok(Self {
             listener,
@@ -158,34 +209,31 @@ async fn serve_one(
             return Ok(());
         }
     };
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let mut line = String::new();
-    let n = (&mut reader)
-        .take(MAX_REQUEST_LEN as u64)
-        .read_line(&mut line)
-        .await?;
-    if n == 0 {
-        return Ok(());
-    }
-    let request = match serde_json::from_str::<RequestEnvelope>(&line) {
-        Ok(env) if env.v == CONTROL_VERSION => env.request,
-        Ok(env) => {
-            let message = format!(
-                "the CLI speaks control version {}, the daemon {CONTROL_VERSION}; use the same lanshare version for both",
-                env.v
-            );
-            return write_reply(&mut write, &Reply::Error { message }).await;
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&stream)).await;
+    let (request, files) = match read {
+        Ok(Ok(Some(read))) => read,
+        Ok(Ok(None)) => return Ok(()),
+        Err(_) => {
+            tracing::info!(uid = caller.uid, pid = ?caller.pid, "control client sent no complete request in time");
+            return Ok(());
         }
-        Err(e) => {
-            let message = format!("malformed request: {e}");
+        Ok(Err(message)) => {
+            tracing::info!(uid = caller.uid, pid = ?caller.pid, "refused control request: {message}");
+            let (_, mut write) = stream.into_split();
             return write_reply(&mut write, &Reply::Error { message }).await;
         }
     };
-    tracing::info!(uid = caller.uid, pid = ?caller.pid, command = command_name(&request), "control command");
+    tracing::info!(
+        uid = caller.uid,
+        pid = ?caller.pid,
+        command = command_name(&request),
+        files = files.len(),
+        "control command"
+    );
+    let (mut reader, mut write) = stream.into_split();
 
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let work = handler.handle(request, caller, events_tx, cancel.clone());
+    let work = handler.handle(request, caller, files, events_tx, cancel.clone());
     tokio::pin!(work);
     let mut client_gone = false;
     let mut probe = [0u8; 64];
@@ -223,6 +271,45 @@ async fn serve_one(
     };
     write_reply(&mut write, &reply).await?;
     write.shutdown().await
+}
+
+/// Reads one request line and the open files it announces. `Ok(None)`
+/// when the client left without asking anything; `Err` is the message to
+/// send back.
+async fn read_request(
+    stream: &UnixStream,
+) -> Result<Option<(Request, Vec<std::fs::File>)>, String> {
+    let mut reader = FdReader::new();
+    let line = match reader.read_line(stream, MAX_REQUEST_LEN).await {
+        Ok(Some(line)) => line,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("cannot read the request: {e}")),
+    };
+    let request = match serde_json::from_slice::<RequestEnvelope>(&line) {
+        Ok(env) if env.v == CONTROL_VERSION => env.request,
+        Ok(env) => {
+            return Err(format!(
+                "the CLI speaks control version {}, the daemon {CONTROL_VERSION}; use the same lanshare version for both",
+                env.v
+            ));
+        }
+        Err(e) => return Err(format!("malformed request: {e}")),
+    };
+    let expected = request.fd_count();
+    if expected == 0 {
+        if reader.received_fds() > 0 {
+            return Err("open files were passed with a command that takes none".into());
+        }
+        return Ok(Some((request, Vec::new())));
+    }
+    let fds = reader
+        .read_fds(stream, expected)
+        .await
+        .map_err(|e| format!("cannot receive the files to send: {e}"))?;
+    Ok(Some((
+        request,
+        fds.into_iter().map(std::fs::File::from).collect(),
+    )))
 }
 
 async fn write_reply(

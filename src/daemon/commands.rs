@@ -10,12 +10,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::control::server::{Caller, Handler};
-use crate::control::{Ack, IdInfo, PeerInfo, Request, SendEvent, SendResult, StatusInfo};
+use crate::control::{
+    Ack, IdInfo, PeerInfo, Request, SendEntry, SendEvent, SendResult, StatusInfo,
+};
+use crate::identity::DeviceId;
+use crate::protocol::ErrorCode;
 use crate::transfer::framed::Framed;
-use crate::transfer::registry::{Decision, Direction, NewTransfer, State};
+use crate::transfer::registry::{Decision, Direction, Handle, NewTransfer, State};
+use crate::transfer::source::SourceFile;
 use crate::transfer::{TransferError, handshake, send, source};
 use crate::transport::BoxFuture;
-use crate::transport::dial::{AuthFailure, Preference};
+use crate::transport::TransportKind;
+use crate::transport::dial::{AuthFailure, DialError, Preference};
 
 /// How often `share send` gets a progress line.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -27,7 +33,8 @@ impl Handler for Commands {
     fn handle(
         &self,
         request: Request,
-        _caller: Caller,
+        caller: Caller,
+        files: Vec<std::fs::File>,
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
     ) -> BoxFuture<'_, Result<serde_json::Value, String>> {
@@ -43,9 +50,18 @@ impl Handler for Commands {
                 Request::Transfers => to_json(&shared.registry.list()),
                 Request::Send {
                     peer,
-                    paths,
+                    entries,
+                    skipped,
                     transport,
-                } => shared.send(&peer, paths, transport, events, cancel).await,
+                    retry_for_s,
+                } => {
+                    let retry_for = retry_for_s.map(Duration::from_secs);
+                    let what = attach_files(entries, files)?;
+                    tracing::debug!(uid = caller.uid, entries = what.len(), "send request");
+                    shared
+                        .send(&peer, (what, skipped), transport, retry_for, events, cancel)
+                        .await
+                }
                 Request::Accept { id } => {
                     let id = shared
                         .registry
@@ -79,6 +95,34 @@ impl Handler for Commands {
     }
 }
 
+/// Pairs the entries of a send request with the open files passed along
+/// with it, one per file entry, in order.
+fn attach_files(
+    entries: Vec<SendEntry>,
+    files: Vec<std::fs::File>,
+) -> Result<Vec<(String, Option<SourceFile>)>, String> {
+    let mut files = files.into_iter();
+    let mut what = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let file = if entry.dir {
+            None
+        } else {
+            let file = files
+                .next()
+                .ok_or_else(|| format!("no open file was passed for {}", entry.path))?;
+            Some(SourceFile {
+                path: PathBuf::from(&entry.path),
+                file: Arc::new(file),
+            })
+        };
+        what.push((entry.path, file));
+    }
+    if files.next().is_some() {
+        return Err("more open files were passed than the request names".into());
+    }
+    Ok(what)
+}
+
 fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, String> {
     serde_json::to_value(value).map_err(|e| format!("internal error: {e}"))
 }
@@ -110,7 +154,7 @@ impl Shared {
             quic_broken_paths: self.dialer.broken_paths(),
             download_dir: self.config.download_dir.clone(),
             state_dir: self.config.state_dir.clone(),
-            warnings: self.warnings.clone(),
+            warnings: self.warnings(),
         }
     }
 
@@ -176,25 +220,23 @@ impl Shared {
     async fn send(
         &self,
         peer: &str,
-        paths: Vec<PathBuf>,
+        (what, skipped): (Vec<(String, Option<SourceFile>)>, Vec<String>),
         preference: Preference,
+        retry_for: Option<Duration>,
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
     ) -> Result<serde_json::Value, String> {
         let started = Instant::now();
-        if paths.is_empty() {
+        if what.is_empty() {
             return Err("nothing to send: give at least one file or directory".into());
         }
         let resolved = self.resolve(peer).await?;
-        let source = tokio::task::spawn_blocking(move || source::scan(&paths))
+        // Hash through the descriptors the CLI passed: the daemon never
+        // opens a path a user names (see `transfer::source`).
+        let source = tokio::task::spawn_blocking(move || source::prepare(what))
             .await
             .map_err(|e| format!("internal error: {e}"))?
             .map_err(|e| e.to_string())?;
-        let skipped: Vec<String> = source
-            .skipped
-            .iter()
-            .map(|s| format!("{} ({})", s.path.display(), s.kind))
-            .collect();
         if !skipped.is_empty() {
             tracing::warn!(skipped = ?skipped, "special files are not sent");
         }
@@ -206,12 +248,129 @@ impl Shared {
             skipped: skipped.clone(),
         });
 
+        let names: Vec<String> = source
+            .manifest
+            .entries
+            .iter()
+            .filter(|e| !e.path.contains('/'))
+            .map(|e| e.path.clone())
+            .collect();
+        let retry_window = retry_for.unwrap_or(self.config.retry_window);
+        let deadline = started + retry_window;
+        let mut backoff = RETRY_INITIAL;
+        let mut handle: Option<Handle> = None;
+        let mut integrity_failures = 0;
+        let mut attempts = 0u32;
+        let mut target = resolved;
+        loop {
+            attempts += 1;
+            let result = self
+                .attempt(
+                    &target,
+                    preference,
+                    &source,
+                    &names,
+                    &mut handle,
+                    &events,
+                    &cancel,
+                )
+                .await;
+            let error = match result {
+                Ok((peer_name, peer_id, transport)) => {
+                    let Some(handle) = handle else {
+                        return Err("internal error: no transfer handle".into());
+                    };
+                    handle.finish(State::Done, None);
+                    let _ = events.send(SendEvent::Progress {
+                        bytes_done: bytes,
+                        bytes,
+                    });
+                    return to_json(&SendResult {
+                        status: "done".into(),
+                        peer: peer_name,
+                        peer_id,
+                        id: handle.id().to_owned(),
+                        transport,
+                        files,
+                        bytes,
+                        bytes_sent: handle.bytes_sent(),
+                        attempts,
+                        seconds: started.elapsed().as_secs_f64(),
+                        skipped,
+                    });
+                }
+                Err(e) => e,
+            };
+            if matches!(
+                error,
+                AttemptError::Transfer(TransferError::Peer {
+                    code: ErrorCode::Integrity,
+                    ..
+                })
+            ) {
+                integrity_failures += 1;
+            }
+            // Only a transfer that got going is retried: a typo in a name or
+            // a peer that never answered should fail at once.
+            let retry = handle.is_some()
+                && error.retryable()
+                && integrity_failures <= MAX_INTEGRITY_RETRIES
+                && Instant::now() + backoff < deadline
+                && !cancel.is_cancelled();
+            if !retry {
+                let message = error.to_string();
+                if let Some(handle) = &handle {
+                    handle.finish(error.final_state(), Some(message.clone()));
+                }
+                return Err(message);
+            }
+            tracing::info!(
+                attempt = attempts,
+                retry_in_s = backoff.as_secs(),
+                "send interrupted: {error}; retrying"
+            );
+            let _ = events.send(SendEvent::Retrying {
+                attempt: attempts,
+                in_s: backoff.as_secs(),
+                reason: error.to_string(),
+            });
+            if let Some(handle) = &handle {
+                handle.waiting();
+            }
+            let transfer_cancel = handle.as_ref().map(Handle::cancelled).unwrap_or_default();
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = cancel.cancelled() => {}
+                () = transfer_cancel.cancelled() => {}
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+            // The peer may have come back elsewhere (new address, restarted daemon).
+            if let Ok(again) = self.resolve(peer).await {
+                target = again;
+            }
+        }
+    }
+
+    /// One connection: dial, hello, offer, data, done.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        target: &super::resolve::Resolved,
+        preference: Preference,
+        source: &source::Source,
+        names: &[String],
+        handle: &mut Option<Handle>,
+        events: &mpsc::UnboundedSender<SendEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<(String, DeviceId, TransportKind), AttemptError> {
+        let transfer_cancel = handle.as_ref().map(Handle::cancelled).unwrap_or_default();
         let dial = self
             .dialer
-            .dial(&resolved.target, preference, |link| self.authenticate(link));
+            .dial(&target.target, preference, |link| self.authenticate(link));
         let ((mut framed, hello), transport) = tokio::select! {
-            r = dial => r.map_err(|e| format!("cannot connect to {}: {e}", resolved.label))?,
-            () = cancel.cancelled() => return Err("cancelled".into()),
+            r = dial => r.map_err(|e| AttemptError::Dial(target.label.clone(), e))?,
+            () = cancel.cancelled() => return Err(AttemptError::Transfer(TransferError::Cancelled)),
+            () = transfer_cancel.cancelled() => return Err(AttemptError::Transfer(TransferError::Cancelled)),
         };
         let peer_name = hello.name;
         let peer_id = framed.link().peer;
@@ -219,23 +378,20 @@ impl Shared {
             peer: peer_name.clone(),
             transport,
         });
-
-        let handle = self.registry.start(NewTransfer {
-            direction: Direction::Out,
-            peer: peer_name.clone(),
-            peer_id,
-            files,
-            bytes,
-            transport,
-            names: source
-                .manifest
-                .entries
-                .iter()
-                .filter(|e| !e.path.contains('/'))
-                .map(|e| e.path.clone())
-                .collect(),
+        let handle = handle.get_or_insert_with(|| {
+            self.registry.start(NewTransfer {
+                direction: Direction::Out,
+                peer: peer_name.clone(),
+                peer_id,
+                files: source.manifest.file_count(),
+                bytes: source.manifest.total_bytes(),
+                transport,
+                names: names.to_vec(),
+            })
         });
+        handle.set_transport(transport);
         let id = handle.id().to_owned();
+        let bytes = source.manifest.total_bytes();
 
         // Forward progress, and turn a vanished CLI into a cancel.
         let (send_events_tx, mut send_events_rx) = mpsc::unbounded_channel();
@@ -267,7 +423,7 @@ impl Shared {
             &mut framed,
             &peer_name,
             source,
-            &handle,
+            handle,
             self.config.offer_timeout + Duration::from_secs(30),
             send_events_tx,
         );
@@ -278,35 +434,54 @@ impl Shared {
         let mut link = framed.into_link();
         let _ = link.finish().await;
         drop(link);
+        result
+            .map(|()| (peer_name, peer_id, transport))
+            .map_err(AttemptError::Transfer)
+    }
+}
 
-        match result {
-            Ok(()) => {
-                handle.finish(State::Done, None);
-                let _ = events.send(SendEvent::Progress {
-                    bytes_done: bytes,
-                    bytes,
-                });
-                to_json(&SendResult {
-                    status: "done".into(),
-                    peer: peer_name,
-                    peer_id,
-                    id,
-                    transport,
-                    files,
-                    bytes,
-                    seconds: started.elapsed().as_secs_f64(),
-                    skipped,
-                })
-            }
-            Err(e) => {
-                let state = match &e {
-                    TransferError::Rejected { .. } => State::Rejected,
-                    TransferError::Cancelled => State::Cancelled,
-                    _ => State::Failed,
-                };
-                handle.finish(state, Some(e.to_string()));
-                Err(e.to_string())
-            }
+/// First wait before retrying an interrupted send.
+const RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Longest wait between retries.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Blocks failing verification are re-requested at most this many times.
+const MAX_INTEGRITY_RETRIES: u32 = 3;
+
+/// Why one send attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("cannot connect to {0}: {1}")]
+    Dial(String, DialError),
+    #[error(transparent)]
+    Transfer(TransferError),
+}
+
+impl AttemptError {
+    /// Whether trying again could help: the network or the peer's daemon
+    /// failed, not the content, the user or the peer's decision.
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Dial(_, DialError::Unreachable(_)) => true,
+            Self::Dial(..) => false,
+            Self::Transfer(e) => match e {
+                TransferError::Link(_) => true,
+                TransferError::Peer { code, .. } => {
+                    matches!(code, ErrorCode::Busy | ErrorCode::Io | ErrorCode::Integrity)
+                }
+                _ => false,
+            },
+        }
+    }
+
+    fn final_state(&self) -> State {
+        match self {
+            Self::Transfer(TransferError::Rejected { .. }) => State::Rejected,
+            Self::Transfer(TransferError::Cancelled) => State::Cancelled,
+            Self::Transfer(TransferError::Peer {
+                code: ErrorCode::Cancelled,
+                ..
+            }) => State::Cancelled,
+            _ => State::Failed,
         }
     }
 }

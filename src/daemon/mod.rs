@@ -3,12 +3,15 @@
 //! [`run`] loads the identity and trust store, binds the transports (QUIC
 //! and TCP on one port number), starts discovery and the control socket,
 //! and then serves until the injected `shutdown` future resolves (SIGINT or
-//! SIGTERM in the binary, a oneshot in tests). Shutdown is complete and
-//! bounded: stop accepting, send mDNS goodbyes, cancel transfers (peers are
-//! told), close QUIC and wait for the close frames, wait for tasks, remove
-//! the socket.
+//! SIGTERM in the binary, a oneshot in tests). Under systemd it reports
+//! `READY=1` once everything is up, `STOPPING=1` when the stop begins, and
+//! pings the watchdog ([`notify`]). Shutdown is complete and bounded (well
+//! inside the unit's 15 s `TimeoutStopSec`): stop accepting, send mDNS
+//! goodbyes, cancel transfers (peers are told), close QUIC and wait for the
+//! close frames, wait for tasks, remove the socket.
 
 mod commands;
+mod notify;
 mod resolve;
 
 use std::future::Future;
@@ -21,13 +24,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::control::server::ControlSocket;
+use crate::control::server::{ControlSocket, SocketAccess};
 use crate::discovery::{Advert, Discovery, DiscoveryOptions, PeerTable};
 use crate::identity::Identity;
 use crate::identity::trust::TrustStore;
 use crate::store::DownloadDir;
 use crate::transfer::framed::Framed;
 use crate::transfer::receive::{self, ReceiveContext};
+use crate::transfer::resume::ResumeStore;
 use crate::transfer::{handshake, registry::Registry};
 use crate::transport::dial::Dialer;
 use crate::transport::quic::QuicTransport;
@@ -71,7 +75,9 @@ pub(crate) struct Shared {
     receive: ReceiveContext,
     port: u16,
     started: Instant,
-    warnings: Vec<String>,
+    /// Conditions shown by `share status` (grows if systemd notification
+    /// fails later on).
+    warnings: std::sync::Mutex<Vec<String>>,
     transports: Vec<crate::transport::TransportKind>,
 }
 
@@ -97,7 +103,13 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let peers = PeerTable::new();
     let registry = Registry::default();
-    let control = ControlSocket::bind(&config.socket).await?;
+    let access = SocketAccess::for_socket(
+        &config.socket,
+        std::env::var_os("RUNTIME_DIRECTORY")
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+    );
+    let control = ControlSocket::bind_with(&config.socket, access).await?;
 
     let discovery = if config.mdns {
         let advert = Advert {
@@ -132,6 +144,7 @@ pub async fn run(
             trust: trust.clone(),
             policy: config.accept,
             registry: registry.clone(),
+            resume: ResumeStore::new(&config.state_dir),
             offer_timeout: config.offer_timeout,
             limits: config.limits.clone(),
         },
@@ -143,7 +156,7 @@ pub async fn run(
         registry,
         port,
         started: Instant::now(),
-        warnings,
+        warnings: std::sync::Mutex::new(warnings),
         transports,
     });
 
@@ -191,9 +204,21 @@ pub async fn run(
         port,
         socket: socket_path,
     });
+    let status = format!("ready: {} on port {port}", shared.config.name);
+    if let Some(w) = notify::ready(&status) {
+        shared.warn(w);
+    }
+    if let Some(interval) = notify::watchdog_interval() {
+        let shared = shared.clone();
+        tracker.spawn(notify::watchdog(interval, cancel.clone(), move |w| {
+            shared.warn(w);
+        }));
+    }
 
     shutdown.await;
+    notify::stopping();
     tracing::info!("shutting down");
+    let stop_started = Instant::now();
     cancel.cancel();
     if let Some(d) = discovery {
         d.shutdown().await;
@@ -212,8 +237,29 @@ pub async fn run(
     if let Some(q) = &quic {
         q.shutdown().await;
     }
-    tracing::info!("stopped");
+    tracing::info!(
+        seconds = format!("{:.2}", stop_started.elapsed().as_secs_f64()),
+        "stopped"
+    );
     Ok(())
+}
+
+impl Shared {
+    /// Adds a warning for `share status`.
+    fn warn(&self, warning: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(warning);
+    }
+
+    /// The warnings so far.
+    fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// What [`run`] reports once it is ready.
@@ -282,25 +328,24 @@ async fn incoming(
                 None => break,
             },
         };
-        let shared = shared.clone();
-        tracker.spawn(async move {
-            let peer = link.peer;
-            let kind = link.kind;
-            let remote = link.remote;
-            let mut framed = Framed::new(link);
-            let hello =
-                match handshake::server(&mut framed, &shared.config.name, &shared.trust).await {
-                    Ok(hello) => hello,
-                    Err(e) => {
-                        tracing::info!(%peer, %remote, %kind, "handshake failed: {e}");
-                        return;
-                    }
-                };
+        tracker.spawn(serve_link(shared.clone(), link));
+    }
+}
+
+/// One incoming connection: hello, then one transfer; then a clean close,
+/// waiting (bounded) for the peer so our last message — a refusal, an
+/// error, `Done` — is delivered before the connection goes away.
+async fn serve_link(shared: Arc<Shared>, link: Link) {
+    let (peer, kind, remote) = (link.peer, link.kind, link.remote);
+    let mut framed = Framed::new(link);
+    match handshake::server(&mut framed, &shared.config.name, &shared.trust).await {
+        Ok(hello) => {
             tracing::debug!(%peer, %remote, %kind, name = %hello.name, "peer connected");
             receive::receive(&mut framed, &hello.name, &shared.receive).await;
-            let mut link = framed.into_link();
-            let _ = link.finish().await;
-            link.wait_peer_closed(Duration::from_secs(5)).await;
-        });
+        }
+        Err(e) => tracing::info!(%peer, %remote, %kind, "handshake failed: {e}"),
     }
+    let mut link = framed.into_link();
+    let _ = link.finish().await;
+    link.wait_peer_closed(Duration::from_secs(5)).await;
 }

@@ -192,3 +192,280 @@ impl ClientCertVerifier for PeerVerifier {
         self.schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! In-memory handshakes: a rustls client and server pumped into each
+    //! other, no sockets.
+
+    use std::sync::Arc;
+
+    use rustls::client::ResolvesClientCert;
+    use rustls::server::{ClientHello, ResolvesServerCert};
+    use rustls::sign::CertifiedKey;
+    use rustls::{AlertDescription, ClientConnection, Connection, ServerConnection};
+
+    use super::*;
+    use crate::identity::Identity;
+    use crate::protocol::ALPN;
+    use crate::transport::tls::{SERVER_NAME, client_config, provider, server_config};
+
+    /// Which side failed, and how.
+    #[derive(Debug)]
+    enum Failure {
+        Client(rustls::Error),
+        Server(rustls::Error),
+    }
+
+    /// Moves everything `from` wants to send into `to`; `Err` is `to`'s
+    /// error processing it. Returns whether any bytes moved.
+    fn deliver(from: &mut Connection, to: &mut Connection) -> Result<bool, rustls::Error> {
+        let mut bytes = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut bytes).unwrap();
+        }
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            to.read_tls(&mut rest).unwrap();
+            to.process_new_packets()?;
+        }
+        Ok(!bytes.is_empty())
+    }
+
+    /// Runs the handshake to completion or to the first error. After an
+    /// error, the failing side's alert is still delivered to the other
+    /// side, whose error (if any) is returned second.
+    fn handshake(
+        client: rustls::ClientConfig,
+        server: rustls::ServerConfig,
+    ) -> (Result<(), Failure>, Connection, Connection) {
+        let name = ServerName::try_from(SERVER_NAME).unwrap();
+        let mut c = Connection::from(ClientConnection::new(Arc::new(client), name).unwrap());
+        let mut s = Connection::from(ServerConnection::new(Arc::new(server)).unwrap());
+        for _ in 0..16 {
+            let to_server = match deliver(&mut c, &mut s) {
+                Ok(moved) => moved,
+                Err(e) => return (Err(Failure::Server(e)), c, s),
+            };
+            let to_client = match deliver(&mut s, &mut c) {
+                Ok(moved) => moved,
+                Err(e) => return (Err(Failure::Client(e)), c, s),
+            };
+            if !to_server && !to_client {
+                assert!(
+                    !c.is_handshaking() && !s.is_handshaking(),
+                    "handshake stalled"
+                );
+                return (Ok(()), c, s);
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    /// What the other side makes of the failing side's alert.
+    fn alert_seen_by(failed: Failure, c: &mut Connection, s: &mut Connection) -> rustls::Error {
+        let other = match failed {
+            Failure::Client(_) => deliver(c, s),
+            Failure::Server(_) => deliver(s, c),
+        };
+        other.expect_err("the peer's alert is an error")
+    }
+
+    fn peer_id(conn: &Connection) -> DeviceId {
+        DeviceId::from_cert_der(&conn.peer_certificates().unwrap()[0])
+    }
+
+    /// Always presents `cert` and signs with `key`, whether or not they
+    /// belong together (rustls' own helpers refuse a mismatched pair,
+    /// which is exactly what an attacker would not use).
+    #[derive(Debug)]
+    struct Fixed(Arc<CertifiedKey>);
+
+    impl Fixed {
+        fn new(cert: &Identity, key: &Identity) -> Arc<Self> {
+            let signer = provider().key_provider.load_private_key(key.key()).unwrap();
+            Arc::new(Self(Arc::new(CertifiedKey::new(
+                vec![cert.cert().clone()],
+                signer,
+            ))))
+        }
+    }
+
+    impl ResolvesClientCert for Fixed {
+        fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    impl ResolvesServerCert for Fixed {
+        fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+
+    fn impostor_client(resolver: Arc<Fixed>, pin: Option<DeviceId>) -> rustls::ClientConfig {
+        let verifier = match pin {
+            Some(id) => PeerVerifier::pinned(provider(), id),
+            None => PeerVerifier::any(provider()),
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_cert_resolver(resolver);
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        config
+    }
+
+    fn is_bad_signature(e: &rustls::Error) -> bool {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+        )
+    }
+
+    #[test]
+    fn mutual_handshake_proves_both_device_ids() {
+        let alice = Identity::generate().unwrap();
+        let bob = Identity::generate().unwrap();
+        for pin in [None, Some(bob.id())] {
+            let (result, c, s) = handshake(
+                client_config(&alice, pin).unwrap(),
+                server_config(&bob).unwrap(),
+            );
+            result.unwrap();
+            assert_eq!(peer_id(&c), bob.id());
+            assert_eq!(peer_id(&s), alice.id());
+            assert_eq!(c.alpn_protocol(), Some(ALPN));
+            assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+        }
+    }
+
+    #[test]
+    fn client_pinned_to_another_device_refuses_the_server() {
+        let alice = Identity::generate().unwrap();
+        let bob = Identity::generate().unwrap();
+        let carol = Identity::generate().unwrap();
+        let (result, mut c, mut s) = handshake(
+            client_config(&alice, Some(carol.id())).unwrap(),
+            server_config(&bob).unwrap(),
+        );
+        let failed = result.unwrap_err();
+        assert!(
+            matches!(
+                &failed,
+                Failure::Client(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure
+                ))
+            ),
+            "{failed:?}"
+        );
+        let seen = alert_seen_by(failed, &mut c, &mut s);
+        assert!(crate::transport::tls::is_identity_error(&seen), "{seen:?}");
+    }
+
+    #[test]
+    fn client_without_a_certificate_is_refused() {
+        let bob = Identity::generate().unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PeerVerifier::any(provider())))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        let (result, _, _) = handshake(config, server_config(&bob).unwrap());
+        assert!(
+            matches!(
+                result,
+                Err(Failure::Server(rustls::Error::NoCertificatesPresented))
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn client_replaying_a_victims_certificate_is_refused_by_signature() {
+        let victim = Identity::generate().unwrap();
+        let impostor = Identity::generate().unwrap();
+        let bob = Identity::generate().unwrap();
+        // Sanity: rustls' consistency check alone would stop a naive attempt.
+        assert!(
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PeerVerifier::any(provider())))
+                .with_client_auth_cert(vec![victim.cert().clone()], impostor.key())
+                .is_err()
+        );
+        let (result, mut c, mut s) = handshake(
+            impostor_client(Fixed::new(&victim, &impostor), Some(bob.id())),
+            server_config(&bob).unwrap(),
+        );
+        let failed = result.unwrap_err();
+        assert!(
+            matches!(&failed, Failure::Server(e) if is_bad_signature(e)),
+            "{failed:?}"
+        );
+        let seen = alert_seen_by(failed, &mut c, &mut s);
+        assert_eq!(
+            seen,
+            rustls::Error::AlertReceived(AlertDescription::DecryptError)
+        );
+        assert!(crate::transport::tls::is_identity_error(&seen));
+
+        // Control: the same resolver with the matching key is accepted.
+        let (result, _, s) = handshake(
+            impostor_client(Fixed::new(&victim, &victim), Some(bob.id())),
+            server_config(&bob).unwrap(),
+        );
+        result.unwrap();
+        assert_eq!(peer_id(&s), victim.id());
+    }
+
+    #[test]
+    fn server_replaying_a_victims_certificate_is_refused_by_signature() {
+        let victim = Identity::generate().unwrap();
+        let impostor = Identity::generate().unwrap();
+        let alice = Identity::generate().unwrap();
+        let impostor_server = |resolver: Arc<Fixed>| {
+            let mut config = rustls::ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_client_cert_verifier(Arc::new(PeerVerifier::any(provider())))
+                .with_cert_resolver(resolver);
+            config.alpn_protocols = vec![ALPN.to_vec()];
+            config
+        };
+        // The client pins the victim: the certificate matches the pin, only
+        // the handshake signature can expose the impostor.
+        let (result, mut c, mut s) = handshake(
+            client_config(&alice, Some(victim.id())).unwrap(),
+            impostor_server(Fixed::new(&victim, &impostor)),
+        );
+        let failed = result.unwrap_err();
+        assert!(
+            matches!(&failed, Failure::Client(e) if is_bad_signature(e)),
+            "{failed:?}"
+        );
+        let seen = alert_seen_by(failed, &mut c, &mut s);
+        assert_eq!(
+            seen,
+            rustls::Error::AlertReceived(AlertDescription::DecryptError)
+        );
+
+        // Control: with the victim's real key the same setup succeeds.
+        let (result, c, _) = handshake(
+            client_config(&alice, Some(victim.id())).unwrap(),
+            impostor_server(Fixed::new(&victim, &victim)),
+        );
+        result.unwrap();
+        assert_eq!(peer_id(&c), victim.id());
+    }
+}

@@ -14,6 +14,16 @@ use std::fmt;
 
 use super::{MAX_ENTRIES, MAX_PATH_LEN};
 
+/// Block size a sender uses unless the offer is so large that more than
+/// [`MAX_BLOCKS`] blocks would be needed.
+pub const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
+/// Smallest block size a receiver accepts.
+pub const MIN_BLOCK_SIZE: u32 = 1 << 16;
+/// Largest block size a receiver accepts.
+pub const MAX_BLOCK_SIZE: u32 = 1 << 30;
+/// Most block hashes in one offer (4 MiB of hashes).
+pub const MAX_BLOCKS: usize = 1 << 17;
+
 /// What a manifest entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
@@ -38,11 +48,55 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
-/// The list of entries an `Offer` proposes, in transfer order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The list of entries an `Offer` proposes, in transfer order, with the
+/// BLAKE3 hash of every block of every file.
+///
+/// Files are cut into blocks of `block_size` bytes (the last block of a
+/// file may be shorter). The receiver verifies each block as it lands and,
+/// after an interruption, asks only for the blocks it does not have yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// Entries in transfer order; `Data::file` indexes into this.
     pub entries: Vec<Entry>,
+    /// Block size in bytes: a power of two in
+    /// [`MIN_BLOCK_SIZE`]`..=`[`MAX_BLOCK_SIZE`].
+    pub block_size: u32,
+    /// Block hashes of all files, in entry order: file entries contribute
+    /// `ceil(size / block_size)` hashes each (none for empty files).
+    pub blocks: Vec<[u8; 32]>,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            block_size: DEFAULT_BLOCK_SIZE,
+            blocks: Vec::new(),
+        }
+    }
+}
+
+/// Number of blocks of a `size`-byte file.
+#[must_use]
+pub fn blocks_for(size: u64, block_size: u32) -> u64 {
+    size.div_ceil(u64::from(block_size.max(1)))
+}
+
+/// The smallest power-of-two block size of at least [`DEFAULT_BLOCK_SIZE`]
+/// for which files of these `sizes` need at most [`MAX_BLOCKS`] blocks.
+#[must_use]
+pub fn choose_block_size(sizes: &[u64]) -> u32 {
+    let mut block_size = DEFAULT_BLOCK_SIZE;
+    while block_size < MAX_BLOCK_SIZE {
+        let needed = sizes.iter().fold(0u64, |acc, &s| {
+            acc.saturating_add(blocks_for(s, block_size))
+        });
+        if needed <= MAX_BLOCKS as u64 {
+            break;
+        }
+        block_size *= 2;
+    }
+    block_size
 }
 
 /// Receiver-side limits applied by [`Manifest::validate`].
@@ -96,6 +150,17 @@ pub enum ManifestError {
         /// The configured limit.
         max: u64,
     },
+    /// The block size is not a power of two within the accepted range.
+    #[error("block size {0} is not a power of two between 64 KiB and 1 GiB")]
+    BadBlockSize(u32),
+    /// The number of block hashes does not match the file sizes.
+    #[error("offer carries {got} block hashes but its files need {expected}")]
+    BlockCount {
+        /// Hashes present.
+        got: usize,
+        /// Hashes the file sizes imply.
+        expected: u64,
+    },
     /// An entry's path is the empty string.
     #[error("entry {index} has an empty path")]
     EmptyPath {
@@ -132,6 +197,22 @@ impl Manifest {
             .iter()
             .filter(|e| matches!(e.kind, EntryKind::File { .. }))
             .count()
+    }
+
+    /// For each entry, the index of its first block hash in
+    /// [`blocks`](Self::blocks); one extra element at the end holds the
+    /// total. Only meaningful for a [validated](Self::validate) manifest.
+    #[must_use]
+    pub fn block_starts(&self) -> Vec<usize> {
+        let mut starts = Vec::with_capacity(self.entries.len() + 1);
+        let mut next = 0usize;
+        for entry in &self.entries {
+            starts.push(next);
+            let n = blocks_for(entry_size(entry), self.block_size);
+            next = next.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        starts.push(next);
+        starts
     }
 
     /// Sum of all file sizes, saturating at `u64::MAX`. Use
@@ -178,6 +259,22 @@ impl Manifest {
             return Err(ManifestError::TooLarge {
                 total,
                 max: limits.max_total_bytes,
+            });
+        }
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs) {
+            return Err(ManifestError::BadBlockSize(bs));
+        }
+        // Cannot overflow: total fits in u64 and blocks <= total.
+        let expected = self
+            .entries
+            .iter()
+            .map(|e| blocks_for(entry_size(e), bs))
+            .sum::<u64>();
+        if expected != self.blocks.len() as u64 {
+            return Err(ManifestError::BlockCount {
+                got: self.blocks.len(),
+                expected,
             });
         }
         Ok(())
@@ -260,8 +357,23 @@ mod tests {
         }
     }
 
+    /// A manifest with the block hashes its file sizes require (zeros).
     fn manifest(entries: Vec<Entry>) -> Manifest {
-        Manifest { entries }
+        let sizes: Vec<u64> = entries.iter().map(entry_size).collect();
+        let block_size = choose_block_size(&sizes);
+        let blocks = sizes.iter().fold(0u64, |acc, &s| {
+            acc.saturating_add(blocks_for(s, block_size))
+        });
+        let blocks = if blocks <= MAX_BLOCKS as u64 {
+            vec![[0; 32]; blocks as usize]
+        } else {
+            Vec::new()
+        };
+        Manifest {
+            entries,
+            block_size,
+            blocks,
+        }
     }
 
     fn check(entries: Vec<Entry>) -> Result<(), ManifestError> {

@@ -11,7 +11,10 @@
 mod manifest;
 mod wire;
 
-pub use manifest::{Entry, EntryKind, Manifest, ManifestError, ManifestLimits};
+pub use manifest::{
+    DEFAULT_BLOCK_SIZE, Entry, EntryKind, MAX_BLOCK_SIZE, MAX_BLOCKS, MIN_BLOCK_SIZE, Manifest,
+    ManifestError, ManifestLimits, blocks_for, choose_block_size,
+};
 pub use wire::{DATA_HEADER_LEN, DecodeError, EncodeError, decode, encode, encode_data_header};
 
 use bytes::Bytes;
@@ -93,6 +96,17 @@ impl ErrorCode {
     }
 }
 
+/// A run of consecutive blocks of one file, requested in `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRange {
+    /// Index into [`Manifest::entries`]; must name a non-empty file.
+    pub file: u32,
+    /// First block (block `i` covers bytes `i * block_size ..`).
+    pub first: u64,
+    /// Number of blocks, at least 1.
+    pub count: u64,
+}
+
 /// One protocol message. Frame type numbers are given in `PROTOCOL.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -105,8 +119,12 @@ pub enum Message {
     },
     /// Sender -> receiver: what it wants to send.
     Offer(Manifest),
-    /// Receiver -> sender: go ahead.
-    Accept,
+    /// Receiver -> sender: go ahead, sending exactly these blocks (all of
+    /// them for a fresh transfer; only the missing ones when resuming).
+    Accept {
+        /// Block ranges to send, in manifest order, non-overlapping.
+        need: Vec<BlockRange>,
+    },
     /// Receiver -> sender: not wanted, with a reason for the user.
     Reject {
         /// Why, in words a user understands.

@@ -22,8 +22,8 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use super::{
-    Entry, EntryKind, ErrorCode, MAX_DATA_CHUNK, MAX_ENTRIES, MAX_FRAME_LEN, MAX_NAME_LEN,
-    MAX_PATH_LEN, MAX_REASON_LEN, Manifest, Message,
+    BlockRange, Entry, EntryKind, ErrorCode, MAX_BLOCKS, MAX_DATA_CHUNK, MAX_ENTRIES,
+    MAX_FRAME_LEN, MAX_NAME_LEN, MAX_PATH_LEN, MAX_REASON_LEN, Manifest, Message,
 };
 
 /// Bytes in front of a `Data` payload: length prefix (4) + type (1) + file
@@ -53,6 +53,9 @@ const MIN_ENTRY_LEN: usize = 1 + 2;
 
 /// Extra bytes a file entry carries after its path: size + BLAKE3 hash.
 const FILE_ENTRY_EXTRA: usize = 8 + 32;
+
+/// Encoded size of one [`BlockRange`]: file + first + count.
+const RANGE_LEN: usize = 4 + 8 + 8;
 
 // The casts in `put_str` and `encode` rely on these.
 const _: () = assert!(MAX_NAME_LEN <= u16::MAX as usize);
@@ -141,6 +144,17 @@ pub enum DecodeError {
         /// How many bytes were left.
         count: usize,
     },
+    /// More block hashes or block ranges than [`MAX_BLOCKS`], or more
+    /// than the remaining bytes could hold.
+    #[error("{what}: {count} items do not fit (limit {max}, or too few bytes follow)")]
+    TooManyBlocks {
+        /// Block hashes or ranges.
+        what: &'static str,
+        /// Announced count.
+        count: u32,
+        /// The limit, [`MAX_BLOCKS`].
+        max: usize,
+    },
     /// A `Data` frame with no payload.
     #[error("data frame carries no payload")]
     EmptyData,
@@ -173,6 +187,16 @@ pub enum EncodeError {
         /// Number of entries.
         count: usize,
         /// The limit, [`MAX_ENTRIES`].
+        max: usize,
+    },
+    /// More block hashes or ranges than [`MAX_BLOCKS`].
+    #[error("{count} {what} exceed the {max} limit; send fewer or larger files at once")]
+    TooManyBlocks {
+        /// Block hashes or ranges.
+        what: &'static str,
+        /// Number of items.
+        count: usize,
+        /// The limit, [`MAX_BLOCKS`].
         max: usize,
     },
     /// A `Data` message with an empty payload.
@@ -223,6 +247,7 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
         }
         Message::Offer(manifest) => {
             put_header(dst, body_len, TYPE_OFFER);
+            dst.put_u32(manifest.block_size);
             // Checked against MAX_ENTRIES (<= u32::MAX) by `body_len`.
             dst.put_u32(manifest.entries.len() as u32);
             for entry in &manifest.entries {
@@ -239,8 +264,22 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
                     }
                 }
             }
+            // Checked against MAX_BLOCKS (<= u32::MAX) by `body_len`.
+            dst.put_u32(manifest.blocks.len() as u32);
+            for block in &manifest.blocks {
+                dst.put_slice(block);
+            }
         }
-        Message::Accept => put_header(dst, body_len, TYPE_ACCEPT),
+        Message::Accept { need } => {
+            put_header(dst, body_len, TYPE_ACCEPT);
+            // Checked against MAX_BLOCKS by `body_len`.
+            dst.put_u32(need.len() as u32);
+            for range in need {
+                dst.put_u32(range.file);
+                dst.put_u64(range.first);
+                dst.put_u64(range.count);
+            }
+        }
         Message::Reject { reason } => {
             put_header(dst, body_len, TYPE_REJECT);
             put_str(dst, reason);
@@ -292,7 +331,14 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
                     max: MAX_ENTRIES,
                 });
             }
-            let mut len: usize = 1 + 4;
+            if manifest.blocks.len() > MAX_BLOCKS {
+                return Err(EncodeError::TooManyBlocks {
+                    what: "block hashes",
+                    count: manifest.blocks.len(),
+                    max: MAX_BLOCKS,
+                });
+            }
+            let mut len: usize = 1 + 4 + 4 + 4 + manifest.blocks.len() * 32;
             for entry in &manifest.entries {
                 let extra = match entry.kind {
                     EntryKind::Directory => 0,
@@ -303,7 +349,17 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
             }
             len
         }
-        Message::Accept | Message::Done => 1,
+        Message::Accept { need } => {
+            if need.len() > MAX_BLOCKS {
+                return Err(EncodeError::TooManyBlocks {
+                    what: "block ranges",
+                    count: need.len(),
+                    max: MAX_BLOCKS,
+                });
+            }
+            1 + 4 + need.len() * RANGE_LEN
+        }
+        Message::Done => 1,
         Message::Reject { reason } => 1 + str_len(reason, REJECT_REASON, MAX_REASON_LEN)?,
         Message::Data { data, .. } => {
             if data.is_empty() {
@@ -437,10 +493,9 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             Message::Hello { version, name }
         }
         TYPE_OFFER => Message::Offer(parse_offer(payload)?),
-        TYPE_ACCEPT => {
-            Reader::new(payload, "accept").finish()?;
-            Message::Accept
-        }
+        TYPE_ACCEPT => Message::Accept {
+            need: parse_accept(payload)?,
+        },
         TYPE_REJECT => {
             let mut r = Reader::new(payload, "reject");
             let reason = r.string(REJECT_REASON, MAX_REASON_LEN)?;
@@ -483,6 +538,7 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
 /// describe.
 fn parse_offer(payload: &[u8]) -> Result<Manifest, DecodeError> {
     let mut r = Reader::new(payload, "offer");
+    let block_size = r.u32("block size")?;
     let count = r.u32("entry count")?;
     let too_many = || DecodeError::TooManyEntries {
         count,
@@ -514,8 +570,54 @@ fn parse_offer(payload: &[u8]) -> Result<Manifest, DecodeError> {
         };
         entries.push(Entry { path, kind });
     }
+    let block_count = r.u32("block count")?;
+    let n = bounded_count(block_count, "block hashes", r.remaining(), 32)?;
+    let mut blocks = Vec::with_capacity(n);
+    for _ in 0..n {
+        blocks.push(*r.array::<32>("block hash")?);
+    }
     r.finish()?;
-    Ok(Manifest { entries })
+    Ok(Manifest {
+        entries,
+        block_size,
+        blocks,
+    })
+}
+
+/// Parses an `Accept` payload: the block ranges the receiver needs.
+fn parse_accept(payload: &[u8]) -> Result<Vec<BlockRange>, DecodeError> {
+    let mut r = Reader::new(payload, "accept");
+    let count = r.u32("range count")?;
+    let n = bounded_count(count, "block ranges", r.remaining(), RANGE_LEN)?;
+    let mut need = Vec::with_capacity(n);
+    for _ in 0..n {
+        need.push(BlockRange {
+            file: r.u32("range file")?,
+            first: r.u64("range first block")?,
+            count: r.u64("range block count")?,
+        });
+    }
+    r.finish()?;
+    Ok(need)
+}
+
+/// Checks an untrusted item count against [`MAX_BLOCKS`] and against what
+/// the remaining bytes could hold, before anything is allocated.
+fn bounded_count(
+    count: u32,
+    what: &'static str,
+    remaining: usize,
+    item_len: usize,
+) -> Result<usize, DecodeError> {
+    let n = usize::try_from(count).unwrap_or(usize::MAX);
+    if n > MAX_BLOCKS || n > remaining / item_len {
+        return Err(DecodeError::TooManyBlocks {
+            what,
+            count,
+            max: MAX_BLOCKS,
+        });
+    }
+    Ok(n)
 }
 
 /// Bounds-checked big-endian reader over one frame's payload.
@@ -626,6 +728,13 @@ mod tests {
         buf
     }
 
+    /// An `Offer` frame: 1 MiB block size, then `payload`.
+    fn offer(payload: &[u8]) -> BytesMut {
+        let mut p = (1u32 << 20).to_be_bytes().to_vec();
+        p.extend_from_slice(payload);
+        frame(TYPE_OFFER, &p)
+    }
+
     fn decode_err(mut buf: BytesMut) -> DecodeError {
         let before = buf.clone();
         let err = decode(&mut buf).unwrap_err();
@@ -662,8 +771,17 @@ mod tests {
                     file("photos/a.jpg", 12345, 7),
                     file("e", 0, 0),
                 ],
+                block_size: 1 << 16,
+                blocks: vec![[9; 32]],
             }),
-            Message::Accept,
+            Message::Accept { need: vec![] },
+            Message::Accept {
+                need: vec![BlockRange {
+                    file: 1,
+                    first: 2,
+                    count: 3,
+                }],
+            },
             Message::Reject {
                 reason: "not now".into(),
             },
@@ -718,6 +836,7 @@ mod tests {
         });
         roundtrip(Message::Offer(Manifest {
             entries: vec![file(&"p".repeat(MAX_PATH_LEN), u64::MAX, 0xff)],
+            ..Manifest::default()
         }));
         let chunk = Bytes::from(vec![0xa5; MAX_DATA_CHUNK]);
         let msg = Message::Data {
@@ -733,7 +852,10 @@ mod tests {
     #[test]
     fn max_entries_offer_roundtrips() {
         let entries = (0..MAX_ENTRIES).map(|i| dir(&format!("{i}"))).collect();
-        roundtrip(Message::Offer(Manifest { entries }));
+        roundtrip(Message::Offer(Manifest {
+            entries,
+            ..Manifest::default()
+        }));
     }
 
     fn hex(s: &str) -> Vec<u8> {
@@ -763,18 +885,37 @@ mod tests {
                             path: "docs/hi.txt".into(),
                             kind: EntryKind::File {
                                 size: 5,
-                                hash: hash.try_into().unwrap(),
+                                hash: hash.clone().try_into().unwrap(),
                             },
                         },
                     ],
+                    block_size: 1 << 20,
+                    blocks: vec![hash.clone().try_into().unwrap()],
                 }),
-                "00 00 00 42 02 00 00 00 02 00 00 04 64 6f 63 73 \
+                "00 00 00 6a 02 00 10 00 00 00 00 00 02 00 00 04 64 6f 63 73 \
                  01 00 0b 64 6f 63 73 2f 68 69 2e 74 78 74 \
                  00 00 00 00 00 00 00 05 \
                  ea 8f 16 3d b3 86 82 92 5e 44 91 c5 e5 8d 4b b3 \
+                 50 6e f8 c1 4e b7 8a 86 e9 08 c5 62 4a 67 20 0f \
+                 00 00 00 01 \
+                 ea 8f 16 3d b3 86 82 92 5e 44 91 c5 e5 8d 4b b3 \
                  50 6e f8 c1 4e b7 8a 86 e9 08 c5 62 4a 67 20 0f",
             ),
-            (Message::Accept, "00 00 00 01 03"),
+            (
+                Message::Accept {
+                    need: vec![BlockRange {
+                        file: 1,
+                        first: 0,
+                        count: 1,
+                    }],
+                },
+                "00 00 00 19 03 00 00 00 01 00 00 00 01 \
+                 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01",
+            ),
+            (
+                Message::Accept { need: vec![] },
+                "00 00 00 05 03 00 00 00 00",
+            ),
             (
                 Message::Data {
                     file: 1,
@@ -942,7 +1083,7 @@ mod tests {
         p.extend_from_slice(&u16::MAX.to_be_bytes());
         p.extend(std::iter::repeat_n(b'a', usize::from(u16::MAX)));
         assert!(matches!(
-            decode_err(frame(TYPE_OFFER, &p)),
+            decode_err(offer(&p)),
             DecodeError::StringTooLong {
                 field: PATH,
                 len: 65535,
@@ -997,7 +1138,7 @@ mod tests {
         p.extend_from_slice(&5u64.to_be_bytes());
         p.extend_from_slice(&[0; 31]);
         assert!(matches!(
-            decode_err(frame(TYPE_OFFER, &p)),
+            decode_err(offer(&p)),
             DecodeError::Truncated {
                 field: "file hash",
                 ..
@@ -1010,7 +1151,7 @@ mod tests {
         // 10 entries need at least 30 bytes; 6 follow.
         let p = [0, 0, 0, 10, 0, 0, 0, 0, 0, 0];
         assert_eq!(
-            decode_err(frame(TYPE_OFFER, &p)),
+            decode_err(offer(&p)),
             DecodeError::EntryCountExceedsFrame {
                 count: 10,
                 remaining: 6
@@ -1018,7 +1159,7 @@ mod tests {
         );
         let p = [0xff, 0xff, 0xff, 0xff];
         assert!(matches!(
-            decode_err(frame(TYPE_OFFER, &p)),
+            decode_err(offer(&p)),
             DecodeError::TooManyEntries {
                 count: u32::MAX,
                 ..
@@ -1033,7 +1174,7 @@ mod tests {
         // Enough bytes for that many empty directory entries.
         p.extend(std::iter::repeat_n(0u8, (MAX_ENTRIES + 1) * MIN_ENTRY_LEN));
         assert_eq!(
-            decode_err(frame(TYPE_OFFER, &p)),
+            decode_err(offer(&p)),
             DecodeError::TooManyEntries {
                 count,
                 max: MAX_ENTRIES
@@ -1044,16 +1185,13 @@ mod tests {
     #[test]
     fn bad_entry_kind() {
         let p = [0, 0, 0, 1, 2, 0, 0];
-        assert_eq!(
-            decode_err(frame(TYPE_OFFER, &p)),
-            DecodeError::BadEntryKind(2)
-        );
+        assert_eq!(decode_err(offer(&p)), DecodeError::BadEntryKind(2));
     }
 
     #[test]
     fn trailing_garbage() {
         assert_eq!(
-            decode_err(frame(TYPE_ACCEPT, &[0])),
+            decode_err(frame(TYPE_ACCEPT, &[0, 0, 0, 0, 0])),
             DecodeError::TrailingBytes {
                 frame: "accept",
                 count: 1
@@ -1137,6 +1275,7 @@ mod tests {
             (
                 Message::Offer(Manifest {
                     entries: vec![dir("ok"), dir(&"p".repeat(MAX_PATH_LEN + 1))],
+                    ..Manifest::default()
                 }),
                 EncodeError::StringTooLong {
                     field: PATH,
@@ -1147,6 +1286,7 @@ mod tests {
             (
                 Message::Offer(Manifest {
                     entries: vec![dir("d"); MAX_ENTRIES + 1],
+                    ..Manifest::default()
                 }),
                 EncodeError::TooManyEntries {
                     count: MAX_ENTRIES + 1,
@@ -1182,6 +1322,7 @@ mod tests {
         let big = "p".repeat(MAX_PATH_LEN);
         let msg = Message::Offer(Manifest {
             entries: vec![dir(&big); MAX_FRAME_LEN / MAX_PATH_LEN],
+            ..Manifest::default()
         });
         let mut buf = BytesMut::new();
         assert!(matches!(
@@ -1223,9 +1364,18 @@ mod tests {
         prop_oneof![
             (any::<u16>(), text(80, MAX_NAME_LEN))
                 .prop_map(|(version, name)| Message::Hello { version, name }),
-            prop::collection::vec(entry(), 0..12)
-                .prop_map(|entries| Message::Offer(Manifest { entries })),
-            Just(Message::Accept),
+            prop::collection::vec(entry(), 0..12).prop_map(|entries| Message::Offer(Manifest {
+                entries,
+                ..Manifest::default()
+            })),
+            prop::collection::vec((any::<u32>(), any::<u64>(), any::<u64>()), 0..4).prop_map(|r| {
+                Message::Accept {
+                    need: r
+                        .into_iter()
+                        .map(|(file, first, count)| BlockRange { file, first, count })
+                        .collect(),
+                }
+            }),
             text(80, MAX_REASON_LEN).prop_map(|reason| Message::Reject { reason }),
             (
                 any::<u32>(),

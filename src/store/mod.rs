@@ -180,8 +180,12 @@ impl DownloadDir {
         })
     }
 
-    /// Creates a hidden staging directory for one accepted offer, with every
-    /// directory and (preallocated, empty) file of `plan` inside it.
+    /// Creates — or, if one with the same `key` exists, reopens to resume —
+    /// the hidden staging directory `.lanshare-<key>.part` for one accepted
+    /// offer, with every directory and (preallocated) file of `plan` inside
+    /// it. `key` must be ASCII alphanumeric; callers derive it from the
+    /// sender's identity and the manifest, so that the same content from the
+    /// same device finds its partial data again.
     ///
     /// `plan` must have been built from `manifest` with [`plan()`].
     ///
@@ -190,8 +194,22 @@ impl DownloadDir {
     /// if `plan` does not match `manifest`, [`StoreError::Integrity`] if an
     /// empty file announces a non-empty hash, [`StoreError::Io`] otherwise.
     /// On error nothing is left behind.
-    pub fn stage(&self, plan: &Plan, manifest: &Manifest) -> Result<Staging, StoreError> {
-        Staging::create(self, plan, manifest)
+    pub fn stage(
+        &self,
+        plan: &Plan,
+        manifest: &Manifest,
+        key: &str,
+    ) -> Result<Staging, StoreError> {
+        Staging::open(self, plan, manifest, key)
+    }
+
+    /// Removes the staging directory of `key`, if any. Returns whether one
+    /// existed.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if it exists but cannot be opened.
+    pub fn discard(&self, key: &str) -> Result<bool, StoreError> {
+        staging::discard(self, key)
     }
 
     /// The directory fd, for the staging code.

@@ -477,7 +477,10 @@ mod tests {
     }
 
     fn manifest(entries: Vec<Entry>) -> Manifest {
-        Manifest { entries }
+        Manifest {
+            entries,
+            ..Manifest::default()
+        }
     }
 
     #[test]

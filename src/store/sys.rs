@@ -5,7 +5,6 @@
 //! anywhere in it makes the call fail instead of leaving the tree.
 
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{AtFlags, Dir, Mode, OFlags, ResolveFlags};
@@ -45,29 +44,6 @@ pub(super) fn is_no_space(err: &std::io::Error) -> bool {
         Errno::from_io_error(err),
         Some(Errno::NOSPC) | Some(Errno::DQUOT)
     )
-}
-
-/// 16 lower-case hex digits from `/dev/urandom`, falling back to a BLAKE3
-/// hash of the time, pid and a stack address if it cannot be read. Staging
-/// names only need to be unguessable enough that another local process
-/// cannot pre-create them; `mkdirat` fails on collisions anyway.
-pub(super) fn random_hex() -> String {
-    let mut buf = [0u8; 8];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok();
-    if !ok {
-        let mut h = blake3::Hasher::new();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        h.update(&now.to_le_bytes());
-        h.update(&std::process::id().to_le_bytes());
-        h.update(&(std::ptr::addr_of!(buf) as usize).to_le_bytes());
-        buf.copy_from_slice(&h.finalize().as_bytes()[..8]);
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Removes everything inside `dir` (not `dir` itself), never following

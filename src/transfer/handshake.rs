@@ -117,7 +117,7 @@ pub fn kind(message: &Message) -> &'static str {
     match message {
         Message::Hello { .. } => "Hello",
         Message::Offer(_) => "Offer",
-        Message::Accept => "Accept",
+        Message::Accept { .. } => "Accept",
         Message::Reject { .. } => "Reject",
         Message::Data { .. } => "Data",
         Message::Done => "Done",

@@ -16,6 +16,7 @@ pub mod framed;
 pub mod handshake;
 pub mod receive;
 pub mod registry;
+pub mod resume;
 pub mod send;
 pub mod source;
 

@@ -1,32 +1,48 @@
-//! The receiving side: validate the offer, get consent, write, verify,
-//! commit, answer `Done`.
+//! The receiving side: validate the offer, get consent, write and verify
+//! block by block, commit, answer `Done` — and keep partial data for a
+//! resume when the link, not the peer's content, was the problem.
 //!
 //! Every byte from the peer is treated as hostile. The manifest is checked
 //! structurally ([`Manifest::validate`]) and its paths are sanitised by
 //! [`crate::store`] before anything is asked of the user or created on
-//! disk. Data frames must arrive in manifest order with exact offsets;
+//! disk. `Data` frames must carry exactly the requested blocks, in order;
 //! anything else is a protocol violation that ends the transfer with an
-//! `Error` frame. Disk writes happen on a blocking thread fed through a
-//! bounded channel, so a slow disk applies back-pressure to the peer
-//! instead of growing memory, and the async runtime never blocks.
+//! `Error` frame and discards what was received. Disk writes happen on a
+//! blocking thread fed through a bounded channel, so a slow disk applies
+//! back-pressure to the peer instead of growing memory.
+//!
+//! Interrupted transfers (connection lost, sender gone, a block that failed
+//! verification) keep their staging directory and a resume record
+//! ([`super::resume`]); when the same sender offers the same content again,
+//! the offer is accepted without asking again and only the missing blocks
+//! are requested.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::framed::Framed;
+use super::framed::{Framed, RecvError};
 use super::handshake::kind;
 use super::registry::{Decision, Direction, Handle, NewTransfer, Registry, State};
+use super::resume::{self, Record, ResumeStore};
 use super::{MESSAGE_TIMEOUT, TransferError};
 use crate::identity::trust::TrustStore;
 use crate::protocol::{ErrorCode, Manifest, ManifestLimits, Message};
-use crate::store::{DownloadDir, StoreError, path::plan};
+use crate::store::{DownloadDir, Staging, StoreError, plan};
 
 /// Chunks buffered between the network and the disk writer.
 const PIPELINE_DEPTH: usize = 8;
+
+/// Offers one device may have waiting for consent at once; more are
+/// rejected so a peer cannot flood the user (or memory) with offers.
+pub const MAX_PENDING_PER_PEER: usize = 4;
+
+/// How often the verified-block map is saved while data flows.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Which offers are accepted without asking.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -51,10 +67,20 @@ pub struct ReceiveContext {
     pub policy: AcceptPolicy,
     /// Transfer table.
     pub registry: Registry,
+    /// Interrupted transfers.
+    pub resume: ResumeStore,
     /// How long a pending offer waits for a decision.
     pub offer_timeout: Duration,
     /// Limits on offers.
     pub limits: ManifestLimits,
+}
+
+/// What to do with partial data when a transfer ends without success.
+enum Leftover {
+    /// Keep it for a resume (the link failed, not the content).
+    Keep,
+    /// Remove it (hostile or refused content, cancel, full disk).
+    Discard,
 }
 
 /// Handles one incoming transfer after the `Hello` exchange.
@@ -64,13 +90,16 @@ pub async fn receive(framed: &mut Framed, peer_name: &str, ctx: &ReceiveContext)
         Ok(Message::Offer(manifest)) => manifest,
         Ok(other) => {
             let e = TransferError::Protocol(format!("expected Offer, got {}", kind(&other)));
-            tracing::warn!(peer = %peer_id, "{e}");
+            tracing::warn!(peer = %peer_id, "{e}; disconnecting");
             framed.send_error(&e).await;
             return;
         }
+        // The dialer of an identity check or a lost transport race just
+        // closes after Hello.
+        Err(RecvError::Closed) => return,
         Err(e) => {
             let e = TransferError::from(e);
-            tracing::info!(peer = %peer_id, "no offer: {e}");
+            tracing::warn!(peer = %peer_id, "no valid offer: {e}; disconnecting");
             if matches!(e, TransferError::Protocol(_)) {
                 framed.send_error(&e).await;
             }
@@ -78,13 +107,24 @@ pub async fn receive(framed: &mut Framed, peer_name: &str, ctx: &ReceiveContext)
         }
     };
 
-    if let Err(reason) = check_offer(&manifest, ctx) {
+    let key = resume::key(&peer_id, &manifest);
+    let resuming = ctx.resume.load(&key).is_some();
+    if let Err(reason) = check_offer(&manifest, ctx, resuming) {
         tracing::warn!(peer = %peer_id, name = peer_name, "refused offer: {reason}");
         let _ = framed.send(&Message::Reject { reason }).await;
         return;
     }
 
-    let names = top_level_names(&manifest);
+    let Some(_claim) = ctx.resume.claim(&key) else {
+        let e = TransferError::Storage {
+            code: ErrorCode::Busy,
+            message: "this transfer is already being received; retry shortly".into(),
+        };
+        framed.send_error(&e).await;
+        return;
+    };
+    let record = ctx.resume.load(&key).filter(|r| r.peer == peer_id);
+
     let handle = ctx.registry.start(NewTransfer {
         direction: Direction::In,
         peer: peer_name.to_owned(),
@@ -92,9 +132,19 @@ pub async fn receive(framed: &mut Framed, peer_name: &str, ctx: &ReceiveContext)
         files: manifest.file_count(),
         bytes: manifest.total_bytes(),
         transport: framed.link().kind,
-        names,
+        names: top_level_names(&manifest),
     });
-    if let Err(reason) = consent(framed, &manifest, peer_name, ctx, &handle).await {
+
+    let consent = if record.is_some() {
+        tracing::info!(
+            id = handle.id(),
+            "resuming a transfer from {peer_name} accepted earlier"
+        );
+        Ok(())
+    } else {
+        consent(framed, &manifest, peer_name, ctx, &handle).await
+    };
+    if let Err(reason) = consent {
         tracing::info!(
             id = handle.id(),
             "offer from {peer_name} rejected: {reason}"
@@ -105,24 +155,41 @@ pub async fn receive(framed: &mut Framed, peer_name: &str, ctx: &ReceiveContext)
     }
 
     handle.active();
+    let record = record.unwrap_or_else(|| Record::new(peer_id, peer_name));
     let cancel = handle.cancelled();
+    let job = Job {
+        key: &key,
+        record,
+        peer_name,
+        ctx,
+        handle: &handle,
+    };
     let result = tokio::select! {
-        r = write_all(framed, manifest, peer_name, ctx, &handle) => r,
-        () = cancel.cancelled() => Err(TransferError::Cancelled),
+        r = job.run(framed, manifest) => r,
+        () = cancel.cancelled() => Err((TransferError::Cancelled, Leftover::Discard)),
     };
     match result {
         Ok(saved) => {
             tracing::info!(id = handle.id(), files = ?saved, "received from {peer_name}");
             handle.finish(State::Done, None);
         }
-        Err(e) => {
+        Err((e, leftover)) => {
             tracing::warn!(id = handle.id(), "receiving from {peer_name} failed: {e}");
-            let state = if matches!(e, TransferError::Cancelled) {
-                State::Cancelled
-            } else {
-                State::Failed
+            if matches!(leftover, Leftover::Discard) {
+                ctx.resume.remove(&key);
+                let download = ctx.download.clone();
+                let key = key.clone();
+                let _ = tokio::task::spawn_blocking(move || download.discard(&key)).await;
+            }
+            let state = match &e {
+                TransferError::Cancelled => State::Cancelled,
+                TransferError::Peer {
+                    code: ErrorCode::Cancelled,
+                    ..
+                } => State::Cancelled,
+                _ => State::Failed,
             };
-            if !matches!(e, TransferError::Peer { .. }) {
+            if !matches!(e, TransferError::Peer { .. } | TransferError::Link(_)) {
                 framed.send_error(&e).await;
             }
             handle.finish(state, Some(e.to_string()));
@@ -130,11 +197,15 @@ pub async fn receive(framed: &mut Framed, peer_name: &str, ctx: &ReceiveContext)
     }
 }
 
-/// Structural and path checks, plus free space. `Err` is the reason sent
-/// back to the peer.
-fn check_offer(manifest: &Manifest, ctx: &ReceiveContext) -> Result<(), String> {
+/// Structural and path checks, plus free space for a new transfer. `Err`
+/// is the reason sent back to the peer.
+fn check_offer(manifest: &Manifest, ctx: &ReceiveContext, resuming: bool) -> Result<(), String> {
     manifest.validate(&ctx.limits).map_err(|e| e.to_string())?;
     plan(manifest, ctx.limits.max_depth).map_err(|e| e.to_string())?;
+    if resuming {
+        // The space was reserved by the first attempt.
+        return Ok(());
+    }
     let needed = manifest.total_bytes();
     match ctx.download.free_space() {
         Ok(free) if free < needed => Err(format!(
@@ -155,7 +226,8 @@ async fn consent(
     ctx: &ReceiveContext,
     handle: &Handle,
 ) -> Result<(), String> {
-    let trusted = ctx.trust.is_trusted(&framed.link().peer);
+    let peer = framed.link().peer;
+    let trusted = ctx.trust.is_trusted(&peer);
     match ctx.policy {
         AcceptPolicy::All => return Ok(()),
         _ if trusted => return Ok(()),
@@ -163,6 +235,17 @@ async fn consent(
             return Err("this device only accepts files from trusted devices".into());
         }
         AcceptPolicy::Ask => {}
+    }
+    let pending = ctx
+        .registry
+        .list()
+        .iter()
+        .filter(|t| t.peer_id == peer && t.state == State::Pending && t.id != handle.id())
+        .count();
+    if pending >= MAX_PENDING_PER_PEER {
+        return Err(format!(
+            "too many offers waiting for consent from this device (limit {MAX_PENDING_PER_PEER})"
+        ));
     }
     tracing::info!(
         id = handle.id(),
@@ -191,105 +274,234 @@ async fn consent(
     }
 }
 
-/// Accepts, then streams data into a staging area and commits it.
-async fn write_all(
-    framed: &mut Framed,
-    manifest: Manifest,
-    peer_name: &str,
-    ctx: &ReceiveContext,
-    handle: &Handle,
-) -> Result<Vec<String>, TransferError> {
-    let total = manifest.total_bytes();
-    let download = ctx.download.clone();
-    let max_depth = ctx.limits.max_depth;
-    let staging = tokio::task::spawn_blocking(move || {
-        let plan = plan(&manifest, max_depth).map_err(StoreError::from)?;
-        download.stage(&plan, &manifest)
-    })
-    .await
-    .map_err(|e| TransferError::Local(format!("staging task failed: {e}")))?
-    .map_err(store_error)?;
+/// One accepted transfer.
+struct Job<'a> {
+    key: &'a str,
+    record: Record,
+    peer_name: &'a str,
+    ctx: &'a ReceiveContext,
+    handle: &'a Handle,
+}
 
-    framed.send(&Message::Accept).await?;
+type JobError = (TransferError, Leftover);
 
-    let (tx, mut rx) = mpsc::channel::<(u32, u64, Bytes)>(PIPELINE_DEPTH);
-    let progress = handle.counter();
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut staging = staging;
-        while let Some((file, offset, data)) = rx.blocking_recv() {
-            staging.write(file, offset, &data)?;
-            progress.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+impl Job<'_> {
+    /// Stages (or resumes), asks for the missing blocks, receives them and
+    /// commits.
+    async fn run(self, framed: &mut Framed, manifest: Manifest) -> Result<Vec<String>, JobError> {
+        let download = self.ctx.download.clone();
+        let max_depth = self.ctx.limits.max_depth;
+        let key = self.key.to_owned();
+        let claimed = self.record.verified_map();
+        let staged = tokio::task::spawn_blocking(move || {
+            let plan = plan(&manifest, max_depth)?;
+            let mut staging = download.stage(&plan, &manifest, &key)?;
+            if claimed.contains(&true) {
+                staging.verify_existing(&claimed)?;
+            }
+            Ok::<_, StoreError>((staging, manifest))
+        })
+        .await
+        .map_err(|e| internal(format!("staging task failed: {e}")))?;
+        let (staging, manifest) = staged.map_err(|e| store_error(e, Leftover::Discard))?;
+
+        let need = staging.missing();
+        let present = staging.bytes_present();
+        let expected: u64 = manifest.total_bytes() - present;
+        self.handle.set_resumed(present);
+        let mut record = self.record.clone();
+        record.set_verified(staging.verified_map());
+        self.ctx
+            .resume
+            .save(self.key, &record)
+            .map_err(|e| internal(format!("cannot save resume state: {e}")))?;
+        if present > 0 {
+            tracing::info!(
+                id = self.handle.id(),
+                present,
+                missing = expected,
+                "resuming: asking only for missing blocks"
+            );
         }
-        staging.commit()
-    });
+        framed
+            .send(&Message::Accept { need })
+            .await
+            .map_err(|e| (e, Leftover::Keep))?;
 
-    let mut received = 0u64;
-    let mut failure = None;
-    while received < total {
-        match framed.recv_within(MESSAGE_TIMEOUT).await {
-            Ok(Message::Data { file, offset, data }) => {
-                let len = data.len() as u64;
-                if received + len > total {
-                    failure = Some(TransferError::Protocol(format!(
-                        "more data than the {total} bytes offered"
-                    )));
-                    break;
+        let (tx, rx) = mpsc::channel::<(u32, u64, Bytes)>(PIPELINE_DEPTH);
+        let (done, sent) = self.handle.counters();
+        let resume = self.ctx.resume.clone();
+        let key = self.key.to_owned();
+        let writer = tokio::task::spawn_blocking(move || {
+            write_blocks(staging, rx, &resume, &key, record, |n| {
+                done.fetch_add(n, Ordering::Relaxed);
+                sent.fetch_add(n, Ordering::Relaxed);
+            })
+        });
+
+        let failure = self.pump(framed, tx, expected).await;
+        let (staging, written) = writer
+            .await
+            .map_err(|e| internal(format!("writer task failed: {e}")))?;
+        if let Some(failure) = failure {
+            // Verified blocks are worth keeping unless the peer misbehaved.
+            let leftover = match &failure.1 {
+                Leftover::Keep if written.is_ok() => Leftover::Keep,
+                Leftover::Keep => leftover_for(written.as_ref().err()),
+                Leftover::Discard => Leftover::Discard,
+            };
+            finish_staging(staging, &leftover);
+            return Err((failure.0, leftover));
+        }
+        if let Err(e) = written {
+            let leftover = leftover_for(Some(&e));
+            finish_staging(staging, &leftover);
+            return Err(store_error(e, leftover));
+        }
+        let saved = tokio::task::spawn_blocking(move || staging.commit())
+            .await
+            .map_err(|e| internal(format!("commit task failed: {e}")))?
+            .map_err(|e| store_error(e, Leftover::Discard))?;
+        self.ctx.resume.remove(self.key);
+        framed
+            .send(&Message::Done)
+            .await
+            .map_err(|e| (e, Leftover::Discard))?;
+        Ok(saved)
+    }
+
+    /// Reads `expected` bytes of data frames into the writer. Returns the
+    /// failure, if any; the writer's own error arrives through its result.
+    async fn pump(
+        &self,
+        framed: &mut Framed,
+        tx: mpsc::Sender<(u32, u64, Bytes)>,
+        expected: u64,
+    ) -> Option<JobError> {
+        let mut received = 0u64;
+        while received < expected {
+            match framed.recv_within(MESSAGE_TIMEOUT).await {
+                Ok(Message::Data { file, offset, data }) => {
+                    let len = data.len() as u64;
+                    if received + len > expected {
+                        let e = TransferError::Protocol(format!(
+                            "more data than the {expected} bytes requested"
+                        ));
+                        return Some((e, Leftover::Discard));
+                    }
+                    received += len;
+                    if tx.send((file, offset, data)).await.is_err() {
+                        // The writer stopped; its result says why.
+                        return None;
+                    }
                 }
-                received += len;
-                if tx.send((file, offset, data)).await.is_err() {
-                    // The writer stopped; its result says why.
-                    break;
+                Ok(Message::Error { code, message }) => {
+                    let e = TransferError::Peer {
+                        peer: self.peer_name.to_owned(),
+                        code,
+                        message,
+                    };
+                    let leftover = match code {
+                        ErrorCode::Cancelled | ErrorCode::Protocol => Leftover::Discard,
+                        _ => Leftover::Keep,
+                    };
+                    return Some((e, leftover));
                 }
+                Ok(other) => {
+                    let e =
+                        TransferError::Protocol(format!("unexpected {} during data", kind(&other)));
+                    return Some((e, Leftover::Discard));
+                }
+                Err(RecvError::Decode(d)) => {
+                    return Some((TransferError::Protocol(d.to_string()), Leftover::Discard));
+                }
+                Err(e) => return Some((e.into(), Leftover::Keep)),
             }
-            Ok(Message::Error { code, message }) => {
-                failure = Some(TransferError::Peer {
-                    peer: peer_name.to_owned(),
-                    code,
-                    message,
-                });
-                break;
-            }
-            Ok(other) => {
-                failure = Some(TransferError::Protocol(format!(
-                    "unexpected {} during data",
-                    kind(&other)
-                )));
-                break;
+        }
+        None
+    }
+}
+
+/// Blocking: writes data into the staging area, checkpointing the
+/// verified-block map. Returns the staging area and the first error.
+fn write_blocks(
+    mut staging: Staging,
+    mut rx: mpsc::Receiver<(u32, u64, Bytes)>,
+    resume: &ResumeStore,
+    key: &str,
+    mut record: Record,
+    progress: impl Fn(u64),
+) -> (Staging, Result<(), StoreError>) {
+    let mut last_checkpoint = Instant::now();
+    let mut dirty = false;
+    let mut result = Ok(());
+    while let Some((file, offset, data)) = rx.blocking_recv() {
+        match staging.write(file, offset, &data) {
+            Ok(completed) => {
+                progress(data.len() as u64);
+                dirty |= completed;
             }
             Err(e) => {
-                failure = Some(e.into());
+                result = Err(e);
                 break;
             }
         }
+        if dirty && last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            record.set_verified(staging.verified_map());
+            if let Err(e) = resume.save(key, &record) {
+                tracing::warn!("cannot checkpoint resume state: {e}");
+            }
+            last_checkpoint = Instant::now();
+            dirty = false;
+        }
     }
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| TransferError::Local(format!("writer task failed: {e}")))?;
-    if let Some(e) = failure {
-        // The staging area is dropped (and removed) by the writer task.
-        return Err(e);
+    // Close the channel so the network side stops feeding us.
+    drop(rx);
+    record.set_verified(staging.verified_map());
+    if let Err(e) = resume.save(key, &record) {
+        tracing::warn!("cannot save resume state: {e}");
     }
-    let saved = written.map_err(store_error)?;
-    framed.send(&Message::Done).await?;
-    Ok(saved)
+    (staging, result)
+}
+
+/// Keeps or removes a staging area that will not be committed now.
+fn finish_staging(staging: Staging, leftover: &Leftover) {
+    match leftover {
+        Leftover::Keep => staging.keep(),
+        Leftover::Discard => drop(staging),
+    }
+}
+
+/// Which store errors leave data worth resuming.
+fn leftover_for(e: Option<&StoreError>) -> Leftover {
+    match e {
+        // A bad block is discarded by the store; the good ones remain and
+        // the sender's retry asks for the bad one again.
+        Some(StoreError::Integrity { .. }) | None => Leftover::Keep,
+        _ => Leftover::Discard,
+    }
+}
+
+fn internal(message: String) -> JobError {
+    (TransferError::Local(message), Leftover::Keep)
 }
 
 /// Maps storage failures onto what the peer is told.
-fn store_error(e: StoreError) -> TransferError {
+fn store_error(e: StoreError, leftover: Leftover) -> JobError {
     let code = match &e {
         StoreError::NoSpace { .. } => ErrorCode::NoSpace,
         StoreError::Integrity { .. } => ErrorCode::Integrity,
         StoreError::Protocol(_) | StoreError::Path(_) => ErrorCode::Protocol,
         _ => ErrorCode::Io,
     };
-    match code {
+    let error = match code {
         ErrorCode::Protocol => TransferError::Protocol(e.to_string()),
         _ => TransferError::Storage {
             code,
             message: e.to_string(),
         },
-    }
+    };
+    (error, leftover)
 }
 
 fn top_level_names(manifest: &Manifest) -> Vec<String> {

@@ -72,8 +72,12 @@ pub struct TransferInfo {
     pub files: usize,
     /// Total bytes of all files.
     pub bytes: u64,
-    /// Bytes written (receiver) or sent (sender) so far.
+    /// Bytes of the content known to be at the receiver: verified there,
+    /// or sent in this attempt.
     pub bytes_done: u64,
+    /// Bytes of file data actually carried over the network, over all
+    /// attempts (less than `bytes` after a resume).
+    pub bytes_sent: u64,
     /// Transport used.
     pub transport: TransportKind,
     /// Top-level names in the offer.
@@ -117,6 +121,7 @@ struct Slot {
     info: TransferInfo,
     seq: u64,
     bytes_done: Arc<AtomicU64>,
+    bytes_sent: Arc<AtomicU64>,
     decision: Option<oneshot::Sender<Decision>>,
     cancel: CancellationToken,
 }
@@ -156,6 +161,7 @@ pub struct Handle {
     id: String,
     registry: Registry,
     bytes_done: Arc<AtomicU64>,
+    bytes_sent: Arc<AtomicU64>,
     cancel: CancellationToken,
 }
 
@@ -172,6 +178,7 @@ impl Registry {
         inner.seq += 1;
         let seq = inner.seq;
         let bytes_done = Arc::new(AtomicU64::new(0));
+        let bytes_sent = Arc::new(AtomicU64::new(0));
         let cancel = CancellationToken::new();
         let info = TransferInfo {
             id: id.clone(),
@@ -182,6 +189,7 @@ impl Registry {
             files: new.files,
             bytes: new.bytes,
             bytes_done: 0,
+            bytes_sent: 0,
             transport: new.transport,
             names: new.names,
             reason: None,
@@ -196,6 +204,7 @@ impl Registry {
                 info,
                 seq,
                 bytes_done: bytes_done.clone(),
+                bytes_sent: bytes_sent.clone(),
                 decision: None,
                 cancel: cancel.clone(),
             },
@@ -204,6 +213,7 @@ impl Registry {
             id,
             registry: self.clone(),
             bytes_done,
+            bytes_sent,
             cancel,
         }
     }
@@ -218,6 +228,7 @@ impl Registry {
             .map(|s| {
                 let mut info = s.info.clone();
                 info.bytes_done = s.bytes_done.load(Ordering::Relaxed);
+                info.bytes_sent = s.bytes_sent.load(Ordering::Relaxed);
                 info
             })
             .collect()
@@ -338,14 +349,25 @@ impl Handle {
         self.cancel.clone()
     }
 
-    /// Counts `n` more bytes done.
-    pub fn add_bytes(&self, n: u64) {
+    /// Counts `n` more bytes carried over the network (and now done).
+    pub fn add_sent(&self, n: u64) {
         self.bytes_done.fetch_add(n, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The shared byte counter, for a blocking worker to update.
-    pub fn counter(&self) -> Arc<AtomicU64> {
-        self.bytes_done.clone()
+    /// At the start of an attempt: `n` bytes are already at the receiver.
+    pub fn set_resumed(&self, n: u64) {
+        self.bytes_done.store(n, Ordering::Relaxed);
+    }
+
+    /// Bytes carried over the network so far, over all attempts.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// The shared counters (done, sent), for a blocking worker to update.
+    pub fn counters(&self) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
+        (self.bytes_done.clone(), self.bytes_sent.clone())
     }
 
     /// Bytes done so far.
@@ -362,6 +384,14 @@ impl Handle {
             slot.decision = Some(tx);
         }
         rx
+    }
+
+    /// Records the transport of the current attempt.
+    pub fn set_transport(&self, transport: TransportKind) {
+        let mut inner = self.registry.lock();
+        if let Some(slot) = inner.slots.get_mut(&self.id) {
+            slot.info.transport = transport;
+        }
     }
 
     /// Marks an outgoing transfer as waiting for the peer's consent.
@@ -422,7 +452,7 @@ mod tests {
     fn progress_and_final_state_are_listed() {
         let registry = Registry::default();
         let handle = registry.start(new());
-        handle.add_bytes(7);
+        handle.add_sent(7);
         handle.finish(State::Failed, Some("disk full".into()));
         let info = &registry.list()[0];
         assert_eq!((info.bytes_done, info.state), (7, State::Failed));

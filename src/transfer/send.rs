@@ -11,9 +11,7 @@
 //! Success means the receiver's `Done`: every file verified, synced and
 //! renamed into place. Nothing less makes `share send` exit 0.
 
-use std::fs::File;
-use std::io::Read;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -23,8 +21,10 @@ use super::TransferError;
 use super::framed::Framed;
 use super::handshake::kind;
 use super::registry::Handle;
-use super::source::Source;
-use crate::protocol::{DATA_HEADER_LEN, EntryKind, MAX_DATA_CHUNK, Message, encode_data_header};
+use super::source::{Source, SourceFile};
+use crate::protocol::{
+    BlockRange, DATA_HEADER_LEN, EntryKind, MAX_DATA_CHUNK, Message, blocks_for, encode_data_header,
+};
 
 /// How long the sender waits for `Done` after the last byte: the receiver
 /// verifies and syncs everything first, which can take a while on slow disks.
@@ -47,7 +47,7 @@ pub enum SendEvent {
 pub async fn send(
     framed: &mut Framed,
     peer_name: &str,
-    source: Source,
+    source: &Source,
     handle: &Handle,
     consent_timeout: Duration,
     events: mpsc::UnboundedSender<SendEvent>,
@@ -71,7 +71,7 @@ pub async fn send(
 async fn run(
     framed: &mut Framed,
     peer_name: &str,
-    source: Source,
+    source: &Source,
     handle: &Handle,
     consent_timeout: Duration,
     events: mpsc::UnboundedSender<SendEvent>,
@@ -80,8 +80,8 @@ async fn run(
         .send(&Message::Offer(source.manifest.clone()))
         .await?;
     let _ = events.send(SendEvent::Waiting);
-    match framed.recv_within(consent_timeout).await? {
-        Message::Accept => {}
+    let need = match framed.recv_within(consent_timeout).await? {
+        Message::Accept { need } => need,
         Message::Reject { reason } => {
             return Err(TransferError::Rejected {
                 peer: peer_name.to_owned(),
@@ -101,24 +101,15 @@ async fn run(
                 kind(&other)
             )));
         }
-    }
+    };
+    let segments = plan_segments(source, &need)?;
+    let needed: u64 = segments.iter().map(|s| s.len).sum();
+    handle.set_resumed(source.manifest.total_bytes().saturating_sub(needed));
     let _ = events.send(SendEvent::Accepted);
 
-    let jobs: Vec<(u32, PathBuf, u64, [u8; 32])> = source
-        .manifest
-        .entries
-        .iter()
-        .zip(source.files)
-        .enumerate()
-        .filter_map(|(i, (entry, path))| match (&entry.kind, path) {
-            (EntryKind::File { size, hash }, Some(path)) if *size > 0 => {
-                Some((u32::try_from(i).ok()?, path, *size, *hash))
-            }
-            _ => None,
-        })
-        .collect();
     let (tx, mut rx) = mpsc::channel::<Result<BytesMut, TransferError>>(PIPELINE_DEPTH);
-    let reader = tokio::task::spawn_blocking(move || read_files(jobs, &tx));
+    let block_size = source.manifest.block_size;
+    let reader = tokio::task::spawn_blocking(move || read_segments(segments, block_size, &tx));
 
     let (mut from_peer, mut to_peer) = framed.halves();
     loop {
@@ -126,7 +117,7 @@ async fn run(
             chunk = rx.recv() => match chunk {
                 Some(Ok(frame)) => {
                     to_peer.send_data_frame(&frame).await?;
-                    handle.add_bytes((frame.len() - DATA_HEADER_LEN) as u64);
+                    handle.add_sent((frame.len() - DATA_HEADER_LEN) as u64);
                 }
                 Some(Err(e)) => return Err(e),
                 None => break,
@@ -144,6 +135,60 @@ async fn run(
     }
 }
 
+/// A byte range of one file to send, with the hashes of its blocks.
+struct Segment {
+    file: u32,
+    /// The open file (passed by the CLI) and its name for messages.
+    source: SourceFile,
+    offset: u64,
+    len: u64,
+    /// Expected hashes of the blocks the segment covers, in order.
+    hashes: Vec<[u8; 32]>,
+}
+
+/// Checks the receiver's block ranges against the manifest (they are peer
+/// input) and turns them into byte ranges.
+fn plan_segments(source: &Source, need: &[BlockRange]) -> Result<Vec<Segment>, TransferError> {
+    let manifest = &source.manifest;
+    let starts = manifest.block_starts();
+    let bad = |why: String| TransferError::Protocol(format!("bad block request: {why}"));
+    let mut segments = Vec::with_capacity(need.len());
+    let mut previous: Option<(u32, u64)> = None;
+    for range in need {
+        let index = range.file as usize;
+        let (Some(entry), Some(Some(file))) =
+            (manifest.entries.get(index), source.files.get(index))
+        else {
+            return Err(bad(format!("entry {} is not a file", range.file)));
+        };
+        let EntryKind::File { size, .. } = entry.kind else {
+            return Err(bad(format!("entry {} is not a file", range.file)));
+        };
+        let blocks = blocks_for(size, manifest.block_size);
+        let end = range.first.checked_add(range.count);
+        if range.count == 0 || end.is_none_or(|end| end > blocks) {
+            return Err(bad(format!("blocks outside file {}", range.file)));
+        }
+        if previous.is_some_and(|(f, e)| (range.file, range.first) < (f, e)) {
+            return Err(bad("ranges out of order or overlapping".into()));
+        }
+        let end = range.first + range.count;
+        previous = Some((range.file, end));
+        let block_size = u64::from(manifest.block_size);
+        let offset = range.first * block_size;
+        let len = (end * block_size).min(size) - offset;
+        let first_hash = starts[index] + range.first as usize;
+        segments.push(Segment {
+            file: range.file,
+            source: file.clone(),
+            offset,
+            len,
+            hashes: manifest.blocks[first_hash..first_hash + range.count as usize].to_vec(),
+        });
+    }
+    Ok(segments)
+}
+
 /// A message from the receiver while we stream or wait for `Done`.
 fn unexpected(message: Message, peer_name: &str) -> TransferError {
     match message {
@@ -156,66 +201,74 @@ fn unexpected(message: Message, peer_name: &str) -> TransferError {
     }
 }
 
-/// Blocking: reads every file in order into header-prefixed frames.
-fn read_files(
-    jobs: Vec<(u32, PathBuf, u64, [u8; 32])>,
+/// Blocking: reads every segment into header-prefixed frames, checking
+/// each block against the hash offered for it.
+fn read_segments(
+    segments: Vec<Segment>,
+    block_size: u32,
     tx: &mpsc::Sender<Result<BytesMut, TransferError>>,
 ) {
-    for (index, path, size, hash) in jobs {
-        if let Err(e) = read_file(index, &path, size, &hash, tx) {
+    for segment in segments {
+        if let Err(e) = read_segment(&segment, block_size, tx) {
             let _ = tx.blocking_send(Err(e));
             return;
         }
     }
 }
 
-fn read_file(
-    index: u32,
-    path: &PathBuf,
-    size: u64,
-    expected: &[u8; 32],
+fn read_segment(
+    segment: &Segment,
+    block_size: u32,
     tx: &mpsc::Sender<Result<BytesMut, TransferError>>,
 ) -> Result<(), TransferError> {
+    let path = &segment.source.path;
     let local = |what: &str, e: std::io::Error| {
         TransferError::Local(format!("cannot {what} {}: {e}", path.display()))
     };
-    let mut file = File::open(path).map_err(|e| local("open", e))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut offset = 0u64;
-    while offset < size {
-        let want = usize::try_from(size - offset)
+    let changed = || {
+        TransferError::Local(format!(
+            "{} changed while being sent; send it again",
+            path.display()
+        ))
+    };
+    let file = &segment.source.file;
+    let end = segment.offset + segment.len;
+    let mut offset = segment.offset;
+    let mut block = blake3::Hasher::new();
+    let mut block_left = u64::from(block_size).min(end - offset);
+    let mut hashes = segment.hashes.iter();
+    while offset < end {
+        // Chunks never cross a block boundary (block_size >= MAX_DATA_CHUNK).
+        let want = usize::try_from(block_left)
             .unwrap_or(MAX_DATA_CHUNK)
             .min(MAX_DATA_CHUNK);
         let mut frame = BytesMut::with_capacity(DATA_HEADER_LEN + want);
-        encode_data_header(index, offset, want, &mut frame);
+        encode_data_header(segment.file, offset, want, &mut frame);
         frame.resize(DATA_HEADER_LEN + want, 0);
         let payload = &mut frame[DATA_HEADER_LEN..];
         let mut filled = 0;
         while filled < want {
-            match file.read(&mut payload[filled..]) {
-                Ok(0) => {
-                    return Err(TransferError::Local(format!(
-                        "{} shrank while being sent; send it again",
-                        path.display()
-                    )));
-                }
+            match file.read_at(&mut payload[filled..], offset + filled as u64) {
+                Ok(0) => return Err(changed()),
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(local("read", e)),
             }
         }
-        hasher.update(payload);
+        block.update(payload);
         offset += want as u64;
+        block_left -= want as u64;
+        if block_left == 0 {
+            if hashes.next() != Some(block.finalize().as_bytes()) {
+                return Err(changed());
+            }
+            block.reset();
+            block_left = u64::from(block_size).min(end - offset);
+        }
         if tx.blocking_send(Ok(frame)).is_err() {
             // The network side stopped; it reports why.
             return Ok(());
         }
-    }
-    if hasher.finalize().as_bytes() != expected {
-        return Err(TransferError::Local(format!(
-            "{} changed while being sent; send it again",
-            path.display()
-        )));
     }
     Ok(())
 }

@@ -1,5 +1,20 @@
 //! The sending side's scan: turns the paths a user named into a
-//! [`Manifest`] plus the disk path of each file.
+//! [`Manifest`] plus an open file for each file entry.
+//!
+//! It happens in two halves, because the daemon that sends may not be
+//! allowed to open the user's files at all (the system service runs as
+//! user `lanshare` with `ProtectHome=yes`):
+//!
+//! 1. [`walk`] runs in the CLI, as the user: it lists what would be sent
+//!    ([`Layout`]), and [`LayoutEntry::open`] opens each file with the
+//!    user's own permissions. The open descriptors go to the daemon over
+//!    the control socket ([`crate::control::fds`]).
+//! 2. [`prepare`] runs in the daemon on those open files: it checks that
+//!    each one is a readable regular file, hashes it and builds the
+//!    offer. The daemon never opens a path a user gave it, so a user can
+//!    never make it send a file that user could not read.
+//!
+//! [`scan`] does both in one process (tests, tools).
 //!
 //! Rules, and why:
 //!
@@ -9,45 +24,81 @@
 //!   sorted by name so the same tree always gives the same manifest.
 //! * A symlink given as an argument is followed: the user named it. Inside a
 //!   directory, symlinks, FIFOs, sockets and devices are *skipped* and
-//!   reported in [`Source::skipped`]: following links could leave the tree
+//!   reported in [`Layout::skipped`]: following links could leave the tree
 //!   the user chose (or loop), and opening a FIFO would block forever.
 //! * Names must be UTF-8 (the wire format is UTF-8) and must pass the
 //!   receiver's path rules ([`crate::store::plan`]), so an unsendable name
 //!   is reported here, with the path, rather than as a refused offer.
-//! * Each file is hashed with BLAKE3 while scanning, in 1 MiB reads, so the
-//!   offer can carry the hash the receiver verifies. The size announced is
-//!   the size of the file when it was hashed; if the file grows or shrinks
-//!   meanwhile the scan fails. If it changes *after* the scan, the sender's
-//!   later read must notice the length difference, and the receiver rejects
-//!   any content that does not match the hash.
+//! * Each file is hashed with BLAKE3 while preparing, whole and per block,
+//!   so the offer can carry the hashes the receiver verifies (and resumes
+//!   by). Reads are positional (`read_at`) on the one open file, so the
+//!   same descriptor serves hashing and sending. The size announced is the
+//!   size of the file when it was hashed; if the file grows or shrinks
+//!   meanwhile the preparation fails. If it changes *after* that, the
+//!   sender's later read must notice, and the receiver rejects any content
+//!   that does not match the hash.
 //!
 //! Blocking; call it from a blocking thread.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
-use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::OFlags;
 
-use crate::protocol::{Entry, EntryKind, MAX_ENTRIES, Manifest};
+use crate::protocol::{Entry, EntryKind, MAX_ENTRIES, Manifest, choose_block_size};
 use crate::store::PathError;
 
 /// Read size while hashing.
 const HASH_BUF_LEN: usize = 1 << 20;
 
-/// The result of scanning what the user asked to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The result of preparing what the user asked to send.
+#[derive(Debug, Clone)]
 pub struct Source {
     /// What will be offered, in send order.
     pub manifest: Manifest,
-    /// Same length as `manifest.entries`: the disk path of each file entry,
+    /// Same length as `manifest.entries`: the open file of each file entry,
     /// `None` for directories.
-    pub files: Vec<Option<PathBuf>>,
+    pub files: Vec<Option<SourceFile>>,
     /// Entries inside the named directories that cannot be sent and were
     /// left out; the caller should warn about them.
     pub skipped: Vec<Skipped>,
+}
+
+/// One file to send, open for reading.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// For messages: the disk path when this process opened the file,
+    /// otherwise the name it is offered under.
+    pub path: PathBuf,
+    /// The open file; read it with positional reads (`FileExt::read_at`),
+    /// never through its shared offset.
+    pub file: Arc<File>,
+}
+
+/// What the user named, listed but not yet read.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// Directories and files, parents before children, in send order.
+    pub entries: Vec<LayoutEntry>,
+    /// Entries inside the named directories that cannot be sent.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One entry of a [`Layout`].
+#[derive(Debug, Clone)]
+pub struct LayoutEntry {
+    /// The name it is offered under (`photos/sub/x.jpg`).
+    pub path: String,
+    /// Where it is on disk.
+    pub disk: PathBuf,
+    /// A directory (otherwise a regular file).
+    pub dir: bool,
+    /// Found inside a named directory: never follow a symlink there.
+    nofollow: bool,
 }
 
 /// Something inside a named directory that was left out.
@@ -73,6 +124,12 @@ pub enum SourceError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// The user may not read a file or directory they named.
+    #[error("permission denied: you cannot read {}; ask its owner, or leave it out", path.display())]
+    PermissionDenied {
+        /// The path.
+        path: PathBuf,
     },
     /// A name is not valid UTF-8, which the protocol requires.
     #[error("the name of {} is not valid UTF-8; rename it to send it", path.display())]
@@ -104,6 +161,13 @@ pub enum SourceError {
         /// What it is.
         kind: &'static str,
     },
+    /// An open file that cannot be read through (opened write-only or
+    /// with `O_PATH`).
+    #[error("cannot send {}: it was not opened for reading", path.display())]
+    NotReadable {
+        /// The file.
+        path: PathBuf,
+    },
     /// A file changed size while it was being hashed.
     #[error("{} changed while it was being read; send it again once nothing is writing to it", path.display())]
     Changed {
@@ -129,24 +193,39 @@ pub enum SourceError {
     },
 }
 
-/// Scans the files and directories the user named; see the module docs.
+/// Walks, opens and prepares in one process; see the module docs.
 ///
 /// # Errors
 /// A [`SourceError`] naming the first path that cannot be sent.
 pub fn scan(paths: &[PathBuf]) -> Result<Source, SourceError> {
+    let layout = walk(paths)?;
+    let mut entries = Vec::with_capacity(layout.entries.len());
+    for entry in &layout.entries {
+        let file = if entry.dir {
+            None
+        } else {
+            Some(SourceFile {
+                path: entry.disk.clone(),
+                file: Arc::new(entry.open()?),
+            })
+        };
+        entries.push((entry.path.clone(), file));
+    }
+    let mut source = prepare(entries)?;
+    source.skipped = layout.skipped;
+    Ok(source)
+}
+
+/// Lists the files and directories the user named, without reading any
+/// file (the CLI's half); see the module docs.
+///
+/// # Errors
+/// A [`SourceError`] naming the first path that cannot be sent.
+pub fn walk(paths: &[PathBuf]) -> Result<Layout, SourceError> {
     if paths.is_empty() {
         return Err(SourceError::Empty);
     }
-    let mut scan = Scan {
-        source: Source {
-            manifest: Manifest {
-                entries: Vec::new(),
-            },
-            files: Vec::new(),
-            skipped: Vec::new(),
-        },
-        buf: vec![0; HASH_BUF_LEN],
-    };
+    let mut layout = Layout::default();
     let mut seen: Vec<(String, &Path)> = Vec::new();
     for arg in paths {
         let name = top_level_name(arg)?;
@@ -160,9 +239,9 @@ pub fn scan(paths: &[PathBuf]) -> Result<Source, SourceError> {
         // Follows a symlink given as an argument: the user named it.
         let meta = std::fs::metadata(arg).map_err(|e| io_err(arg, e))?;
         if meta.is_dir() {
-            scan.walk(arg, &name)?;
+            layout.walk_dir(arg, &name)?;
         } else if meta.is_file() {
-            scan.add_file(arg, name.clone(), false)?;
+            layout.push(name.clone(), arg.clone(), false, false)?;
         } else {
             return Err(SourceError::Unsupported {
                 path: arg.clone(),
@@ -172,51 +251,50 @@ pub fn scan(paths: &[PathBuf]) -> Result<Source, SourceError> {
         seen.push((name, arg));
     }
     // Catch names the receiver's rules would refuse (case collisions,
-    // reserved names, ...), with the offending path, before offering.
-    crate::store::plan(&scan.source.manifest, usize::MAX)?;
-    Ok(scan.source)
+    // reserved names, ...), with the offending path, before reading.
+    crate::store::plan(&layout.manifest_shape(), usize::MAX)?;
+    Ok(layout)
 }
 
-/// Scan state: the growing result and one reusable hashing buffer.
-struct Scan {
-    source: Source,
-    buf: Vec<u8>,
-}
-
-impl Scan {
+impl Layout {
     fn push(
         &mut self,
         path: String,
-        kind: EntryKind,
-        disk: Option<PathBuf>,
+        disk: PathBuf,
+        dir: bool,
+        nofollow: bool,
     ) -> Result<(), SourceError> {
-        // Per-path rules are checked as we go, before any hashing work;
-        // cross-entry ones (case collisions) by `plan` at the end.
+        // Per-path rules are checked as we go; cross-entry ones (case
+        // collisions) by `plan` at the end.
         crate::store::sanitize(&path)?;
-        let count = self.source.manifest.entries.len() + 1;
+        let count = self.entries.len() + 1;
         if count > MAX_ENTRIES {
             return Err(SourceError::TooManyEntries {
                 count,
                 max: MAX_ENTRIES,
             });
         }
-        self.source.manifest.entries.push(Entry { path, kind });
-        self.source.files.push(disk);
+        self.entries.push(LayoutEntry {
+            path,
+            disk,
+            dir,
+            nofollow,
+        });
         Ok(())
     }
 
     /// Adds directory `root` as `rel` and everything below it: pre-order
     /// depth first, siblings sorted by name. Iterative, so a deep tree
     /// cannot overflow the stack.
-    fn walk(&mut self, root: &Path, rel: &str) -> Result<(), SourceError> {
+    fn walk_dir(&mut self, root: &Path, rel: &str) -> Result<(), SourceError> {
         // Children are pushed in reverse so that they pop in name order.
         let mut stack = vec![(root.to_path_buf(), rel.to_owned(), true)];
         while let Some((path, rel, is_dir)) = stack.pop() {
             if !is_dir {
-                self.add_file(&path, rel, true)?;
+                self.push(rel, path, false, true)?;
                 continue;
             }
-            self.push(rel.clone(), EntryKind::Directory, None)?;
+            self.push(rel.clone(), path.clone(), true, true)?;
             let mut children: Vec<(OsString, PathBuf)> = std::fs::read_dir(&path)
                 .map_err(|e| io_err(&path, e))?
                 .map(|e| e.map(|e| (e.file_name(), e.path())))
@@ -232,7 +310,7 @@ impl Scan {
                 if ft.is_dir() || ft.is_file() {
                     stack.push((child, format!("{rel}/{name}"), ft.is_dir()));
                 } else {
-                    self.source.skipped.push(Skipped {
+                    self.skipped.push(Skipped {
                         path: child,
                         kind: special_kind(&meta),
                     });
@@ -243,55 +321,190 @@ impl Scan {
         Ok(())
     }
 
-    /// Hashes regular file `path` and adds it as `rel`. Inside a directory
-    /// (`nofollow`) a symlink swapped in after the scan saw a regular file
-    /// makes the open fail instead of being followed; `O_NONBLOCK` keeps a
-    /// FIFO swapped in from blocking the open.
-    fn add_file(&mut self, path: &Path, rel: String, nofollow: bool) -> Result<(), SourceError> {
-        crate::store::sanitize(&rel)?;
+    /// The entries as a manifest with placeholder sizes, for the path
+    /// checks of [`crate::store::plan`].
+    fn manifest_shape(&self) -> Manifest {
+        Manifest {
+            entries: self
+                .entries
+                .iter()
+                .map(|e| Entry {
+                    path: e.path.clone(),
+                    kind: if e.dir {
+                        EntryKind::Directory
+                    } else {
+                        EntryKind::File {
+                            size: 0,
+                            hash: [0; 32],
+                        }
+                    },
+                })
+                .collect(),
+            ..Manifest::default()
+        }
+    }
+}
+
+impl LayoutEntry {
+    /// Opens this regular file for reading, with the permissions of the
+    /// calling process. Inside a named directory a symlink swapped in after
+    /// the walk saw a regular file makes the open fail instead of being
+    /// followed; `O_NONBLOCK` keeps a FIFO swapped in from blocking.
+    pub fn open(&self) -> Result<File, SourceError> {
         let mut flags = OFlags::NONBLOCK;
-        if nofollow {
+        if self.nofollow {
             flags |= OFlags::NOFOLLOW;
         }
-        let mut file = File::options()
+        let file = File::options()
             .read(true)
             .custom_flags(flags.bits() as i32)
-            .open(path)
-            .map_err(|e| io_err(path, e))?;
-        let meta = file.metadata().map_err(|e| io_err(path, e))?;
+            .open(&self.disk)
+            .map_err(|e| io_err(&self.disk, e))?;
+        let meta = file.metadata().map_err(|e| io_err(&self.disk, e))?;
         if !meta.is_file() {
             return Err(SourceError::Unsupported {
-                path: path.to_path_buf(),
+                path: self.disk.clone(),
                 kind: special_kind(&meta),
             });
         }
-        let size = meta.len();
-        let mut hasher = blake3::Hasher::new();
-        let mut hashed: u64 = 0;
-        loop {
-            let n = match file.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err(path, e)),
-            };
-            hasher.update(&self.buf[..n]);
-            hashed += n as u64;
-            if hashed > size {
-                break;
-            }
-        }
-        if hashed != size {
-            return Err(SourceError::Changed {
-                path: path.to_path_buf(),
-            });
-        }
-        let kind = EntryKind::File {
-            size,
-            hash: *hasher.finalize().as_bytes(),
-        };
-        self.push(rel, kind, Some(path.to_path_buf()))
+        Ok(file)
     }
+}
+
+/// Builds the offer from entries in send order, each a directory (`None`)
+/// or an open file (the daemon's half): checks every name and that every
+/// file is a regular file open for reading, then hashes the files through
+/// their descriptors. `skipped` of the result is empty.
+///
+/// # Errors
+/// A [`SourceError`] naming the first entry that cannot be sent.
+pub fn prepare(entries: Vec<(String, Option<SourceFile>)>) -> Result<Source, SourceError> {
+    if entries.is_empty() {
+        return Err(SourceError::Empty);
+    }
+    if entries.len() > MAX_ENTRIES {
+        return Err(SourceError::TooManyEntries {
+            count: entries.len(),
+            max: MAX_ENTRIES,
+        });
+    }
+    let mut manifest = Manifest::default();
+    let mut sizes = Vec::with_capacity(entries.len());
+    for (path, file) in &entries {
+        crate::store::sanitize(path)?;
+        let kind = match file {
+            None => EntryKind::Directory,
+            Some(f) => EntryKind::File {
+                size: readable_size(f)?,
+                hash: [0; 32],
+            },
+        };
+        if let EntryKind::File { size, .. } = kind {
+            sizes.push(size);
+        }
+        manifest.entries.push(Entry {
+            path: path.clone(),
+            kind,
+        });
+    }
+    // Names first: no hashing work for a selection the receiver refuses.
+    crate::store::plan(&manifest, usize::MAX)?;
+
+    let block_size = choose_block_size(&sizes);
+    manifest.block_size = block_size;
+    let mut buf = Vec::new();
+    let mut files = Vec::with_capacity(entries.len());
+    for ((_, file), entry) in entries.into_iter().zip(&mut manifest.entries) {
+        if let (Some(f), EntryKind::File { size, hash }) = (&file, &mut entry.kind) {
+            let (whole, blocks) =
+                hash_blocks(&f.file, *size, block_size, &mut buf).map_err(|e| match e {
+                    Some(e) => io_err(&f.path, e),
+                    None => SourceError::Changed {
+                        path: f.path.clone(),
+                    },
+                })?;
+            *hash = whole;
+            manifest.blocks.extend(blocks);
+        }
+        files.push(file);
+    }
+    Ok(Source {
+        manifest,
+        files,
+        skipped: Vec::new(),
+    })
+}
+
+/// The size of a regular file that can be read through `f`.
+fn readable_size(f: &SourceFile) -> Result<u64, SourceError> {
+    let meta = f.file.metadata().map_err(|e| io_err(&f.path, e))?;
+    if !meta.is_file() {
+        return Err(SourceError::Unsupported {
+            path: f.path.clone(),
+            kind: special_kind(&meta),
+        });
+    }
+    let flags = rustix::fs::fcntl_getfl(&*f.file).map_err(|e| io_err(&f.path, e.into()))?;
+    let mode = flags & OFlags::RWMODE;
+    if flags.contains(OFlags::PATH) || !(mode == OFlags::RDONLY || mode == OFlags::RDWR) {
+        return Err(SourceError::NotReadable {
+            path: f.path.clone(),
+        });
+    }
+    Ok(meta.len())
+}
+
+/// A file's whole-content hash and its block hashes.
+type Hashes = ([u8; 32], Vec<[u8; 32]>);
+
+/// Hashes `size` bytes of `file` from offset 0 with positional reads: the
+/// whole-content BLAKE3 hash and one hash per `block_size` block.
+/// `Err(None)` means the file's length is no longer `size`. `buf` is
+/// reused between calls; reads never exceed [`HASH_BUF_LEN`], whatever
+/// the block size.
+fn hash_blocks(
+    file: &File,
+    size: u64,
+    block_size: u32,
+    buf: &mut Vec<u8>,
+) -> Result<Hashes, Option<io::Error>> {
+    buf.resize(HASH_BUF_LEN, 0);
+    let block_size = u64::from(block_size.max(1));
+    let mut whole = blake3::Hasher::new();
+    let mut block = blake3::Hasher::new();
+    let mut block_len: u64 = 0;
+    let mut blocks = Vec::with_capacity(usize::try_from(size.div_ceil(block_size)).unwrap_or(0));
+    let mut offset: u64 = 0;
+    loop {
+        let want = usize::try_from(block_size - block_len)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = match file.read_at(&mut buf[..want], offset) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Some(e)),
+        };
+        whole.update(&buf[..n]);
+        block.update(&buf[..n]);
+        block_len += n as u64;
+        offset += n as u64;
+        if block_len == block_size {
+            blocks.push(*block.finalize().as_bytes());
+            block.reset();
+            block_len = 0;
+        }
+        if offset > size {
+            break;
+        }
+    }
+    if block_len > 0 {
+        blocks.push(*block.finalize().as_bytes());
+    }
+    if offset != size {
+        return Err(None);
+    }
+    Ok((*whole.finalize().as_bytes(), blocks))
 }
 
 /// The name an argument arrives under: its last component, or for `.`-like
@@ -321,6 +534,11 @@ fn utf8(name: &OsStr, path: &Path) -> Result<String, SourceError> {
 }
 
 fn io_err(path: &Path, source: io::Error) -> SourceError {
+    if source.kind() == io::ErrorKind::PermissionDenied {
+        return SourceError::PermissionDenied {
+            path: path.to_path_buf(),
+        };
+    }
     SourceError::Io {
         path: path.to_path_buf(),
         source,
@@ -415,12 +633,15 @@ mod tests {
         assert_eq!(e[7].kind, EntryKind::Directory);
         assert_eq!(e[8].kind, file_kind(b"one"));
         assert_eq!(src.files.len(), e.len());
-        assert_eq!(src.files[0], None);
+        assert!(src.files[0].is_none());
         assert_eq!(
-            src.files[5].as_deref(),
+            src.files[5].as_ref().map(|f| f.path.as_path()),
             Some(root.join("b_sub/x.jpg").as_path())
         );
-        assert_eq!(src.files[8].as_deref(), Some(single.as_path()));
+        assert_eq!(
+            src.files[8].as_ref().map(|f| f.path.as_path()),
+            Some(single.as_path())
+        );
         let mut skipped: Vec<(String, &str)> = src
             .skipped
             .iter()
@@ -454,10 +675,10 @@ mod tests {
 
         let dl = crate::store::DownloadDir::open(&tmp.path().join("dl")).unwrap();
         let plan = crate::store::plan(&src.manifest, 64).unwrap();
-        let mut staging = dl.stage(&plan, &src.manifest).unwrap();
+        let mut staging = dl.stage(&plan, &src.manifest, "test").unwrap();
         for (i, disk) in src.files.iter().enumerate() {
             if let Some(disk) = disk {
-                let data = fs::read(disk).unwrap();
+                let data = fs::read(&disk.path).unwrap();
                 let mut offset = 0;
                 for chunk in data.chunks(1 << 20) {
                     staging.write(i as u32, offset, chunk).unwrap();

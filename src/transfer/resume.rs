@@ -1,0 +1,246 @@
+//! Resume records: what a receiver remembers about interrupted transfers.
+//!
+//! The partial data itself stays in a hidden staging directory inside the
+//! download directory (the same file system as the final location, so the
+//! last step is still an atomic rename). This module keeps, in the state
+//! directory, one small record per interrupted transfer: who sent it, when,
+//! and the map of verified blocks. The record's key is a hash of the
+//! sender's device ID and the offer's manifest, so the same content from
+//! the same device — a retry after a dropped link, a restarted daemon, or a
+//! new `share send` of the same files — finds its partial data again, while
+//! no other device can claim it.
+//!
+//! The map is a hint, not a promise: on resume the store re-hashes every
+//! block the map claims before trusting it, so a record written just before
+//! a crash (or a power loss) can never make a corrupt block count.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::DeviceId;
+use crate::protocol::{Manifest, Message, encode};
+
+/// Interrupted transfers older than this are forgotten and their partial
+/// data removed.
+pub const RESUME_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Directory (inside the state directory) holding the records.
+const RESUME_DIR: &str = "resume";
+
+/// What is remembered about one interrupted transfer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// The sender.
+    pub peer: DeviceId,
+    /// The sender's name, for messages.
+    pub peer_name: String,
+    /// When the transfer was first accepted (seconds since the epoch).
+    pub created: u64,
+    /// Verified blocks, one char per block (`1` verified, `0` not), in
+    /// manifest order.
+    pub verified: String,
+}
+
+impl Record {
+    /// A record for a transfer accepted now, with nothing verified yet.
+    pub fn new(peer: DeviceId, peer_name: &str) -> Self {
+        Self {
+            peer,
+            peer_name: peer_name.to_owned(),
+            created: now(),
+            verified: String::new(),
+        }
+    }
+
+    /// The verified map as booleans.
+    pub fn verified_map(&self) -> Vec<bool> {
+        self.verified.bytes().map(|b| b == b'1').collect()
+    }
+
+    /// Replaces the verified map.
+    pub fn set_verified(&mut self, map: &[bool]) {
+        self.verified = map.iter().map(|v| if *v { '1' } else { '0' }).collect();
+    }
+}
+
+/// The set of resume records, plus which keys are being received right now.
+#[derive(Debug, Clone)]
+pub struct ResumeStore {
+    dir: PathBuf,
+    busy: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Marks a key as in use until dropped.
+#[derive(Debug)]
+pub struct Claim {
+    key: String,
+    busy: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// The key of a transfer: hash of sender ID and manifest, 32 hex digits.
+pub fn key(peer: &DeviceId, manifest: &Manifest) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"lanshare resume v1");
+    hasher.update(peer.as_bytes());
+    let mut encoded = BytesMut::new();
+    // A manifest that was decoded from the wire always re-encodes.
+    if encode(&Message::Offer(manifest.clone()), &mut encoded).is_ok() {
+        hasher.update(&encoded);
+    }
+    hasher.finalize().to_hex()[..32].to_owned()
+}
+
+impl ResumeStore {
+    /// Records live in `state_dir/resume`.
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            dir: state_dir.join(RESUME_DIR),
+            busy: Arc::default(),
+        }
+    }
+
+    /// Claims `key` for one receive; `None` if another receive holds it.
+    pub fn claim(&self, key: &str) -> Option<Claim> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.insert(key.to_owned()).then(|| Claim {
+            key: key.to_owned(),
+            busy: self.busy.clone(),
+        })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    /// The record for `key`, if any (an unreadable record counts as none).
+    pub fn load(&self, key: &str) -> Option<Record> {
+        let bytes = fs::read(self.path(key)).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                tracing::warn!(key, "ignoring unreadable resume record: {e}");
+                None
+            }
+        }
+    }
+
+    /// Writes the record for `key` atomically.
+    pub fn save(&self, key: &str, record: &Record) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        let tmp = self.dir.join(format!(".{key}.tmp"));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&json)?;
+        fs::rename(&tmp, self.path(key))
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&self, key: &str) {
+        if let Err(e) = fs::remove_file(self.path(key))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(key, "cannot remove resume record: {e}");
+        }
+    }
+
+    /// Keys of records older than `max_age` (not currently in use).
+    pub fn expired(&self, max_age: Duration) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let limit = now().saturating_sub(max_age.as_secs());
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let key = name.strip_suffix(".json")?.to_owned();
+                let record = self.load(&key);
+                let old = record.is_none_or(|r| r.created < limit);
+                (old && !busy.contains(&key)).then_some(key)
+            })
+            .collect()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Entry, EntryKind};
+
+    fn manifest(size: u64) -> Manifest {
+        Manifest {
+            entries: vec![Entry {
+                path: "a".into(),
+                kind: EntryKind::File {
+                    size,
+                    hash: [1; 32],
+                },
+            }],
+            ..Manifest::default()
+        }
+    }
+
+    #[test]
+    fn key_depends_on_peer_and_content() {
+        let (a, b) = (DeviceId::from_cert_der(b"a"), DeviceId::from_cert_der(b"b"));
+        assert_eq!(key(&a, &manifest(1)), key(&a, &manifest(1)));
+        assert_ne!(key(&a, &manifest(1)), key(&b, &manifest(1)));
+        assert_ne!(key(&a, &manifest(1)), key(&a, &manifest(2)));
+        assert_eq!(key(&a, &manifest(1)).len(), 32);
+    }
+
+    #[test]
+    fn records_round_trip_claims_are_exclusive_and_old_ones_expire() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ResumeStore::new(tmp.path());
+        let mut record = Record::new(DeviceId::from_cert_der(b"a"), "alice");
+        record.set_verified(&[true, false, true]);
+        store.save("k1", &record).unwrap();
+        assert_eq!(
+            store.load("k1").unwrap().verified_map(),
+            [true, false, true]
+        );
+
+        let claim = store.claim("k1").unwrap();
+        assert!(store.claim("k1").is_none());
+        drop(claim);
+        assert!(store.claim("k1").is_some());
+
+        assert!(store.expired(Duration::from_secs(3600)).is_empty());
+        record.created = 0;
+        store.save("k1", &record).unwrap();
+        assert_eq!(store.expired(Duration::from_secs(3600)), ["k1"]);
+        store.remove("k1");
+        assert!(store.load("k1").is_none());
+    }
+}

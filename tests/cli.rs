@@ -1,0 +1,132 @@
+//! The CLI contract: exit codes, one-line errors, JSON shapes.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::common::{TestDaemon, share_bin};
+use crate::transfer::{failure, finish_within, one_json};
+
+/// Runs `share ARGS` with a clean environment: `HOME` and the control
+/// socket point into `dir`, where no daemon runs.
+fn share_offline(dir: &std::path::Path, args: &[&str]) -> Output {
+    let child = Command::new(share_bin())
+        .args(args)
+        .env_clear()
+        .env("HOME", dir)
+        .env("SHARE_SOCKET", dir.join("nobody-home.sock"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start share");
+    finish_within(child, std::time::Duration::from_secs(10))
+}
+
+#[test]
+fn client_commands_without_a_daemon_say_so_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, "f").unwrap();
+    let file = file.to_str().unwrap();
+    let commands: [&[&str]; 9] = [
+        &["status"],
+        &["status", "--json"],
+        &["peers", "--json"],
+        &["transfers"],
+        &["send", "127.0.0.1:9", file],
+        &["accept", "abcd"],
+        &["reject", "abcd"],
+        &["trust", "desktop"],
+        &["id"],
+    ];
+    for args in commands {
+        let out = share_offline(dir.path(), args);
+        let (code, stderr) = failure(&out);
+        assert_eq!(code, Some(1), "share {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "share {args:?}: {stderr}");
+        assert!(
+            stderr.contains("daemon is running"),
+            "share {args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("`share daemon`"),
+            "share {args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "share {args:?} printed on stdout");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands: [&[&str]; 7] = [
+        &[],
+        &["frobnicate"],
+        &["send"],
+        &["send", "bob"],
+        &["send", "bob", "f", "--transport", "carrier-pigeon"],
+        &["status", "--bogus"],
+        &["accept"],
+    ];
+    for args in commands {
+        let out = share_offline(dir.path(), args);
+        let (code, stderr) = failure(&out);
+        assert_eq!(code, Some(2), "share {args:?}: {stderr}");
+        assert!(!stderr.is_empty(), "share {args:?}: no usage message");
+        assert!(out.stdout.is_empty(), "share {args:?} printed on stdout");
+    }
+}
+
+fn keys(v: &Value) -> BTreeSet<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+/// `share ARGS --json`: succeeds, exactly one document on stdout,
+/// nothing on stderr.
+fn json_only(daemon: &TestDaemon, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = daemon.cli(&all);
+    assert!(out.status.success(), "share {all:?}: {:?}", failure(&out));
+    assert!(out.stderr.is_empty(), "share {all:?}: {:?}", failure(&out));
+    one_json(&out)
+}
+
+#[test]
+fn json_outputs_have_the_documented_shapes() {
+    let alice = TestDaemon::start("alice");
+
+    let id = json_only(&alice, &["id"]);
+    assert_eq!(keys(&id), BTreeSet::from(["name", "id"]));
+    assert_eq!(id["name"], "alice");
+    let text = id["id"].as_str().unwrap();
+    let parsed: lanshare::identity::DeviceId = text.parse().unwrap();
+    assert_eq!(parsed.to_string(), text);
+
+    let status = json_only(&alice, &["status"]);
+    for key in ["name", "id", "port", "version"] {
+        assert!(status.get(key).is_some(), "status lacks {key}: {status}");
+    }
+    assert_eq!(status["name"], "alice");
+    assert_eq!(status["id"], id["id"]);
+    assert_eq!(status["port"], alice.port);
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+
+    assert_eq!(json_only(&alice, &["peers"]), serde_json::json!([]));
+    assert_eq!(json_only(&alice, &["transfers"]), serde_json::json!([]));
+}
+
+#[test]
+fn unknown_transfer_id_is_a_one_line_error() {
+    let alice = TestDaemon::start("alice");
+    for verb in ["accept", "reject", "cancel"] {
+        let out = alice.cli(&[verb, "nonexistent"]);
+        let (code, stderr) = failure(&out);
+        assert_eq!(code, Some(1), "share {verb}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "share {verb}: {stderr}");
+        assert!(stderr.contains("nonexistent"), "share {verb}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -1,0 +1,367 @@
+//! Test harness: real `share` daemons in temporary directories.
+//!
+//! [`TestDaemon`] starts the binary built by cargo (`CARGO_BIN_EXE_share`)
+//! with its own state, download directory and control socket, on loopback
+//! with `--no-mdns` unless a network namespace is given. Readiness is the
+//! daemon's own "daemon ready" log line (an event, not a sleep). Daemons are
+//! stopped on drop. [`netns`] builds throwaway namespace LANs for
+//! multi-host tests (root only).
+
+#![allow(dead_code)]
+
+pub mod netns;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of the binary under test.
+pub fn share_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_share")
+}
+
+/// Whether the tests run as root (namespace tests need it).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Skips the calling test with a visible message unless root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::common::is_root() {
+            eprintln!("SKIPPED: this test needs root (network namespaces)");
+            return;
+        }
+    };
+}
+
+/// Options for starting a daemon.
+pub struct Builder {
+    name: String,
+    args: Vec<String>,
+    netns: Option<String>,
+    state_dir: Option<PathBuf>,
+    download_dir: Option<PathBuf>,
+    mdns: bool,
+    bind: Option<String>,
+    port: u16,
+}
+
+impl Builder {
+    /// Adds raw daemon arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// `--accept POLICY`.
+    pub fn accept(self, policy: &str) -> Self {
+        self.args(&["--accept", policy])
+    }
+
+    /// Runs the daemon inside network namespace `ns` with mDNS on, bound
+    /// to all addresses of that namespace.
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_owned());
+        self.mdns = true;
+        self.bind = None;
+        self
+    }
+
+    /// Keeps mDNS off even inside a namespace.
+    pub fn no_mdns(mut self) -> Self {
+        self.mdns = false;
+        self
+    }
+
+    /// Reuses an existing state directory (identity, trust).
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Uses a specific download directory.
+    pub fn download_dir(mut self, dir: &Path) -> Self {
+        self.download_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// A fixed service port (default 0 = any).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Starts the daemon and waits until it reports ready.
+    pub fn spawn(self) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = self.state_dir.unwrap_or_else(|| dir.path().join("state"));
+        let download = self
+            .download_dir
+            .unwrap_or_else(|| dir.path().join("downloads"));
+        let socket = dir.path().join("share.sock");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, share_bin()]);
+                c
+            }
+            None => Command::new(share_bin()),
+        };
+        cmd.arg("daemon")
+            .args(["--name", &self.name])
+            .args(["--port", &self.port.to_string()])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--download-dir")
+            .arg(&download)
+            .arg("--socket")
+            .arg(&socket)
+            .args(&self.args)
+            .env("RUST_LOG", "info,lanshare=debug")
+            .env_remove("XDG_CONFIG_HOME")
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if !self.mdns {
+            cmd.arg("--no-mdns");
+        }
+        if let Some(bind) = &self.bind {
+            cmd.args(["--bind", bind]);
+        }
+        let mut child = cmd.spawn().expect("start share daemon");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let log_writer = log.clone();
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("lanshare daemon ready") {
+                    let _ = ready_tx.send(parse_port(&line));
+                }
+                eprintln!("[{name}] {line}");
+                log_writer.lock().unwrap().push(line);
+            }
+        });
+        let port = match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(port)) => port,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "daemon {} did not become ready:\n{}",
+                    self.name,
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        TestDaemon {
+            name: self.name,
+            child: Some(child),
+            socket,
+            port,
+            state,
+            download,
+            log,
+            _dir: dir,
+        }
+    }
+}
+
+fn parse_port(line: &str) -> Option<u16> {
+    let rest = &line[line.find(" port=")? + 6..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A running daemon.
+pub struct TestDaemon {
+    /// Device name.
+    pub name: String,
+    child: Option<Child>,
+    /// Control socket.
+    pub socket: PathBuf,
+    /// Service port.
+    pub port: u16,
+    /// State directory.
+    pub state: PathBuf,
+    /// Download directory.
+    pub download: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDaemon {
+    /// A loopback daemon with mDNS off.
+    pub fn builder(name: &str) -> Builder {
+        Builder {
+            name: name.to_owned(),
+            args: Vec::new(),
+            netns: None,
+            state_dir: None,
+            download_dir: None,
+            mdns: false,
+            bind: Some("127.0.0.1".into()),
+            port: 0,
+        }
+    }
+
+    /// Starts a loopback daemon accepting everything.
+    pub fn start(name: &str) -> Self {
+        Self::builder(name).accept("all").spawn()
+    }
+
+    /// `127.0.0.1:PORT` of this daemon.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `share ARGS` against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(share_bin())
+            .args(args)
+            .env("SHARE_SOCKET", &self.socket)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run share")
+    }
+
+    /// Runs `share ARGS --json`, asserts success, parses stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "share {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "share {args:?}: stdout is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// This daemon's device ID.
+    pub fn id(&self) -> String {
+        self.json(&["id"])["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The transfers list.
+    pub fn transfers(&self) -> Vec<Value> {
+        self.json(&["transfers"]).as_array().unwrap().clone()
+    }
+
+    /// Polls `share transfers` until `pred` holds for some transfer
+    /// (there is no push channel for transfer state to a test). Bounded.
+    pub fn wait_transfer(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(t) = self.transfers().into_iter().find(|t| pred(t)) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether any log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Stops the daemon with SIGTERM and waits (bounded); returns whether
+    /// it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let pid = rustix::process::Pid::from_child(&child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup, like a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Writes `len` pseudo-random bytes (fast, deterministic per seed).
+pub fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(len);
+    std::fs::write(path, data).unwrap();
+}
+
+/// Asserts two files have identical bytes.
+pub fn assert_same_file(a: &Path, b: &Path) {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(
+        x.len() == y.len() && x == y,
+        "{} and {} differ",
+        a.display(),
+        b.display()
+    );
+}
+
+/// Lists every entry under `dir` (relative paths, sorted), including hidden ones.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

@@ -1,0 +1,14 @@
+//! Integration tests: one binary (ripgrep-style) so the heavy dependencies
+//! link once. Loopback tests run real daemons with `--no-mdns`; namespace
+//! tests (root) build their own virtual LANs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod common;
+
+mod cli;
+mod discovery;
+mod fallback;
+mod loopback_fallback;
+mod security;
+mod transfer;
