@@ -11,4 +11,5 @@ mod discovery;
 mod fallback;
 mod loopback_fallback;
 mod security;
+mod systemd;
 mod transfer;

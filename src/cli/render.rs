@@ -4,7 +4,7 @@
 //! text. Progress (bars, "waiting for ... to accept") goes to stderr and
 //! only when stderr is a terminal, so pipes and scripts stay clean.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,12 +13,20 @@ use serde::de::DeserializeOwned;
 use crate::control::{Ack, IdInfo, PeerInfo, SendEvent, SendResult, StatusInfo, TransferList};
 use crate::transfer::receive::human_bytes;
 
+/// `println!` that returns an error instead of panicking when stdout is
+/// closed (`share peers | head -1`); `main` treats a broken pipe as success.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
 fn parse<T: DeserializeOwned>(data: &serde_json::Value) -> Result<T> {
     Ok(serde_json::from_value(data.clone())?)
 }
 
 fn json(data: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string(data)?);
+    outln!("{}", serde_json::to_string(data)?);
     Ok(())
 }
 
@@ -28,7 +36,7 @@ pub(super) fn id(data: &serde_json::Value, as_json: bool) -> Result<()> {
         return json(data);
     }
     let info: IdInfo = parse(data)?;
-    println!("{}\n{}", info.name, info.id);
+    outln!("{}\n{}", info.name, info.id);
     Ok(())
 }
 
@@ -39,10 +47,10 @@ pub(super) fn status(data: &serde_json::Value, as_json: bool) -> Result<()> {
     }
     let s: StatusInfo = parse(data)?;
     let transports: Vec<String> = s.transports.iter().map(ToString::to_string).collect();
-    println!("name:         {}", s.name);
-    println!("device ID:    {}", s.id);
-    println!("port:         {} ({})", s.port, transports.join(" + "));
-    println!(
+    outln!("name:         {}", s.name);
+    outln!("device ID:    {}", s.id);
+    outln!("port:         {} ({})", s.port, transports.join(" + "));
+    outln!(
         "discovery:    {}",
         if s.mdns {
             "mDNS"
@@ -50,15 +58,15 @@ pub(super) fn status(data: &serde_json::Value, as_json: bool) -> Result<()> {
             "off (HOST:PORT only)"
         }
     );
-    println!("accept:       {}", s.accept);
-    println!("peers:        {}", s.peers);
-    println!("transfers:    {} active", s.active_transfers);
-    println!("downloads:    {}", s.download_dir.display());
-    println!("state:        {}", s.state_dir.display());
-    println!("uptime:       {} s", s.uptime_s);
-    println!("version:      {} (protocol {})", s.version, s.protocol);
+    outln!("accept:       {}", s.accept);
+    outln!("peers:        {}", s.peers);
+    outln!("transfers:    {} active", s.active_transfers);
+    outln!("downloads:    {}", s.download_dir.display());
+    outln!("state:        {}", s.state_dir.display());
+    outln!("uptime:       {} s", s.uptime_s);
+    outln!("version:      {} (protocol {})", s.version, s.protocol);
     for w in &s.warnings {
-        println!("warning:      {w}");
+        outln!("warning:      {w}");
     }
     Ok(())
 }
@@ -70,7 +78,7 @@ pub(super) fn peers(data: &serde_json::Value, as_json: bool) -> Result<()> {
     }
     let peers: Vec<PeerInfo> = parse(data)?;
     if peers.is_empty() {
-        println!("no peers found (is another daemon running on the LAN? see `share status`)");
+        outln!("no peers found (is another daemon running on the LAN? see `share status`)");
         return Ok(());
     }
     let width = peers
@@ -79,9 +87,9 @@ pub(super) fn peers(data: &serde_json::Value, as_json: bool) -> Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:width$}  {:9}  {:7}  ADDRESSES", "NAME", "ID", "TRUSTED");
+    outln!("{:width$}  {:9}  {:7}  ADDRESSES", "NAME", "ID", "TRUSTED");
     for p in peers {
-        println!(
+        outln!(
             "{:width$}  {:9}  {:7}  {}",
             p.name,
             p.id.short(),
@@ -99,15 +107,15 @@ pub(super) fn transfers(data: &serde_json::Value, as_json: bool) -> Result<()> {
     }
     let list: TransferList = parse(data)?;
     if list.is_empty() {
-        println!("no transfers");
+        outln!("no transfers");
         return Ok(());
     }
-    println!("ID        DIR  STATE      PEER            FILES  PROGRESS            WHAT");
+    outln!("ID        DIR  STATE      PEER            FILES  PROGRESS            WHAT");
     for t in list {
         let progress = format!("{} / {}", human_bytes(t.bytes_done), human_bytes(t.bytes));
         let direction = format!("{:?}", t.direction).to_lowercase();
         let state = format!("{:?}", t.state).to_lowercase();
-        println!(
+        outln!(
             "{:8}  {:3}  {:9}  {:14}  {:5}  {:18}  {}{}",
             t.id,
             direction,
@@ -125,7 +133,7 @@ pub(super) fn transfers(data: &serde_json::Value, as_json: bool) -> Result<()> {
 /// Commands that answer with a message.
 pub(super) fn ack(data: &serde_json::Value) -> Result<()> {
     let ack: Ack = parse(data)?;
-    println!("{}", ack.message);
+    outln!("{}", ack.message);
     Ok(())
 }
 
@@ -140,7 +148,7 @@ pub(super) fn send_result(data: &serde_json::Value, as_json: bool) -> Result<()>
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "sent {} file{} ({}) to {} over {} in {:.2} s{rate}",
         r.files,
         if r.files == 1 { "" } else { "s" },

@@ -214,6 +214,23 @@ impl Shared {
     ) -> Result<(Framed, handshake::PeerHello), AuthFailure> {
         let mut framed = Framed::new(link);
         let hello = handshake::client(&mut framed, &self.config.name).await?;
+        // An address typed by the user carries no expected identity: a
+        // device there using a trusted device's name with another key is
+        // an impostor, not that device.
+        let peer = framed.link().peer;
+        if let Some(trusted) = self.trust.name_conflict(&hello.name, &peer)
+            && !self.trust.is_trusted(&peer)
+        {
+            tracing::warn!(name = %hello.name, presented = %peer, trusted = %trusted.id,
+                "REFUSED: a device uses the name of a trusted device with a different identity");
+            framed.into_link().abort("identity mismatch");
+            return Err(AuthFailure::Refused(format!(
+                "identity mismatch: \"{}\" is trusted with ID {} but this device has ID {}",
+                hello.name,
+                trusted.id.short(),
+                peer.short()
+            )));
+        }
         Ok((framed, hello))
     }
 
@@ -433,7 +450,10 @@ impl Shared {
         };
         let mut link = framed.into_link();
         let _ = link.finish().await;
-        drop(link);
+        if result.is_err() {
+            // Let our Error frame reach the receiver before closing.
+            link.wait_peer_closed(Duration::from_secs(2)).await;
+        }
         result
             .map(|()| (peer_name, peer_id, transport))
             .map_err(AttemptError::Transfer)

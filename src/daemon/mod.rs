@@ -51,10 +51,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Trust(#[from] crate::identity::trust::TrustError),
     /// Download directory unusable.
-    #[error("download directory: {0}")]
+    #[error("download directory unusable")]
     Store(#[from] crate::store::StoreError),
     /// A listener could not be bound.
-    #[error("{0}; pick another --port or stop the program using it")]
+    #[error("cannot listen (pick another --port or stop the program using it)")]
     Transport(#[from] TransportError),
     /// Control socket problem.
     #[error(transparent)]

@@ -65,7 +65,7 @@ pub(crate) fn host_name(id: &DeviceId) -> String {
 }
 
 /// The DNS-SD instance name for a device name: no control characters, at
-/// most 63 bytes, never empty, and no `.` or `\\` (replaced by `-`).
+/// most 63 bytes, never empty, and no `.` or `\` (replaced by `-`).
 ///
 /// DNS-SD allows dots in instance labels and mdns-sd escapes them when
 /// sending, but its decoder does not re-escape them, so a browser's follow-up
@@ -333,21 +333,22 @@ impl Worker {
             // Anything still here answered the previous round's queries.
             self.peers.mark_seen(&survivors, at);
         }
-        let fullnames = self.peers.mdns_fullnames();
-        for fullname in &fullnames {
-            if !verifiable(fullname) {
+        let mut verified = Vec::new();
+        for fullname in self.peers.mdns_fullnames() {
+            if !verifiable(&fullname) {
                 // See `instance_name`: queries for it would go unanswered.
                 trace!(%fullname, "not verifying an instance whose label contains '.' or '\\'");
                 continue;
             }
-            if let Err(e) = self.daemon.verify(fullname.clone(), VERIFY_TIMEOUT) {
-                debug!(%fullname, error = %e, "mDNS verify not queued");
+            match self.daemon.verify(fullname.clone(), VERIFY_TIMEOUT) {
+                Ok(()) => verified.push(fullname),
+                Err(e) => debug!(%fullname, error = %e, "mDNS verify not queued"),
             }
         }
-        if !fullnames.is_empty() {
-            trace!(count = fullnames.len(), "mDNS liveness round");
+        if !verified.is_empty() {
+            trace!(count = verified.len(), "mDNS liveness round");
         }
-        self.last_round = Some((now, fullnames));
+        self.last_round = Some((now, verified));
     }
 
     fn on_rebrowse_timer(&mut self) {
@@ -415,7 +416,7 @@ impl Worker {
 }
 
 /// Whether mdns-sd can query this instance by name: its label must not
-/// contain `.` or `\\` (mdns-sd decodes names without re-escaping).
+/// contain `.` or `\` (mdns-sd decodes names without re-escaping).
 fn verifiable(fullname: &str) -> bool {
     let lower = fullname.to_ascii_lowercase();
     match lower.strip_suffix(SERVICE_TYPE) {

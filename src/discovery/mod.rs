@@ -5,8 +5,10 @@
 //! One service instance of type `_lanshare._udp.local.` whose SRV port is the
 //! QUIC (UDP) port, with TXT `id=<52-char device ID>`, `v=1`,
 //! `name=<device name>` and, when TCP is enabled, `tcp=<port>`. The instance
-//! name is the device name (control characters removed, at most 63 bytes,
-//! `lanshare` if empty). The host name is `lanshare-<12 ID chars>.local.`,
+//! name is the device name with control characters removed, `.` and `\`
+//! replaced by `-` (mdns-sd cannot re-query dotted instance labels, see
+//! `mdns::instance_name`), at most 63 bytes, `lanshare` if empty; the exact
+//! name travels in TXT `name`. The host name is `lanshare-<12 ID chars>.local.`,
 //! never the machine host name: avahi owns that one, and two responders
 //! claiming it would fight. Addresses are left to mdns-sd
 //! (`enable_addr_auto`), so they follow the host's interfaces.
@@ -55,9 +57,9 @@
 //! §10.4, `ServiceDaemon::verify`): it queries SRV/A/AAAA twice, 1 s apart,
 //! and if nothing answers within 10 s it flushes the records and emits
 //! `ServiceRemoved`. **Worst case: a silent peer leaves the table about
-//! 25-26 s after it died** (15 s round + 10 s timeout + timer slack); the
-//! typical case is half a round less. Measured between two network
-//! namespaces: see `MEASURED` below.
+//! 25 s after it died** (it answered a round just before dying, so the next
+//! round 15 s later times out 10 s after that, plus timer slack); if it dies
+//! just before a round it goes after ~10 s. Well under the 60 s requirement.
 //!
 //! A verification can fail for a live peer (both queries or both answers
 //! lost on a lossy Wi-Fi link). mdns-sd then keeps the PTR record but never
@@ -74,9 +76,18 @@
 //! Liveness for *connections* is the transport's business (QUIC keep-alive
 //! and idle timeout); this module only keeps the table honest.
 //!
-//! MEASURED (veth pair between two network namespaces, mdns-sd 0.21.7):
-//! see the report in the commit that added this module; summary in
-//! [`Discovery`].
+//! # Measured (two network namespaces joined by a veth pair, mdns-sd 0.21.7)
+//!
+//! | event | time until the other side's table changes |
+//! |---|---|
+//! | peer starts while we run | 0.81-1.01 s (probing + announcement; 7 runs) |
+//! | we start while the peer runs | 13-37 ms |
+//! | peer calls [`Discovery::shutdown`] (took 0.15 s) | 1.12 s (3 runs) |
+//! | peer `kill -9` | 11.4, 12.0, 19.9, 20.1 s |
+//! | peer `SIGSTOP` / egress black-holed | 20.0, 24.4, 24.7 s |
+//! | black hole lifted after the drop | back at the next re-browse (1.2 s, 15.2 s after the drop) |
+//!
+//! No false removals in 13 rounds (200 s) on a clean link.
 
 mod mdns;
 mod peers;

@@ -36,9 +36,13 @@ pub async fn client(framed: &mut Framed, our_name: &str) -> Result<PeerHello, Au
         Ok(Message::Hello { version, name }) if version == VERSION => {
             Ok(PeerHello { version, name })
         }
-        Ok(Message::Hello { version, .. }) => Err(AuthFailure::Refused(format!(
-            "the peer speaks protocol version {version}, this device speaks {VERSION}; update lanshare on both"
-        ))),
+        Ok(Message::Hello { version, .. }) => {
+            let reason = format!(
+                "the peer speaks protocol version {version}, this device speaks {VERSION}; update lanshare on both"
+            );
+            refuse(framed, &reason).await;
+            Err(AuthFailure::Refused(reason))
+        }
         Ok(Message::Error { message, .. }) => Err(AuthFailure::Refused(message)),
         Ok(other) => Err(AuthFailure::Refused(format!(
             "the peer answered {} instead of Hello",

@@ -43,7 +43,7 @@ pub enum TransferError {
         reason: String,
     },
     /// The peer stopped the transfer with an `Error` message.
-    #[error("{peer} stopped the transfer: {message}")]
+    #[error("{}", peer_error(peer, *code, message))]
     Peer {
         /// Peer name.
         peer: String,
@@ -72,6 +72,14 @@ pub enum TransferError {
     /// Cancelled on this side.
     #[error("cancelled")]
     Cancelled,
+}
+
+/// Wording for an `Error` frame from the peer.
+fn peer_error(peer: &str, code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::Cancelled => format!("cancelled by peer ({peer})"),
+        _ => format!("{peer} stopped the transfer: {message}"),
+    }
 }
 
 impl TransferError {

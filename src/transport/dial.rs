@@ -122,9 +122,11 @@ impl Dialer {
         }
     }
 
-    /// Number of paths currently remembered as "QUIC broken".
+    /// Number of paths on which QUIC is currently skipped (remembered as
+    /// broken and not yet due for a re-probe).
     pub fn broken_paths(&self) -> usize {
-        self.lock().len()
+        let now = Instant::now();
+        self.lock().values().filter(|b| now < b.reprobe_at).count()
     }
 
     /// Connects to `target` and runs `authenticate` on the link; returns

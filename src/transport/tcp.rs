@@ -106,14 +106,7 @@ impl TcpTransport {
                         .accept(stream)
                         .await
                         .map_err(|e| classify(e, remote))?;
-                    let peer =
-                        tls::peer_id(tls.get_ref().1.peer_certificates()).ok_or_else(|| {
-                            TransportError::Identity {
-                                kind: TransportKind::Tcp,
-                                addr: remote,
-                                reason: "peer presented no certificate".into(),
-                            }
-                        })?;
+                    let peer = verified_peer(tls.get_ref().1, remote)?;
                     Ok::<_, TransportError>(link(
                         tokio_rustls::TlsStream::Server(tls),
                         peer,
@@ -152,19 +145,30 @@ impl TcpTransport {
             .connect(name, stream)
             .await
             .map_err(|e| classify(e, addr))?;
-        let peer = tls::peer_id(tls.get_ref().1.peer_certificates()).ok_or_else(|| {
-            TransportError::Identity {
-                kind: TransportKind::Tcp,
-                addr,
-                reason: "peer presented no certificate".into(),
-            }
-        })?;
+        let peer = verified_peer(tls.get_ref().1, addr)?;
         Ok(link(
             tokio_rustls::TlsStream::Client(tls),
             peer,
             canonical(addr),
         ))
     }
+}
+
+/// The peer's device ID, once the handshake also agreed on our ALPN.
+/// (QUIC enforces ALPN itself; plain TLS lets a handshake without it pass.)
+fn verified_peer(
+    state: &rustls::CommonState,
+    addr: SocketAddr,
+) -> Result<DeviceId, TransportError> {
+    let refuse = |reason: &str| TransportError::Identity {
+        kind: TransportKind::Tcp,
+        addr,
+        reason: reason.into(),
+    };
+    if state.alpn_protocol() != Some(crate::protocol::ALPN) {
+        return Err(refuse("peer did not negotiate ALPN lanshare/1"));
+    }
+    tls::peer_id(state.peer_certificates()).ok_or_else(|| refuse("peer presented no certificate"))
 }
 
 fn link(stream: tokio_rustls::TlsStream<TcpStream>, peer: DeviceId, remote: SocketAddr) -> Link {

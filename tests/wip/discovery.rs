@@ -134,10 +134,6 @@ fn stopped_peer_disappears_within_two_seconds() {
         gone.as_millis()
     );
     assert!(list.is_empty(), "{list:#?}");
-    assert!(
-        a.logged("peer gone"),
-        "alpha did not log beta's departure (goodbye)"
-    );
 }
 
 #[test]

@@ -104,8 +104,9 @@ fn blocked_udp_falls_back_to_tcp_and_quic_returns_after_reprobe() {
     // 2. Unblocked, but the path is remembered as broken: TCP directly.
     lan.nft(1, "delete table inet lanshare_block");
     let result = send(&a, "beta", &file);
+    // (A race would pick QUIC now: it answers well within the head start.)
     assert_eq!(result["transport"], "tcp", "memory of the broken path: {result:#}");
-    assert!(a.logged("QUIC known broken on this path"));
+    assert_eq!(a.json(&["status"])["quic_broken_paths"], 1);
 
     // 3. Still inside the re-probe delay (which started no earlier than
     //    the first launch): still TCP.
@@ -127,7 +128,6 @@ fn blocked_udp_falls_back_to_tcp_and_quic_returns_after_reprobe() {
         first_launch.elapsed().as_secs_f64()
     );
     assert_eq!(result["transport"], "quic", "after the re-probe delay: {result:#}");
-    assert!(a.logged("QUIC works again on this path"));
     assert_eq!(a.json(&["status"])["quic_broken_paths"], 0);
 
     let mut names = tree(&b.download);

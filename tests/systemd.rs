@@ -1,0 +1,429 @@
+//! Running as a service (issue 6): systemd notifications, socket
+//! permissions, and sending a user's files through a daemon that runs as
+//! another user (open descriptors passed over the control socket).
+//!
+//! The tests that need other users (`useradd`, `runuser`) run only as root
+//! and skip with a message otherwise. The real-systemd test, which boots
+//! the Debian package in `systemd-nspawn` containers, is
+//! `tests/systemd/container-test.sh` (run by CI as root).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use crate::common::{TestDaemon, is_root, share_bin};
+
+/// A `share daemon` on loopback with extra environment, its log collected.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `share daemon` from `cmd` (already holding the program and
+    /// any wrapper) and waits for its "daemon ready" line.
+    fn spawn(mut cmd: Command, dir: &Path, socket: &Path) -> Self {
+        cmd.arg("daemon")
+            .args(["--name", "svc", "--no-mdns", "--bind", "127.0.0.1"])
+            .args(["--port", "0", "--accept", "all"])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--download-dir")
+            .arg(dir.join("downloads"))
+            .arg("--socket")
+            .arg(socket)
+            .env("RUST_LOG", "info")
+            .env("HOME", dir)
+            .env_remove("XDG_CONFIG_HOME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start share daemon");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let writer = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("lanshare daemon ready") {
+                    let port = line
+                        .split(" port=")
+                        .nth(1)
+                        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                        .and_then(|p| p.parse::<u16>().ok());
+                    let _ = ready_tx.send(port);
+                }
+                eprintln!("[svc] {line}");
+                writer.lock().unwrap().push(line);
+            }
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(port)) => Self {
+                child,
+                socket: socket.to_owned(),
+                port,
+                log,
+            },
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "daemon did not become ready:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then waits; returns how long the stop took.
+    fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "daemon exited with {status}");
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "daemon did not stop within 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `READY=1` only once the socket answers, `WATCHDOG=1` at half the
+/// interval, `STOPPING=1` on SIGTERM, and a quick, clean exit that leaves
+/// no socket behind.
+#[test]
+fn notifies_systemd_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let socket = dir.path().join("share.sock");
+    let mut cmd = Command::new(share_bin());
+    cmd.env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000");
+    let mut daemon = Daemon::spawn(cmd, dir.path(), &socket);
+
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = notify.recv(&mut buf).expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.starts_with("READY=1\n"), "{first:?}");
+    assert!(first.contains("STATUS=ready"), "{first:?}");
+    // READY came after the control socket was serving.
+    let out = Command::new(share_bin())
+        .args(["--socket"])
+        .arg(&socket)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["warnings"], serde_json::json!([]), "{status}");
+
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 2 {
+        let msg = next();
+        assert_eq!(msg, "WATCHDOG=1\n");
+        pings += 1;
+    }
+    // Two pings at 200 ms intervals.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let took = daemon.stop();
+    let mut stopping = next();
+    while stopping == "WATCHDOG=1\n" {
+        stopping = next();
+    }
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping:?}");
+    eprintln!("daemon stopped in {took:?}");
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    assert!(!socket.exists(), "stale control socket left behind");
+    assert!(daemon.log().contains("stopped"), "{}", daemon.log());
+}
+
+/// The system service's socket (in `RUNTIME_DIRECTORY`) is 0660 so the
+/// `lanshare` group can use it; a user daemon's is 0600.
+#[test]
+fn socket_mode_depends_on_service_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let socket = runtime.join("share.sock");
+    let mut cmd = Command::new(share_bin());
+    cmd.env("RUNTIME_DIRECTORY", &runtime);
+    let system = Daemon::spawn(cmd, dir.path(), &socket);
+    let mode = std::fs::metadata(&system.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660, "system socket mode {mode:o}");
+    drop(system);
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("user.sock");
+    let user = Daemon::spawn(Command::new(share_bin()), dir.path(), &socket);
+    let mode = std::fs::metadata(&user.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "user socket mode {mode:o}");
+}
+
+/// Throwaway system users and a group, deleted on drop.
+struct Users {
+    users: Vec<String>,
+    group: String,
+}
+
+impl Users {
+    /// Creates group `<prefix>g` and users `<prefix><name>`; `members`
+    /// join the group.
+    fn new(prefix: &str, names: &[&str], members: &[&str]) -> Self {
+        let group = format!("{prefix}g");
+        run(&["groupadd", "--system", &group]);
+        let mut users = Users {
+            users: Vec::new(),
+            group,
+        };
+        for name in names {
+            let user = format!("{prefix}{name}");
+            let mut args = vec!["useradd", "--system", "--no-create-home"];
+            args.extend(["--shell", "/usr/sbin/nologin", "--user-group"]);
+            if members.contains(name) {
+                args.extend(["--groups", &users.group]);
+            }
+            args.push(&user);
+            run(&args);
+            users.users.push(user);
+        }
+        users
+    }
+
+    fn user(&self, name: &str) -> String {
+        self.users
+            .iter()
+            .find(|u| u.ends_with(name))
+            .cloned()
+            .expect("known user")
+    }
+
+    fn id(&self, name: &str, flag: &str) -> u32 {
+        let out = Command::new("id").arg(flag).arg(name).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+impl Drop for Users {
+    fn drop(&mut self) {
+        for user in &self.users {
+            let _ = Command::new("userdel").arg(user).output();
+        }
+        let _ = Command::new("groupdel").arg(&self.group).output();
+    }
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+}
+
+/// `share ARGS` as `user` (with that user's groups).
+fn share_as(user: &str, bin: &Path, socket: &Path, args: &[&str]) -> Output {
+    Command::new("runuser")
+        .args(["-u", user, "--"])
+        .arg(bin)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("HOME", "/")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run runuser")
+}
+
+/// A file only user A can read goes out through a daemon running as a
+/// third user when A asks (A's CLI opens it and passes the descriptor); B's
+/// CLI cannot open it, so B's request fails naming the file and the daemon
+/// never sees it; a user outside the daemon's group cannot connect at all.
+#[test]
+fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
+    if !is_root() {
+        eprintln!("SKIPPED: this test needs root (creates users, runs the CLI as them)");
+        return;
+    }
+    let missing: Vec<&str> = ["useradd", "groupadd", "runuser"]
+        .into_iter()
+        .filter(|tool| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("SKIPPED: missing {missing:?}");
+        return;
+    }
+    let prefix = format!("lsfd{}", std::process::id() % 100_000);
+    let users = Users::new(&prefix, &["d", "a", "b", "c"], &["a", "b"]);
+    let (daemon_user, alice, bob, carol) = (
+        users.user("d"),
+        users.user("a"),
+        users.user("b"),
+        users.user("c"),
+    );
+    let group_gid = {
+        let out = Command::new("getent")
+            .args(["group", &users.group])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+    };
+
+    // Layout: everything under a world-traversable temp dir.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("share");
+    std::fs::copy(share_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The daemon's own directories, like the system service's.
+    let svc = dir.path().join("svc");
+    std::fs::create_dir(&svc).unwrap();
+    std::fs::set_permissions(&svc, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let daemon_uid = users.id(&daemon_user, "-u");
+    chown(&svc, daemon_uid, group_gid);
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o750)).unwrap();
+    chown(&runtime, daemon_uid, group_gid);
+    let socket = runtime.join("share.sock");
+    // Alice's private file.
+    let home = dir.path().join("alice");
+    std::fs::create_dir(&home).unwrap();
+    let alice_uid = users.id(&alice, "-u");
+    chown(&home, alice_uid, users.id(&alice, "-g"));
+    let secret = home.join("secret.txt");
+    std::fs::write(&secret, b"for alice's eyes, and whoever she sends it to\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    chown(&secret, alice_uid, users.id(&alice, "-g"));
+
+    // Receiver: a root daemon accepting everything.
+    let receiver = TestDaemon::start("receiver");
+    // Sender: runs as the daemon user, primary group = the shared group,
+    // in "system service" mode (RUNTIME_DIRECTORY) so the socket is 0660.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        &daemon_uid.to_string(),
+        "--regid",
+        &group_gid.to_string(),
+        "--clear-groups",
+        "--",
+    ])
+    .arg(&bin)
+    .env("RUNTIME_DIRECTORY", &runtime);
+    let daemon = Daemon::spawn(cmd, &svc, &socket);
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), group_gid, "socket group");
+
+    // Alice: her CLI opens the file; the daemon sends what it was handed.
+    let out = share_as(
+        &alice,
+        &bin,
+        &socket,
+        &["send", &receiver.addr(), secret.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "alice's send failed: {}\n{}",
+        stderr(&out),
+        daemon.log()
+    );
+    let got = std::fs::read(receiver.download.join("secret.txt")).unwrap();
+    assert_eq!(got, std::fs::read(&secret).unwrap());
+    assert!(
+        daemon.log().contains(&format!("uid={alice_uid}")),
+        "caller uid not logged:\n{}",
+        daemon.log()
+    );
+
+    // Bob is in the group, but cannot read the file: refused by his own
+    // CLI, naming the file, before the daemon hears of it.
+    let sends_before = daemon.log().matches("command=\"send\"").count();
+    let out = share_as(
+        &bob,
+        &bin,
+        &socket,
+        &["send", &receiver.addr(), secret.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "bob's send must fail");
+    let err = stderr(&out);
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(err.contains(secret.to_str().unwrap()), "{err}");
+    assert_eq!(
+        daemon.log().matches("command=\"send\"").count(),
+        sends_before,
+        "the daemon must not see bob's request"
+    );
+    // Bob can still use the daemon for everything else.
+    let out = share_as(&bob, &bin, &socket, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Carol is not in the group: she cannot even connect.
+    let out = share_as(&carol, &bin, &socket, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("permission denied: add yourself to group lanshare"),
+        "{err}"
+    );
+    assert!(err.contains("usermod -aG lanshare"), "{err}");
+}
