@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the Debian package: target/debian/lanshare_<version>_<arch>.deb.
+# Builds the Debian package: target/debian/lanshare_<version>-1_<arch>.deb.
 #
 #   cargo install cargo-deb --locked     # once
 #   packaging/build-deb.sh
@@ -9,15 +9,24 @@
 # man page and shell completions are generated from the binary first (they
 # come from the same clap definitions, so they always match it).
 # Extra arguments go to `cargo deb` (e.g. --deb-version, --output).
+# LANSHARE_DEB_PROFILE=dev packages the debug build instead (tests only:
+# no release build needed).
 set -eu
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked
+profile=${LANSHARE_DEB_PROFILE:-release}
+case "$profile" in
+release) bin=target/release/share ;;
+dev) bin=target/debug/share ;;
+*) bin=target/$profile/share ;;
+esac
+
+cargo build --profile "$profile" --locked
 out=target/packaging
 rm -rf "$out"
 mkdir -p "$out/completions"
-target/release/share man | gzip -9n > "$out/share.1.gz"
-target/release/share completions bash > "$out/completions/share.bash"
-target/release/share completions zsh > "$out/completions/_share"
-target/release/share completions fish > "$out/completions/share.fish"
-cargo deb --no-build --locked "$@"
+"$bin" man | gzip -9n > "$out/share.1.gz"
+"$bin" completions bash > "$out/completions/share.bash"
+"$bin" completions zsh > "$out/completions/_share"
+"$bin" completions fish > "$out/completions/share.fish"
+cargo deb --no-build --locked --profile "$profile" --strip "$@"

@@ -208,20 +208,15 @@ impl Env {
                 )
             })
         };
+        let state_dirs = split_state_directory(var("STATE_DIRECTORY"));
         Self {
             home: var("HOME"),
             xdg_state_home: var("XDG_STATE_HOME"),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
             xdg_config_home: var("XDG_CONFIG_HOME"),
             xdg_download_dir: var("XDG_DOWNLOAD_DIR"),
-            state_directory: first(var("STATE_DIRECTORY")),
-            state_directory_downloads: var("STATE_DIRECTORY").and_then(|p| {
-                p.to_string_lossy()
-                    .split(':')
-                    .nth(1)
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from)
-            }),
+            state_directory: state_dirs.0,
+            state_directory_downloads: state_dirs.1,
             runtime_directory: first(var("RUNTIME_DIRECTORY")),
             uid: rustix::process::geteuid().as_raw(),
         }
@@ -254,6 +249,34 @@ impl Env {
             None => std::env::temp_dir().join(format!("lanshare-{}/share.sock", self.uid)),
         }
     }
+}
+
+/// Splits `$STATE_DIRECTORY` into (state, downloads). systemd lists the
+/// unit's `StateDirectory=` entries colon-separated but not necessarily in
+/// unit order, so the download directory is recognised by its name: an
+/// entry called `incoming` (the system unit has `lanshare/state
+/// lanshare/incoming`). With a single entry, downloads go under it.
+fn split_state_directory(value: Option<PathBuf>) -> (Option<PathBuf>, Option<PathBuf>) {
+    let Some(value) = value else {
+        return (None, None);
+    };
+    let entries: Vec<PathBuf> = value
+        .to_string_lossy()
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    let is_incoming = |p: &&PathBuf| p.file_name().is_some_and(|n| n == "incoming");
+    if entries.len() < 2 {
+        return (entries.into_iter().next(), None);
+    }
+    let downloads = entries.iter().find(is_incoming).cloned();
+    let state = entries
+        .iter()
+        .find(|p| !is_incoming(p))
+        .or(entries.first())
+        .cloned();
+    (state, downloads)
 }
 
 /// Control socket of the system service.
@@ -383,6 +406,22 @@ mod tests {
         let c = Config::resolve(FileConfig::default(), &env).unwrap();
         assert_eq!(c.state_dir, Path::new("/var/lib/lanshare/state"));
         assert_eq!(c.download_dir, Path::new("/var/lib/lanshare/incoming"));
+
+        // systemd passes the entries in its own order.
+        for value in [
+            "/var/lib/lanshare/incoming:/var/lib/lanshare/state",
+            "/var/lib/lanshare/state:/var/lib/lanshare/incoming",
+        ] {
+            let (state, downloads) = split_state_directory(Some(value.into()));
+            assert_eq!(state.as_deref(), Some(Path::new("/var/lib/lanshare/state")));
+            assert_eq!(
+                downloads.as_deref(),
+                Some(Path::new("/var/lib/lanshare/incoming"))
+            );
+        }
+        let (state, downloads) = split_state_directory(Some("/var/lib/x".into()));
+        assert_eq!(state.as_deref(), Some(Path::new("/var/lib/x")));
+        assert_eq!(downloads, None);
     }
 
     #[test]

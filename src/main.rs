@@ -48,32 +48,97 @@ fn main() -> ExitCode {
 }
 
 /// The first SIGTERM/SIGINT starts the graceful stop; a second one (an
-/// impatient Ctrl-C) exits at once.
-async fn stop_signal() {
-    lanshare::shutdown::signal().await;
-    tokio::spawn(async {
-        lanshare::shutdown::signal().await;
-        eprintln!("share: second stop signal, exiting without waiting");
-        std::process::exit(130);
-    });
+/// impatient Ctrl-C) exits at once. The handlers are in place as soon as
+/// this returns, before the daemon reports ready.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    let first = lanshare::shutdown::signal();
+    async move {
+        first.await;
+        let second = lanshare::shutdown::signal();
+        tokio::spawn(async move {
+            second.await;
+            eprintln!("share: second stop signal, exiting without waiting");
+            std::process::exit(130);
+        });
+    }
 }
 
-/// Logs go to stderr. Under systemd (JOURNAL_STREAM set) timestamps and
-/// colours are left to the journal. `RUST_LOG` filters as usual; the
-/// default is `info` for the daemon and `warn` for client commands.
+/// Logs go to stderr. Under systemd (stderr connected to the journal)
+/// timestamps and colours are left to the journal, and each line starts
+/// with its syslog priority (`<4>` for a warning, ...), which journald
+/// turns into the entry's priority, so `journalctl -p warning` works.
+/// `RUST_LOG` filters as usual; the default is `info` for the daemon and
+/// `warn` for client commands.
 fn init_tracing(is_daemon: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if is_daemon { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     if journal {
-        builder.without_time().init();
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_level(false)
+            .with_target(false);
+        builder.event_format(journal::Priority(format)).init();
     } else {
         builder.init();
+    }
+}
+
+/// Whether stderr goes to the journal: systemd sets `JOURNAL_STREAM` to
+/// the `DEVICE:INODE` of the stream it connected; a variable inherited by
+/// a process whose stderr is something else does not count.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(stat.st_dev) && ino.parse::<u64>().ok() == Some(stat.st_ino)
+}
+
+mod journal {
+    //! The `<N>` syslog-priority prefix journald reads on stderr lines.
+
+    use std::fmt;
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Wraps a formatter, prefixing each event with its priority.
+    pub(super) struct Priority<F>(pub(super) F);
+
+    impl<S, N, F> FormatEvent<S, N> for Priority<F>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+        F: FormatEvent<S, N>,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            let priority = match *event.metadata().level() {
+                Level::ERROR => 3,
+                Level::WARN => 4,
+                Level::INFO => 6,
+                Level::DEBUG | Level::TRACE => 7,
+            };
+            write!(writer, "<{priority}>")?;
+            self.0.format_event(ctx, writer, event)
+        }
     }
 }

@@ -21,7 +21,6 @@ use crate::common::{TestDaemon, is_root, share_bin};
 struct Daemon {
     child: Child,
     socket: PathBuf,
-    port: u16,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -64,10 +63,9 @@ impl Daemon {
             }
         });
         match ready_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Some(port)) => Self {
+            Ok(Some(_port)) => Self {
                 child,
                 socket: socket.to_owned(),
-                port,
                 log,
             },
             _ => {
@@ -175,6 +173,74 @@ fn notifies_systemd_ready_watchdog_and_stopping() {
     assert!(took < Duration::from_secs(5), "stop took {took:?}");
     assert!(!socket.exists(), "stale control socket left behind");
     assert!(daemon.log().contains("stopped"), "{}", daemon.log());
+}
+
+/// Under systemd (stderr is the stream named by `JOURNAL_STREAM`) log
+/// lines carry a syslog priority prefix for journald and no timestamp or
+/// colours; with a leaked `JOURNAL_STREAM` that names another stream, the
+/// normal format stays.
+#[test]
+fn journal_lines_carry_priorities_without_timestamps() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    for (matching, expect_prefix) in [(true, true), (false, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (read, write) = std::io::pipe().unwrap();
+        let stat = rustix::fs::fstat(write.as_fd()).unwrap();
+        let ino = if matching {
+            stat.st_ino
+        } else {
+            stat.st_ino + 1
+        };
+        let mut child = Command::new(share_bin())
+            .args(["daemon", "--name", "j", "--no-mdns", "--bind", "127.0.0.1"])
+            .args(["--port", "0"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--download-dir")
+            .arg(dir.path().join("dl"))
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .env("JOURNAL_STREAM", format!("{}:{ino}", stat.st_dev))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(write))
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(read);
+        let mut first = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut lines = Vec::new();
+        while Instant::now() < deadline {
+            first.clear();
+            if reader.read_line(&mut first).unwrap() == 0 {
+                break;
+            }
+            lines.push(first.trim_end().to_owned());
+            if first.contains("lanshare daemon ready") {
+                break;
+            }
+        }
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        assert!(status.success(), "{status}: {lines:?} {rest}");
+        let ready = lines
+            .iter()
+            .find(|l| l.contains("lanshare daemon ready"))
+            .unwrap_or_else(|| panic!("no ready line in {lines:?}"));
+        if expect_prefix {
+            assert!(ready.starts_with("<6>lanshare daemon ready"), "{ready:?}");
+            assert!(!ready.contains('\x1b'), "colours in {ready:?}");
+        } else {
+            assert!(!ready.starts_with('<'), "{ready:?}");
+            assert!(ready.contains("INFO"), "{ready:?}");
+        }
+    }
 }
 
 /// The system service's socket (in `RUNTIME_DIRECTORY`) is 0660 so the

@@ -80,10 +80,10 @@
 //!
 //! | event | time until the other side's table changes |
 //! |---|---|
-//! | peer starts while we run | 0.81-1.01 s (probing + announcement; 7 runs) |
+//! | peer starts while we run | 0.81-1.01 s (probing + announcement; 13 runs) |
 //! | we start while the peer runs | 13-37 ms |
-//! | peer calls [`Discovery::shutdown`] (took 0.15 s) | 1.12 s (3 runs) |
-//! | peer `kill -9` | 11.4, 12.0, 19.9, 20.1 s |
+//! | peer calls [`Discovery::shutdown`] (took 0.15 s) | 1.12 s (5 runs) |
+//! | peer `kill -9` | 11.4-23.1 s (8 runs) |
 //! | peer `SIGSTOP` / egress black-holed | 20.0, 24.4, 24.7 s |
 //! | black hole lifted after the drop | back at the next re-browse (1.2 s, 15.2 s after the drop) |
 //!

@@ -8,6 +8,7 @@
 //!
 //! See `PROTOCOL.md` at the repository root for the byte-level specification.
 
+pub mod hash;
 mod manifest;
 mod wire;
 

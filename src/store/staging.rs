@@ -33,7 +33,13 @@ use tracing::{debug, warn};
 
 use super::path::{Plan, SafePath, TopLevel, numbered_name};
 use super::{DownloadDir, StoreError, sys};
+use crate::protocol::hash::{BlockHasher, block_hash, file_hash};
 use crate::protocol::{BlockRange, EntryKind, Manifest, blocks_for};
+
+/// Compares two hashes in constant time (via `blake3::Hash` equality).
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    blake3::Hash::from(*a) == blake3::Hash::from(*b)
+}
 
 /// Blocks that may be partly written at the same time, and files held
 /// open for writing. The sender sends one block after another, so one is
@@ -57,14 +63,11 @@ struct FileState {
     hash: blake3::Hash,
     /// Index of its first block in the manifest's block list.
     first_block: usize,
-    /// Running whole-content hash while data arrives in order from byte 0;
-    /// `None` once that is no longer the case (then commit re-reads).
-    sequential: Option<(blake3::Hasher, u64)>,
 }
 
 /// A block being filled: its running hash and how many bytes it has.
 struct Partial {
-    hasher: blake3::Hasher,
+    hasher: BlockHasher,
     filled: u64,
 }
 
@@ -86,8 +89,8 @@ pub struct Staging {
     /// `Some` for file entries, indexed like the manifest.
     files: Vec<Option<FileState>>,
     block_size: u64,
-    /// Announced hash of every block, in manifest order.
-    block_hashes: Vec<blake3::Hash>,
+    /// Announced value of every block, in manifest order.
+    block_hashes: Vec<[u8; 32]>,
     /// Which blocks are on disk and verified.
     verified: Vec<bool>,
     partial: HashMap<usize, Partial>,
@@ -155,11 +158,7 @@ impl Staging {
                 .collect(),
             files: Vec::with_capacity(plan.entries().len()),
             block_size: u64::from(manifest.block_size),
-            block_hashes: manifest
-                .blocks
-                .iter()
-                .map(|h| blake3::Hash::from(*h))
-                .collect(),
+            block_hashes: manifest.blocks.clone(),
             verified: vec![false; manifest.blocks.len()],
             partial: HashMap::new(),
             open: HashMap::new(),
@@ -183,7 +182,6 @@ impl Staging {
                         size,
                         hash,
                         first_block: starts[i],
-                        sequential: Some((blake3::Hasher::new(), 0)),
                     })
                 }
             };
@@ -297,14 +295,11 @@ impl Staging {
                 buf.resize(len as usize, 0);
                 file.read_exact_at(&mut buf, offset)
                     .map_err(|e| StoreError::io(format!("cannot read {path:?}"), e))?;
-                if blake3::hash(&buf) == self.block_hashes[global] {
+                let value = block_hash(&buf, size, self.block_size as u32, b as u64);
+                if same(&value, &self.block_hashes[global]) {
                     self.verified[global] = true;
                     self.present += len;
                 }
-            }
-            // Data is no longer arriving in order from byte 0.
-            if let Some(state) = &mut self.files[index] {
-                state.sequential = None;
             }
         }
         debug!(staging = %self.name, present = self.present, "verified resumed data");
@@ -414,22 +409,14 @@ impl Staging {
                 "more than {MAX_FILES_IN_PROGRESS} blocks in progress at once"
             )));
         }
+        let (size, block_size) = (state.size, self.block_size as u32);
         if let Err(e) = self.write_at(index, offset, data) {
             self.failed = true;
             self.open.clear();
             return Err(e);
         }
-        if let Some(state) = self.files[i].as_mut()
-            && let Some((hasher, next)) = &mut state.sequential
-            && *next == offset
-        {
-            hasher.update(data);
-            *next = end;
-        } else if let Some(state) = self.files[i].as_mut() {
-            state.sequential = None;
-        }
         let partial = self.partial.entry(global).or_insert_with(|| Partial {
-            hasher: blake3::Hasher::new(),
+            hasher: BlockHasher::new(size, block_size, block),
             filled: 0,
         });
         partial.hasher.update(data);
@@ -440,11 +427,7 @@ impl Staging {
         let Some(done) = self.partial.remove(&global) else {
             return Ok(false);
         };
-        // `blake3::Hash` equality is constant-time.
-        if done.hasher.finalize() != self.block_hashes[global] {
-            if let Some(state) = self.files[i].as_mut() {
-                state.sequential = None;
-            }
+        if !same(&done.hasher.finalize(), &self.block_hashes[global]) {
             return Err(StoreError::Integrity {
                 path: format!("{path} (block {block})"),
             });
@@ -560,41 +543,19 @@ impl Staging {
         Ok(placed)
     }
 
-    /// Whole-content hash of every file: free when the data arrived in
-    /// order, otherwise (resumed files) by reading the file back.
+    /// Whole-content hash of every file, derived from its verified block
+    /// values (see [`crate::protocol::hash`]): no second read of the data.
     fn check_whole_files(&mut self) -> Result<(), StoreError> {
-        let mut buf = vec![0u8; 1 << 20];
-        for (index, state) in self.files.iter_mut().enumerate() {
+        for (index, state) in self.files.iter().enumerate() {
             let Some(state) = state else { continue };
-            let path = &self.paths[index];
-            let actual = match state.sequential.take() {
-                Some((hasher, next)) if next == state.size => hasher.finalize(),
-                _ if state.size == 0 => blake3::hash(b""),
-                _ => {
-                    let fd = rustix::fs::openat2(
-                        &self.dir,
-                        path.as_str(),
-                        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                        Mode::empty(),
-                        sys::RESOLVE,
-                    )
-                    .map_err(|e| StoreError::io(format!("cannot reopen {path:?}"), e))?;
-                    let file = File::from(fd);
-                    let mut hasher = blake3::Hasher::new();
-                    let mut offset = 0u64;
-                    while offset < state.size {
-                        let n = (state.size - offset).min(buf.len() as u64) as usize;
-                        file.read_exact_at(&mut buf[..n], offset)
-                            .map_err(|e| StoreError::io(format!("cannot read {path:?}"), e))?;
-                        hasher.update(&buf[..n]);
-                        offset += n as u64;
-                    }
-                    hasher.finalize()
-                }
-            };
-            if actual != state.hash {
+            let blocks = blocks_for(state.size, self.block_size as u32) as usize;
+            let values = &self.block_hashes[state.first_block..state.first_block + blocks];
+            let whole = file_hash(values, state.size, self.block_size as u32);
+            if !whole.is_some_and(|w| same(&w, state.hash.as_bytes())) {
                 self.failed = true;
-                return Err(StoreError::Integrity { path: path.clone() });
+                return Err(StoreError::Integrity {
+                    path: self.paths[index].clone(),
+                });
             }
         }
         Ok(())
@@ -766,8 +727,12 @@ mod tests {
                     continue;
                 }
                 let content = CONTENTS.with(|c| c.borrow()[&hash].clone());
-                m.blocks
-                    .extend(content.chunks(bs).map(|b| *blake3::hash(b).as_bytes()));
+                m.blocks.extend(
+                    content
+                        .chunks(bs)
+                        .enumerate()
+                        .map(|(i, b)| block_hash(b, size, m.block_size, i as u64)),
+                );
             }
         }
         m

@@ -52,7 +52,7 @@ pub enum RecvError {
     #[error("{0}")]
     Decode(#[from] protocol::DecodeError),
     /// The link failed.
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Io(std::io::Error),
     /// No message within the timeout.
     #[error("no message from the peer for {0} s")]
@@ -181,11 +181,11 @@ impl FrameWriter<'_> {
         self.writer
             .write_all(self.wbuf)
             .await
-            .map_err(|e| TransferError::Link(e.to_string()))?;
+            .map_err(|e| TransferError::Link(describe(&e)))?;
         self.writer
             .flush()
             .await
-            .map_err(|e| TransferError::Link(e.to_string()))
+            .map_err(|e| TransferError::Link(describe(&e)))
     }
 
     /// Writes a pre-built data frame: `frame` starts with
@@ -197,7 +197,7 @@ impl FrameWriter<'_> {
         self.writer
             .write_all(frame)
             .await
-            .map_err(|e| TransferError::Link(e.to_string()))
+            .map_err(|e| TransferError::Link(describe(&e)))
     }
 
     /// Flushes buffered bytes.
@@ -205,8 +205,24 @@ impl FrameWriter<'_> {
         self.writer
             .flush()
             .await
-            .map_err(|e| TransferError::Link(e.to_string()))
+            .map_err(|e| TransferError::Link(describe(&e)))
     }
+}
+
+/// An I/O error with its causes: quinn reports "connection lost" and keeps
+/// the reason ("timed out", "reset by peer") in the error's source.
+pub fn describe(e: &std::io::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.get_ref().and_then(|inner| inner.source());
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.

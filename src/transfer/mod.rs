@@ -56,7 +56,7 @@ pub enum TransferError {
     #[error("protocol violation by the peer: {0}")]
     Protocol(String),
     /// The link failed (connection lost, timeout).
-    #[error("connection lost: {0}")]
+    #[error("connection failed: {0}")]
     Link(String),
     /// A local file problem on this side.
     #[error("{0}")]

@@ -52,11 +52,10 @@ pub async fn send(
     consent_timeout: Duration,
     events: mpsc::UnboundedSender<SendEvent>,
 ) -> Result<(), TransferError> {
-    let cancel = handle.cancelled();
-    let result = tokio::select! {
-        r = run(framed, peer_name, source, handle, consent_timeout, events) => r,
-        () = cancel.cancelled() => Err(TransferError::Cancelled),
-    };
+    // `run` watches the cancel only between frames: cutting a frame short
+    // would garble the `Error(Cancelled)` sent after it, and the receiver
+    // would see a broken link (and keep the data for a resume) instead.
+    let result = run(framed, peer_name, source, handle, consent_timeout, events).await;
     if let Err(e) = &result
         && !matches!(
             e,
@@ -80,7 +79,12 @@ async fn run(
         .send(&Message::Offer(source.manifest.clone()))
         .await?;
     let _ = events.send(SendEvent::Waiting);
-    let need = match framed.recv_within(consent_timeout).await? {
+    let cancel = handle.cancelled();
+    let reply = tokio::select! {
+        r = framed.recv_within(consent_timeout) => r?,
+        () = cancel.cancelled() => return Err(TransferError::Cancelled),
+    };
+    let need = match reply {
         Message::Accept { need } => need,
         Message::Reject { reason } => {
             return Err(TransferError::Rejected {
@@ -123,13 +127,18 @@ async fn run(
                 None => break,
             },
             message = from_peer.recv() => return Err(unexpected(message?, peer_name)),
+            () = cancel.cancelled() => return Err(TransferError::Cancelled),
         }
     }
     drop(rx);
     let _ = reader.await;
     to_peer.flush().await?;
 
-    match from_peer.recv_within(DONE_TIMEOUT).await? {
+    let reply = tokio::select! {
+        r = from_peer.recv_within(DONE_TIMEOUT) => r?,
+        () = cancel.cancelled() => return Err(TransferError::Cancelled),
+    };
+    match reply {
         Message::Done => Ok(()),
         other => Err(unexpected(other, peer_name)),
     }
@@ -142,15 +151,14 @@ struct Segment {
     source: SourceFile,
     offset: u64,
     len: u64,
-    /// Expected hashes of the blocks the segment covers, in order.
-    hashes: Vec<[u8; 32]>,
+    /// The file's size in the offer.
+    size: u64,
 }
 
 /// Checks the receiver's block ranges against the manifest (they are peer
 /// input) and turns them into byte ranges.
 fn plan_segments(source: &Source, need: &[BlockRange]) -> Result<Vec<Segment>, TransferError> {
     let manifest = &source.manifest;
-    let starts = manifest.block_starts();
     let bad = |why: String| TransferError::Protocol(format!("bad block request: {why}"));
     let mut segments = Vec::with_capacity(need.len());
     let mut previous: Option<(u32, u64)> = None;
@@ -177,13 +185,12 @@ fn plan_segments(source: &Source, need: &[BlockRange]) -> Result<Vec<Segment>, T
         let block_size = u64::from(manifest.block_size);
         let offset = range.first * block_size;
         let len = (end * block_size).min(size) - offset;
-        let first_hash = starts[index] + range.first as usize;
         segments.push(Segment {
             file: range.file,
             source: file.clone(),
             offset,
             len,
-            hashes: manifest.blocks[first_hash..first_hash + range.count as usize].to_vec(),
+            size,
         });
     }
     Ok(segments)
@@ -201,8 +208,7 @@ fn unexpected(message: Message, peer_name: &str) -> TransferError {
     }
 }
 
-/// Blocking: reads every segment into header-prefixed frames, checking
-/// each block against the hash offered for it.
+/// Blocking: reads every segment into header-prefixed frames.
 fn read_segments(
     segments: Vec<Segment>,
     block_size: u32,
@@ -216,6 +222,11 @@ fn read_segments(
     }
 }
 
+/// Reads one segment in chunks that never cross a block boundary. The
+/// data is not re-hashed here — the receiver verifies every block — but a
+/// file whose size or modification time changes while it is being read is
+/// reported as changed, which says more than the receiver's integrity
+/// error would.
 fn read_segment(
     segment: &Segment,
     block_size: u32,
@@ -232,14 +243,21 @@ fn read_segment(
         ))
     };
     let file = &segment.source.file;
+    let stamp = |file: &std::fs::File| {
+        file.metadata()
+            .map(|m| (m.len(), m.modified().ok()))
+            .map_err(|e| local("inspect", e))
+    };
+    let before = stamp(file)?;
+    if before.0 != segment.size {
+        return Err(changed());
+    }
     let end = segment.offset + segment.len;
     let mut offset = segment.offset;
-    let mut block = blake3::Hasher::new();
-    let mut block_left = u64::from(block_size).min(end - offset);
-    let mut hashes = segment.hashes.iter();
+    let block_size = u64::from(block_size);
     while offset < end {
-        // Chunks never cross a block boundary (block_size >= MAX_DATA_CHUNK).
-        let want = usize::try_from(block_left)
+        let block_end = ((offset / block_size + 1) * block_size).min(end);
+        let want = usize::try_from(block_end - offset)
             .unwrap_or(MAX_DATA_CHUNK)
             .min(MAX_DATA_CHUNK);
         let mut frame = BytesMut::with_capacity(DATA_HEADER_LEN + want);
@@ -255,20 +273,14 @@ fn read_segment(
                 Err(e) => return Err(local("read", e)),
             }
         }
-        block.update(payload);
         offset += want as u64;
-        block_left -= want as u64;
-        if block_left == 0 {
-            if hashes.next() != Some(block.finalize().as_bytes()) {
-                return Err(changed());
-            }
-            block.reset();
-            block_left = u64::from(block_size).min(end - offset);
-        }
         if tx.blocking_send(Ok(frame)).is_err() {
             // The network side stopped; it reports why.
             return Ok(());
         }
+    }
+    if stamp(file)? != before {
+        return Err(changed());
     }
     Ok(())
 }

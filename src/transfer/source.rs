@@ -49,6 +49,7 @@ use std::sync::Arc;
 
 use rustix::fs::OFlags;
 
+use crate::protocol::hash::{BlockHasher, file_hash};
 use crate::protocol::{Entry, EntryKind, MAX_ENTRIES, Manifest, choose_block_size};
 use crate::store::PathError;
 
@@ -412,22 +413,23 @@ pub fn prepare(entries: Vec<(String, Option<SourceFile>)>) -> Result<Source, Sou
 
     let block_size = choose_block_size(&sizes);
     manifest.block_size = block_size;
-    let mut buf = Vec::new();
-    let mut files = Vec::with_capacity(entries.len());
-    for ((_, file), entry) in entries.into_iter().zip(&mut manifest.entries) {
-        if let (Some(f), EntryKind::File { size, hash }) = (&file, &mut entry.kind) {
-            let (whole, blocks) =
-                hash_blocks(&f.file, *size, block_size, &mut buf).map_err(|e| match e {
-                    Some(e) => io_err(&f.path, e),
-                    None => SourceError::Changed {
-                        path: f.path.clone(),
-                    },
-                })?;
-            *hash = whole;
+    let to_hash: Vec<(&SourceFile, u64)> = entries
+        .iter()
+        .zip(&manifest.entries)
+        .filter_map(|((_, file), entry)| match (file, &entry.kind) {
+            (Some(f), EntryKind::File { size, .. }) => Some((f, *size)),
+            _ => None,
+        })
+        .collect();
+    let mut values = hash_files(&to_hash, block_size)?.into_iter();
+    for entry in &mut manifest.entries {
+        if let EntryKind::File { size, hash } = &mut entry.kind {
+            let blocks = values.next().unwrap_or_default();
+            *hash = file_hash(&blocks, *size, block_size).unwrap_or_default();
             manifest.blocks.extend(blocks);
         }
-        files.push(file);
     }
+    let files = entries.into_iter().map(|(_, file)| file).collect();
     Ok(Source {
         manifest,
         files,
@@ -454,57 +456,130 @@ fn readable_size(f: &SourceFile) -> Result<u64, SourceError> {
     Ok(meta.len())
 }
 
-/// A file's whole-content hash and its block hashes.
-type Hashes = ([u8; 32], Vec<[u8; 32]>);
+/// Offers smaller than this are hashed on the calling thread: starting
+/// threads would cost more than it saves (and latency matters for small
+/// sends).
+const PARALLEL_HASH_MIN: u64 = 8 << 20;
 
-/// Hashes `size` bytes of `file` from offset 0 with positional reads: the
-/// whole-content BLAKE3 hash and one hash per `block_size` block.
-/// `Err(None)` means the file's length is no longer `size`. `buf` is
-/// reused between calls; reads never exceed [`HASH_BUF_LEN`], whatever
-/// the block size.
-fn hash_blocks(
+/// Most threads used for hashing.
+const MAX_HASH_THREADS: usize = 4;
+
+/// The block values (see [`crate::protocol::hash`]) of every file, in one
+/// pass over the data, spread over up to [`MAX_HASH_THREADS`] threads by
+/// bytes: one big file is split by blocks, many small files by file.
+fn hash_files(
+    files: &[(&SourceFile, u64)],
+    block_size: u32,
+) -> Result<Vec<Vec<[u8; 32]>>, SourceError> {
+    let bs = u64::from(block_size);
+    // One job per block: (file, block, length).
+    let jobs: Vec<(usize, u64, u64)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, size))| {
+            (0..size.div_ceil(bs)).map(move |b| (i, b, bs.min(size - b * bs)))
+        })
+        .collect();
+    let total: u64 = files.iter().map(|(_, size)| size).sum();
+    let threads = if total < PARALLEL_HASH_MIN {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_HASH_THREADS)
+    };
+    // Contiguous runs of jobs with roughly equal bytes.
+    let share = total.div_ceil(threads as u64).max(1);
+    let mut runs: Vec<&[(usize, u64, u64)]> = Vec::with_capacity(threads);
+    let (mut start, mut acc) = (0, 0u64);
+    for (k, job) in jobs.iter().enumerate() {
+        acc += job.2;
+        if acc >= share && runs.len() + 1 < threads {
+            runs.push(&jobs[start..=k]);
+            start = k + 1;
+            acc = 0;
+        }
+    }
+    runs.push(&jobs[start..]);
+    let hash_run = |run: &[(usize, u64, u64)]| -> Result<Vec<[u8; 32]>, SourceError> {
+        let mut buf = vec![0u8; HASH_BUF_LEN];
+        run.iter()
+            .map(|&(i, b, len)| {
+                let (f, size) = files[i];
+                hash_block(&f.file, size, block_size, b, len, &mut buf).map_err(|e| match e {
+                    Some(e) => io_err(&f.path, e),
+                    None => SourceError::Changed {
+                        path: f.path.clone(),
+                    },
+                })
+            })
+            .collect()
+    };
+    let values: Vec<[u8; 32]> = if runs.len() == 1 {
+        hash_run(runs[0])?
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = runs
+                .iter()
+                .map(|run| scope.spawn(move || hash_run(run)))
+                .collect();
+            let mut all = Vec::with_capacity(jobs.len());
+            for handle in handles {
+                let part = handle.join().map_err(|_| SourceError::Io {
+                    path: PathBuf::from("(hashing thread)"),
+                    source: io::Error::other("hashing thread panicked"),
+                })??;
+                all.extend(part);
+            }
+            Ok::<_, SourceError>(all)
+        })?
+    };
+    // Files whose size changed since they were measured.
+    for (f, size) in files {
+        if f.file.metadata().map_err(|e| io_err(&f.path, e))?.len() != *size {
+            return Err(SourceError::Changed {
+                path: f.path.clone(),
+            });
+        }
+    }
+    let mut out: Vec<Vec<[u8; 32]>> = files
+        .iter()
+        .map(|(_, size)| Vec::with_capacity(size.div_ceil(bs) as usize))
+        .collect();
+    for (&(i, _, _), value) in jobs.iter().zip(values) {
+        out[i].push(value);
+    }
+    Ok(out)
+}
+
+/// Hashes block `block` (`len` bytes) of a `size`-byte file with
+/// positional reads. `Err(None)`: the file is shorter than it was.
+fn hash_block(
     file: &File,
     size: u64,
     block_size: u32,
-    buf: &mut Vec<u8>,
-) -> Result<Hashes, Option<io::Error>> {
-    buf.resize(HASH_BUF_LEN, 0);
-    let block_size = u64::from(block_size.max(1));
-    let mut whole = blake3::Hasher::new();
-    let mut block = blake3::Hasher::new();
-    let mut block_len: u64 = 0;
-    let mut blocks = Vec::with_capacity(usize::try_from(size.div_ceil(block_size)).unwrap_or(0));
-    let mut offset: u64 = 0;
-    loop {
-        let want = usize::try_from(block_size - block_len)
+    block: u64,
+    len: u64,
+    buf: &mut [u8],
+) -> Result<[u8; 32], Option<io::Error>> {
+    let mut hasher = BlockHasher::new(size, block_size, block);
+    let mut offset = block * u64::from(block_size);
+    let end = offset + len;
+    while offset < end {
+        let want = usize::try_from(end - offset)
             .unwrap_or(usize::MAX)
             .min(buf.len());
-        let n = match file.read_at(&mut buf[..want], offset) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        match file.read_at(&mut buf[..want], offset) {
+            Ok(0) => return Err(None),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Some(e)),
-        };
-        whole.update(&buf[..n]);
-        block.update(&buf[..n]);
-        block_len += n as u64;
-        offset += n as u64;
-        if block_len == block_size {
-            blocks.push(*block.finalize().as_bytes());
-            block.reset();
-            block_len = 0;
-        }
-        if offset > size {
-            break;
         }
     }
-    if block_len > 0 {
-        blocks.push(*block.finalize().as_bytes());
-    }
-    if offset != size {
-        return Err(None);
-    }
-    Ok((*whole.finalize().as_bytes(), blocks))
+    Ok(hasher.finalize())
 }
 
 /// The name an argument arrives under: its last component, or for `.`-like
