@@ -296,6 +296,12 @@ async fn read_request(
         Err(e) => return Err(format!("malformed request: {e}")),
     };
     let expected = request.fd_count();
+    if expected > crate::protocol::MAX_ENTRIES {
+        return Err(format!(
+            "too many files ({expected}); one transfer may hold at most {}",
+            crate::protocol::MAX_ENTRIES
+        ));
+    }
     if expected == 0 {
         if reader.received_fds() > 0 {
             return Err("open files were passed with a command that takes none".into());
@@ -333,5 +339,57 @@ fn command_name(request: &Request) -> &'static str {
         Request::Cancel { .. } => "cancel",
         Request::Trust { .. } => "trust",
         Request::Untrust { .. } => "untrust",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_socket_is_shared_with_the_group() {
+        let run = Path::new("/run/lanshare");
+        assert_eq!(
+            SocketAccess::for_socket(&run.join("share.sock"), Some(run)),
+            SocketAccess::Group
+        );
+        assert_eq!(
+            SocketAccess::for_socket(&run.join("share.sock"), None),
+            SocketAccess::Group
+        );
+        let custom = Path::new("/srv/ls/run");
+        assert_eq!(
+            SocketAccess::for_socket(&custom.join("share.sock"), Some(custom)),
+            SocketAccess::Group
+        );
+        assert_eq!(
+            SocketAccess::for_socket(Path::new("/run/user/1000/lanshare/share.sock"), None),
+            SocketAccess::Owner
+        );
+        assert_eq!(
+            SocketAccess::for_socket(Path::new("/tmp/x/share.sock"), Some(custom)),
+            SocketAccess::Owner
+        );
+        assert_eq!(SocketAccess::Group.mode(), 0o660);
+        assert_eq!(SocketAccess::Owner.mode(), 0o600);
+    }
+
+    #[tokio::test]
+    async fn bind_sets_the_mode_and_refuses_a_live_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/share.sock");
+        let socket = ControlSocket::bind_with(&path, SocketAccess::Group)
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o660);
+        let parent = std::fs::metadata(path.parent().unwrap()).unwrap();
+        assert_eq!(parent.permissions().mode() & 0o777, 0o700);
+        assert!(matches!(
+            ControlSocket::bind(&path).await,
+            Err(ControlError::InUse(_))
+        ));
+        drop(socket);
+        assert!(!path.exists(), "socket removed on drop");
     }
 }

@@ -46,6 +46,28 @@ pub const MAX_PATH_LEN: usize = 4096;
 /// Hard ceiling on manifest entries the codec will even decode.
 pub const MAX_ENTRIES: usize = 100_000;
 
+/// Longest text in a `Text` message, in bytes of UTF-8 (64 KiB): enough
+/// for a note, a link or a snippet; anything longer is a file.
+pub const MAX_TEXT_LEN: usize = 64 << 10;
+
+/// TLS exporter label both sides feed into the keying-material exporter
+/// (RFC 8446 §7.5) to derive the pairing code shown to users.
+pub const PAIRING_EXPORTER_LABEL: &[u8] = b"EXPORTER-lanshare-pairing";
+
+/// Number of decimal digits in a pairing code.
+pub const PAIRING_CODE_DIGITS: u32 = 6;
+
+/// The pairing code for 8 bytes of TLS exporter output: a number below
+/// 10^[`PAIRING_CODE_DIGITS`], shown zero-padded. Both ends of one TLS
+/// session derive the same bytes; a man in the middle runs two sessions
+/// with different secrets, so the two users see different codes. (The
+/// modulo bias of 2^64 mod 10^6 is below 10^-13.)
+pub fn pairing_code(exporter: [u8; 8]) -> u32 {
+    let modulus = 10u64.pow(PAIRING_CODE_DIGITS);
+    // The remainder is below 10^6, so it fits.
+    (u64::from_be_bytes(exporter) % modulus) as u32
+}
+
 /// Why a transfer was stopped, sent in an `Error` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -150,5 +172,21 @@ pub enum Message {
         code: ErrorCode,
         /// Human-readable detail.
         message: String,
+    },
+    /// Dialer -> acceptor, instead of `Offer`: asks both users to compare
+    /// the pairing code of this TLS session and, if they match, to trust
+    /// each other.
+    PairRequest,
+    /// Either direction, once per side, during pairing: this side's user
+    /// compared the codes and accepted (or declined) the pairing.
+    PairConfirm {
+        /// Whether the user confirmed that both codes match.
+        accepted: bool,
+    },
+    /// Dialer -> acceptor, instead of `Offer`: a short text for the
+    /// receiver's inbox, answered with `Done` or `Reject`.
+    Text {
+        /// At most [`MAX_TEXT_LEN`] bytes of UTF-8.
+        text: String,
     },
 }

@@ -23,7 +23,7 @@ use bytes::{Buf, BufMut, BytesMut};
 
 use super::{
     BlockRange, Entry, EntryKind, ErrorCode, MAX_BLOCKS, MAX_DATA_CHUNK, MAX_ENTRIES,
-    MAX_FRAME_LEN, MAX_NAME_LEN, MAX_PATH_LEN, MAX_REASON_LEN, Manifest, Message,
+    MAX_FRAME_LEN, MAX_NAME_LEN, MAX_PATH_LEN, MAX_REASON_LEN, MAX_TEXT_LEN, Manifest, Message,
 };
 
 /// Bytes in front of a `Data` payload: length prefix (4) + type (1) + file
@@ -43,6 +43,9 @@ const TYPE_REJECT: u8 = 0x04;
 const TYPE_DATA: u8 = 0x05;
 const TYPE_DONE: u8 = 0x06;
 const TYPE_ERROR: u8 = 0x07;
+const TYPE_PAIR_REQUEST: u8 = 0x0b;
+const TYPE_PAIR_CONFIRM: u8 = 0x0c;
+const TYPE_TEXT: u8 = 0x0d;
 
 const KIND_DIRECTORY: u8 = 0;
 const KIND_FILE: u8 = 1;
@@ -64,12 +67,14 @@ const _: () = assert!(MAX_PATH_LEN <= u16::MAX as usize);
 const _: () = assert!(MAX_ENTRIES <= u32::MAX as usize);
 const _: () = assert!(MAX_FRAME_LEN <= u32::MAX as usize);
 const _: () = assert!(MAX_DATA_CHUNK + DATA_HEADER_LEN - LEN_PREFIX <= MAX_FRAME_LEN);
+const _: () = assert!(MAX_TEXT_LEN + 1 + 4 <= MAX_FRAME_LEN);
 
 /// Field names used in error messages.
 const DEVICE_NAME: &str = "device name";
 const PATH: &str = "path";
 const REJECT_REASON: &str = "reject reason";
 const ERROR_MESSAGE: &str = "error message";
+const TEXT: &str = "text";
 
 /// Why a received byte stream is not a valid frame sequence.
 ///
@@ -165,6 +170,14 @@ pub enum DecodeError {
         len: usize,
         /// The limit, [`MAX_DATA_CHUNK`].
         max: usize,
+    },
+    /// A boolean byte other than 0 or 1.
+    #[error("{field} is {value}, expected 0 or 1")]
+    BadBool {
+        /// Which field.
+        field: &'static str,
+        /// The byte received.
+        value: u8,
     },
 }
 
@@ -294,6 +307,17 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
             dst.put_u16(code.to_u16());
             put_str(dst, message);
         }
+        Message::PairRequest => put_header(dst, body_len, TYPE_PAIR_REQUEST),
+        Message::PairConfirm { accepted } => {
+            put_header(dst, body_len, TYPE_PAIR_CONFIRM);
+            dst.put_u8(u8::from(*accepted));
+        }
+        Message::Text { text } => {
+            put_header(dst, body_len, TYPE_TEXT);
+            // Checked against MAX_TEXT_LEN (< u32::MAX) by `body_len`.
+            dst.put_u32(text.len() as u32);
+            dst.put_slice(text.as_bytes());
+        }
     }
     debug_assert_eq!(dst.len() - start, LEN_PREFIX + body_len, "{msg:?}");
     Ok(())
@@ -374,6 +398,18 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
             DATA_HEADER_LEN - LEN_PREFIX + data.len()
         }
         Message::Error { message, .. } => 1 + 2 + str_len(message, ERROR_MESSAGE, MAX_REASON_LEN)?,
+        Message::PairRequest => 1,
+        Message::PairConfirm { .. } => 1 + 1,
+        Message::Text { text } => {
+            if text.len() > MAX_TEXT_LEN {
+                return Err(EncodeError::StringTooLong {
+                    field: TEXT,
+                    len: text.len(),
+                    max: MAX_TEXT_LEN,
+                });
+            }
+            1 + 4 + text.len()
+        }
     };
     if len > MAX_FRAME_LEN {
         return Err(EncodeError::FrameTooLarge {
@@ -528,6 +564,42 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             let message = r.string(ERROR_MESSAGE, MAX_REASON_LEN)?;
             r.finish()?;
             Message::Error { code, message }
+        }
+        TYPE_PAIR_REQUEST => {
+            Reader::new(payload, "pair request").finish()?;
+            Message::PairRequest
+        }
+        TYPE_PAIR_CONFIRM => {
+            let mut r = Reader::new(payload, "pair confirm");
+            let accepted = match r.u8("accepted")? {
+                0 => false,
+                1 => true,
+                value => {
+                    return Err(DecodeError::BadBool {
+                        field: "accepted",
+                        value,
+                    });
+                }
+            };
+            r.finish()?;
+            Message::PairConfirm { accepted }
+        }
+        TYPE_TEXT => {
+            let mut r = Reader::new(payload, "text");
+            let len = usize::try_from(r.u32(TEXT)?).unwrap_or(usize::MAX);
+            if len > MAX_TEXT_LEN {
+                return Err(DecodeError::StringTooLong {
+                    field: TEXT,
+                    len,
+                    max: MAX_TEXT_LEN,
+                });
+            }
+            let bytes = r.take(len, TEXT)?;
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| DecodeError::InvalidUtf8 { field: TEXT })?
+                .to_owned();
+            r.finish()?;
+            Message::Text { text }
         }
         other => return Err(DecodeError::UnknownType(other)),
     };

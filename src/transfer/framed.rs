@@ -191,11 +191,11 @@ impl FrameWriter<'_> {
     /// Writes a pre-built data frame: `frame` starts with
     /// [`DATA_HEADER_LEN`] header bytes from
     /// [`protocol::encode_data_header`] followed by the payload, so bulk
-    /// data goes out with one call and no copy.
-    pub async fn send_data_frame(&mut self, frame: &[u8]) -> Result<(), TransferError> {
+    /// data goes out with one call and, over QUIC, without a copy.
+    pub async fn send_data_frame(&mut self, frame: bytes::Bytes) -> Result<(), TransferError> {
         debug_assert!(frame.len() > DATA_HEADER_LEN);
         self.writer
-            .write_all(frame)
+            .write_bytes(frame)
             .await
             .map_err(|e| TransferError::Link(describe(&e)))
     }

@@ -126,5 +126,8 @@ pub fn kind(message: &Message) -> &'static str {
         Message::Data { .. } => "Data",
         Message::Done => "Done",
         Message::Error { .. } => "Error",
+        Message::PairRequest => "PairRequest",
+        Message::PairConfirm { .. } => "PairConfirm",
+        Message::Text { .. } => "Text",
     }
 }

@@ -120,8 +120,9 @@ async fn run(
         tokio::select! {
             chunk = rx.recv() => match chunk {
                 Some(Ok(frame)) => {
-                    to_peer.send_data_frame(&frame).await?;
-                    handle.add_sent((frame.len() - DATA_HEADER_LEN) as u64);
+                    let payload = (frame.len() - DATA_HEADER_LEN) as u64;
+                    to_peer.send_data_frame(frame.freeze()).await?;
+                    handle.add_sent(payload);
                 }
                 Some(Err(e)) => return Err(e),
                 None => break,

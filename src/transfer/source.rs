@@ -630,6 +630,8 @@ fn special_kind(meta: &Metadata) -> &'static str {
         "fifo"
     } else if ft.is_socket() {
         "socket"
+    } else if ft.is_dir() {
+        "directory"
     } else if ft.is_block_device() || ft.is_char_device() {
         "device"
     } else {
@@ -844,6 +846,71 @@ mod tests {
             "{err:?}"
         );
         assert!(matches!(scan(&[]), Err(SourceError::Empty)));
+    }
+
+    /// The daemon's half: the same offer from descriptors as from paths,
+    /// and descriptors that cannot be read through are refused.
+    #[test]
+    fn prepare_from_open_files_matches_scan_and_checks_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tree");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("sub/big"), vec![9u8; (3 << 20) + 1]).unwrap();
+        fs::write(root.join("a"), b"a").unwrap();
+        let scanned = scan(std::slice::from_ref(&root)).unwrap();
+
+        let layout = walk(std::slice::from_ref(&root)).unwrap();
+        let entries: Vec<(String, Option<SourceFile>)> = layout
+            .entries
+            .iter()
+            .map(|e| {
+                let file = (!e.dir).then(|| SourceFile {
+                    path: PathBuf::from(&e.path),
+                    file: Arc::new(e.open().unwrap()),
+                });
+                (e.path.clone(), file)
+            })
+            .collect();
+        let prepared = prepare(entries).unwrap();
+        assert_eq!(prepared.manifest, scanned.manifest);
+        assert_eq!(prepared.manifest.blocks.len(), 5, "4 blocks + 1 block");
+
+        let file = |f: File| {
+            Some(SourceFile {
+                path: PathBuf::from("x"),
+                file: Arc::new(f),
+            })
+        };
+        let write_only = File::options().write(true).open(root.join("a")).unwrap();
+        let err = prepare(vec![("x".into(), file(write_only))]).unwrap_err();
+        assert!(matches!(err, SourceError::NotReadable { .. }), "{err:?}");
+        let dir = File::open(&root).unwrap();
+        let err = prepare(vec![("x".into(), file(dir))]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SourceError::Unsupported {
+                    kind: "directory",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = prepare(vec![("../x".into(), None)]).unwrap_err();
+        assert!(matches!(err, SourceError::Unsendable { .. }), "{err:?}");
+        assert!(matches!(prepare(Vec::new()), Err(SourceError::Empty)));
+    }
+
+    #[test]
+    fn unreadable_file_is_named_as_permission_denied() {
+        let err = io_err(
+            Path::new("/home/a/secret"),
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(
+            err.to_string(),
+            "permission denied: you cannot read /home/a/secret; ask its owner, or leave it out"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{
     BoxFuture, CONNECT_TIMEOUT, Guard, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEP_ALIVE, Link,
-    Transport, TransportError, TransportKind, UDP_BUFFER_SIZE, canonical, tls,
+    LinkWriter, Transport, TransportError, TransportKind, UDP_BUFFER_SIZE, canonical, tls,
 };
 use crate::identity::{DeviceId, Identity};
 
@@ -197,7 +197,7 @@ impl QuicTransport {
             kind: TransportKind::Quic,
             remote: canonical(addr),
             reader: Box::new(recv),
-            writer: Box::new(send),
+            writer: LinkWriter::Quic(send),
             guard: Guard::Quic(conn),
             _permit: None,
         })
@@ -245,7 +245,7 @@ async fn accept_one(incoming: quinn::Incoming) -> Result<Link, TransportError> {
         kind: TransportKind::Quic,
         remote: addr,
         reader: Box::new(recv),
-        writer: Box::new(send),
+        writer: LinkWriter::Quic(send),
         guard: Guard::Quic(conn),
         _permit: None,
     })

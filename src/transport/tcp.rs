@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    BoxFuture, CONNECT_TIMEOUT, Guard, HANDSHAKE_TIMEOUT, Link, Transport, TransportError,
-    TransportKind, canonical, tls,
+    BoxFuture, CONNECT_TIMEOUT, Guard, HANDSHAKE_TIMEOUT, Link, LinkWriter, Transport,
+    TransportError, TransportKind, canonical, tls,
 };
 use crate::identity::{DeviceId, Identity};
 
@@ -178,7 +178,7 @@ fn link(stream: tokio_rustls::TlsStream<TcpStream>, peer: DeviceId, remote: Sock
         kind: TransportKind::Tcp,
         remote,
         reader: Box::new(reader),
-        writer: Box::new(writer),
+        writer: LinkWriter::Tcp(writer),
         guard: Guard::Tcp,
         _permit: None,
     }
