@@ -185,6 +185,7 @@ pub async fn run(
         cancel.clone(),
         tracker.clone(),
     ));
+    tracker.spawn(expire_resume_state(shared.clone(), cancel.clone()));
     let socket_path = control.path().to_owned();
     tracker.spawn(control.serve(
         Arc::new(commands::Commands(shared.clone())),
@@ -329,6 +330,38 @@ async fn incoming(
             },
         };
         tracker.spawn(serve_link(shared.clone(), link));
+    }
+}
+
+/// How often forgotten partial transfers are looked for.
+const RESUME_GC_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Removes the partial data and records of interrupted incoming transfers
+/// older than [`RESUME_MAX_AGE`](crate::transfer::resume::RESUME_MAX_AGE),
+/// at start and then hourly.
+async fn expire_resume_state(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(RESUME_GC_INTERVAL);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let ctx = &shared.receive;
+        for key in ctx.resume.expired(crate::transfer::resume::RESUME_MAX_AGE) {
+            let Some(_claim) = ctx.resume.claim(&key) else {
+                continue;
+            };
+            let download = ctx.download.clone();
+            let staged = key.clone();
+            match tokio::task::spawn_blocking(move || download.discard(&staged)).await {
+                Ok(Ok(removed)) => {
+                    tracing::info!(key, removed, "forgot an interrupted transfer that was never resumed");
+                }
+                Ok(Err(e)) => tracing::warn!(key, "cannot remove expired partial data: {e}"),
+                Err(e) => tracing::warn!(key, "cleanup task failed: {e}"),
+            }
+            ctx.resume.remove(&key);
+        }
     }
 }
 
