@@ -393,3 +393,46 @@ fn send_to_an_address_without_a_daemon_fails_quickly_as_json() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(alice.transfers(), Vec::<Value>::new());
 }
+
+#[test]
+fn forgotten_partial_transfers_expire() {
+    let dirs = tempfile::tempdir().unwrap();
+    let (state, download) = (dirs.path().join("state"), dirs.path().join("dl"));
+    let key = "0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(state.join("resume")).unwrap();
+    let id = lanshare::identity::DeviceId::from_cert_der(b"someone");
+    let record = serde_json::json!({"peer": id, "peer_name": "old", "created": 0, "verified": "1"});
+    std::fs::write(state.join(format!("resume/{key}.json")), record.to_string()).unwrap();
+    let staging = download.join(format!(".lanshare-{key}.part"));
+    std::fs::create_dir_all(staging.join("sub")).unwrap();
+    std::fs::write(staging.join("sub/partial.bin"), b"half").unwrap();
+    // A fresh record must survive the same sweep.
+    let fresh = "fedcba9876543210fedcba9876543210";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let record =
+        serde_json::json!({"peer": id, "peer_name": "new", "created": now, "verified": ""});
+    std::fs::write(
+        state.join(format!("resume/{fresh}.json")),
+        record.to_string(),
+    )
+    .unwrap();
+
+    let daemon = TestDaemon::builder("gc")
+        .state_dir(&state)
+        .download_dir(&download)
+        .spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while staging.exists() || state.join(format!("resume/{key}.json")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired partial transfer was not removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(daemon.logged("forgot an interrupted transfer"));
+    assert!(state.join(format!("resume/{fresh}.json")).exists());
+    assert_eq!(tree(&download), Vec::<String>::new());
+}

@@ -355,7 +355,11 @@ async fn expire_resume_state(shared: Arc<Shared>, cancel: CancellationToken) {
             let staged = key.clone();
             match tokio::task::spawn_blocking(move || download.discard(&staged)).await {
                 Ok(Ok(removed)) => {
-                    tracing::info!(key, removed, "forgot an interrupted transfer that was never resumed");
+                    tracing::info!(
+                        key,
+                        removed,
+                        "forgot an interrupted transfer that was never resumed"
+                    );
                 }
                 Ok(Err(e)) => tracing::warn!(key, "cannot remove expired partial data: {e}"),
                 Err(e) => tracing::warn!(key, "cleanup task failed: {e}"),

@@ -50,6 +50,9 @@ pub const MAX_ENTRIES: usize = 100_000;
 /// for a note, a link or a snippet; anything longer is a file.
 pub const MAX_TEXT_LEN: usize = 64 << 10;
 
+/// Bytes of the random nonce that ties a `Probe` to its `Echo`es.
+pub const PROBE_NONCE_LEN: usize = 16;
+
 /// TLS exporter label both sides feed into the keying-material exporter
 /// (RFC 8446 §7.5) to derive the pairing code shown to users.
 pub const PAIRING_EXPORTER_LABEL: &[u8] = b"EXPORTER-lanshare-pairing";
@@ -188,5 +191,29 @@ pub enum Message {
     Text {
         /// At most [`MAX_TEXT_LEN`] bytes of UTF-8.
         text: String,
+    },
+    /// Dialer -> acceptor, instead of `Offer` (`share doctor PEER`):
+    /// "connect back to me". The acceptor dials the *observed source
+    /// address* of this connection at `port`, once over QUIC and once over
+    /// TCP, and sends `Echo { nonce }` on each connection that
+    /// authenticates; then it answers `ProbeResult`.
+    Probe {
+        /// The dialer's service port (UDP and TCP).
+        port: u16,
+        /// Random; echoed back so the dialer can match the connections.
+        nonce: [u8; PROBE_NONCE_LEN],
+    },
+    /// First and only message after `Hello` on a dial-back connection.
+    Echo {
+        /// The nonce of the `Probe` being answered.
+        nonce: [u8; PROBE_NONCE_LEN],
+    },
+    /// Acceptor -> dialer of a `Probe`: which dial-backs authenticated
+    /// and delivered their `Echo`.
+    ProbeResult {
+        /// The QUIC (UDP) dial-back worked.
+        quic: bool,
+        /// The TCP dial-back worked.
+        tcp: bool,
     },
 }

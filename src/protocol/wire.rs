@@ -24,6 +24,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use super::{
     BlockRange, Entry, EntryKind, ErrorCode, MAX_BLOCKS, MAX_DATA_CHUNK, MAX_ENTRIES,
     MAX_FRAME_LEN, MAX_NAME_LEN, MAX_PATH_LEN, MAX_REASON_LEN, MAX_TEXT_LEN, Manifest, Message,
+    PROBE_NONCE_LEN,
 };
 
 /// Bytes in front of a `Data` payload: length prefix (4) + type (1) + file
@@ -43,6 +44,9 @@ const TYPE_REJECT: u8 = 0x04;
 const TYPE_DATA: u8 = 0x05;
 const TYPE_DONE: u8 = 0x06;
 const TYPE_ERROR: u8 = 0x07;
+const TYPE_PROBE: u8 = 0x08;
+const TYPE_ECHO: u8 = 0x09;
+const TYPE_PROBE_RESULT: u8 = 0x0a;
 const TYPE_PAIR_REQUEST: u8 = 0x0b;
 const TYPE_PAIR_CONFIRM: u8 = 0x0c;
 const TYPE_TEXT: u8 = 0x0d;
@@ -307,6 +311,20 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
             dst.put_u16(code.to_u16());
             put_str(dst, message);
         }
+        Message::Probe { port, nonce } => {
+            put_header(dst, body_len, TYPE_PROBE);
+            dst.put_u16(*port);
+            dst.put_slice(nonce);
+        }
+        Message::Echo { nonce } => {
+            put_header(dst, body_len, TYPE_ECHO);
+            dst.put_slice(nonce);
+        }
+        Message::ProbeResult { quic, tcp } => {
+            put_header(dst, body_len, TYPE_PROBE_RESULT);
+            dst.put_u8(u8::from(*quic));
+            dst.put_u8(u8::from(*tcp));
+        }
         Message::PairRequest => put_header(dst, body_len, TYPE_PAIR_REQUEST),
         Message::PairConfirm { accepted } => {
             put_header(dst, body_len, TYPE_PAIR_CONFIRM);
@@ -398,6 +416,9 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
             DATA_HEADER_LEN - LEN_PREFIX + data.len()
         }
         Message::Error { message, .. } => 1 + 2 + str_len(message, ERROR_MESSAGE, MAX_REASON_LEN)?,
+        Message::Probe { .. } => 1 + 2 + PROBE_NONCE_LEN,
+        Message::Echo { .. } => 1 + PROBE_NONCE_LEN,
+        Message::ProbeResult { .. } => 1 + 1 + 1,
         Message::PairRequest => 1,
         Message::PairConfirm { .. } => 1 + 1,
         Message::Text { text } => {
@@ -569,6 +590,26 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             Reader::new(payload, "pair request").finish()?;
             Message::PairRequest
         }
+        TYPE_PROBE => {
+            let mut r = Reader::new(payload, "probe");
+            let port = r.u16("port")?;
+            let nonce = *r.array::<PROBE_NONCE_LEN>("nonce")?;
+            r.finish()?;
+            Message::Probe { port, nonce }
+        }
+        TYPE_ECHO => {
+            let mut r = Reader::new(payload, "echo");
+            let nonce = *r.array::<PROBE_NONCE_LEN>("nonce")?;
+            r.finish()?;
+            Message::Echo { nonce }
+        }
+        TYPE_PROBE_RESULT => {
+            let mut r = Reader::new(payload, "probe result");
+            let quic = flag(r.u8("quic")?, "quic")?;
+            let tcp = flag(r.u8("tcp")?, "tcp")?;
+            r.finish()?;
+            Message::ProbeResult { quic, tcp }
+        }
         TYPE_PAIR_CONFIRM => {
             let mut r = Reader::new(payload, "pair confirm");
             let accepted = match r.u8("accepted")? {
@@ -604,6 +645,15 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
         other => return Err(DecodeError::UnknownType(other)),
     };
     Ok(Parsed::Message(msg))
+}
+
+/// A boolean byte: exactly 0 or 1.
+fn flag(value: u8, field: &'static str) -> Result<bool, DecodeError> {
+    match value {
+        0 => Ok(false),
+        1 => Ok(true),
+        value => Err(DecodeError::BadBool { field, value }),
+    }
 }
 
 /// Parses an `Offer` payload, never allocating more than the payload could
@@ -867,6 +917,26 @@ mod tests {
                 code: ErrorCode::Integrity,
                 message: "hash mismatch in photos/a.jpg".into(),
             },
+            Message::Probe {
+                port: 47000,
+                nonce: [0x5a; PROBE_NONCE_LEN],
+            },
+            Message::Echo {
+                nonce: [0xa5; PROBE_NONCE_LEN],
+            },
+            Message::ProbeResult {
+                quic: false,
+                tcp: true,
+            },
+            Message::PairRequest,
+            Message::PairConfirm { accepted: true },
+            Message::PairConfirm { accepted: false },
+            Message::Text {
+                text: "Grüße aus der Küche 🍰\nzweite Zeile".into(),
+            },
+            Message::Text {
+                text: String::new(),
+            },
         ]
     }
 
@@ -905,6 +975,10 @@ mod tests {
         roundtrip(Message::Error {
             code: ErrorCode::Busy,
             message: "r".repeat(MAX_REASON_LEN),
+        });
+        // 4-byte characters: exactly the limit.
+        roundtrip(Message::Text {
+            text: "🍰".repeat(MAX_TEXT_LEN / 4),
         });
         roundtrip(Message::Offer(Manifest {
             entries: vec![file(&"p".repeat(MAX_PATH_LEN), u64::MAX, 0xff)],
@@ -998,12 +1072,41 @@ mod tests {
             ),
             (Message::Done, "00 00 00 01 06"),
             (
+                Message::Probe {
+                    port: 47000,
+                    nonce: *b"0123456789abcdef",
+                },
+                "00 00 00 13 08 b7 98 \
+                 30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66",
+            ),
+            (
+                Message::Echo {
+                    nonce: *b"0123456789abcdef",
+                },
+                "00 00 00 11 09 30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66",
+            ),
+            (
+                Message::ProbeResult {
+                    quic: false,
+                    tcp: true,
+                },
+                "00 00 00 03 0a 00 01",
+            ),
+            (
                 Message::Error {
                     code: ErrorCode::Refused,
                     message: "version mismatch".into(),
                 },
                 "00 00 00 15 07 00 07 00 10 \
                  76 65 72 73 69 6f 6e 20 6d 69 73 6d 61 74 63 68",
+            ),
+            (Message::PairRequest, "00 00 00 01 0b"),
+            (Message::PairConfirm { accepted: true }, "00 00 00 02 0c 01"),
+            (
+                Message::Text {
+                    text: "hi \u{2713}".into(),
+                },
+                "00 00 00 0b 0d 00 00 00 06 68 69 20 e2 9c 93",
             ),
         ];
         for (msg, bytes) in cases {
@@ -1121,8 +1224,145 @@ mod tests {
     }
 
     #[test]
+    fn text_limit_is_enforced_both_ways() {
+        let over = "x".repeat(MAX_TEXT_LEN + 1);
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            encode(&Message::Text { text: over.clone() }, &mut buf),
+            Err(EncodeError::StringTooLong {
+                field: "text",
+                len: MAX_TEXT_LEN + 1,
+                max: MAX_TEXT_LEN
+            })
+        );
+        assert!(buf.is_empty());
+        // A peer that sends one anyway is stopped at the length field,
+        // even before the bytes arrive.
+        let mut payload = u32::try_from(MAX_TEXT_LEN + 1)
+            .unwrap()
+            .to_be_bytes()
+            .to_vec();
+        assert_eq!(
+            decode_err(frame(TYPE_TEXT, &payload)),
+            DecodeError::StringTooLong {
+                field: "text",
+                len: MAX_TEXT_LEN + 1,
+                max: MAX_TEXT_LEN
+            }
+        );
+        payload.extend_from_slice(over.as_bytes());
+        assert!(matches!(
+            decode_err(frame(TYPE_TEXT, &payload)),
+            DecodeError::StringTooLong { .. }
+        ));
+        let huge = u32::MAX.to_be_bytes();
+        assert!(matches!(
+            decode_err(frame(TYPE_TEXT, &huge)),
+            DecodeError::StringTooLong { .. }
+        ));
+    }
+
+    #[test]
+    fn malformed_text_and_pairing_frames() {
+        // Length runs past the frame.
+        assert_eq!(
+            decode_err(frame(TYPE_TEXT, &[0, 0, 0, 5, b'a'])),
+            DecodeError::Truncated {
+                frame: "text",
+                field: "text"
+            }
+        );
+        assert_eq!(
+            decode_err(frame(TYPE_TEXT, &[0, 0, 0, 2, 0xc3, 0x28])),
+            DecodeError::InvalidUtf8 { field: "text" }
+        );
+        assert_eq!(
+            decode_err(frame(TYPE_TEXT, &[0, 0, 0, 1, b'a', b'b'])),
+            DecodeError::TrailingBytes {
+                frame: "text",
+                count: 1
+            }
+        );
+        assert_eq!(
+            decode_err(frame(TYPE_PAIR_CONFIRM, &[2])),
+            DecodeError::BadBool {
+                field: "accepted",
+                value: 2
+            }
+        );
+        assert_eq!(
+            decode_err(frame(TYPE_PAIR_CONFIRM, &[])),
+            DecodeError::Truncated {
+                frame: "pair confirm",
+                field: "accepted"
+            }
+        );
+        assert_eq!(
+            decode_err(frame(TYPE_PAIR_REQUEST, &[0])),
+            DecodeError::TrailingBytes {
+                frame: "pair request",
+                count: 1
+            }
+        );
+    }
+
+    #[test]
+    fn pairing_code_has_six_digits_and_uses_all_bytes() {
+        assert_eq!(crate::protocol::pairing_code([0; 8]), 0);
+        assert_eq!(
+            crate::protocol::pairing_code([0, 0, 0, 0, 0, 0x0f, 0x42, 0x3f]),
+            999_999
+        );
+        assert_eq!(crate::protocol::pairing_code([0xff; 8]), 551_615);
+        let a = crate::protocol::pairing_code([1, 2, 3, 4, 5, 6, 7, 8]);
+        let b = crate::protocol::pairing_code([1, 2, 3, 4, 5, 6, 7, 9]);
+        assert_ne!(a, b);
+        assert!(a < 1_000_000 && b < 1_000_000);
+    }
+
+    #[test]
+    fn probe_messages_are_exact() {
+        // Short, long and non-boolean payloads are protocol errors.
+        assert!(matches!(
+            decode_err(frame(TYPE_PROBE, &[0xb7, 0x98, 1, 2, 3])),
+            DecodeError::Truncated { frame: "probe", .. }
+        ));
+        let mut long = vec![0xb7, 0x98];
+        long.extend_from_slice(&[0; PROBE_NONCE_LEN + 1]);
+        assert!(matches!(
+            decode_err(frame(TYPE_PROBE, &long)),
+            DecodeError::TrailingBytes {
+                frame: "probe",
+                count: 1
+            }
+        ));
+        assert!(matches!(
+            decode_err(frame(TYPE_ECHO, &[0; PROBE_NONCE_LEN - 1])),
+            DecodeError::Truncated { frame: "echo", .. }
+        ));
+        assert_eq!(
+            decode_err(frame(TYPE_PROBE_RESULT, &[1, 2])),
+            DecodeError::BadBool {
+                field: "tcp",
+                value: 2
+            }
+        );
+        assert!(matches!(
+            decode_err(frame(TYPE_PROBE_RESULT, &[1])),
+            DecodeError::Truncated { .. }
+        ));
+        assert!(matches!(
+            decode_err(frame(TYPE_PROBE_RESULT, &[1, 1, 0])),
+            DecodeError::TrailingBytes { .. }
+        ));
+        for (quic, tcp) in [(false, false), (true, false), (false, true), (true, true)] {
+            roundtrip(Message::ProbeResult { quic, tcp });
+        }
+    }
+
+    #[test]
     fn unknown_type() {
-        for ty in [0x00, 0x08, 0xff] {
+        for ty in [0x00, 0x0e, 0xff] {
             assert_eq!(decode_err(frame(ty, b"")), DecodeError::UnknownType(ty));
         }
     }
@@ -1466,6 +1706,14 @@ mod tests {
                     message,
                 }
             }),
+            (any::<u16>(), any::<[u8; PROBE_NONCE_LEN]>())
+                .prop_map(|(port, nonce)| Message::Probe { port, nonce }),
+            any::<[u8; PROBE_NONCE_LEN]>().prop_map(|nonce| Message::Echo { nonce }),
+            (any::<bool>(), any::<bool>())
+                .prop_map(|(quic, tcp)| Message::ProbeResult { quic, tcp }),
+            Just(Message::PairRequest),
+            any::<bool>().prop_map(|accepted| Message::PairConfirm { accepted }),
+            text(200, MAX_TEXT_LEN).prop_map(|text| Message::Text { text }),
         ]
     }
 
@@ -1475,7 +1723,7 @@ mod tests {
         prop_oneof![
             prop::collection::vec(any::<u8>(), 0..512),
             (any::<u8>(), prop::collection::vec(any::<u8>(), 0..512))
-                .prop_map(|(ty, body)| { frame(ty % 9, &body).to_vec() }),
+                .prop_map(|(ty, body)| { frame(ty % 0x0e, &body).to_vec() }),
             (
                 prop::collection::vec(message(), 1..4),
                 prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),

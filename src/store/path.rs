@@ -687,3 +687,247 @@ mod tests {
         assert!(n.len() <= MAX_COMPONENT_BYTES && n.ends_with(" (1)"), "{n}");
     }
 }
+
+/// Property tests: arbitrary (hostile) manifests through the receiver's
+/// checks. Whatever a peer sends, [`Manifest::validate`] and [`plan`] must
+/// not panic, and every plan they let through must only name plain,
+/// relative, printable paths inside the download directory.
+#[cfg(test)]
+mod proptests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::protocol::{Entry, ManifestLimits};
+
+    /// Path pieces an attacker (or a strange file system) might send.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            60 => "[a-zA-Z0-9 _.-]{1,12}",
+            1 => Just(".".to_owned()),
+            1 => Just("..".to_owned()),
+            1 => Just(String::new()),
+            1 => Just("\0".to_owned()),
+            1 => Just("a\0b".to_owned()),
+            1 => "[\\x00-\\x1F\\x7F-\\x{9F}]{1,3}",
+            1 => Just("\u{202e}gpj.exe".to_owned()),
+            1 => Just("\\..\\".to_owned()),
+            1 => Just("C:".to_owned()),
+            1 => Just("CON".to_owned()),
+            1 => Just("nul.txt".to_owned()),
+            1 => Just(".lanshare-x.part".to_owned()),
+            1 => Just("caf\u{e9}".to_owned()),
+            1 => Just("cafe\u{301}".to_owned()),
+            1 => Just("CAF\u{c9}".to_owned()),
+            1 => Just("日本語 ☀".to_owned()),
+            1 => Just("trailing. ".to_owned()),
+            1 => "\\PC{1,8}",
+            1 => (1usize..300).prop_map(|n| "x".repeat(n)),
+        ]
+    }
+
+    /// A path: pieces joined by `/`, sometimes absolute or with a stray
+    /// separator, sometimes a completely arbitrary string.
+    fn path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => (0u8..20, prop::collection::vec(piece(), 1..5))
+                .prop_map(|(odd, pieces)| {
+                    let mut p = pieces.join("/");
+                    match odd {
+                        0 => p.insert(0, '/'),
+                        1 => p.push('/'),
+                        2 => p.insert_str(0, "../"),
+                        _ => {}
+                    }
+                    p
+                }),
+            1 => any::<String>(),
+            1 => (1usize..80).prop_map(|n| vec!["a"; n].join("/")),
+        ]
+    }
+
+    fn size() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            24 => 0u64..3000,
+            1 => Just(1u64 << 62),
+            1 => Just(u64::MAX),
+            1 => any::<u64>(),
+        ]
+    }
+
+    /// A path an honest sender could send.
+    fn clean_path() -> impl Strategy<Value = String> {
+        prop::collection::vec("[a-zA-Z0-9_(][a-zA-Z0-9 ._()-]{0,8}[a-zA-Z0-9_)]", 1..4)
+            .prop_map(|pieces| pieces.join("/"))
+    }
+
+    fn entry(path: impl Strategy<Value = String>) -> impl Strategy<Value = Entry> {
+        (path, prop::option::of(size()), any::<[u8; 32]>()).prop_map(|(path, size, hash)| Entry {
+            path,
+            kind: match size {
+                Some(size) => EntryKind::File { size, hash },
+                None => EntryKind::Directory,
+            },
+        })
+    }
+
+    /// Honest-looking entries, then (usually) one of them made hostile,
+    /// or (sometimes) entirely arbitrary ones.
+    fn entries() -> impl Strategy<Value = Vec<Entry>> {
+        prop_oneof![
+            6 => (
+                prop::collection::vec(entry(clean_path()), 1..12),
+                prop::option::of((any::<prop::sample::Index>(), path())),
+            )
+                .prop_map(|(mut entries, twist)| {
+                    if let Some((at, path)) = twist {
+                        let i = at.index(entries.len());
+                        entries[i].path = path;
+                    }
+                    entries
+                }),
+            1 => prop::collection::vec(entry(path()), 0..12),
+        ]
+    }
+
+    fn manifest() -> impl Strategy<Value = Manifest> {
+        (
+            entries(),
+            prop_oneof![4 => Just(1u32 << 16), 4 => Just(1u32 << 20), 1 => any::<u32>()],
+            prop::bool::weighted(0.8),
+            0usize..4,
+        )
+            .prop_map(|(entries, block_size, exact_blocks, extra)| {
+                let mut m = Manifest {
+                    entries,
+                    block_size,
+                    blocks: Vec::new(),
+                };
+                // Mostly the right number of block hashes (when that
+                // number is small enough to build), else a few random.
+                let needed = m.entries.iter().try_fold(0u64, |acc, e| match e.kind {
+                    EntryKind::File { size, .. } => {
+                        acc.checked_add(crate::protocol::blocks_for(size, block_size))
+                    }
+                    EntryKind::Directory => Some(acc),
+                });
+                let count = match needed {
+                    Some(n) if exact_blocks && n <= 4096 => n as usize,
+                    _ => extra,
+                };
+                m.blocks = vec![[7; 32]; count];
+                m
+            })
+    }
+
+    fn limits() -> impl Strategy<Value = ManifestLimits> {
+        prop_oneof![
+            3 => Just(ManifestLimits::default()),
+            1 => (1usize..30, 0u64..10_000, 1usize..8).prop_map(|(entries, bytes, depth)| {
+                ManifestLimits {
+                    max_entries: entries,
+                    max_total_bytes: bytes,
+                    max_depth: depth,
+                }
+            }),
+        ]
+    }
+
+    thread_local!(static ACCEPTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+
+    /// A component that is safe to create inside the download directory.
+    fn plain(component: &str) -> bool {
+        !component.is_empty()
+            && component != "."
+            && component != ".."
+            && component.len() <= MAX_COMPONENT_BYTES
+            && !component
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '/' | '\\' | ':' | '\0'))
+    }
+
+    pub(super) fn ratio() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::default();
+        let (mut ok, mut valid, mut total) = (0, 0, 0);
+        for _ in 0..2000 {
+            let m = manifest().new_tree(&mut runner).unwrap().current();
+            let l = limits().new_tree(&mut runner).unwrap().current();
+            total += 1;
+            if plan(&m, l.max_depth).is_ok() && !m.entries.is_empty() {
+                ok += 1;
+                if m.validate(&l).is_ok() {
+                    valid += 1;
+                }
+            }
+        }
+        eprintln!("plan ok {ok}/{total}, plan+validate ok {valid}");
+    }
+
+    proptest! {
+        // Never write regression files next to the sources.
+        #![proptest_config(ProptestConfig {
+            cases: 1024,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn hostile_manifests_never_panic_and_accepted_plans_are_safe(
+            m in manifest(),
+            limits in limits(),
+        ) {
+            let valid = m.validate(&limits);
+            let planned = plan(&m, limits.max_depth);
+            let Ok(planned) = planned else {
+                return Ok(());
+            };
+            ACCEPTED.with(|n| n.set(n.get() + 1));
+            prop_assert_eq!(planned.entries().len(), m.entries.len());
+            let mut seen = HashSet::new();
+            for (entry, original) in planned.entries().iter().zip(&m.entries) {
+                prop_assert_eq!(&entry.kind, &original.kind);
+                let path = &entry.path;
+                prop_assert!(path.depth() >= 1 && path.depth() <= limits.max_depth);
+                for c in path.components() {
+                    prop_assert!(plain(c), "unsafe component {:?} in {:?}", c, original.path);
+                }
+                let joined = path.to_rel_string();
+                prop_assert!(!joined.starts_with('/') && joined.len() <= MAX_PATH_BYTES);
+                prop_assert!(
+                    seen.insert(joined.to_lowercase()),
+                    "duplicate {:?} in an accepted plan", joined
+                );
+            }
+            for dir in planned.directories() {
+                prop_assert!(dir.components().iter().all(|c| plain(c)), "{:?}", dir);
+            }
+            let mut tops = HashSet::new();
+            for top in planned.top_level() {
+                prop_assert!(plain(&top.name), "{:?}", top.name);
+                prop_assert!(!top.name.starts_with(RESERVED_PREFIX), "{:?}", top.name);
+                prop_assert!(tops.insert(top.name.to_lowercase()), "{:?}", top.name);
+            }
+            // What the receiver actually accepts passed both checks.
+            if valid.is_ok() {
+                prop_assert!(m.entries.len() <= limits.max_entries);
+                prop_assert!(m.total_bytes() <= limits.max_total_bytes);
+            }
+        }
+
+        #[test]
+        fn sanitize_never_panics_and_output_is_plain(p in path()) {
+            if let Ok(safe) = sanitize(&p) {
+                prop_assert!(safe.components().iter().all(|c| plain(c)), "{:?} -> {:?}", p, safe);
+                prop_assert_eq!(sanitize(&safe.to_rel_string()), Ok(safe.clone()));
+            }
+        }
+    }
+}
+#[cfg(test)]
+#[test]
+fn tmp_ratio() {
+    let _ = proptests::ratio();
+}

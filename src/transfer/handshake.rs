@@ -129,5 +129,8 @@ pub fn kind(message: &Message) -> &'static str {
         Message::PairRequest => "PairRequest",
         Message::PairConfirm { .. } => "PairConfirm",
         Message::Text { .. } => "Text",
+        Message::Probe { .. } => "Probe",
+        Message::Echo { .. } => "Echo",
+        Message::ProbeResult { .. } => "ProbeResult",
     }
 }

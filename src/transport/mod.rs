@@ -172,7 +172,11 @@ impl AsyncWrite for LinkWriter {
 /// Keeps transport state alive for as long as the link is used.
 enum Guard {
     Quic(quinn::Connection),
-    Tcp,
+    /// The TLS stream is split into halves, so the exporter output for the
+    /// pairing code ([`Link::pairing_code`]) is taken after the handshake.
+    Tcp {
+        pairing_exporter: Option<[u8; 8]>,
+    },
 }
 
 /// An encrypted, mutually authenticated byte channel to one peer.
@@ -207,6 +211,24 @@ impl Link {
     /// delivered, then the peer reads end-of-stream.
     pub async fn finish(&mut self) -> std::io::Result<()> {
         self.writer.shutdown().await
+    }
+
+    /// The 6-digit pairing code of this TLS session, derived with the TLS
+    /// keying-material exporter ([`crate::protocol::PAIRING_EXPORTER_LABEL`],
+    /// empty context). Both ends compute the same number; a man in the
+    /// middle holds two sessions with different secrets, so the two users
+    /// see different codes. `None` if the exporter is unavailable.
+    pub fn pairing_code(&self) -> Option<u32> {
+        let exporter = match &self.guard {
+            Guard::Quic(conn) => {
+                let mut out = [0u8; 8];
+                conn.export_keying_material(&mut out, crate::protocol::PAIRING_EXPORTER_LABEL, b"")
+                    .ok()?;
+                out
+            }
+            Guard::Tcp { pairing_exporter } => (*pairing_exporter)?,
+        };
+        Some(crate::protocol::pairing_code(exporter))
     }
 
     /// Closes the link at once with a short reason for the peer's logs.

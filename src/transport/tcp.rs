@@ -172,6 +172,7 @@ fn verified_peer(
 }
 
 fn link(stream: tokio_rustls::TlsStream<TcpStream>, peer: DeviceId, remote: SocketAddr) -> Link {
+    let pairing_exporter = pairing_exporter(&stream);
     let (reader, writer) = tokio::io::split(stream);
     Link {
         peer,
@@ -179,9 +180,25 @@ fn link(stream: tokio_rustls::TlsStream<TcpStream>, peer: DeviceId, remote: Sock
         remote,
         reader: Box::new(reader),
         writer: LinkWriter::Tcp(writer),
-        guard: Guard::Tcp,
+        guard: Guard::Tcp { pairing_exporter },
         _permit: None,
     }
+}
+
+/// Exporter output for [`Link::pairing_code`], read from the TLS session
+/// before the stream is split (the halves do not expose the session).
+fn pairing_exporter(stream: &tokio_rustls::TlsStream<TcpStream>) -> Option<[u8; 8]> {
+    let label = crate::protocol::PAIRING_EXPORTER_LABEL;
+    let out = [0u8; 8];
+    match stream {
+        tokio_rustls::TlsStream::Client(s) => {
+            s.get_ref().1.export_keying_material(out, label, Some(b""))
+        }
+        tokio_rustls::TlsStream::Server(s) => {
+            s.get_ref().1.export_keying_material(out, label, Some(b""))
+        }
+    }
+    .ok()
 }
 
 impl Transport for TcpTransport {
