@@ -19,6 +19,7 @@
 //! offer_timeout_s = 120
 //! max_offer_bytes = 1099511627776
 //! retry_s = 600           # how long an interrupted send retries and resumes
+//! interfaces = ["eth0"]   # mDNS on exactly these; default: all but container/VM/VPN ones
 //! ```
 
 use std::net::{IpAddr, Ipv6Addr};
@@ -96,6 +97,9 @@ pub struct FileConfig {
     pub max_offer_bytes: Option<u64>,
     /// Seconds an interrupted send keeps retrying.
     pub retry_s: Option<u64>,
+    /// Interfaces mDNS uses, exactly; unset or empty = the default policy
+    /// (all but container, VM-bridge, VPN and point-to-point interfaces).
+    pub interfaces: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -127,6 +131,7 @@ impl FileConfig {
             offer_timeout_s: self.offer_timeout_s.or(lower.offer_timeout_s),
             max_offer_bytes: self.max_offer_bytes.or(lower.max_offer_bytes),
             retry_s: self.retry_s.or(lower.retry_s),
+            interfaces: self.interfaces.or(lower.interfaces),
         }
     }
 }
@@ -160,6 +165,9 @@ pub struct Config {
     pub limits: ManifestLimits,
     /// How long an interrupted send keeps retrying (and resuming).
     pub retry_window: Duration,
+    /// Interfaces mDNS uses; empty = the default policy
+    /// ([`crate::discovery::interfaces`]).
+    pub interfaces: Vec<String>,
 }
 
 /// Process environment the defaults depend on (injected for tests).
@@ -346,6 +354,7 @@ impl Config {
             ),
             limits,
             retry_window: Duration::from_secs(given.retry_s.unwrap_or(DEFAULT_RETRY_S)),
+            interfaces: given.interfaces.unwrap_or_default(),
         })
     }
 }

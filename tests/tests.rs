@@ -8,8 +8,16 @@ mod common;
 
 mod cli;
 mod discovery;
+mod doctor;
 mod fallback;
+mod firewall;
+mod history;
+mod hostile;
 mod loopback_fallback;
+mod pairing;
+mod peers;
+mod robustness;
 mod security;
 mod systemd;
+mod text;
 mod transfer;

@@ -107,6 +107,23 @@ fn render_man() -> std::io::Result<Vec<u8>> {
             sub_man.render_options_section(&mut options)?;
             page.extend(strip_section_header(&options, ""));
         }
+        // Actions such as `share queue cancel ID`: synopsis and summary.
+        for action in sub
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            let action_name = format!("{name} {}", action.get_name());
+            let action = action.clone().bin_name(&action_name).mut_args(|a| {
+                let shared = a.is_global_set() || is_builtin(&a);
+                a.hide(shared)
+            });
+            let mut synopsis = Vec::new();
+            clap_mangen::Man::new(action.clone()).render_synopsis_section(&mut synopsis)?;
+            page.extend(strip_section_header(&synopsis, ".PP\n"));
+            if let Some(about) = action.get_long_about().or(action.get_about()) {
+                writeln!(page, ".RS\n{}\n.RE", escape(&about.to_string()))?;
+            }
+        }
     }
     page.extend_from_slice(FILES_AND_ENVIRONMENT.as_bytes());
     Ok(page)
@@ -159,5 +176,7 @@ mod tests {
             "daemon options missing"
         );
         assert!(page.contains("add yourself to group lanshare"));
+        // Actions of commands are listed too.
+        assert!(page.contains("share queue cancel"), "queue actions missing");
     }
 }

@@ -7,6 +7,8 @@
 //! other failure with a one-line reason on stderr.
 
 mod docs;
+mod doctor;
+mod everyday;
 mod render;
 
 use std::path::PathBuf;
@@ -43,8 +45,10 @@ pub enum Command {
     Id(JsonFlag),
     /// Show the daemon's status.
     Status(JsonFlag),
-    /// List devices found on the network.
-    Peers(JsonFlag),
+    /// List known devices, or add/remove one by address.
+    Peers(PeersArgs),
+    /// Check discovery and connectivity and explain what to fix.
+    Doctor(DoctorArgs),
     /// Send files and directories to a device.
     Send(SendArgs),
     /// List incoming and outgoing transfers.
@@ -77,6 +81,17 @@ pub enum Command {
         /// Device name or device-ID prefix.
         peer: String,
     },
+    /// Pair with a device: both show a 6-digit code; if the codes match and
+    /// both users confirm, each device trusts the other.
+    Pair(everyday::PairArgs),
+    /// Show finished transfers (kept across restarts).
+    History(everyday::HistoryArgs),
+    /// List sends queued with `share send --queue`, or cancel one.
+    Queue(everyday::QueueArgs),
+    /// List texts received with `share send --text`.
+    Inbox(JsonFlag),
+    /// Print the newest unread text (`share receive --text`).
+    Receive(everyday::ReceiveArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -84,6 +99,46 @@ pub enum Command {
     },
     /// Print the manual page (roff) covering every command.
     Man,
+}
+
+/// `share peers [add|remove]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PeersArgs {
+    /// Add or remove a peer; without one, list the known peers (how each
+    /// was found: mdns, remembered or manual, and when it was last seen).
+    #[command(subcommand)]
+    pub action: Option<PeersAction>,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `share peers` actions.
+#[derive(Debug, Subcommand)]
+pub enum PeersAction {
+    /// Add the device at HOST:PORT (its service port) for when mDNS cannot
+    /// find it; kept across restarts and re-checked every 30 s.
+    Add {
+        /// HOST:PORT, e.g. 192.168.1.20:47000.
+        addr: String,
+    },
+    /// Forget a manual or remembered device.
+    Remove {
+        /// Device name, device-ID prefix, or HOST:PORT.
+        peer: String,
+    },
+}
+
+/// `share doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also test connections with this device in both directions, over UDP
+    /// and TCP (name, device-ID prefix, or HOST:PORT).
+    pub peer: Option<String>,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--json` for read-only commands.
@@ -100,8 +155,16 @@ pub struct SendArgs {
     /// Device name, device-ID prefix, or HOST:PORT.
     pub peer: String,
     /// Files and directories to send.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "text")]
     pub paths: Vec<PathBuf>,
+    /// Send this short text instead of files (at most 64 KiB; `-` reads
+    /// it from stdin).
+    #[arg(long, value_name = "TEXT", conflicts_with = "paths")]
+    pub text: Option<String>,
+    /// Queue the send and return at once; it goes out when the peer is
+    /// reachable, even after a daemon restart (`share queue` lists it).
+    #[arg(long, conflicts_with = "text")]
+    pub queue: bool,
     /// Transport: race QUIC and TCP (auto), or force one.
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
@@ -167,6 +230,10 @@ pub struct DaemonArgs {
     /// Seconds a pending offer waits for `share accept`.
     #[arg(long, value_name = "SECS")]
     pub offer_timeout: Option<u64>,
+    /// Use mDNS on exactly this interface (repeatable); default: every
+    /// interface except container, VM-bridge, VPN and point-to-point ones.
+    #[arg(long = "interface", value_name = "NAME")]
+    pub interfaces: Vec<String>,
 }
 
 impl DaemonArgs {
@@ -186,6 +253,7 @@ impl DaemonArgs {
             offer_timeout_s: self.offer_timeout,
             max_offer_bytes: None,
             retry_s: None,
+            interfaces: (!self.interfaces.is_empty()).then(|| self.interfaces.clone()),
         }
     }
 
@@ -230,7 +298,16 @@ pub async fn run_client(socket: Option<PathBuf>, command: Command) -> Result<()>
             render::id(&data, flag.json)
         }
         Command::Status(flag) => render::status(&call(Request::Status).await?, flag.json),
-        Command::Peers(flag) => render::peers(&call(Request::Peers).await?, flag.json),
+        Command::Peers(args) => match args.action {
+            None => render::peers(&call(Request::Peers).await?, args.json),
+            Some(PeersAction::Add { addr }) => {
+                render::ack(&call(Request::PeersAdd { addr }).await?)
+            }
+            Some(PeersAction::Remove { peer }) => {
+                render::ack(&call(Request::PeersRemove { peer }).await?)
+            }
+        },
+        Command::Doctor(args) => doctor::run(&sockets, args.peer, args.json).await,
         Command::Transfers(flag) => render::transfers(&call(Request::Transfers).await?, flag.json),
         Command::Send(args) => send(&sockets, args).await,
         Command::Accept { id } => render::ack(&call(Request::Accept { id }).await?),
@@ -238,6 +315,11 @@ pub async fn run_client(socket: Option<PathBuf>, command: Command) -> Result<()>
         Command::Cancel { id } => render::ack(&call(Request::Cancel { id }).await?),
         Command::Trust { peer } => render::ack(&call(Request::Trust { peer }).await?),
         Command::Untrust { peer } => render::ack(&call(Request::Untrust { peer }).await?),
+        Command::Pair(args) => everyday::pair(&sockets, args).await,
+        Command::History(args) => everyday::history(&sockets, args).await,
+        Command::Queue(args) => everyday::queue(&sockets, args).await,
+        Command::Inbox(flag) => everyday::inbox(&sockets, flag.json).await,
+        Command::Receive(args) => everyday::receive(&sockets, args).await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }
@@ -257,6 +339,7 @@ fn offline_id() -> Result<serde_json::Value> {
         no_quic: false,
         no_tcp: false,
         offer_timeout: None,
+        interfaces: Vec::new(),
     }
     .resolve(None)?;
     let identity = crate::identity::Identity::load_existing(&config.state_dir)?
@@ -273,6 +356,9 @@ fn offline_id() -> Result<serde_json::Value> {
 }
 
 async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
+    if let Some(text) = &args.text {
+        return everyday::send_text(sockets, &args, text).await;
+    }
     // Walk the tree and open every file here, with the user's own
     // permissions; the daemon gets open files, never paths (the system
     // service cannot read home directories, and must never read a file
@@ -292,6 +378,9 @@ async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
     })
     .await
     .context("internal error: the file scan stopped")??;
+    if args.queue {
+        return everyday::queue_send(sockets, &args, &layout, &files).await;
+    }
     let request = Request::Send {
         peer: args.peer.clone(),
         entries: layout

@@ -65,6 +65,21 @@ pub(super) fn status(data: &serde_json::Value, as_json: bool) -> Result<()> {
     outln!("state:        {}", s.state_dir.display());
     outln!("uptime:       {} s", s.uptime_s);
     outln!("version:      {} (protocol {})", s.version, s.protocol);
+    for i in &s.interfaces {
+        if i.used {
+            outln!(
+                "interface:    {} ({}): discovery uses it",
+                i.name,
+                i.addresses.join(", ")
+            );
+        } else {
+            outln!(
+                "interface:    {}: ignored, {}",
+                i.name,
+                i.reason.as_deref().unwrap_or("not used")
+            );
+        }
+    }
     for w in &s.warnings {
         outln!("warning:      {w}");
     }
@@ -87,17 +102,37 @@ pub(super) fn peers(data: &serde_json::Value, as_json: bool) -> Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
-    outln!("{:width$}  {:9}  {:7}  ADDRESSES", "NAME", "ID", "TRUSTED");
+    outln!(
+        "{:width$}  {:9}  {:7}  {:10}  {:9}  ADDRESSES",
+        "NAME",
+        "ID",
+        "TRUSTED",
+        "FOUND BY",
+        "SEEN"
+    );
     for p in peers {
         outln!(
-            "{:width$}  {:9}  {:7}  {}",
+            "{:width$}  {:9}  {:7}  {:10}  {:9}  {}",
             p.name,
             p.id.short(),
             if p.trusted { "yes" } else { "no" },
+            p.source,
+            ago(p.last_seen_s),
             p.addresses.join(" ")
         );
     }
     Ok(())
+}
+
+/// "12 s ago", "3 min ago", "2 h ago", "4 d ago".
+fn ago(seconds: u64) -> String {
+    match seconds {
+        0..=1 => "now".into(),
+        2..=119 => format!("{seconds} s ago"),
+        120..=7199 => format!("{} min ago", seconds / 60),
+        7200..=172_799 => format!("{} h ago", seconds / 3600),
+        _ => format!("{} d ago", seconds / 86_400),
+    }
 }
 
 /// `share transfers`.

@@ -15,7 +15,9 @@
 //! Files to send travel as open descriptors, never as paths ([`fds`]).
 
 pub mod client;
+pub mod doctor;
 pub mod fds;
+pub mod records;
 pub mod server;
 
 use std::path::PathBuf;
@@ -103,6 +105,94 @@ pub enum Request {
         /// Name or device-ID (prefix).
         peer: String,
     },
+    /// Check and explain discovery and connectivity (`share doctor`).
+    Doctor {
+        /// Also measure reachability with this peer (name, ID prefix or
+        /// `HOST:PORT`) in both directions.
+        #[serde(default)]
+        peer: Option<String>,
+    },
+    /// Add a peer by address; kept across restarts (`share peers add`).
+    PeersAdd {
+        /// `HOST:PORT` of the peer's service port.
+        addr: String,
+    },
+    /// Forget a manual or remembered peer (`share peers remove`).
+    PeersRemove {
+        /// Name, device-ID prefix or `HOST:PORT`.
+        peer: String,
+    },
+    /// Start pairing with a device; answers at once with the code
+    /// ([`records::PairingInfo`]).
+    Pair {
+        /// Name, device-ID prefix or `HOST:PORT`.
+        peer: String,
+        /// Transport choice.
+        #[serde(default)]
+        transport: Preference,
+    },
+    /// Pairing attempts, incoming and outgoing.
+    Pairings,
+    /// This user's answer to a pairing, after comparing the codes.
+    PairDecide {
+        /// Pairing ID (prefix).
+        id: String,
+        /// Whether the codes match.
+        accept: bool,
+        /// Answer only once the pairing is over (both sides decided).
+        #[serde(default)]
+        wait: bool,
+    },
+    /// The persistent history of finished transfers, oldest first.
+    History {
+        /// Only the newest this many; `None` = all.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Queue a send until the peer is reachable; answers at once. The
+    /// files follow as open descriptors, exactly as for [`Request::Send`].
+    QueueSend {
+        /// Name, device-ID prefix or `HOST:PORT`.
+        peer: String,
+        /// What to offer, as for `Send`.
+        entries: Vec<SendEntry>,
+        /// Special files the CLI left out.
+        #[serde(default)]
+        skipped: Vec<String>,
+        /// Transport choice.
+        #[serde(default)]
+        transport: Preference,
+        /// The absolute paths the user named, to open again after a
+        /// daemon restart.
+        #[serde(default)]
+        roots: Vec<PathBuf>,
+    },
+    /// Queued sends.
+    Queue,
+    /// Remove a queued send.
+    QueueCancel {
+        /// Queue ID (prefix).
+        id: String,
+    },
+    /// Send a short text (at most [`crate::protocol::MAX_TEXT_LEN`] bytes).
+    SendText {
+        /// Name, device-ID prefix or `HOST:PORT`.
+        peer: String,
+        /// The text.
+        text: String,
+        /// Transport choice.
+        #[serde(default)]
+        transport: Preference,
+    },
+    /// Received texts.
+    Inbox,
+    /// The newest unread text, marked read; waits up to `wait_s` seconds
+    /// for one if there is none.
+    ReceiveText {
+        /// How long to wait for a text to arrive.
+        #[serde(default)]
+        wait_s: Option<u64>,
+    },
 }
 
 /// One entry of a [`Request::Send`].
@@ -119,7 +209,9 @@ impl Request {
     /// How many open files follow this request on the socket.
     pub fn fd_count(&self) -> usize {
         match self {
-            Self::Send { entries, .. } => entries.iter().filter(|e| !e.dir).count(),
+            Self::Send { entries, .. } | Self::QueueSend { entries, .. } => {
+                entries.iter().filter(|e| !e.dir).count()
+            }
             _ => 0,
         }
     }
@@ -233,6 +325,9 @@ pub struct StatusInfo {
     pub state_dir: PathBuf,
     /// Conditions worth a user's attention.
     pub warnings: Vec<String>,
+    /// The host's interfaces, and which of them discovery uses.
+    #[serde(default)]
+    pub interfaces: Vec<crate::discovery::InterfaceInfo>,
 }
 
 /// One line of `share peers`.
@@ -252,6 +347,9 @@ pub struct PeerInfo {
     pub source: String,
     /// Seconds since it was last seen.
     pub last_seen_s: u64,
+    /// When it was last seen (seconds since the Unix epoch).
+    #[serde(default)]
+    pub last_seen: u64,
 }
 
 /// Result of `share send`.

@@ -339,6 +339,19 @@ fn command_name(request: &Request) -> &'static str {
         Request::Cancel { .. } => "cancel",
         Request::Trust { .. } => "trust",
         Request::Untrust { .. } => "untrust",
+        Request::Doctor { .. } => "doctor",
+        Request::PeersAdd { .. } => "peers add",
+        Request::PeersRemove { .. } => "peers remove",
+        Request::Pair { .. } => "pair",
+        Request::Pairings => "pairings",
+        Request::PairDecide { .. } => "pair_decide",
+        Request::History { .. } => "history",
+        Request::QueueSend { .. } => "queue_send",
+        Request::Queue => "queue",
+        Request::QueueCancel { .. } => "queue_cancel",
+        Request::SendText { .. } => "send_text",
+        Request::Inbox => "inbox",
+        Request::ReceiveText { .. } => "receive_text",
     }
 }
 

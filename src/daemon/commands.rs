@@ -82,6 +82,20 @@ impl Handler for Commands {
                     ack(format!("cancelled transfer {id}"))
                 }
                 Request::Trust { peer } => shared.trust_peer(&peer).await,
+                request @ (Request::Pair { .. }
+                | Request::Pairings
+                | Request::PairDecide { .. }
+                | Request::History { .. }
+                | Request::QueueSend { .. }
+                | Request::Queue
+                | Request::QueueCancel { .. }
+                | Request::SendText { .. }
+                | Request::Inbox
+                | Request::ReceiveText { .. }) => {
+                    shared
+                        .everyday(request, caller, files, events, cancel)
+                        .await
+                }
                 Request::Untrust { peer } => {
                     let (id, name) = shared.find_device(&peer)?;
                     match shared.trust.untrust(&id) {
@@ -90,6 +104,9 @@ impl Handler for Commands {
                         Err(e) => Err(e.to_string()),
                     }
                 }
+                Request::Doctor { peer } => to_json(&shared.doctor(peer.as_deref()).await),
+                Request::PeersAdd { addr } => to_json(&shared.add_peer(&addr).await?),
+                Request::PeersRemove { peer } => to_json(&shared.remove_peer(&peer)?),
             }
         })
     }
@@ -97,7 +114,7 @@ impl Handler for Commands {
 
 /// Pairs the entries of a send request with the open files passed along
 /// with it, one per file entry, in order.
-fn attach_files(
+pub(super) fn attach_files(
     entries: Vec<SendEntry>,
     files: Vec<std::fs::File>,
 ) -> Result<Vec<(String, Option<SourceFile>)>, String> {
@@ -155,6 +172,7 @@ impl Shared {
             download_dir: self.config.download_dir.clone(),
             state_dir: self.config.state_dir.clone(),
             warnings: self.warnings(),
+            interfaces: self.interface_report(),
         }
     }
 
@@ -170,6 +188,11 @@ impl Shared {
                 source: format!("{:?}", p.source).to_lowercase(),
                 last_seen_s: now
                     .duration_since(p.last_seen)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                last_seen: p
+                    .last_seen
+                    .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
                 name: p.name,
@@ -208,7 +231,7 @@ impl Shared {
         }
     }
 
-    async fn authenticate(
+    pub(super) async fn authenticate(
         &self,
         link: crate::transport::Link,
     ) -> Result<(Framed, handshake::PeerHello), AuthFailure> {
@@ -234,7 +257,7 @@ impl Shared {
         Ok((framed, hello))
     }
 
-    async fn send(
+    pub(super) async fn send(
         &self,
         peer: &str,
         (what, skipped): (Vec<(String, Option<SourceFile>)>, Vec<String>),

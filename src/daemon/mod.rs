@@ -11,8 +11,18 @@
 //! close frames, wait for tasks, remove the socket.
 
 mod commands;
+mod doctor;
+mod everyday;
+mod history;
+mod inbox;
 mod notify;
+mod pairing;
+mod probe;
+mod queue;
+mod remembered;
 mod resolve;
+mod session;
+mod text;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,9 +38,10 @@ use crate::control::server::{ControlSocket, SocketAccess};
 use crate::discovery::{Advert, Discovery, DiscoveryOptions, PeerTable};
 use crate::identity::Identity;
 use crate::identity::trust::TrustStore;
+use crate::protocol::Message;
 use crate::store::DownloadDir;
 use crate::transfer::framed::Framed;
-use crate::transfer::receive::{self, ReceiveContext};
+use crate::transfer::receive::ReceiveContext;
 use crate::transfer::resume::ResumeStore;
 use crate::transfer::{handshake, registry::Registry};
 use crate::transport::dial::Dialer;
@@ -62,6 +73,9 @@ pub enum DaemonError {
     /// mDNS could not start.
     #[error(transparent)]
     Discovery(#[from] crate::discovery::DiscoveryError),
+    /// The text inbox in the state directory is unusable.
+    #[error(transparent)]
+    Inbox(#[from] inbox::InboxError),
 }
 
 /// State shared by the daemon's tasks and command handlers.
@@ -79,6 +93,22 @@ pub(crate) struct Shared {
     /// fails later on).
     warnings: std::sync::Mutex<Vec<String>>,
     transports: Vec<crate::transport::TransportKind>,
+    /// What mDNS saw per interface (`None` when mDNS is off or failed).
+    mdns_health: Option<crate::discovery::MdnsHealth>,
+    /// The kernel clamped the QUIC socket buffers (`share doctor`).
+    buffer_warning: Option<String>,
+    /// Reachability probes (`share doctor PEER`).
+    probes: probe::Probes,
+    /// Remembered and manual peers (`peers.json`).
+    remembered: remembered::Remembered,
+    /// Finished transfers, persisted (`share history`).
+    history: Arc<history::History>,
+    /// Received texts (`share inbox`).
+    inbox: inbox::Inbox,
+    /// Pairing attempts (`share pair`).
+    pairings: Arc<pairing::Pairings>,
+    /// Sends waiting for their peer (`share queue`).
+    queue: queue::Queue,
 }
 
 /// Runs the daemon until `shutdown` resolves. `ready` is called once
@@ -94,15 +124,31 @@ pub async fn run(
     let download = Arc::new(DownloadDir::open(&config.download_dir)?);
     let (quic, tcp, port) = bind_transports(&config, &identity).await?;
     let mut warnings = Vec::new();
-    if let Some(w) = quic.as_ref().and_then(|q| q.buffer_warning()) {
+    let buffer_warning = quic
+        .as_ref()
+        .and_then(|q| q.buffer_warning())
+        .map(str::to_owned);
+    if let Some(w) = &buffer_warning {
         tracing::warn!("{w}");
-        warnings.push(w.to_owned());
+        warnings.push(w.clone());
+    }
+    let (remembered, w) = remembered::Remembered::load(&config.state_dir);
+    if let Some(w) = w {
+        tracing::warn!("{w}");
+        warnings.push(w);
     }
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let peers = PeerTable::new();
-    let registry = Registry::default();
+    let history = Arc::new(history::History::open(&config.state_dir));
+    let registry = Registry::with_sink(history.clone());
+    let inbox = inbox::Inbox::open(&config.state_dir)?;
+    let pairings = Arc::new(pairing::Pairings::new(
+        cancel.child_token(),
+        tracker.clone(),
+    ));
+    let queue = queue::Queue::open(&config.state_dir, cancel.child_token());
     let access = SocketAccess::for_socket(
         &config.socket,
         std::env::var_os("RUNTIME_DIRECTORY")
@@ -118,7 +164,11 @@ pub async fn run(
             port,
             tcp_port: config.tcp.then_some(port),
         };
-        match Discovery::start(advert, peers.clone(), DiscoveryOptions::default()) {
+        let options = DiscoveryOptions {
+            interfaces: config.interfaces.clone(),
+            ..DiscoveryOptions::default()
+        };
+        match Discovery::start(advert, peers.clone(), options) {
             Ok(d) => Some(d),
             Err(e) => {
                 let w = format!("mDNS discovery unavailable: {e}");
@@ -158,6 +208,14 @@ pub async fn run(
         started: Instant::now(),
         warnings: std::sync::Mutex::new(warnings),
         transports,
+        mdns_health: discovery.as_ref().map(Discovery::health),
+        buffer_warning,
+        probes: probe::Probes::default(),
+        remembered,
+        history,
+        inbox,
+        pairings,
+        queue,
     });
 
     let (links_tx, links_rx) = mpsc::channel::<Link>(16);
@@ -186,6 +244,8 @@ pub async fn run(
         tracker.clone(),
     ));
     tracker.spawn(expire_resume_state(shared.clone(), cancel.clone()));
+    tracker.spawn(queue::run(shared.clone(), cancel.clone(), tracker.clone()));
+    tracker.spawn(remembered::run(shared.clone(), cancel.clone()));
     let socket_path = control.path().to_owned();
     tracker.spawn(control.serve(
         Arc::new(commands::Commands(shared.clone())),
@@ -378,7 +438,18 @@ async fn serve_link(shared: Arc<Shared>, link: Link) {
     match handshake::server(&mut framed, &shared.config.name, &shared.trust).await {
         Ok(hello) => {
             tracing::debug!(%peer, %remote, %kind, name = %hello.name, "peer connected");
-            receive::receive(&mut framed, &hello.name, &shared.receive).await;
+            // The first message after Hello picks the session type.
+            match framed.recv().await {
+                Ok(Message::Probe { port, nonce }) => {
+                    probe::answer(&shared, &mut framed, port, nonce).await;
+                }
+                Ok(Message::Echo { nonce }) => {
+                    if !shared.probes.echoed(&nonce, peer, kind) {
+                        tracing::debug!(%peer, %remote, "unexpected probe echo");
+                    }
+                }
+                first => shared.serve_session(&mut framed, &hello.name, first).await,
+            }
         }
         Err(e) => tracing::info!(%peer, %remote, %kind, "handshake failed: {e}"),
     }

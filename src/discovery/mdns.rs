@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::Advert;
-use super::peers::{Applied, ApplyPolicy, BrowseEvent, PeerTable, ResolvedInstance, truncate_utf8};
+use super::health::MdnsHealth;
+use super::peers::{
+    Applied, ApplyPolicy, BrowseEvent, IgnoreReason, PeerTable, ResolvedInstance, truncate_utf8,
+};
 use crate::identity::DeviceId;
 
 /// The DNS-SD service type.
@@ -142,6 +145,30 @@ pub(crate) fn to_instance(service: &mdns_sd::ResolvedService) -> ResolvedInstanc
     }
 }
 
+/// Names of the interfaces a resolution's addresses arrived on.
+fn seen_on(service: &mdns_sd::ResolvedService) -> Vec<String> {
+    let mut names: Vec<String> = service
+        .addresses
+        .iter()
+        .flat_map(|scoped| match scoped {
+            ScopedIp::V4(v4) => v4.interface_ids().iter().map(|i| i.name.clone()).collect(),
+            ScopedIp::V6(v6) => vec![v6.scope_id().name.clone()],
+            _ => Vec::new(),
+        })
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The interface name in a `DaemonEvent::Announce` detail
+/// (`"<host>.local.:<interface>"`); `None` for other formats.
+fn announced_interface(detail: &str) -> Option<&str> {
+    let (host, interface) = detail.rsplit_once(':')?;
+    (host.ends_with(".local.") && !interface.is_empty()).then_some(interface)
+}
+
 /// What woke the worker.
 enum Wake {
     Cancelled,
@@ -156,6 +183,8 @@ enum Wake {
 pub(crate) struct Worker {
     daemon: ServiceDaemon,
     peers: PeerTable,
+    /// Per-interface evidence for `share doctor`.
+    health: MdnsHealth,
     policy: ApplyPolicy,
     cancel: CancellationToken,
     /// The current browse receiver; `None` while a re-browse is pending.
@@ -175,6 +204,7 @@ impl Worker {
     pub(crate) fn new(
         daemon: ServiceDaemon,
         peers: PeerTable,
+        health: MdnsHealth,
         policy: ApplyPolicy,
         cancel: CancellationToken,
         events: Receiver<ServiceEvent>,
@@ -183,6 +213,7 @@ impl Worker {
         Self {
             daemon,
             peers,
+            health,
             policy,
             cancel,
             events: Some(events),
@@ -227,7 +258,7 @@ impl Worker {
                         break;
                     }
                 }
-                Wake::Monitor(Ok(event)) => on_daemon_event(event),
+                Wake::Monitor(Ok(event)) => on_daemon_event(event, &self.health),
                 Wake::Monitor(Err(_)) => self.monitor = None,
                 Wake::VerifyTick => self.verify_round(),
                 Wake::Rebrowse => self.on_rebrowse_timer(),
@@ -249,11 +280,21 @@ impl Worker {
                 if let Some((_, replayed)) = &mut self.sweep {
                     replayed.insert(key.clone());
                 }
-                let outcome = self.peers.apply(
-                    &self.policy,
-                    BrowseEvent::Resolved(instance),
-                    SystemTime::now(),
-                );
+                let now = SystemTime::now();
+                let interfaces = seen_on(&service);
+                let outcome = self
+                    .peers
+                    .apply(&self.policy, BrowseEvent::Resolved(instance), now);
+                match outcome {
+                    Applied::Ignored(IgnoreReason::OwnId) => {
+                        trace!(?interfaces, "own announcement received");
+                        self.health.own_seen(&interfaces, now);
+                    }
+                    Applied::PeerAdded(id) | Applied::PeerUpdated(id) | Applied::Unchanged(id) => {
+                        self.health.peer_seen(id, &interfaces, now);
+                    }
+                    _ => {}
+                }
                 match outcome {
                     Applied::PeerAdded(id) => {
                         self.lost.remove(&key);
@@ -427,12 +468,21 @@ fn verifiable(fullname: &str) -> bool {
     }
 }
 
-fn on_daemon_event(event: DaemonEvent) {
+fn on_daemon_event(event: DaemonEvent, health: &MdnsHealth) {
     match event {
-        DaemonEvent::Error(e) => warn!(
-            error = %e,
-            "mDNS error; discovery may not work (check that UDP port 5353 is usable, or use --no-mdns and HOST:PORT addressing)"
-        ),
+        DaemonEvent::Error(e) => {
+            warn!(
+                error = %e,
+                "mDNS error; discovery may not work (check that UDP port 5353 is usable, or use --no-mdns and HOST:PORT addressing)"
+            );
+            health.error(e.to_string());
+        }
+        DaemonEvent::Announce(fullname, detail) => {
+            debug!(%fullname, %detail, "mDNS announced");
+            if let Some(interface) = announced_interface(&detail) {
+                health.announced(interface, SystemTime::now());
+            }
+        }
         DaemonEvent::NameChange(change) => info!(
             original = %change.original,
             new = %change.new_name,
@@ -486,6 +536,16 @@ mod tests {
         assert!(!verifiable("a\\b._lanshare._udp.local."));
         assert!(!verifiable("x._other._udp.local."));
         assert!(!verifiable("._lanshare._udp.local."));
+    }
+
+    #[test]
+    fn announce_detail_names_the_interface() {
+        assert_eq!(
+            announced_interface("lanshare-abcdefabcdef.local.:eth0"),
+            Some("eth0")
+        );
+        assert_eq!(announced_interface("[10.0.0.1, fe80::1]"), None);
+        assert_eq!(announced_interface("x.local.:"), None);
     }
 
     #[test]

@@ -89,19 +89,23 @@
 //!
 //! No false removals in 13 rounds (200 s) on a clean link.
 
+mod health;
+pub mod interfaces;
 mod mdns;
 mod peers;
 
 use std::time::Duration;
 
-use mdns_sd::{IfKind, ServiceDaemon};
+use mdns_sd::{IfKind, IfPredicate, ServiceDaemon};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::identity::DeviceId;
 
-pub use peers::{Peer, PeerSource, PeerTable};
+pub use health::{InterfaceEvidence, MdnsHealth};
+pub use interfaces::{InterfaceInfo, InterfacePolicy};
+pub use peers::{Peer, PeerSource, PeerTable, clean_peer_name};
 
 /// The DNS-SD service type we announce and browse.
 pub const SERVICE_TYPE: &str = mdns::SERVICE_TYPE;
@@ -124,8 +128,20 @@ pub struct Advert {
 pub struct DiscoveryOptions {
     /// Use loopback interfaces and keep loopback addresses (tests only).
     pub allow_loopback: bool,
-    /// Interface names to use; empty means all suitable interfaces.
+    /// Interface names to use; empty means the default policy: every
+    /// interface except container, VM-bridge, VPN and point-to-point ones
+    /// (see [`interfaces`]).
     pub interfaces: Vec<String>,
+}
+
+impl DiscoveryOptions {
+    /// The interface policy these options describe.
+    pub fn policy(&self) -> InterfacePolicy {
+        InterfacePolicy {
+            only: self.interfaces.clone(),
+            allow_loopback: self.allow_loopback,
+        }
+    }
 }
 
 /// Why discovery could not start.
@@ -168,6 +184,7 @@ pub struct Discovery {
     daemon: Option<ServiceDaemon>,
     fullname: String,
     peers: PeerTable,
+    health: MdnsHealth,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -207,7 +224,16 @@ impl Discovery {
         let setup = || -> Result<_, DiscoveryError> {
             let browse_err = |cause| DiscoveryError::Browse { cause };
             // Later selections override earlier ones for the interfaces they match.
-            if !opts.interfaces.is_empty() {
+            if opts.interfaces.is_empty() {
+                // The default policy, evaluated by mdns-sd on every
+                // interface check, so interfaces created later are covered.
+                let policy = opts.policy();
+                daemon
+                    .disable_interface(IfKind::Predicate(IfPredicate::new(move |intf| {
+                        policy.ignores_name(&intf.name)
+                    })))
+                    .map_err(browse_err)?;
+            } else {
                 daemon.disable_interface(IfKind::All).map_err(browse_err)?;
                 let names: Vec<IfKind> = opts
                     .interfaces
@@ -246,9 +272,11 @@ impl Discovery {
         };
 
         let cancel = CancellationToken::new();
+        let health = MdnsHealth::default();
         let worker = mdns::Worker::new(
             daemon.clone(),
             peers.clone(),
+            health.clone(),
             peers::ApplyPolicy {
                 own_id: advert.id,
                 allow_loopback: opts.allow_loopback,
@@ -268,9 +296,15 @@ impl Discovery {
             daemon: Some(daemon),
             fullname,
             peers,
+            health,
             cancel,
             task: Some(task),
         })
+    }
+
+    /// What mDNS has shown to work on each interface (`share doctor`).
+    pub fn health(&self) -> MdnsHealth {
+        self.health.clone()
     }
 
     /// The fullname we registered (before any conflict renaming).

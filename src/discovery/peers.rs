@@ -20,8 +20,11 @@ use crate::identity::DeviceId;
 pub enum PeerSource {
     /// Discovered via mDNS / DNS-SD.
     Mdns,
-    /// Added by hand (`HOST:PORT` addressing, `--no-mdns`).
+    /// Added by hand (`share peers add HOST:PORT`).
     Manual,
+    /// A trusted device mDNS does not see (any more), found again at its
+    /// last known address by a unicast probe.
+    Remembered,
 }
 
 /// A known peer.
@@ -286,6 +289,17 @@ impl PeerTable {
     /// merged: mDNS data wins for name/ports, addresses are combined.
     pub fn upsert_manual(&self, mut peer: Peer) {
         peer.source = PeerSource::Manual;
+        self.upsert_unicast(peer);
+    }
+
+    /// Adds or replaces a peer found without mDNS, keeping its `source`
+    /// ([`PeerSource::Manual`] or [`PeerSource::Remembered`]; `Mdns` is
+    /// stored as `Manual`). Merged with mDNS like [`upsert_manual`](Self::upsert_manual);
+    /// removed with [`remove_manual`](Self::remove_manual).
+    pub fn upsert_unicast(&self, mut peer: Peer) {
+        if peer.source == PeerSource::Mdns {
+            peer.source = PeerSource::Manual;
+        }
         let id = peer.id;
         let changed = {
             let mut state = self.write();
@@ -297,7 +311,24 @@ impl PeerTable {
         }
     }
 
-    /// Removes a manually configured peer. Returns whether it existed.
+    /// Whether mDNS currently sees the device (at least one instance).
+    pub fn seen_by_mdns(&self, id: &DeviceId) -> bool {
+        self.read().instances.values().any(|i| i.id == *id)
+    }
+
+    /// Records that a peer found without mDNS answered at `at`. Does not
+    /// notify subscribers (like liveness checks).
+    pub fn touch_unicast(&self, id: &DeviceId, at: SystemTime) {
+        let mut state = self.write();
+        if let Some(peer) = state.manual.get_mut(id) {
+            peer.last_seen = peer.last_seen.max(at);
+        }
+        if let Some(peer) = state.merged.get_mut(id) {
+            peer.last_seen = peer.last_seen.max(at);
+        }
+    }
+
+    /// Removes a manually configured (or remembered) peer. Returns whether it existed.
     pub fn remove_manual(&self, id: &DeviceId) -> bool {
         let (existed, changed) = {
             let mut state = self.write();
@@ -575,6 +606,17 @@ fn sort_addrs(addrs: &mut Vec<SocketAddr>) {
 
 /// A peer-supplied name made safe to print: no control characters (no
 /// terminal escapes), trimmed, at most [`MAX_NAME_BYTES`].
+/// A peer-supplied device name made safe to show: control characters
+/// removed, at most 255 bytes, the short device ID if nothing is left.
+pub fn clean_peer_name(name: &str, id: &DeviceId) -> String {
+    let cleaned = clean_name(name);
+    if cleaned.is_empty() {
+        id.short()
+    } else {
+        cleaned
+    }
+}
+
 fn clean_name(name: &str) -> String {
     let cleaned: String = name.chars().filter(|c| !c.is_control()).collect();
     truncate_utf8(cleaned.trim(), MAX_NAME_BYTES)

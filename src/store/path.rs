@@ -834,8 +834,6 @@ mod proptests {
         ]
     }
 
-    thread_local!(static ACCEPTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
-
     /// A component that is safe to create inside the download directory.
     fn plain(component: &str) -> bool {
         !component.is_empty()
@@ -845,25 +843,6 @@ mod proptests {
             && !component
                 .chars()
                 .any(|c| c.is_control() || matches!(c, '/' | '\\' | ':' | '\0'))
-    }
-
-    pub(super) fn ratio() {
-        use proptest::strategy::ValueTree;
-        use proptest::test_runner::TestRunner;
-        let mut runner = TestRunner::default();
-        let (mut ok, mut valid, mut total) = (0, 0, 0);
-        for _ in 0..2000 {
-            let m = manifest().new_tree(&mut runner).unwrap().current();
-            let l = limits().new_tree(&mut runner).unwrap().current();
-            total += 1;
-            if plan(&m, l.max_depth).is_ok() && !m.entries.is_empty() {
-                ok += 1;
-                if m.validate(&l).is_ok() {
-                    valid += 1;
-                }
-            }
-        }
-        eprintln!("plan ok {ok}/{total}, plan+validate ok {valid}");
     }
 
     proptest! {
@@ -884,7 +863,6 @@ mod proptests {
             let Ok(planned) = planned else {
                 return Ok(());
             };
-            ACCEPTED.with(|n| n.set(n.get() + 1));
             prop_assert_eq!(planned.entries().len(), m.entries.len());
             let mut seen = HashSet::new();
             for (entry, original) in planned.entries().iter().zip(&m.entries) {
@@ -925,9 +903,4 @@ mod proptests {
             }
         }
     }
-}
-#[cfg(test)]
-#[test]
-fn tmp_ratio() {
-    let _ = proptests::ratio();
 }

@@ -91,8 +91,21 @@ enum Leftover {
 
 /// Handles one incoming transfer after the `Hello` exchange.
 pub async fn receive(framed: &mut Framed, peer_name: &str, ctx: &ReceiveContext) {
+    let first = framed.recv().await;
+    receive_first(framed, peer_name, ctx, first).await;
+}
+
+/// [`receive`] when the caller already read the first message after
+/// `Hello` (the daemon reads it to pick the session type: a transfer, or a
+/// reachability probe).
+pub async fn receive_first(
+    framed: &mut Framed,
+    peer_name: &str,
+    ctx: &ReceiveContext,
+    first: Result<Message, RecvError>,
+) {
     let peer_id = framed.link().peer;
-    let manifest = match framed.recv().await {
+    let manifest = match first {
         Ok(Message::Offer(manifest)) => manifest,
         Ok(other) => {
             let e = TransferError::Protocol(format!("expected Offer, got {}", kind(&other)));
@@ -150,13 +163,19 @@ pub async fn receive(framed: &mut Framed, peer_name: &str, ctx: &ReceiveContext)
     } else {
         consent(framed, &manifest, peer_name, ctx, &handle).await
     };
-    if let Err(reason) = consent {
-        tracing::info!(
-            id = handle.id(),
-            "offer from {peer_name} rejected: {reason}"
-        );
-        handle.finish(State::Rejected, Some(reason.clone()));
-        let _ = framed.send(&Message::Reject { reason }).await;
+    if let Err((state, reason)) = consent {
+        let what = match state {
+            State::Cancelled => "cancelled",
+            _ => "rejected",
+        };
+        tracing::info!(id = handle.id(), "offer from {peer_name} {what}: {reason}");
+        handle.finish(state, Some(reason.clone()));
+        if state != State::Cancelled {
+            let _ = framed.send(&Message::Reject { reason }).await;
+        } else if handle.cancelled().is_cancelled() {
+            // `share cancel` here: the sender sees "cancelled by peer".
+            framed.send_error(&TransferError::Cancelled).await;
+        }
         return;
     }
 
@@ -224,20 +243,25 @@ fn check_offer(manifest: &Manifest, ctx: &ReceiveContext, resuming: bool) -> Res
 }
 
 /// Decides whether to go ahead: policy, trust, or the user's answer.
+/// `Err` holds the final state (`Rejected`, or `Cancelled` by either side
+/// while waiting) and the reason.
 async fn consent(
     framed: &mut Framed,
     manifest: &Manifest,
     peer_name: &str,
     ctx: &ReceiveContext,
     handle: &Handle,
-) -> Result<(), String> {
+) -> Result<(), (State, String)> {
+    let rejected = |reason: String| (State::Rejected, reason);
     let peer = framed.link().peer;
     let trusted = ctx.trust.is_trusted(&peer);
     match ctx.policy {
         AcceptPolicy::All => return Ok(()),
         _ if trusted => return Ok(()),
         AcceptPolicy::Trusted => {
-            return Err("this device only accepts files from trusted devices".into());
+            return Err(rejected(
+                "this device only accepts files from trusted devices".into(),
+            ));
         }
         AcceptPolicy::Ask => {}
     }
@@ -248,9 +272,9 @@ async fn consent(
         .filter(|t| t.peer_id == peer && t.state == State::Pending && t.id != handle.id())
         .count();
     if pending >= MAX_PENDING_PER_PEER {
-        return Err(format!(
+        return Err(rejected(format!(
             "too many offers waiting for consent from this device (limit {MAX_PENDING_PER_PEER})"
-        ));
+        )));
     }
     tracing::info!(
         id = handle.id(),
@@ -264,17 +288,32 @@ async fn consent(
     let timeout = ctx.offer_timeout;
     // While waiting, the sender may give up (closes or sends Error).
     let (mut from_peer, _) = framed.halves();
+    let cancel = handle.cancelled();
+    let expired = || format!("offer expired: not accepted within {} s", timeout.as_secs());
     tokio::select! {
         d = tokio::time::timeout(timeout, decision) => match d {
             Ok(Ok(Decision::Accept)) => Ok(()),
-            Ok(Ok(Decision::Reject(reason))) => Err(reason),
-            Ok(Err(_)) => Err("the receiving daemon is shutting down".into()),
-            Err(_) => Err(format!("offer expired: not accepted within {} s", timeout.as_secs())),
+            Ok(Ok(Decision::Reject(reason))) => Err(rejected(reason)),
+            Ok(Err(_)) => Err(rejected("the receiving daemon is shutting down".into())),
+            Err(_) => Err(rejected(expired())),
         },
+        // `share cancel` on a pending offer.
+        () = cancel.cancelled() => Err((State::Cancelled, TransferError::Cancelled.to_string())),
         m = from_peer.recv() => Err(match m {
-            Ok(Message::Error { message, .. }) => format!("sender gave up: {message}"),
-            Ok(other) => format!("sender sent {} before the offer was accepted", kind(&other)),
-            Err(e) => format!("sender went away: {e}"),
+            Ok(Message::Error { code: ErrorCode::Cancelled, message }) => {
+                let e = TransferError::Peer {
+                    peer: peer_name.to_owned(),
+                    code: ErrorCode::Cancelled,
+                    message,
+                };
+                (State::Cancelled, e.to_string())
+            }
+            Ok(Message::Error { message, .. }) => rejected(format!("sender gave up: {message}")),
+            Ok(other) => rejected(format!(
+                "sender sent {} before the offer was accepted",
+                kind(&other)
+            )),
+            Err(e) => rejected(format!("sender went away: {e}")),
         }),
     }
 }
@@ -396,6 +435,9 @@ impl Job<'_> {
             let message = tokio::select! {
                 m = framed.recv_within(MESSAGE_TIMEOUT) => m,
                 () = cancel.cancelled() => return Some((TransferError::Cancelled, Leftover::Discard)),
+                // The writer stopped on bad data (or a full disk): answer
+                // now, not when the peer sends its next frame.
+                () = tx.closed() => return None,
             };
             match message {
                 Ok(Message::Data { file, offset, data }) => {

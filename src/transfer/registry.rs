@@ -5,11 +5,15 @@
 //! Each transfer gets a short random ID (8 hex digits) that users type;
 //! prefixes are accepted when unique. Finished transfers stay listed (the
 //! most recent [`KEEP_FINISHED`]) so scripts can inspect outcomes.
+//!
+//! Every transfer reaches a final state exactly once, here, whoever ends
+//! it (sender, receiver, user, expiry); so this is where a [`FinishSink`]
+//! (the daemon's persistent history) hears about each one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -55,6 +59,24 @@ impl State {
     }
 }
 
+/// What a transfer carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferKind {
+    /// Files and directories (an `Offer`).
+    #[default]
+    Files,
+    /// A short text (a `Text` message); `names` holds a preview.
+    Text,
+}
+
+/// Told about every transfer once, when it reaches a final state.
+pub trait FinishSink: Send + Sync {
+    /// `info` is the final snapshot (counters included); `duration` is the
+    /// time since the transfer was registered.
+    fn finished(&self, info: &TransferInfo, duration: Duration);
+}
+
 /// A snapshot of one transfer, as shown by `share transfers --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransferInfo {
@@ -87,6 +109,9 @@ pub struct TransferInfo {
     pub reason: Option<String>,
     /// Start time, seconds since the Unix epoch.
     pub started: u64,
+    /// Files or a text.
+    #[serde(default)]
+    pub kind: TransferKind,
 }
 
 /// The receiving user's answer to an offer.
@@ -119,6 +144,8 @@ pub enum RegistryError {
 
 struct Slot {
     info: TransferInfo,
+    /// For the duration reported to the [`FinishSink`].
+    started_at: Instant,
     seq: u64,
     bytes_done: Arc<AtomicU64>,
     bytes_sent: Arc<AtomicU64>,
@@ -130,6 +157,7 @@ struct Slot {
 struct Inner {
     slots: HashMap<String, Slot>,
     seq: u64,
+    sink: Option<Arc<dyn FinishSink>>,
 }
 
 /// Shared table of transfers.
@@ -166,6 +194,13 @@ pub struct Handle {
 }
 
 impl Registry {
+    /// A registry that reports every finished transfer to `sink`.
+    pub fn with_sink(sink: Arc<dyn FinishSink>) -> Self {
+        let registry = Self::default();
+        registry.lock().sink = Some(sink);
+        registry
+    }
+
     /// Registers a transfer in state `Active` (or `Pending` via [`Handle::pending`]).
     pub fn start(&self, new: NewTransfer) -> Handle {
         let mut inner = self.lock();
@@ -197,11 +232,13 @@ impl Registry {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            kind: TransferKind::Files,
         };
         inner.slots.insert(
             id.clone(),
             Slot {
                 info,
+                started_at: Instant::now(),
                 seq,
                 bytes_done: bytes_done.clone(),
                 bytes_sent: bytes_sent.clone(),
@@ -280,13 +317,23 @@ impl Registry {
 
     fn set_state(&self, id: &str, state: State, reason: Option<String>) {
         let mut inner = self.lock();
+        let mut newly_finished = None;
         if let Some(slot) = inner.slots.get_mut(id) {
+            let was_finished = slot.info.state.finished();
             slot.info.state = state;
             slot.info.reason = reason;
             if state.finished() {
                 slot.decision = None;
+                if !was_finished {
+                    let mut info = slot.info.clone();
+                    info.bytes_done = slot.bytes_done.load(Ordering::Relaxed);
+                    info.bytes_sent = slot.bytes_sent.load(Ordering::Relaxed);
+                    newly_finished = Some((info, slot.started_at.elapsed()));
+                }
             }
         }
+        // Told outside the lock: the sink may do I/O.
+        let report = inner.sink.clone().zip(newly_finished);
         let finished = inner
             .slots
             .values()
@@ -301,6 +348,10 @@ impl Registry {
                 .map(|s| s.info.id.clone())
         {
             inner.slots.remove(&oldest);
+        }
+        drop(inner);
+        if let Some((sink, (info, duration))) = report {
+            sink.finished(&info, duration);
         }
     }
 
@@ -386,6 +437,14 @@ impl Handle {
         rx
     }
 
+    /// Marks what the transfer carries (files by default).
+    pub fn set_kind(&self, kind: TransferKind) {
+        let mut inner = self.registry.lock();
+        if let Some(slot) = inner.slots.get_mut(&self.id) {
+            slot.info.kind = kind;
+        }
+    }
+
     /// Records the transport of the current attempt.
     pub fn set_transport(&self, transport: TransportKind) {
         let mut inner = self.registry.lock();
@@ -457,5 +516,37 @@ mod tests {
         let info = &registry.list()[0];
         assert_eq!((info.bytes_done, info.state), (7, State::Failed));
         assert_eq!(info.reason.as_deref(), Some("disk full"));
+    }
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<TransferInfo>>);
+
+    impl FinishSink for Collect {
+        fn finished(&self, info: &TransferInfo, _: Duration) {
+            self.0.lock().unwrap().push(info.clone());
+        }
+    }
+
+    #[test]
+    fn sink_hears_each_final_state_once() {
+        let sink = Arc::new(Collect::default());
+        let registry = Registry::with_sink(sink.clone());
+        let a = registry.start(new());
+        let b = registry.start(new());
+        b.set_kind(TransferKind::Text);
+        a.waiting();
+        a.active();
+        a.add_sent(10);
+        assert!(sink.0.lock().unwrap().is_empty());
+        a.finish(State::Done, None);
+        a.finish(State::Failed, Some("late".into()));
+        b.finish(State::Rejected, Some("no".into()));
+        let seen = sink.0.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!((seen[0].state, seen[0].bytes_done), (State::Done, 10));
+        assert_eq!(
+            (seen[1].state, seen[1].kind, seen[1].reason.as_deref()),
+            (State::Rejected, TransferKind::Text, Some("no"))
+        );
     }
 }

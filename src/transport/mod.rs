@@ -239,22 +239,24 @@ impl Link {
         }
     }
 
-    /// Waits (bounded) until the peer has closed its side, so our last
-    /// message is not cut off by closing first.
+    /// Waits (bounded by `limit`) until the peer has ended its side and —
+    /// over QUIC — acknowledged everything we sent, so closing now cuts
+    /// off nothing: quinn discards unacknowledged stream data when the last
+    /// connection handle goes. Call after [`Link::finish`].
     pub async fn wait_peer_closed(mut self, limit: Duration) {
-        let mut sink = [0u8; 256];
-        let drain = async {
+        let settle = async {
+            let mut sink = [0u8; 256];
             loop {
                 match tokio::io::AsyncReadExt::read(&mut self.reader, &mut sink).await {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
             }
+            if let LinkWriter::Quic(stream) = &mut self.writer {
+                let _ = stream.stopped().await;
+            }
         };
-        let _ = tokio::time::timeout(limit, drain).await;
-        if let Guard::Quic(conn) = &self.guard {
-            let _ = tokio::time::timeout(limit, conn.closed()).await;
-        }
+        let _ = tokio::time::timeout(limit, settle).await;
     }
 }
 

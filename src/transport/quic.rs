@@ -48,6 +48,28 @@ fn transport_config() -> Result<quinn::TransportConfig, TransportError> {
     Ok(t)
 }
 
+/// Endpoint settings whose stateless-reset key and connection-ID key are
+/// derived from the device key, so they survive restarts: a daemon that
+/// crashed and came back recognises its old connection IDs and resets its
+/// peers' stale connections at once, instead of leaving them to wait out
+/// the idle timeout before they retry (and resume).
+fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+    let secret = blake3::derive_key(
+        "lanshare 2026 QUIC stateless reset key",
+        identity.key().secret_der(),
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    let cid_key = blake3::derive_key("lanshare 2026 QUIC connection id key", &secret);
+    let mut cid_seed = [0u8; 8];
+    cid_seed.copy_from_slice(&cid_key[..8]);
+    let cid_seed = u64::from_le_bytes(cid_seed);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_seed))
+    });
+    config
+}
+
 /// Creates the UDP socket: dual-stack when bound to `::`, buffers raised.
 /// Returns the socket and, if the kernel clamped the buffers, a warning.
 fn udp_socket(addr: SocketAddr) -> Result<(std::net::UdpSocket, Option<String>), TransportError> {
@@ -98,9 +120,8 @@ impl QuicTransport {
         let (socket, buffer_warning) = udp_socket(addr)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| TransportError::Setup("no async runtime for QUIC".into()))?;
-        let endpoint =
-            quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
-                .map_err(|e| TransportError::Setup(format!("cannot start QUIC on {addr}: {e}")))?;
+        let endpoint = quinn::Endpoint::new(endpoint_config(identity), server, socket, runtime)
+            .map_err(|e| TransportError::Setup(format!("cannot start QUIC on {addr}: {e}")))?;
         Ok(Self {
             endpoint,
             identity: identity.clone(),

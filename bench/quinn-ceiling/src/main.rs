@@ -7,7 +7,8 @@
 //!   (the daemon's own endpoint code: socket2 UDP socket with 4 MiB buffers,
 //!   15 s idle, 5 s keep-alive, 16 MiB stream window, 64 MiB send window,
 //!   initial MTU 1452, rustls/ring TLS 1.3 with pinned identities). Data goes
-//!   through the `Link` reader/writer exactly as the transfer code sees it.
+//!   through the `Link` writer (`LinkWriter::write_bytes`, 1 MiB `Bytes`) and
+//!   reader (1 MiB reads) exactly as the transfer code sees them.
 //! * `raw`: quinn used directly with the same settings reproduced here, the
 //!   same lanshare TLS configs, and zero-copy `write_chunk(Bytes)` of 1 MiB /
 //!   `read_chunk(usize::MAX, true)`: the best quinn can do with this config.
@@ -75,6 +76,15 @@ fn pattern() -> Vec<u8> {
         v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
     }
     v
+}
+
+/// The pattern as shareable `Bytes` chunks of `chunk` bytes.
+fn split(pat: &[u8], chunk: usize) -> Vec<Bytes> {
+    let whole = Bytes::from(pat.to_vec());
+    (0..PATTERN_LEN)
+        .step_by(chunk)
+        .map(|o| whole.slice(o..(o + chunk).min(PATTERN_LEN)))
+        .collect()
 }
 
 /// Compares `data` received at stream offset `off` with the pattern.
@@ -174,13 +184,19 @@ async fn run_link(args: &Args, pat: Arc<Vec<u8>>) -> Result<Outcome> {
         anyhow::Ok((got, ok, end, link))
     });
 
+    // Same call as lanshare's sender: `LinkWriter::write_bytes` (zero-copy on QUIC).
+    let chunks = split(&pat, args.chunk);
     let t0 = Instant::now();
     let mut sent = 0u64;
+    let mut i = 0usize;
     while sent < total {
-        let p = (sent % PATTERN_LEN as u64) as usize;
-        let n = (args.chunk as u64).min(total - sent).min((PATTERN_LEN - p) as u64) as usize;
-        link.writer.write_all(&pat[p..p + n]).await?;
-        sent += n as u64;
+        let mut c = chunks[i % chunks.len()].clone();
+        if (c.len() as u64) > total - sent {
+            c.truncate((total - sent) as usize);
+        }
+        sent += c.len() as u64;
+        link.writer.write_bytes(c).await?;
+        i += 1;
     }
     link.finish().await?;
     let mut ack = [0u8; 1];
@@ -273,13 +289,7 @@ async fn run_raw(args: &Args, pat: Arc<Vec<u8>>) -> Result<Outcome> {
     let (mut send, mut recv) = conn.open_bi().await?;
     let handshake = t_hs.elapsed();
     // Pre-split the pattern into shareable chunks: write_chunk is zero-copy.
-    let chunks: Vec<Bytes> = {
-        let whole = Bytes::from(pat.to_vec());
-        (0..PATTERN_LEN)
-            .step_by(args.chunk)
-            .map(|o| whole.slice(o..(o + args.chunk).min(PATTERN_LEN)))
-            .collect()
-    };
+    let chunks = split(&pat, args.chunk);
     let t0 = Instant::now();
     let mut sent = 0u64;
     let mut i = 0usize;

@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# lanshare benchmark suite: the one entry point. See bench/README.md.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bench/run.sh [OPTIONS]
+
+Builds lanshare (cargo build --release) and the quinn ceiling tool, creates the
+workloads on a private tmpfs, and runs every tool inside a network namespace
+that has only loopback (nothing ever touches the real network). Tools are
+interleaved within each repetition (A/B, a different tool first each time);
+every run is verified byte for byte against the source.
+
+Needs root (namespaces, tmpfs mount, throwaway sshd). Installs missing Debian
+packages (openssh-server openssh-client rsync netcat-openbsd socat iperf3 time
+python3-matplotlib) with apt-get, sendme with `cargo install` (once, time-limited,
+cached under bench/.cache) and magic-wormhole with pip into a venv under
+bench/.cache. A tool that cannot be installed is skipped with a note.
+
+Options:
+  --quick            1 repetition and small workloads (128 MiB file, 200 x 4 KiB,
+                     20 x 1 MiB; 5 latency runs; no 4 GiB check). For development.
+  --runs N           repetitions per tool and workload (default 3; --quick: 1)
+  --only TOOLS       comma-separated subset of: lanshare-quic lanshare-tcp
+                     quinn-ceiling quinn-raw nc tar-socat scp-aes scp-chacha
+                     rsync-aes sendme wormhole ("lanshare" = both transports,
+                     "quinn" = both ceilings)
+  --workloads W      comma-separated subset of: large (1 GiB file), small
+                     (2000 x 4 KiB files), medium (200 x 1 MiB files)
+  --no-extras        skip the lanshare extras (1-byte latency, idle RSS, 4 GiB RSS)
+  --no-4g            skip only the 4 GiB RSS check
+  --link             run only the link-rate benchmark (two namespaces, veth pair
+                     shaped with tbf to --rate): lanshare QUIC and TCP vs iperf3
+  --with-link        run the loopback suite and then the link-rate benchmark
+  --rate RATE        link rate for --link/--with-link, in Mbit/s (default 1000)
+  --plot             also write a PNG chart (bench/results/latest.png)
+  --wait-idle SECS   before measuring, wait up to SECS for the machine to be idle
+                     (other processes below 0.25 cores for 6 s); then run anyway
+  --no-build         do not run cargo build (use the existing release binaries)
+  --no-install       do not install anything; skip tools that are missing
+  -h, --help         this help
+
+Output: a markdown report on stdout (also bench/results/latest.md), JSON in
+bench/results/latest.json (link-only runs: latest-link.json) plus a
+timestamped copy of each. Progress goes to stderr.
+EOF
+}
+
+BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$BENCH/.." && pwd)"
+CACHE="$BENCH/.cache"
+RESULTS="$BENCH/results"
+TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+
+QUICK=0 PLOT=0 RUNS="" ONLY="" WORKLOADS="large,small,medium" EXTRAS=1 NO4G=0
+LINK=0 SUITE=1 RATE=1000 BUILD=1 INSTALL=1 WAIT_IDLE=0
+ORIG_ARGS="$*"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --plot) PLOT=1 ;;
+        --runs) RUNS="${2:?--runs N}"; shift ;;
+        --only) ONLY="${2:?--only TOOLS}"; shift ;;
+        --workloads) WORKLOADS="${2:?--workloads W}"; shift ;;
+        --no-extras) EXTRAS=0 ;;
+        --no-4g) NO4G=1 ;;
+        --link) LINK=1; SUITE=0 ;;
+        --with-link) LINK=1; SUITE=1 ;;
+        --rate) RATE="${2:?--rate MBIT}"; shift ;;
+        --no-build) BUILD=0 ;;
+        --no-install) INSTALL=0 ;;
+        --wait-idle) WAIT_IDLE="${2:?--wait-idle SECS}"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ -n "$RUNS" ] || { [ "$QUICK" = 1 ] && RUNS=1 || RUNS=3; }
+case "$RUNS" in ''|*[!0-9]*|0) echo "bench/run.sh: --runs needs a positive integer" >&2; exit 2 ;; esac
+# expand group names in --only
+if [ -n "$ONLY" ]; then
+    expanded=""
+    IFS=, read -ra _tools <<<"$ONLY"
+    for t in "${_tools[@]}"; do
+        case "$t" in
+            lanshare) t="lanshare-quic,lanshare-tcp" ;;
+            quinn) t="quinn-ceiling,quinn-raw" ;;
+            lanshare-quic|lanshare-tcp|quinn-ceiling|quinn-raw|nc|tar-socat|scp-aes|scp-chacha|rsync-aes|sendme|wormhole) ;;
+            *) echo "bench/run.sh: unknown tool $t (see --help)" >&2; exit 2 ;;
+        esac
+        expanded="${expanded:+$expanded,}$t"
+    done
+    ONLY="$expanded"
+fi
+
+log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces, tmpfs, sshd)"
+for c in ip tc cargo timeout mount; do command -v "$c" >/dev/null || die "missing $c"; done
+
+# ---------------------------------------------------------------- cleanup (always)
+NS="" NSA="" NSB="" TMP="" BGPID=""
+# Long steps run in the background and are waited for, so that a signal is
+# handled at once (bash defers traps while a foreground child runs).
+bgwait() {
+    "$@" &
+    BGPID=$!
+    local rc=0
+    wait "$BGPID" || rc=$?
+    BGPID=""
+    return "$rc"
+}
+cleanup() {
+    local rc=$?
+    set +e
+    [ "$rc" = 0 ] || log "cleaning up (exit status $rc)"
+    if [ -n "$BGPID" ]; then
+        kill -TERM "$BGPID" 2>/dev/null
+        for _ in $(seq 100); do kill -0 "$BGPID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$BGPID" 2>/dev/null
+    fi
+    for ns in $NS $NSA $NSB; do
+        # only processes inside namespaces this script created
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null; done
+    done
+    sleep 0.5
+    for ns in $NS $NSA $NSB; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null
+    done
+    if [ -n "$TMP" ]; then
+        umount "$TMP" 2>/dev/null || umount -l "$TMP" 2>/dev/null
+        rmdir "$TMP" 2>/dev/null
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- packages
+PKGS=()
+need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || PKGS+=("$1"); }
+for p in openssh-server openssh-client rsync netcat-openbsd socat iperf3 time; do need_pkg "$p"; done
+[ "$PLOT" = 1 ] && need_pkg python3-matplotlib
+if [ "${#PKGS[@]}" -gt 0 ]; then
+    if [ "$INSTALL" = 1 ]; then
+        log "installing ${PKGS[*]}"
+        timeout 300 apt-get update -qq || log "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >&2 \
+            || log "apt-get install failed; missing tools will be skipped"
+    else
+        log "missing packages (not installing): ${PKGS[*]}"
+    fi
+fi
+# apt may have started a system sshd on port 22 of the host; this suite never needs it
+# (it starts its own inside the namespace) but does not touch it either.
+
+PY="${PYTHON:-python3}"
+command -v "$PY" >/dev/null || PY=/usr/bin/python3
+
+# ---------------------------------------------------------------- builds
+if [ "$BUILD" = 1 ]; then
+    log "cargo build --release --locked (lanshare)"
+    bgwait timeout 3600 cargo build --release --locked --bin share --manifest-path "$REPO/Cargo.toml" >&2 \
+        || die "release build failed"
+    log "cargo build --release (bench/quinn-ceiling, sharing $TARGET)"
+    bgwait timeout 3600 cargo build --release --manifest-path "$BENCH/quinn-ceiling/Cargo.toml" \
+        --target-dir "$TARGET" >&2 || die "quinn-ceiling build failed"
+fi
+SHARE="$TARGET/release/share"
+CEILING="$TARGET/release/quinn-ceiling"
+[ -x "$SHARE" ] || die "$SHARE missing (run without --no-build)"
+[ -x "$CEILING" ] || die "$CEILING missing (run without --no-build)"
+
+# ---------------------------------------------------------------- optional tools
+mkdir -p "$CACHE" "$RESULTS"
+want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+SENDME="" SENDME_NOTE="" WH_VENV="" WH_NOTE=""
+if [ "$SUITE" = 1 ] && want sendme; then
+    for c in "$CACHE/sendme/bin/sendme" "$(command -v sendme 2>/dev/null || true)" "$HOME/.cargo/bin/sendme"; do
+        if [ -n "$c" ] && [ -x "$c" ]; then SENDME="$c"; break; fi
+    done
+    if [ -z "$SENDME" ] && [ -f "$CACHE/sendme.failed" ]; then
+        SENDME_NOTE="$(cat "$CACHE/sendme.failed") (delete bench/.cache/sendme.failed to retry)"
+    elif [ -z "$SENDME" ] && [ "$INSTALL" = 1 ]; then
+        log "cargo install --locked sendme (one attempt, at most 45 min, cached in bench/.cache/sendme)"
+        if bgwait timeout 2700 nice -n 10 cargo install --locked sendme --root "$CACHE/sendme" \
+                --target-dir "$CACHE/sendme-build" >"$CACHE/sendme-install.log" 2>&1; then
+            SENDME="$CACHE/sendme/bin/sendme"
+            rm -rf "$CACHE/sendme-build"
+        else
+            echo "cargo install --locked sendme failed or timed out: $(tail -n 3 "$CACHE/sendme-install.log" | tr '\n' ' ')" \
+                >"$CACHE/sendme.failed"
+            SENDME_NOTE="$(cat "$CACHE/sendme.failed")"
+        fi
+    elif [ -z "$SENDME" ]; then
+        SENDME_NOTE="not installed (--no-install)"
+    fi
+fi
+if [ "$SUITE" = 1 ] && want wormhole; then
+    V="$CACHE/wormhole-venv"
+    if [ -x "$V/bin/wormhole" ] && [ -x "$V/bin/twist" ]; then
+        WH_VENV="$V"
+    elif [ "$INSTALL" = 1 ]; then
+        log "pip install magic-wormhole magic-wormhole-mailbox-server magic-wormhole-transit-relay (venv in bench/.cache)"
+        if "$PY" -m venv "$V" >&2 && timeout 900 "$V/bin/pip" install -q magic-wormhole \
+                magic-wormhole-mailbox-server magic-wormhole-transit-relay >&2; then
+            WH_VENV="$V"
+        else
+            WH_NOTE="pip install of magic-wormhole failed"
+        fi
+    else
+        WH_NOTE="not installed (--no-install)"
+    fi
+fi
+
+# ---------------------------------------------------------------- tmpfs
+avail_kib=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
+if [ "$QUICK" = 1 ]; then size_g=4; else size_g=14; fi
+if [ $((avail_kib / 1048576)) -lt $((size_g + 2)) ]; then
+    [ "$QUICK" = 1 ] || { NO4G=1; size_g=6; log "little free RAM: tmpfs of ${size_g} GiB, 4 GiB check skipped"; }
+fi
+TMP="$(mktemp -d /tmp/lanshare-bench.XXXXXX)"
+mount -t tmpfs -o "size=${size_g}g,mode=0700" lanshare-bench "$TMP"
+log "workloads and receive directories on tmpfs $TMP (${size_g} GiB max): disk speed is not measured"
+
+if [ "$WAIT_IDLE" != 0 ]; then
+    bgwait "$PY" "$BENCH/bench.py" wait-idle --timeout "$WAIT_IDLE" \
+        || log "the machine did not become idle within $WAIT_IDLE s; measuring anyway (see the others' CPU column)"
+fi
+
+STAMP="$(date +%Y%m%d-%H%M%S)"
+GIT_COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+GIT_DIRTY=()
+[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] && GIT_DIRTY=(--git-dirty)
+COMMON_FLAGS=()
+[ "$QUICK" = 1 ] && COMMON_FLAGS+=(--quick)
+
+# ---------------------------------------------------------------- loopback suite
+SUITE_JSON=""
+if [ "$SUITE" = 1 ]; then
+    NS="lsbench-$$"
+    ip netns add "$NS"
+    ip -n "$NS" link set lo up
+    log "network namespace $NS (loopback only)"
+    SUITE_JSON="$RESULTS/$STAMP.json"
+    ARGS=(suite --root "$TMP" --share "$SHARE" --ceiling "$CEILING" --runs "$RUNS" --workloads "$WORKLOADS"
+          --out "$SUITE_JSON" --command-line "bench/run.sh $ORIG_ARGS" --git-commit "$GIT_COMMIT" "${GIT_DIRTY[@]}"
+          "${COMMON_FLAGS[@]}")
+    [ -n "$ONLY" ] && ARGS+=(--only "$ONLY")
+    [ "$EXTRAS" = 0 ] && ARGS+=(--no-extras)
+    [ "$NO4G" = 1 ] && ARGS+=(--no-4g)
+    [ -n "$SENDME" ] && ARGS+=(--sendme "$SENDME")
+    [ -n "$SENDME_NOTE" ] && ARGS+=(--sendme-note "$SENDME_NOTE")
+    [ -n "$WH_VENV" ] && ARGS+=(--wormhole-venv "$WH_VENV")
+    [ -n "$WH_NOTE" ] && ARGS+=(--wormhole-note "$WH_NOTE")
+    if [ "$QUICK" = 1 ]; then lim=1800; else lim=7200; fi
+    bgwait ip netns exec "$NS" timeout -k 30 "$lim" "$PY" "$BENCH/bench.py" "${ARGS[@]}" >"$RESULTS/$STAMP.md" \
+        || die "suite failed (see above)"
+    cp "$SUITE_JSON" "$RESULTS/latest.json"
+    cp "$RESULTS/$STAMP.md" "$RESULTS/latest.md"
+    for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
+    ip netns del "$NS"
+    NS=""
+fi
+
+# ---------------------------------------------------------------- link-rate benchmark
+if [ "$LINK" = 1 ]; then
+    NSA="lslinka-$$" NSB="lslinkb-$$"
+    ip netns add "$NSA"
+    ip netns add "$NSB"
+    for ns in "$NSA" "$NSB"; do ip -n "$ns" link set lo up; done
+    # veth pair created directly inside the namespaces; addresses exist only there
+    ip -n "$NSA" link add lsb0 type veth peer name lsb1 netns "$NSB"
+    ip -n "$NSA" addr add 10.231.8.1/24 dev lsb0
+    ip -n "$NSB" addr add 10.231.8.2/24 dev lsb1
+    ip -n "$NSA" link set lsb0 up
+    ip -n "$NSB" link set lsb1 up
+    QDISC=(tbf rate "${RATE}mbit" burst 256kb latency 10ms)
+    ip netns exec "$NSA" tc qdisc add dev lsb0 root "${QDISC[@]}"
+    ip netns exec "$NSB" tc qdisc add dev lsb1 root "${QDISC[@]}"
+    DESC="veth pair between two namespaces, both ends shaped with \`tc qdisc add dev X root ${QDISC[*]}\`, MTU 1500"
+    log "link: $DESC"
+    LINK_JSON="$RESULTS/$STAMP-link.json"
+    if [ "$QUICK" = 1 ]; then lim=900; else lim=1800; fi
+    bgwait ip netns exec "$NSA" timeout -k 30 "$lim" "$PY" "$BENCH/bench.py" link --root "$TMP" --share "$SHARE" \
+        --peer-ns "$NSB" --addr-a 10.231.8.1 --addr-b 10.231.8.2 --rate-mbit "$RATE" --description "$DESC" \
+        --runs "$RUNS" --out "$LINK_JSON" --command-line "bench/run.sh $ORIG_ARGS" --git-commit "$GIT_COMMIT" \
+        "${GIT_DIRTY[@]}" "${COMMON_FLAGS[@]}" || die "link benchmark failed"
+    if [ -n "$SUITE_JSON" ]; then
+        "$PY" "$BENCH/bench.py" merge "$SUITE_JSON" "$LINK_JSON" >"$RESULTS/$STAMP.md"
+        cp "$SUITE_JSON" "$RESULTS/latest.json"
+        cp "$RESULTS/$STAMP.md" "$RESULTS/latest.md"
+    else
+        "$PY" "$BENCH/bench.py" report "$LINK_JSON" >"$RESULTS/$STAMP-link.md"
+        cp "$LINK_JSON" "$RESULTS/latest-link.json"
+        cp "$RESULTS/$STAMP-link.md" "$RESULTS/latest.md"
+    fi
+fi
+
+cat "$RESULTS/latest.md"
+log "JSON: ${SUITE_JSON:-$RESULTS/latest-link.json} (copied to bench/results/latest*.json)"
+
+# ---------------------------------------------------------------- plot
+if [ "$PLOT" = 1 ]; then
+    PLOTPY="$PY"
+    "$PLOTPY" -c 'import matplotlib' 2>/dev/null || PLOTPY=/usr/bin/python3
+    src="$RESULTS/latest.json"
+    [ -n "$SUITE_JSON" ] || src="$RESULTS/latest-link.json"
+    if timeout 120 "$PLOTPY" "$BENCH/bench.py" plot "$src" "$RESULTS/$STAMP.png"; then
+        cp "$RESULTS/$STAMP.png" "$RESULTS/latest.png"
+    else
+        log "plot failed (is matplotlib installed? apt-get install python3-matplotlib)"
+    fi
+fi

@@ -1,0 +1,188 @@
+//! The `share doctor` report, as the daemon sends it and the CLI renders it.
+//!
+//! A report is a list of [`Check`]s, each with a [`Verdict`], one sentence
+//! saying what was found and, unless all is well, one saying what to do.
+//! The CLI adds the checks it can make without the daemon (is the daemon
+//! reachable at all) and exits 0 only if no check failed.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::DeviceId;
+use crate::transfer::receive::human_bytes;
+
+/// Free space below which the download directory is a warning.
+const LOW_SPACE: u64 = 1 << 30;
+/// Free space below which it is a failure.
+const NO_SPACE: u64 = 64 << 20;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Works.
+    Ok,
+    /// Works, but something deserves attention (slower, or unproven).
+    Warn,
+    /// Broken: something the user wants will not work.
+    Fail,
+}
+
+impl Verdict {
+    /// The word shown in front of a check.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warn => "warn",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// Short, stable name of what was checked (`daemon`, `identity`,
+    /// `interfaces`, `multicast eth0`, `discovery`, `reach desktop`, ...).
+    pub check: String,
+    /// The outcome.
+    pub verdict: Verdict,
+    /// What was found.
+    pub message: String,
+    /// What to do about it (absent when there is nothing to do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    /// A check with no fix.
+    pub fn new(check: impl Into<String>, verdict: Verdict, message: impl Into<String>) -> Self {
+        Self {
+            check: check.into(),
+            verdict,
+            message: message.into(),
+            fix: None,
+        }
+    }
+
+    /// Adds what to do.
+    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+/// What `share doctor PEER` measured between this device and the peer.
+/// `None` = not tested (e.g. the transport is off on one side, or the peer
+/// could not be reached at all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reach {
+    /// The name or address as given.
+    pub peer: String,
+    /// The peer's device ID, once a connection authenticated.
+    pub id: Option<DeviceId>,
+    /// The peer's name from its `Hello`.
+    pub name: Option<String>,
+    /// The address (`IP:PORT`, service port) that answered.
+    pub address: Option<String>,
+    /// This device could connect to the peer over QUIC (UDP).
+    pub udp_out: Option<bool>,
+    /// This device could connect to the peer over TCP.
+    pub tcp_out: Option<bool>,
+    /// The peer could connect back to this device over QUIC (UDP).
+    pub udp_in: Option<bool>,
+    /// The peer could connect back to this device over TCP.
+    pub tcp_in: Option<bool>,
+    /// mDNS sees the peer.
+    pub mdns: bool,
+    /// Why connecting or probing failed, for the details.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorReport {
+    /// No check failed.
+    pub ok: bool,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+    /// The measurements behind the `reach` checks, with `share doctor PEER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
+}
+
+impl DoctorReport {
+    /// Recomputes [`ok`](Self::ok) from the checks.
+    pub fn settle(&mut self) {
+        self.ok = self.checks.iter().all(|c| c.verdict != Verdict::Fail);
+    }
+}
+
+/// Free space and writability of the download directory.
+pub fn check_download_dir(dir: &Path) -> Check {
+    let name = "download dir";
+    let shown = dir.display();
+    let stat = match rustix::fs::statvfs(dir) {
+        Ok(stat) => stat,
+        Err(e) => {
+            return Check::new(name, Verdict::Fail, format!("{shown}: {e}"))
+                .fix("create it, or choose another with `share daemon --download-dir DIR`");
+        }
+    };
+    if let Err(e) = rustix::fs::access(dir, rustix::fs::Access::WRITE_OK) {
+        return Check::new(name, Verdict::Fail, format!("{shown} is not writable: {e}"))
+            .fix("fix its permissions, or choose another with `share daemon --download-dir DIR`");
+    }
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let message = format!("{shown}: {} free", human_bytes(free));
+    if free < NO_SPACE {
+        Check::new(name, Verdict::Fail, message)
+            .fix("free some space, or choose another directory with --download-dir")
+    } else if free < LOW_SPACE {
+        Check::new(name, Verdict::Warn, message)
+            .fix("free some space, or choose another directory with --download-dir")
+    } else {
+        Check::new(name, Verdict::Ok, message)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_dir_verdicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = check_download_dir(dir.path());
+        assert_ne!(check.verdict, Verdict::Fail, "{check:?}");
+        assert!(check.message.contains("free"));
+        let missing = check_download_dir(&dir.path().join("nope"));
+        assert_eq!(missing.verdict, Verdict::Fail);
+        assert!(missing.fix.is_some());
+    }
+
+    #[test]
+    fn ok_means_no_failure() {
+        let mut report = DoctorReport {
+            checks: vec![
+                Check::new("a", Verdict::Ok, "fine"),
+                Check::new("b", Verdict::Warn, "meh").fix("do x"),
+            ],
+            ..DoctorReport::default()
+        };
+        report.settle();
+        assert!(report.ok);
+        report
+            .checks
+            .push(Check::new("c", Verdict::Fail, "broken").fix("do y"));
+        report.settle();
+        assert!(!report.ok);
+        let json = serde_json::to_value(&report).unwrap_or_default();
+        assert_eq!(json["checks"][2]["verdict"], "fail");
+        assert_eq!(json["checks"][0].get("fix"), None);
+        assert!(json.get("reach").is_none());
+    }
+}

@@ -1,0 +1,232 @@
+//! The text inbox: short texts received from peers (`share inbox`,
+//! `share receive --text`).
+//!
+//! Texts are kept in `inbox/` in the state directory, one JSON file per
+//! text, named `<milliseconds>-<id>.json` so that names sort by arrival.
+//! One file per text keeps writes atomic (temp file, fsync, rename) and
+//! marking a text read a rewrite of one small file; the inbox keeps the
+//! newest [`MAX_INBOX`] texts and removes older ones. A watch channel
+//! wakes `share receive --text --wait` when a text arrives.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::control::records::InboxText;
+use crate::identity::DeviceId;
+
+/// Directory of the inbox inside the state directory.
+pub(super) const INBOX_DIR: &str = "inbox";
+/// Most texts kept; older ones are deleted as new ones arrive.
+pub(super) const MAX_INBOX: usize = 1000;
+
+/// Errors of the inbox.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    /// A file or the directory could not be read or written.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The texts of one state directory.
+pub(super) struct Inbox {
+    dir: PathBuf,
+    /// Serialises changes (store, mark read, prune).
+    lock: Mutex<()>,
+    arrived: watch::Sender<u64>,
+}
+
+impl Inbox {
+    /// Opens (creating, mode 0700) `state_dir/inbox`.
+    pub(super) fn open(state_dir: &Path) -> Result<Self, InboxError> {
+        let dir = state_dir.join(INBOX_DIR);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| InboxError::Io {
+                action: "create",
+                path: dir.clone(),
+                source,
+            })?;
+        let (arrived, _) = watch::channel(0);
+        Ok(Self {
+            dir,
+            lock: Mutex::new(()),
+            arrived,
+        })
+    }
+
+    /// Saves a new, unread text and wakes waiting readers.
+    pub(super) fn store(
+        &self,
+        id: &str,
+        peer: &str,
+        peer_id: DeviceId,
+        text: &str,
+    ) -> Result<InboxText, InboxError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let entry = InboxText {
+            id: id.to_owned(),
+            peer: peer.to_owned(),
+            peer_id,
+            received: now.as_secs(),
+            text: text.to_owned(),
+            read: false,
+        };
+        {
+            let _guard = self.lock();
+            let name = format!("{:013}-{id}.json", now.as_millis());
+            self.write(&name, &entry)?;
+            self.prune();
+        }
+        self.arrived.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(entry)
+    }
+
+    /// Every text, oldest first.
+    pub(super) fn list(&self) -> Result<Vec<InboxText>, InboxError> {
+        let _guard = self.lock();
+        Ok(self
+            .files()?
+            .into_iter()
+            .filter_map(|(_, text)| text)
+            .collect())
+    }
+
+    /// The newest unread text, now marked read.
+    pub(super) fn take_unread(&self) -> Result<Option<InboxText>, InboxError> {
+        let _guard = self.lock();
+        let newest = self
+            .files()?
+            .into_iter()
+            .rev()
+            .find_map(|(name, text)| text.filter(|t| !t.read).map(|t| (name, t)));
+        let Some((name, mut text)) = newest else {
+            return Ok(None);
+        };
+        text.read = true;
+        self.write(&name, &text)?;
+        Ok(Some(text))
+    }
+
+    /// Changes whenever a text arrives; subscribe before checking.
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.arrived.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `(file name, parsed text)` of every `.json` file, sorted by name
+    /// (arrival). A file that does not parse is listed as `None`.
+    fn files(&self) -> Result<Vec<(String, Option<InboxText>)>, InboxError> {
+        let io = |action, source| InboxError::Io {
+            action,
+            path: self.dir.clone(),
+            source,
+        };
+        let mut names: Vec<String> = fs::read_dir(&self.dir)
+            .map_err(|e| io("read", e))?
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let text = fs::read(self.dir.join(&name))
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                (name, text)
+            })
+            .collect())
+    }
+
+    /// Atomically writes `name`: temp file (0600), fsync, rename.
+    fn write(&self, name: &str, text: &InboxText) -> Result<(), InboxError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let io = |action, source| InboxError::Io {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let bytes = serde_json::to_vec(text).map_err(|e| io("encode", e.into()))?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io("write", e))?;
+        file.write_all(&bytes).map_err(|e| io("write", e))?;
+        file.sync_all().map_err(|e| io("sync", e))?;
+        fs::rename(&tmp, &path).map_err(|e| io("rename", e))
+    }
+
+    /// Deletes the oldest texts beyond [`MAX_INBOX`] (best effort).
+    fn prune(&self) {
+        let Ok(files) = self.files() else {
+            return;
+        };
+        let excess = files.len().saturating_sub(MAX_INBOX);
+        for (name, _) in files.into_iter().take(excess) {
+            let _ = fs::remove_file(self.dir.join(name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_unread_first_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path()).unwrap();
+        let id = DeviceId::from_cert_der(b"p");
+        assert_eq!(inbox.take_unread().unwrap(), None);
+        inbox.store("00000001", "laptop", id, "first").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        inbox.store("00000002", "laptop", id, "zweite — ✓").unwrap();
+        let got = inbox.take_unread().unwrap().unwrap();
+        assert_eq!((got.text.as_str(), got.read), ("zweite — ✓", true));
+        assert_eq!(inbox.take_unread().unwrap().unwrap().text, "first");
+        assert_eq!(inbox.take_unread().unwrap(), None);
+        // Persistent, and read marks too.
+        let again = Inbox::open(dir.path()).unwrap();
+        let list = again.list().unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().all(|t| t.read));
+        assert_eq!(list[0].text, "first");
+    }
+
+    #[test]
+    fn store_wakes_subscribers() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path()).unwrap();
+        let rx = inbox.subscribe();
+        assert!(!rx.has_changed().unwrap());
+        inbox
+            .store("00000003", "p", DeviceId::from_cert_der(b"p"), "x")
+            .unwrap();
+        assert!(rx.has_changed().unwrap());
+    }
+}

@@ -1,0 +1,675 @@
+//! Finding peers when multicast fails: remembered and manual peers.
+//!
+//! mDNS is the only automatic way to find peers, and it is the part of a
+//! LAN most often broken: Wi-Fi access points with client isolation or
+//! IGMP snooping, firewalls that drop UDP 5353, VLANs. Unicast between the
+//! same devices usually still works. So the daemon keeps, in `peers.json`
+//! in the state directory:
+//!
+//! - **remembered** peers: the last addresses of every *trusted* device
+//!   mDNS has shown (kept up to date while mDNS sees it, dropped when the
+//!   device is untrusted);
+//! - **manual** peers: `share peers add HOST:PORT` (the daemon connects
+//!   once to learn the device ID and name, so the entry is pinned to that
+//!   identity like a discovered one).
+//!
+//! At start and every [`PROBE_INTERVAL`] the daemon re-probes every entry
+//! that mDNS does not currently see: connect to its last addresses
+//! (pinned to its device ID), exchange `Hello`, close. A peer that answers
+//! appears in `share peers` with source `remembered` (or `manual`) and its
+//! `last_seen`, and `share send NAME` works as for a discovered peer. A
+//! remembered peer that stops answering leaves the table again; a manual
+//! one stays listed (the user asked for it) with its old `last_seen`.
+//!
+//! The file is replaced atomically (write temp, fsync, rename, fsync the
+//! directory) and written only when something other than `last_seen`
+//! changes, or `last_seen` moved by more than [`LAST_SEEN_SLACK`], so a
+//! healthy daemon does not rewrite it every few seconds. A corrupt file is
+//! moved aside (`peers.json.corrupt`) and the daemon starts without it: the
+//! list is a cache, never a reason not to start.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::control::Ack;
+use crate::discovery::{Peer, PeerSource, PeerTable};
+use crate::identity::DeviceId;
+use crate::identity::trust::TrustStore;
+use crate::transfer::framed::Framed;
+use crate::transfer::handshake;
+use crate::transport::dial::{AuthFailure, Preference, Target};
+
+/// File name inside the state directory.
+pub(super) const PEERS_FILE: &str = "peers.json";
+
+/// How often peers mDNS does not see are probed by unicast.
+pub(super) const PROBE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How often the list is brought up to date with the peer table.
+const SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A `last_seen` change alone is written only when it moved this much.
+const LAST_SEEN_SLACK: u64 = 600;
+
+/// Most entries kept (the oldest-seen remembered ones go first).
+const MAX_ENTRIES: usize = 256;
+
+/// Most addresses kept per entry.
+const MAX_ADDRS: usize = 8;
+
+/// Budget for one unicast probe (both transports, all addresses).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Why the list could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {path}: {source}")]
+pub(super) struct SaveError {
+    action: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// One remembered or manual peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Entry {
+    pub(super) id: DeviceId,
+    pub(super) name: String,
+    /// QUIC (UDP) addresses, preferred first.
+    pub(super) addrs: Vec<SocketAddr>,
+    /// TCP port on the same IPs.
+    pub(super) tcp_port: Option<u16>,
+    /// Added with `share peers add` (kept listed even when offline).
+    #[serde(default)]
+    pub(super) manual: bool,
+    /// Seconds since the Unix epoch when it last answered or was seen.
+    pub(super) last_seen: u64,
+}
+
+impl Entry {
+    fn target(&self) -> Target {
+        let tcp = match self.tcp_port {
+            Some(port) => self
+                .addrs
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), port))
+                .collect(),
+            None => Vec::new(),
+        };
+        Target {
+            expected: Some(self.id),
+            quic: self.addrs.clone(),
+            tcp,
+        }
+    }
+
+    fn source(&self) -> PeerSource {
+        if self.manual {
+            PeerSource::Manual
+        } else {
+            PeerSource::Remembered
+        }
+    }
+
+    fn to_peer(&self) -> Peer {
+        Peer {
+            id: self.id,
+            name: self.name.clone(),
+            addrs: self.addrs.clone(),
+            tcp_port: self.tcp_port,
+            version: crate::protocol::VERSION,
+            source: self.source(),
+            last_seen: UNIX_EPOCH + Duration::from_secs(self.last_seen),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PeersFile {
+    version: u32,
+    peers: Vec<Entry>,
+}
+
+/// The remembered and manual peers, persisted in `peers.json`.
+pub(super) struct Remembered {
+    path: PathBuf,
+    entries: Mutex<BTreeMap<DeviceId, Entry>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn to_unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Remembered {
+    /// Loads `peers.json` from `state_dir`. A missing file is an empty
+    /// list; an unreadable or corrupt one is moved aside and reported in
+    /// the returned warning.
+    pub(super) fn load(state_dir: &Path) -> (Self, Option<String>) {
+        let path = state_dir.join(PEERS_FILE);
+        let mut warning = None;
+        let entries = match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<PeersFile>(&bytes) {
+                Ok(file) => file
+                    .peers
+                    .into_iter()
+                    .take(MAX_ENTRIES)
+                    .map(|mut e| {
+                        e.addrs.truncate(MAX_ADDRS);
+                        (e.id, e)
+                    })
+                    .collect(),
+                Err(e) => {
+                    let aside = path.with_extension("json.corrupt");
+                    let _ = fs::rename(&path, &aside);
+                    warning = Some(format!(
+                        "{} was corrupt ({e}); moved to {} and starting without remembered peers",
+                        path.display(),
+                        aside.display()
+                    ));
+                    BTreeMap::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                warning = Some(format!(
+                    "cannot read {}: {e}; starting without remembered peers",
+                    path.display()
+                ));
+                BTreeMap::new()
+            }
+        };
+        (
+            Self {
+                path,
+                entries: Mutex::new(entries),
+            },
+            warning,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<DeviceId, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// All entries.
+    pub(super) fn list(&self) -> Vec<Entry> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Writes the list atomically.
+    pub(super) fn save(&self) -> Result<(), SaveError> {
+        let file = PeersFile {
+            version: 1,
+            peers: self.list(),
+        };
+        let err = |action, source| SaveError {
+            action,
+            path: self.path.clone(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| err("encode", std::io::Error::other(e)))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| err("create", e))?;
+        out.write_all(&json).map_err(|e| err("write", e))?;
+        out.sync_all().map_err(|e| err("sync", e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| err("replace", e))?;
+        if let Some(dir) = self.path.parent() {
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+
+    /// Adds or replaces an entry. Returns whether anything changed.
+    fn upsert(&self, entry: Entry) -> bool {
+        let mut entries = self.lock();
+        if entries.get(&entry.id) == Some(&entry) {
+            return false;
+        }
+        entries.insert(entry.id, entry);
+        if entries.len() > MAX_ENTRIES {
+            // Drop the remembered entry seen longest ago.
+            if let Some(oldest) = entries
+                .values()
+                .filter(|e| !e.manual)
+                .min_by_key(|e| e.last_seen)
+                .map(|e| e.id)
+            {
+                entries.remove(&oldest);
+            }
+        }
+        true
+    }
+
+    fn remove(&self, id: &DeviceId) -> Option<Entry> {
+        self.lock().remove(id)
+    }
+
+    /// Brings the list up to date with what mDNS shows: trusted (or
+    /// manual) devices mDNS sees get their current addresses; remembered
+    /// devices that are no longer trusted are forgotten. Returns whether
+    /// the file needs writing.
+    pub(super) fn sync(&self, peers: &PeerTable, trust: &TrustStore) -> bool {
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|id, e| e.manual || trust.is_trusted(id));
+        let mut dirty = entries.len() != before;
+        for peer in peers.list() {
+            if peer.source != PeerSource::Mdns {
+                continue;
+            }
+            let existing = entries.get(&peer.id);
+            let manual = existing.is_some_and(|e| e.manual);
+            if !manual && !trust.is_trusted(&peer.id) {
+                continue;
+            }
+            let mut addrs = peer.addrs.clone();
+            addrs.truncate(MAX_ADDRS);
+            let entry = Entry {
+                id: peer.id,
+                name: peer.name.clone(),
+                addrs,
+                tcp_port: peer.tcp_port,
+                manual,
+                last_seen: to_unix(peer.last_seen),
+            };
+            let changed = match existing {
+                None => true,
+                Some(old) => {
+                    old.name != entry.name
+                        || old.addrs != entry.addrs
+                        || old.tcp_port != entry.tcp_port
+                        || entry.last_seen.saturating_sub(old.last_seen) > LAST_SEEN_SLACK
+                }
+            };
+            if existing.is_none_or(|old| old.last_seen <= entry.last_seen) {
+                entries.insert(peer.id, entry);
+            }
+            dirty |= changed;
+        }
+        dirty
+    }
+}
+
+/// Keeps the list in sync and re-probes peers mDNS does not see, until
+/// `cancel`; writes the list one last time on the way out.
+pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+    // Manual peers are listed from the start, online or not.
+    for entry in shared.remembered.list() {
+        if entry.manual {
+            shared.peers.upsert_unicast(entry.to_peer());
+        }
+    }
+    let mut changes = shared.peers.subscribe();
+    let mut sync_tick = tokio::time::interval(SYNC_INTERVAL);
+    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
+    probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = sync_tick.tick() => sync(&shared),
+            r = changes.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                sync(&shared);
+            }
+            _ = probe_tick.tick() => {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = probe_all(&shared) => {}
+                }
+            }
+        }
+    }
+    if shared.remembered.sync(&shared.peers, &shared.trust) {
+        save(&shared);
+    }
+}
+
+fn sync(shared: &Shared) {
+    if shared.remembered.sync(&shared.peers, &shared.trust) {
+        save(shared);
+    }
+}
+
+fn save(shared: &Shared) {
+    if let Err(e) = shared.remembered.save() {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Probes, concurrently, every entry mDNS does not see.
+async fn probe_all(shared: &Arc<Shared>) {
+    let mut probes = tokio::task::JoinSet::new();
+    for entry in shared.remembered.list() {
+        if shared.peers.seen_by_mdns(&entry.id) || entry.addrs.is_empty() {
+            continue;
+        }
+        let shared = shared.clone();
+        probes.spawn(async move {
+            let result = shared.probe_entry(&entry).await;
+            (entry, result)
+        });
+    }
+    let mut dirty = false;
+    while let Some(joined) = probes.join_next().await {
+        let Ok((entry, result)) = joined else {
+            continue;
+        };
+        dirty |= shared.apply_probe(entry, result);
+    }
+    if dirty {
+        save(shared);
+    }
+}
+
+impl Shared {
+    /// Connects to an entry's last addresses, pinned to its ID; `Hello`,
+    /// then a clean close. Returns its current name and the address that
+    /// answered.
+    async fn probe_entry(&self, entry: &Entry) -> Result<(String, SocketAddr), String> {
+        let name = self.config.name.clone();
+        let target = entry.target();
+        let dial = self.dialer.dial(&target, Preference::Auto, |link| {
+            let name = name.clone();
+            async move {
+                let mut framed = Framed::new(link);
+                let hello = handshake::client(&mut framed, &name).await?;
+                Ok::<_, AuthFailure>((framed, hello))
+            }
+        });
+        let ((framed, hello), _) = tokio::time::timeout(PROBE_TIMEOUT, dial)
+            .await
+            .map_err(|_| "no answer".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let remote = framed.link().remote;
+        super::probe::close(framed.into_link(), Duration::from_secs(1)).await;
+        Ok((hello.name, remote))
+    }
+
+    /// Folds a probe result into the list and the peer table. Returns
+    /// whether the list needs writing.
+    fn apply_probe(&self, mut entry: Entry, result: Result<(String, SocketAddr), String>) -> bool {
+        match result {
+            Ok((name, remote)) => {
+                tracing::debug!(peer = %entry.name, id = %entry.id.short(), %remote, "remembered peer answered");
+                let mut dirty = entry.name != name;
+                entry.name = crate::discovery::clean_peer_name(&name, &entry.id);
+                // The address that answered goes first (QUIC port).
+                if let Some(udp) = entry.addrs.iter().find(|a| a.ip() == remote.ip()).copied()
+                    && entry.addrs.first() != Some(&udp)
+                {
+                    entry.addrs.retain(|a| *a != udp);
+                    entry.addrs.insert(0, udp);
+                    dirty = true;
+                }
+                let now = unix_now();
+                dirty |= now.saturating_sub(entry.last_seen) > LAST_SEEN_SLACK;
+                entry.last_seen = now;
+                if !self.peers.seen_by_mdns(&entry.id) {
+                    self.peers.upsert_unicast(entry.to_peer());
+                }
+                self.peers
+                    .touch_unicast(&entry.id, UNIX_EPOCH + Duration::from_secs(now));
+                self.remembered.upsert(entry) && dirty
+            }
+            Err(e) => {
+                tracing::debug!(peer = %entry.name, id = %entry.id.short(), "remembered peer did not answer: {e}");
+                if !entry.manual {
+                    self.peers.remove_manual(&entry.id);
+                }
+                false
+            }
+        }
+    }
+
+    /// `share peers add HOST:PORT`: learns the device there and keeps it
+    /// as a manual peer.
+    pub(super) async fn add_peer(&self, text: &str) -> Result<Ack, String> {
+        let addr = parse_addr(text).await?;
+        let target = Target {
+            expected: None,
+            quic: vec![addr],
+            tcp: vec![addr],
+        };
+        let name = self.config.name.clone();
+        let dial = self.dialer.dial(&target, Preference::Auto, |link| {
+            let name = name.clone();
+            async move {
+                let mut framed = Framed::new(link);
+                let hello = handshake::client(&mut framed, &name).await?;
+                Ok::<_, AuthFailure>((framed, hello))
+            }
+        });
+        let ((framed, hello), transport) = tokio::time::timeout(PROBE_TIMEOUT, dial)
+            .await
+            .map_err(|_| {
+                format!(
+                    "no lanshare daemon answered at {addr} within {} s",
+                    PROBE_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|e| format!("cannot add {addr}: {e}"))?;
+        let id = framed.link().peer;
+        super::probe::close(framed.into_link(), Duration::from_secs(1)).await;
+        if id == self.identity.id() {
+            return Err(format!("{addr} is this device"));
+        }
+        let peer_name = crate::discovery::clean_peer_name(&hello.name, &id);
+        if let Some(trusted) = self.trust.name_conflict(&peer_name, &id)
+            && !self.trust.is_trusted(&id)
+        {
+            tracing::warn!(name = %peer_name, presented = %id, trusted = %trusted.id,
+                "REFUSED: a device uses the name of a trusted device with a different identity");
+            return Err(format!(
+                "identity mismatch: \"{peer_name}\" is trusted with ID {} but the device at {addr} has ID {}",
+                trusted.id.short(),
+                id.short()
+            ));
+        }
+        let mut addrs = vec![addr];
+        if let Some(old) = self.remembered.list().into_iter().find(|e| e.id == id) {
+            addrs.extend(old.addrs.into_iter().filter(|a| *a != addr));
+            addrs.truncate(MAX_ADDRS);
+        }
+        let entry = Entry {
+            id,
+            name: peer_name.clone(),
+            addrs,
+            tcp_port: Some(addr.port()),
+            manual: true,
+            last_seen: unix_now(),
+        };
+        self.remembered.upsert(entry.clone());
+        self.remembered.save().map_err(|e| e.to_string())?;
+        self.peers.upsert_manual(entry.to_peer());
+        tracing::info!(peer = %peer_name, %id, %addr, %transport, "manual peer added");
+        Ok(Ack {
+            message: format!(
+                "added {peer_name} ({id}) at {addr}; it is kept across restarts and re-checked every {} s",
+                PROBE_INTERVAL.as_secs()
+            ),
+        })
+    }
+
+    /// `share peers remove PEER`: forgets a manual or remembered peer.
+    pub(super) fn remove_peer(&self, text: &str) -> Result<Ack, String> {
+        let text = text.trim();
+        let by_addr = text.parse::<SocketAddr>().ok();
+        let full_id = text.parse::<DeviceId>().ok();
+        let found: Vec<Entry> = self
+            .remembered
+            .list()
+            .into_iter()
+            .filter(|e| {
+                Some(e.id) == full_id
+                    || by_addr.is_some_and(|a| {
+                        e.addrs
+                            .iter()
+                            .any(|x| x.ip() == a.ip() && x.port() == a.port())
+                    })
+                    || e.name.eq_ignore_ascii_case(text)
+                    || (text.len() >= 4 && e.id.matches_prefix(text))
+            })
+            .collect();
+        let entry = match found.as_slice() {
+            [] => {
+                return Err(format!(
+                    "no manual or remembered peer matches \"{text}\"; `share peers` lists them (source manual or remembered)"
+                ));
+            }
+            [one] => one.clone(),
+            more => {
+                let ids: Vec<String> = more.iter().map(|e| e.id.short()).collect();
+                return Err(format!(
+                    "{} peers match \"{text}\" ({}); use a device-ID prefix",
+                    more.len(),
+                    ids.join(", ")
+                ));
+            }
+        };
+        self.remembered.remove(&entry.id);
+        self.remembered.save().map_err(|e| e.to_string())?;
+        self.peers.remove_manual(&entry.id);
+        Ok(Ack {
+            message: format!(
+                "forgot {} ({}); it is no longer probed (mDNS may still find it)",
+                entry.name, entry.id
+            ),
+        })
+    }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`.
+async fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(format!(
+            "\"{text}\" is not HOST:PORT (the port is the peer's service port, {} by default)",
+            crate::config::DEFAULT_PORT
+        ));
+    }
+    tokio::net::lookup_host(text)
+        .await
+        .map_err(|e| format!("cannot resolve {text}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text} has no address"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn entry(seed: &str, manual: bool) -> Entry {
+        Entry {
+            id: DeviceId::from_cert_der(seed.as_bytes()),
+            name: seed.into(),
+            addrs: vec!["10.0.0.2:47000".parse().unwrap()],
+            tcp_port: Some(47000),
+            manual,
+            last_seen: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn saves_atomically_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, warning) = Remembered::load(dir.path());
+        assert!(warning.is_none());
+        assert!(store.list().is_empty());
+        assert!(store.upsert(entry("a", true)));
+        assert!(!store.upsert(entry("a", true)), "unchanged");
+        store.upsert(entry("b", false));
+        store.save().unwrap();
+        assert!(!dir.path().join("peers.json.tmp").exists());
+        let (again, _) = Remembered::load(dir.path());
+        assert_eq!(again.list(), store.list());
+        let target = entry("a", true).target();
+        assert_eq!(target.tcp, target.quic);
+        assert_eq!(target.expected, Some(entry("a", true).id));
+        assert_eq!(entry("a", true).to_peer().source, PeerSource::Manual);
+        assert_eq!(entry("b", false).to_peer().source, PeerSource::Remembered);
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(PEERS_FILE), b"{nope").unwrap();
+        let (store, warning) = Remembered::load(dir.path());
+        assert!(warning.unwrap().contains("corrupt"));
+        assert!(store.list().is_empty());
+        assert!(dir.path().join("peers.json.corrupt").exists());
+    }
+
+    #[test]
+    fn sync_remembers_trusted_mdns_peers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = TrustStore::load(dir.path()).unwrap();
+        let (store, _) = Remembered::load(dir.path());
+        let table = PeerTable::new();
+        let friend = entry("friend", false);
+        let stranger = entry("stranger", false);
+        // Discovered by mDNS: simulate with the merged view's source.
+        for e in [&friend, &stranger] {
+            let mut peer = e.to_peer();
+            peer.source = PeerSource::Mdns;
+            table.upsert_unicast(peer);
+        }
+        // upsert_unicast never stores `Mdns`, so nothing is remembered yet.
+        assert!(!store.sync(&table, &trust));
+        assert!(store.list().is_empty());
+
+        // Entries that are not trusted are forgotten on sync.
+        store.upsert(stranger.clone());
+        trust.trust(friend.id, "friend").unwrap();
+        store.upsert(friend.clone());
+        assert!(store.sync(&table, &trust));
+        let ids: Vec<DeviceId> = store.list().iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![friend.id]);
+    }
+
+    #[tokio::test]
+    async fn addresses_are_parsed() {
+        assert_eq!(
+            parse_addr(" 10.0.0.5:47000 ").await.unwrap(),
+            "10.0.0.5:47000".parse::<SocketAddr>().unwrap()
+        );
+        assert!(parse_addr("[::1]:5").await.is_ok());
+        assert!(
+            parse_addr("desktop")
+                .await
+                .unwrap_err()
+                .contains("HOST:PORT")
+        );
+    }
+}
