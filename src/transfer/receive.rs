@@ -170,11 +170,15 @@ pub async fn receive_first(
         };
         tracing::info!(id = handle.id(), "offer from {peer_name} {what}: {reason}");
         handle.finish(state, Some(reason.clone()));
-        if state != State::Cancelled {
-            let _ = framed.send(&Message::Reject { reason }).await;
-        } else if handle.cancelled().is_cancelled() {
+        match state {
+            State::Rejected => {
+                let _ = framed.send(&Message::Reject { reason }).await;
+            }
             // `share cancel` here: the sender sees "cancelled by peer".
-            framed.send_error(&TransferError::Cancelled).await;
+            State::Cancelled if handle.cancelled().is_cancelled() => {
+                framed.send_error(&TransferError::Cancelled).await;
+            }
+            _ => {}
         }
         return;
     }
@@ -290,7 +294,8 @@ async fn consent(
     let (mut from_peer, _) = framed.halves();
     let cancel = handle.cancelled();
     let expired = || format!("offer expired: not accepted within {} s", timeout.as_secs());
-    tokio::select! {
+    let mut violation = None;
+    let outcome = tokio::select! {
         d = tokio::time::timeout(timeout, decision) => match d {
             Ok(Ok(Decision::Accept)) => Ok(()),
             Ok(Ok(Decision::Reject(reason))) => Err(rejected(reason)),
@@ -308,14 +313,23 @@ async fn consent(
                 };
                 (State::Cancelled, e.to_string())
             }
-            Ok(Message::Error { message, .. }) => rejected(format!("sender gave up: {message}")),
-            Ok(other) => rejected(format!(
-                "sender sent {} before the offer was accepted",
-                kind(&other)
-            )),
-            Err(e) => rejected(format!("sender went away: {e}")),
+            // The sender is gone or broke the protocol: nothing to answer
+            // with a Reject (an Error is never answered).
+            Ok(Message::Error { message, .. }) => (State::Failed, format!("sender gave up: {message}")),
+            Ok(other) => {
+                violation = Some(TransferError::Protocol(format!(
+                    "sender sent {} before the offer was accepted",
+                    kind(&other)
+                )));
+                (State::Failed, "the sender broke the protocol".to_owned())
+            }
+            Err(e) => (State::Failed, format!("sender went away: {e}")),
         }),
+    };
+    if let Some(e) = violation {
+        framed.send_error(&e).await;
     }
+    outcome
 }
 
 /// One accepted transfer.
