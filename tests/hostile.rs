@@ -678,3 +678,54 @@ fn one_peer_cannot_flood_the_user_with_pending_offers() {
         mallory.hang_up(framed);
     }
 }
+
+#[test]
+fn one_device_cannot_take_every_connection_slot() {
+    let target = Target::start();
+    let mallory = Mallory::new();
+    // Sixteen idle, authenticated connections are allowed...
+    let held: Vec<Framed> = (0..16).map(|_| mallory.session(&target)).collect();
+    // ...the seventeenth from the same device is refused before Hello...
+    let refusal = mallory.rt.block_on(async {
+        let link = mallory
+            .quic
+            .connect(target.sock_addr(), None)
+            .await
+            .unwrap();
+        let mut framed = Framed::new(link);
+        handshake::client(&mut framed, "mallory").await
+    });
+    match refusal {
+        Err(lanshare::transport::dial::AuthFailure::Refused(reason)) => {
+            assert!(reason.contains("too many connections"), "{reason}");
+        }
+        other => panic!("17th connection was not refused: {:?}", other.map(|_| ())),
+    }
+    // ...while other devices are served as usual.
+    target.assert_normal_transfer_works();
+    target.assert_unharmed("connection flood");
+    for framed in held {
+        mallory.hang_up(framed);
+    }
+    // Slots come back once the connections are gone.
+    let deadline = Instant::now() + ANSWER_LIMIT;
+    loop {
+        let again = mallory.rt.block_on(async {
+            let link = mallory
+                .quic
+                .connect(target.sock_addr(), None)
+                .await
+                .unwrap();
+            let mut framed = Framed::new(link);
+            handshake::client(&mut framed, "mallory")
+                .await
+                .map(|_| framed)
+        });
+        if let Ok(framed) = again {
+            mallory.hang_up(framed);
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots were never released");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -17,6 +17,7 @@ mod history;
 mod inbox;
 mod notify;
 mod pairing;
+mod peer_slots;
 mod probe;
 mod queue;
 mod remembered;
@@ -81,6 +82,8 @@ pub enum DaemonError {
 /// State shared by the daemon's tasks and command handlers.
 pub(crate) struct Shared {
     config: Config,
+    /// Open incoming connections per device.
+    peer_slots: peer_slots::PeerSlots,
     identity: Identity,
     trust: TrustStore,
     peers: PeerTable,
@@ -189,6 +192,7 @@ pub async fn run(
         transports.push(crate::transport::TransportKind::Tcp);
     }
     let shared = Arc::new(Shared {
+        peer_slots: peer_slots::PeerSlots::default(),
         receive: ReceiveContext {
             download,
             trust: trust.clone(),
@@ -435,9 +439,22 @@ async fn expire_resume_state(shared: Arc<Shared>, cancel: CancellationToken) {
 async fn serve_link(shared: Arc<Shared>, link: Link) {
     let (peer, kind, remote) = (link.peer, link.kind, link.remote);
     let mut framed = Framed::new(link);
+    let Some(_slot) = shared.peer_slots.acquire(peer) else {
+        tracing::warn!(%peer, %remote, "too many connections from this device; refusing");
+        let busy = crate::transfer::TransferError::Busy(
+            "too many connections from this device; try again later".into(),
+        );
+        framed.send_error(&busy).await;
+        framed
+            .into_link()
+            .wait_delivered(Duration::from_secs(2))
+            .await;
+        return;
+    };
     match handshake::server(&mut framed, &shared.config.name, &shared.trust).await {
         Ok(hello) => {
             tracing::debug!(%peer, %remote, %kind, name = %hello.name, "peer connected");
+            shared.remembered.heard_from(&peer, &shared.peers);
             // The first message after Hello picks the session type.
             match framed.recv().await {
                 Ok(Message::Probe { port, nonce }) => {

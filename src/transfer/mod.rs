@@ -72,6 +72,10 @@ pub enum TransferError {
     /// Cancelled on this side.
     #[error("cancelled")]
     Cancelled,
+    /// This side cannot take the transfer now (sent as `Error(Busy)`; the
+    /// sender retries).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Wording for an `Error` frame from the peer.
@@ -91,6 +95,7 @@ impl TransferError {
             Self::Protocol(_) => ErrorCode::Protocol,
             Self::Link(_) | Self::Local(_) => ErrorCode::Io,
             Self::Cancelled => ErrorCode::Cancelled,
+            Self::Busy(_) => ErrorCode::Busy,
         }
     }
 }

@@ -135,10 +135,8 @@ pub async fn receive_first(
     }
 
     let Some(_claim) = ctx.resume.claim(&key) else {
-        let e = TransferError::Storage {
-            code: ErrorCode::Busy,
-            message: "this transfer is already being received; retry shortly".into(),
-        };
+        let e =
+            TransferError::Busy("this transfer is already being received; retry shortly".into());
         framed.send_error(&e).await;
         return;
     };

@@ -239,10 +239,19 @@ impl Link {
         }
     }
 
+    /// Waits (bounded by `limit`) until the peer has acknowledged
+    /// everything we sent, so closing now cuts off nothing: quinn discards
+    /// unacknowledged stream data when the last connection handle goes
+    /// (TLS over TCP delivers what was flushed). Call after [`Link::finish`].
+    pub async fn wait_delivered(mut self, limit: Duration) {
+        if let LinkWriter::Quic(stream) = &mut self.writer {
+            let _ = tokio::time::timeout(limit, stream.stopped()).await;
+        }
+    }
+
     /// Waits (bounded by `limit`) until the peer has ended its side and —
-    /// over QUIC — acknowledged everything we sent, so closing now cuts
-    /// off nothing: quinn discards unacknowledged stream data when the last
-    /// connection handle goes. Call after [`Link::finish`].
+    /// over QUIC — acknowledged everything we sent (see
+    /// [`Link::wait_delivered`]). Call after [`Link::finish`].
     pub async fn wait_peer_closed(mut self, limit: Duration) {
         let settle = async {
             let mut sink = [0u8; 256];
