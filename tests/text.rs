@@ -262,12 +262,27 @@ fn text_waits_for_consent_like_an_offer() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("no text arrived within 1 s"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(10));
+
+    // `share cancel` on a pending text: the sender learns it was cancelled.
+    let sender = spawn_share(&alice, &["send", &bob.addr(), "--text", "later"]);
+    let pending = bob.wait_transfer("the third text", |t| {
+        t["state"] == "pending" && t["names"][0] == "text: later"
+    });
+    let out = bob.cli(&["cancel", pending["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", failure(&out));
+    let sent = finish_within(sender, CLI_LIMIT);
+    let (code, stderr) = failure(&sent);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cancelled by peer"), "{stderr}");
+
     let h = history(&bob);
     assert_eq!(
         h.iter()
             .map(|e| e["outcome"].as_str().unwrap())
             .collect::<Vec<_>>(),
-        ["done", "rejected"]
+        ["done", "rejected", "cancelled"]
     );
     assert_eq!(h[1]["reason"], "no spam");
+    assert_eq!(history(&alice)[2]["outcome"], "cancelled");
+    assert_eq!(inbox(&bob).len(), 1);
 }

@@ -21,6 +21,11 @@
 //! remembered peer that stops answering leaves the table again; a manual
 //! one stays listed (the user asked for it) with its old `last_seen`.
 //!
+//! A remembered peer that connects to us while it is not in the table
+//! (it started after us, and found us through its own list) triggers a
+//! probe at once, so both sides list each other within a second instead
+//! of after the next round.
+//!
 //! The file is replaced atomically (write temp, fsync, rename, fsync the
 //! directory) and written only when something other than `last_seen`
 //! changes, or `last_seen` moved by more than [`LAST_SEEN_SLACK`], so a
@@ -101,7 +106,12 @@ impl Entry {
             Some(port) => self
                 .addrs
                 .iter()
-                .map(|a| SocketAddr::new(a.ip(), port))
+                .map(|a| {
+                    // set_port keeps an IPv6 link-local scope.
+                    let mut a = *a;
+                    a.set_port(port);
+                    a
+                })
                 .collect(),
             None => Vec::new(),
         };
@@ -143,6 +153,8 @@ struct PeersFile {
 pub(super) struct Remembered {
     path: PathBuf,
     entries: Mutex<BTreeMap<DeviceId, Entry>>,
+    /// Asks the maintenance loop for a probe round now.
+    wake: tokio::sync::Notify,
 }
 
 fn unix_now() -> u64 {
@@ -200,6 +212,7 @@ impl Remembered {
             Self {
                 path,
                 entries: Mutex::new(entries),
+                wake: tokio::sync::Notify::new(),
             },
             warning,
         )
@@ -207,6 +220,14 @@ impl Remembered {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<DeviceId, Entry>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An authenticated connection from `id` arrived: if it is a
+    /// remembered or manual peer the table does not list, probe now.
+    pub(super) fn heard_from(&self, id: &DeviceId, peers: &PeerTable) {
+        if peers.get(id).is_none() && self.lock().contains_key(id) {
+            self.wake.notify_one();
+        }
     }
 
     /// All entries.
@@ -340,6 +361,12 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                 sync(&shared);
             }
             _ = probe_tick.tick() => {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = probe_all(&shared) => {}
+                }
+            }
+            () = shared.remembered.wake.notified() => {
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     () = probe_all(&shared) => {}
@@ -616,6 +643,18 @@ mod tests {
         assert_eq!(again.list(), store.list());
         let target = entry("a", true).target();
         assert_eq!(target.tcp, target.quic);
+        let mut scoped = entry("s", false);
+        scoped.addrs = vec![SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            47000,
+            0,
+            3,
+        ))];
+        scoped.tcp_port = Some(47001);
+        match scoped.target().tcp[..] {
+            [SocketAddr::V6(a)] => assert_eq!((a.port(), a.scope_id()), (47001, 3)),
+            ref other => panic!("{other:?}"),
+        }
         assert_eq!(target.expected, Some(entry("a", true).id));
         assert_eq!(entry("a", true).to_peer().source, PeerSource::Manual);
         assert_eq!(entry("b", false).to_peer().source, PeerSource::Remembered);

@@ -6,9 +6,9 @@
 //! the same consent policy as files, and goes through the same transfer
 //! registry, so `share transfers`, `share accept` / `share reject` and the
 //! history treat it like any other transfer (kind `text`). The size limit
-//! ([`MAX_TEXT_LEN`]) is enforced by the sending CLI, by the sending daemon,
-//! and by the receiver's codec, which refuses an over-long `Text` frame
-//! before reading it.
+//! ([`crate::protocol::MAX_TEXT_LEN`]) is enforced by the sending CLI, by
+//! the sending daemon, and by the receiver's codec, which refuses an
+//! over-long `Text` frame before reading it.
 
 use std::time::{Duration, Instant};
 
@@ -62,10 +62,22 @@ impl Shared {
             names: vec![preview(&text)],
         });
         handle.set_kind(TransferKind::Text);
-        if let Err(reason) = self.text_consent(framed, peer_name, &handle).await {
-            tracing::info!(id = handle.id(), "text from {peer_name} rejected: {reason}");
-            handle.finish(State::Rejected, Some(reason.clone()));
-            let _ = framed.send(&Message::Reject { reason }).await;
+        if let Err((state, reason)) = self.text_consent(framed, peer_name, &handle).await {
+            tracing::info!(
+                id = handle.id(),
+                "text from {peer_name} not accepted: {reason}"
+            );
+            handle.finish(state, Some(reason.clone()));
+            match state {
+                State::Rejected => {
+                    let _ = framed.send(&Message::Reject { reason }).await;
+                }
+                // `share cancel` here: the sender sees "cancelled by peer".
+                State::Cancelled if handle.cancelled().is_cancelled() => {
+                    framed.send_error(&TransferError::Cancelled).await;
+                }
+                _ => {}
+            }
             return;
         }
         handle.active();
@@ -94,19 +106,24 @@ impl Shared {
         }
     }
 
-    /// The consent policy for offers, applied to a text.
+    /// The consent policy for offers, applied to a text (the same outcomes
+    /// as [`crate::transfer::receive`]: `Rejected` is answered with a
+    /// `Reject`, a sender that gave up or broke the protocol is not).
     async fn text_consent(
         &self,
         framed: &mut Framed,
         peer_name: &str,
         handle: &Handle,
-    ) -> Result<(), String> {
+    ) -> Result<(), (State, String)> {
+        let rejected = |reason: String| (State::Rejected, reason);
         let peer = framed.link().peer;
         match self.receive.policy {
             AcceptPolicy::All => return Ok(()),
             _ if self.trust.is_trusted(&peer) => return Ok(()),
             AcceptPolicy::Trusted => {
-                return Err("this device only accepts texts from trusted devices".into());
+                return Err(rejected(
+                    "this device only accepts texts from trusted devices".into(),
+                ));
             }
             AcceptPolicy::Ask => {}
         }
@@ -117,9 +134,9 @@ impl Shared {
             .filter(|t| t.peer_id == peer && t.state == State::Pending && t.id != handle.id())
             .count();
         if pending >= MAX_PENDING_PER_PEER {
-            return Err(format!(
+            return Err(rejected(format!(
                 "too many offers waiting for consent from this device (limit {MAX_PENDING_PER_PEER})"
-            ));
+            )));
         }
         tracing::info!(
             id = handle.id(),
@@ -131,20 +148,46 @@ impl Shared {
         let timeout = self.receive.offer_timeout;
         let cancel = handle.cancelled();
         let (mut from_peer, _) = framed.halves();
-        tokio::select! {
+        let mut violation = None;
+        let outcome = tokio::select! {
             d = tokio::time::timeout(timeout, decision) => match d {
                 Ok(Ok(Decision::Accept)) => Ok(()),
-                Ok(Ok(Decision::Reject(reason))) => Err(reason),
-                Ok(Err(_)) => Err("the receiving daemon is shutting down".into()),
-                Err(_) => Err(format!("text expired: not accepted within {} s", timeout.as_secs())),
+                Ok(Ok(Decision::Reject(reason))) => Err(rejected(reason)),
+                Ok(Err(_)) => Err(rejected("the receiving daemon is shutting down".into())),
+                Err(_) => Err(rejected(format!(
+                    "text expired: not accepted within {} s",
+                    timeout.as_secs()
+                ))),
             },
-            () = cancel.cancelled() => Err("cancelled by the receiver".into()),
+            // `share cancel` on a pending text.
+            () = cancel.cancelled() => Err((State::Cancelled, TransferError::Cancelled.to_string())),
             m = from_peer.recv() => Err(match m {
-                Ok(Message::Error { message, .. }) => format!("sender gave up: {message}"),
-                Ok(other) => format!("sender sent {} before the text was accepted", kind(&other)),
-                Err(e) => format!("sender went away: {e}"),
+                Ok(Message::Error { code: ErrorCode::Cancelled, message }) => (
+                    State::Cancelled,
+                    TransferError::Peer {
+                        peer: peer_name.to_owned(),
+                        code: ErrorCode::Cancelled,
+                        message,
+                    }
+                    .to_string(),
+                ),
+                Ok(Message::Error { message, .. }) => {
+                    (State::Failed, format!("sender gave up: {message}"))
+                }
+                Ok(other) => {
+                    violation = Some(TransferError::Protocol(format!(
+                        "sender sent {} before the text was accepted",
+                        kind(&other)
+                    )));
+                    (State::Failed, "the sender broke the protocol".to_owned())
+                }
+                Err(e) => (State::Failed, format!("sender went away: {e}")),
             }),
+        };
+        if let Some(e) = violation {
+            framed.send_error(&e).await;
         }
+        outcome
     }
 
     /// `share send PEER --text`: connect, send the text, wait for the

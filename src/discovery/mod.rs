@@ -13,6 +13,15 @@
 //! claiming it would fight. Addresses are left to mdns-sd
 //! (`enable_addr_auto`), so they follow the host's interfaces.
 //!
+//! # Interfaces
+//!
+//! mDNS runs on every interface except loopback, point-to-point links and
+//! container, VM-bridge and VPN interfaces, recognised by name prefix
+//! (`docker*`, `veth*`, `br-*`, `virbr*`, `wg*`, `tailscale*`, …), unless
+//! [`DiscoveryOptions::interfaces`] names exactly which to use. See
+//! [`interfaces`] for why, and [`MdnsHealth`] for the per-interface
+//! evidence `share doctor` reads.
+//!
 //! # Why peers are keyed by the TXT `id`, not the instance name
 //!
 //! Instance names are for humans and collide: two "laptop"s are normal, and

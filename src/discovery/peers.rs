@@ -1165,6 +1165,55 @@ mod tests {
         assert!(table.is_empty());
     }
 
+    #[test]
+    fn remembered_peers_keep_their_source_until_mdns_sees_them() {
+        let table = PeerTable::new();
+        let a = id("a");
+        let addr: SocketAddr = "10.0.0.2:47000".parse().unwrap();
+        table.upsert_unicast(Peer {
+            id: a,
+            name: "a".into(),
+            addrs: vec![addr],
+            tcp_port: Some(47000),
+            version: 1,
+            source: PeerSource::Remembered,
+            last_seen: t0(),
+        });
+        assert_eq!(table.get(&a).unwrap().source, PeerSource::Remembered);
+        assert!(!table.seen_by_mdns(&a));
+        let later = t0() + Duration::from_secs(30);
+        let mut rx = table.subscribe();
+        rx.borrow_and_update();
+        table.touch_unicast(&a, later);
+        assert_eq!(table.get(&a).unwrap().last_seen, later);
+        assert!(!rx.has_changed().unwrap());
+
+        // mDNS finds it: one entry, source mdns, addresses merged.
+        table.apply(&policy(), resolved("a", a, "a", &[v4(10, 0, 0, 2)]), t0());
+        assert!(table.seen_by_mdns(&a));
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get(&a).unwrap().source, PeerSource::Mdns);
+        assert_eq!(table.get(&a).unwrap().addrs, vec![addr]);
+        table.clear_mdns();
+        assert_eq!(table.get(&a).unwrap().source, PeerSource::Remembered);
+
+        // `Mdns` is never stored for a unicast entry.
+        let b = id("b");
+        table.upsert_unicast(Peer {
+            id: b,
+            name: "b".into(),
+            addrs: vec![addr],
+            tcp_port: None,
+            version: 1,
+            source: PeerSource::Mdns,
+            last_seen: t0(),
+        });
+        assert_eq!(table.get(&b).unwrap().source, PeerSource::Manual);
+        assert!(table.remove_manual(&a) && table.remove_manual(&b));
+        assert!(table.is_empty());
+        assert_eq!(clean_peer_name("\u{7}", &a), a.short());
+    }
+
     #[tokio::test]
     async fn wait_for_wakes_on_change() {
         let table = PeerTable::new();
