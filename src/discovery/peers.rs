@@ -604,8 +604,6 @@ fn sort_addrs(addrs: &mut Vec<SocketAddr>) {
     addrs.dedup();
 }
 
-/// A peer-supplied name made safe to print: no control characters (no
-/// terminal escapes), trimmed, at most [`MAX_NAME_BYTES`].
 /// A peer-supplied device name made safe to show: control characters
 /// removed, at most 255 bytes, the short device ID if nothing is left.
 pub fn clean_peer_name(name: &str, id: &DeviceId) -> String {
@@ -617,6 +615,8 @@ pub fn clean_peer_name(name: &str, id: &DeviceId) -> String {
     }
 }
 
+/// A peer-supplied name made safe to print: no control characters (no
+/// terminal escapes), trimmed, at most [`MAX_NAME_BYTES`].
 fn clean_name(name: &str) -> String {
     let cleaned: String = name.chars().filter(|c| !c.is_control()).collect();
     truncate_utf8(cleaned.trim(), MAX_NAME_BYTES)
