@@ -22,8 +22,8 @@ use crate::protocol::{ErrorCode, Message};
 use crate::transfer::TransferError;
 use crate::transfer::framed::Framed;
 use crate::transfer::handshake::kind;
-use crate::transfer::receive::{AcceptPolicy, MAX_PENDING_PER_PEER};
-use crate::transfer::registry::{Decision, Direction, Handle, NewTransfer, State, TransferKind};
+use crate::transfer::receive::{Subject, consent};
+use crate::transfer::registry::{Direction, Handle, NewTransfer, State, TransferKind};
 use crate::transport::dial::Preference;
 
 /// Characters of a text shown in `share transfers` and the history.
@@ -62,7 +62,9 @@ impl Shared {
             names: vec![preview(&text)],
         });
         handle.set_kind(TransferKind::Text);
-        if let Err((state, reason)) = self.text_consent(framed, peer_name, &handle).await {
+        if let Err((state, reason)) =
+            consent(framed, Subject::Text, peer_name, &self.receive, &handle).await
+        {
             tracing::info!(
                 id = handle.id(),
                 "text from {peer_name} not accepted: {reason}"
@@ -104,90 +106,6 @@ impl Shared {
                 handle.finish(State::Failed, Some(e.to_string()));
             }
         }
-    }
-
-    /// The consent policy for offers, applied to a text (the same outcomes
-    /// as [`crate::transfer::receive`]: `Rejected` is answered with a
-    /// `Reject`, a sender that gave up or broke the protocol is not).
-    async fn text_consent(
-        &self,
-        framed: &mut Framed,
-        peer_name: &str,
-        handle: &Handle,
-    ) -> Result<(), (State, String)> {
-        let rejected = |reason: String| (State::Rejected, reason);
-        let peer = framed.link().peer;
-        match self.receive.policy {
-            AcceptPolicy::All => return Ok(()),
-            _ if self.trust.is_trusted(&peer) => return Ok(()),
-            AcceptPolicy::Trusted => {
-                return Err(rejected(
-                    "this device only accepts texts from trusted devices".into(),
-                ));
-            }
-            AcceptPolicy::Ask => {}
-        }
-        let pending = self
-            .registry
-            .list()
-            .iter()
-            .filter(|t| t.peer_id == peer && t.state == State::Pending && t.id != handle.id())
-            .count();
-        if pending >= MAX_PENDING_PER_PEER {
-            return Err(rejected(format!(
-                "too many offers waiting for consent from this device (limit {MAX_PENDING_PER_PEER})"
-            )));
-        }
-        tracing::info!(
-            id = handle.id(),
-            "text from {peer_name} waiting: share accept {} / share reject {}",
-            handle.id(),
-            handle.id()
-        );
-        let decision = handle.pending();
-        let timeout = self.receive.offer_timeout;
-        let cancel = handle.cancelled();
-        let (mut from_peer, _) = framed.halves();
-        let mut violation = None;
-        let outcome = tokio::select! {
-            d = tokio::time::timeout(timeout, decision) => match d {
-                Ok(Ok(Decision::Accept)) => Ok(()),
-                Ok(Ok(Decision::Reject(reason))) => Err(rejected(reason)),
-                Ok(Err(_)) => Err(rejected("the receiving daemon is shutting down".into())),
-                Err(_) => Err(rejected(format!(
-                    "text expired: not accepted within {} s",
-                    timeout.as_secs()
-                ))),
-            },
-            // `share cancel` on a pending text.
-            () = cancel.cancelled() => Err((State::Cancelled, TransferError::Cancelled.to_string())),
-            m = from_peer.recv() => Err(match m {
-                Ok(Message::Error { code: ErrorCode::Cancelled, message }) => (
-                    State::Cancelled,
-                    TransferError::Peer {
-                        peer: peer_name.to_owned(),
-                        code: ErrorCode::Cancelled,
-                        message,
-                    }
-                    .to_string(),
-                ),
-                Ok(Message::Error { message, .. }) => {
-                    (State::Failed, format!("sender gave up: {message}"))
-                }
-                Ok(other) => {
-                    violation = Some(TransferError::Protocol(format!(
-                        "sender sent {} before the text was accepted",
-                        kind(&other)
-                    )));
-                    (State::Failed, "the sender broke the protocol".to_owned())
-                }
-                Err(e) => (State::Failed, format!("sender went away: {e}")),
-            }),
-        };
-        if let Some(e) = violation {
-            framed.send_error(&e).await;
-        }
-        outcome
     }
 
     /// `share send PEER --text`: connect, send the text, wait for the

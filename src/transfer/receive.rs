@@ -159,7 +159,7 @@ pub async fn receive_first(
         );
         Ok(())
     } else {
-        consent(framed, &manifest, peer_name, ctx, &handle).await
+        consent(framed, Subject::Files(&manifest), peer_name, ctx, &handle).await
     };
     if let Err((state, reason)) = consent {
         let what = match state {
@@ -244,12 +244,39 @@ fn check_offer(manifest: &Manifest, ctx: &ReceiveContext, resuming: bool) -> Res
     }
 }
 
+/// What a sender asks the user to accept.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// Files and directories.
+    Files(&'a Manifest),
+    /// A short text message.
+    Text,
+}
+
+impl Subject<'_> {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Files(_) => "offer",
+            Self::Text => "text",
+        }
+    }
+
+    fn things(self) -> &'static str {
+        match self {
+            Self::Files(_) => "files",
+            Self::Text => "texts",
+        }
+    }
+}
+
 /// Decides whether to go ahead: policy, trust, or the user's answer.
-/// `Err` holds the final state (`Rejected`, or `Cancelled` by either side
-/// while waiting) and the reason.
-async fn consent(
+/// `Err` holds the final state and the reason: `Rejected` (answer with a
+/// `Reject`), `Cancelled` by either side while waiting, or `Failed` when
+/// the sender gave up or broke the protocol (nothing to answer; a
+/// violation has already been answered with `Error(Protocol)`).
+pub async fn consent(
     framed: &mut Framed,
-    manifest: &Manifest,
+    subject: Subject<'_>,
     peer_name: &str,
     ctx: &ReceiveContext,
     handle: &Handle,
@@ -261,9 +288,10 @@ async fn consent(
         AcceptPolicy::All => return Ok(()),
         _ if trusted => return Ok(()),
         AcceptPolicy::Trusted => {
-            return Err(rejected(
-                "this device only accepts files from trusted devices".into(),
-            ));
+            return Err(rejected(format!(
+                "this device only accepts {} from trusted devices",
+                subject.things()
+            )));
         }
         AcceptPolicy::Ask => {}
     }
@@ -278,11 +306,16 @@ async fn consent(
             "too many offers waiting for consent from this device (limit {MAX_PENDING_PER_PEER})"
         )));
     }
+    let noun = subject.noun();
+    let (files, bytes) = match subject {
+        Subject::Files(manifest) => (manifest.file_count(), manifest.total_bytes()),
+        Subject::Text => (0, 0),
+    };
     tracing::info!(
         id = handle.id(),
-        files = manifest.file_count(),
-        bytes = manifest.total_bytes(),
-        "offer from {peer_name} waiting: share accept {} / share reject {}",
+        files,
+        bytes,
+        "{noun} from {peer_name} waiting: share accept {} / share reject {}",
         handle.id(),
         handle.id()
     );
@@ -291,7 +324,12 @@ async fn consent(
     // While waiting, the sender may give up (closes or sends Error).
     let (mut from_peer, _) = framed.halves();
     let cancel = handle.cancelled();
-    let expired = || format!("offer expired: not accepted within {} s", timeout.as_secs());
+    let expired = || {
+        format!(
+            "{noun} expired: not accepted within {} s",
+            timeout.as_secs()
+        )
+    };
     let mut violation = None;
     let outcome = tokio::select! {
         d = tokio::time::timeout(timeout, decision) => match d {
@@ -316,7 +354,7 @@ async fn consent(
             Ok(Message::Error { message, .. }) => (State::Failed, format!("sender gave up: {message}")),
             Ok(other) => {
                 violation = Some(TransferError::Protocol(format!(
-                    "sender sent {} before the offer was accepted",
+                    "sender sent {} before the {noun} was accepted",
                     kind(&other)
                 )));
                 (State::Failed, "the sender broke the protocol".to_owned())
