@@ -22,6 +22,7 @@
 //! | [`protocol`] | wire messages and the framing codec (pure, no I/O) |
 //! | [`transport`] | QUIC and TCP+TLS links, the racing dialer |
 //! | [`identity`] | certificates, device IDs, verifiers, trust store |
+//! | [`state_file`] | atomic replacement of small state files |
 
 pub mod cli;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod discovery;
 pub mod identity;
 pub mod protocol;
 pub mod shutdown;
+pub mod state_file;
 pub mod store;
 pub mod transfer;
 pub mod transport;

@@ -9,8 +9,7 @@
 //! wakes `share receive --text --wait` when a text arrives.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -162,23 +161,13 @@ impl Inbox {
     /// Atomically writes `name`: temp file (0600), fsync, rename.
     fn write(&self, name: &str, text: &InboxText) -> Result<(), InboxError> {
         let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
         let io = |action, source| InboxError::Io {
             action,
             path: path.clone(),
             source,
         };
         let bytes = serde_json::to_vec(text).map_err(|e| io("encode", e.into()))?;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io("write", e))?;
-        file.write_all(&bytes).map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("sync", e))?;
-        fs::rename(&tmp, &path).map_err(|e| io("rename", e))
+        crate::state_file::replace(&path, &bytes).map_err(|e| io("write", e))
     }
 
     /// Deletes the oldest texts beyond [`MAX_INBOX`] (best effort).

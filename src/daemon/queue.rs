@@ -21,8 +21,6 @@
 //! entries fail with a message asking to queue again.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -286,16 +284,7 @@ impl Queue {
             items: items.iter().map(|i| i.stored.clone()).collect(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(&bytes)?;
-        out.sync_all()?;
-        fs::rename(&tmp, &self.path)
+        crate::state_file::replace(&self.path, &bytes)
     }
 }
 

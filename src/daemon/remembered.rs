@@ -35,9 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -248,20 +246,7 @@ impl Remembered {
         };
         let json = serde_json::to_vec_pretty(&file)
             .map_err(|e| err("encode", std::io::Error::other(e)))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| err("create", e))?;
-        out.write_all(&json).map_err(|e| err("write", e))?;
-        out.sync_all().map_err(|e| err("sync", e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| err("replace", e))?;
-        if let Some(dir) = self.path.parent() {
-            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
-        }
+        crate::state_file::replace(&self.path, &json).map_err(|e| err("write", e))?;
         Ok(())
     }
 

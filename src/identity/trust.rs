@@ -9,8 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -168,22 +166,7 @@ impl TrustStore {
             source,
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| io("encode", e.into()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io("write", e))?;
-        out.write_all(&json).map_err(|e| io("write", e))?;
-        out.sync_all().map_err(|e| io("sync", e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| io("replace", e))?;
-        if let Some(dir) = self.path.parent() {
-            fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("sync directory of", e))?;
-        }
+        crate::state_file::replace(&self.path, &json).map_err(|e| io("write", e))?;
         Ok(())
     }
 

@@ -16,8 +16,6 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -145,15 +143,7 @@ impl ResumeStore {
     pub fn save(&self, key: &str, record: &Record) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        let tmp = self.dir.join(format!(".{key}.tmp"));
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&json)?;
-        fs::rename(&tmp, self.path(key))
+        crate::state_file::replace(&self.path(key), &json)
     }
 
     /// Forgets `key`.
