@@ -163,6 +163,19 @@ def machine_busy() -> float:
     return (user + nice + system + irq + softirq + steal) / CLK
 
 
+WINDOW: dict = {}
+
+
+def mark_start() -> None:
+    """Start of a timed section: remembers the machine's busy CPU (see `others_cpu_share`)."""
+    WINDOW.clear()
+    WINDOW["b0"], WINDOW["w0"] = machine_busy(), time.perf_counter()
+
+
+def mark_end() -> None:
+    WINDOW["b1"], WINDOW["w1"] = machine_busy(), time.perf_counter()
+
+
 def proc_status_kib(pid: int, key: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -437,9 +450,11 @@ class Lanshare(Tool):
         if t != "auto":
             cmd += ["--transport", t]
         with open(out, "wb") as fo, open(err, "wb") as fe:
+            mark_start()
             t0 = time.perf_counter()
             p = spawn(with_rss(cmd, rss_file) if rss_file else cmd, stdout=fo, stderr=fe)
             t1, rc, ru = wait_rusage(p, timeout)
+            mark_end()
         text = out.read_text()
         try:
             doc = json.loads(text) if text.strip() else {}
@@ -489,9 +504,11 @@ class QuinnCeiling(Tool):
         self.note = "memory to memory; verified against the pattern inside the tool; time = stream transfer only"
 
     def run(self, wl, dst, timeout):
+        mark_start()
         p = spawn([self.binary, "--mode", self.mode, "--bytes", wl.bytes], stdout=subprocess.PIPE,
                   stderr=subprocess.PIPE)
         t1, rc, ru = wait_rusage(p, timeout)
+        mark_end()
         out = p.stdout.read().decode()
         err = p.stderr.read().decode()
         if rc != 0:
@@ -517,10 +534,12 @@ class Nc(Tool):
         try:
             wait_until(lambda: listening(port), 10, "nc to listen")
             with open(wl.path, "rb") as fi:
+                mark_start()
                 t0 = time.perf_counter()
                 send = spawn(with_rss(["nc", "-N", "127.0.0.1", port], rs), stdin=fi)
                 _, rc_s, ru_s = wait_rusage(send, timeout)
             t1, rc_r, ru_r = wait_rusage(recv, timeout)
+            mark_end()
         finally:
             stop(recv)
         if rc_s != 0 or rc_r != 0:
@@ -539,11 +558,13 @@ class TarSocat(Tool):
                       f"set -o pipefail; socat -u TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr STDOUT | tar -x -C '{dst}'"], rr))
         try:
             wait_until(lambda: listening(port), 10, "socat to listen")
+            mark_start()
             t0 = time.perf_counter()
             send = spawn(with_rss(["bash", "-c",
                           f"set -o pipefail; tar -c -C '{wl.path.parent}' '{wl.name}' | socat -u STDIN TCP:127.0.0.1:{port}"], rs))
             _, rc_s, ru_s = wait_rusage(send, timeout)
             t1, rc_r, ru_r = wait_rusage(recv, timeout)
+            mark_end()
         finally:
             stop(recv)
         if rc_s != 0 or rc_r != 0:
@@ -640,10 +661,12 @@ class SshTool(Tool):
         c0 = sshd.cpu()
         errf = dst.parent / f"{self.name}.err"
         with open(errf, "wb") as fe:
+            mark_start()
             t0 = time.perf_counter()
             rssf = dst.parent / f"{self.name}.rss"
             p = spawn(with_rss(self.command(wl, dst), rssf), stderr=fe)
             t1, rc, ru = wait_rusage(p, timeout)
+            mark_end()
         if rc != 0:
             raise Failed(f"{self.name} exited {rc}: {errf.read_text().strip()[:300]}")
         # let sshd reap the session processes so their CPU lands in cutime/cstime
@@ -683,6 +706,7 @@ class Sendme(Tool):
         out = self.root / "send.out"
         env = dict(os.environ, RUST_LOG="error", NO_COLOR="1")
         with open(out, "wb") as fo:
+            mark_start()
             t0 = time.perf_counter()
             send = spawn([self.binary, "send", "--relay", "disabled", "--no-progress", "--ticket-type", "addresses",
                           "--magic-ipv4-addr", "127.0.0.1:0", wl.path], stdout=fo, stderr=subprocess.STDOUT,
@@ -707,6 +731,7 @@ class Sendme(Tool):
                     recv = spawn(with_rss([self.binary, "receive", "--relay", "disabled", "--no-progress", ticket], rr), cwd=dst, stdout=fe,
                                  stderr=subprocess.STDOUT, env=env)
                     t1, rc, ru_r = wait_rusage(recv, timeout)
+                    mark_end()
                 if rc != 0:
                     raise Failed(f"sendme receive exited {rc}: {errf.read_text()[-300:]}")
                 c_send = proc_cpu(send.pid, children=False)
@@ -755,6 +780,7 @@ class Wormhole(Tool):
         c0 = sum(proc_cpu(s.pid) for s in self.servers)
         so, ro = self.root / "send.out", self.root / "recv.out"
         with open(so, "wb") as fs, open(ro, "wb") as fr:
+            mark_start()
             t0 = time.perf_counter()
             rs, rr = self.root / "send.rss", self.root / "recv.rss"
             send = spawn(with_rss(common + ["send", "--hide-progress", "--code", code, wl.path], rs), stdout=fs,
@@ -764,6 +790,7 @@ class Wormhole(Tool):
             try:
                 t_r, rc_r, ru_r = wait_rusage(recv, timeout)
                 t_s, rc_s, ru_s = wait_rusage(send, timeout)
+                mark_end()
             finally:
                 stop(send)
                 stop(recv)
@@ -992,13 +1019,13 @@ def cmd_suite(args) -> int:
                     dst.mkdir(parents=True)
                     rec = {"tool": t.name, "workload": wk, "rep": rep}
                     try:
-                        b0, w0 = machine_busy(), time.perf_counter()
+                        WINDOW.clear()
                         r = t.run(wl, dst, timeout)
-                        b1, w1 = machine_busy(), time.perf_counter()
-                        # CPU used by everything else on the machine while this run was going on
-                        # (approximate: the window includes daemon start-up and similar set-up)
-                        r["others_cpu_share"] = max(0.0, (b1 - b0) - (r.get("cpu_seconds") or 0)) / (
-                            (w1 - w0) * (os.cpu_count() or 1))
+                        # CPU used by everything else on the machine during the timed section
+                        if {"b0", "b1"} <= WINDOW.keys() and WINDOW["w1"] > WINDOW["w0"]:
+                            r["others_cpu_share"] = max(
+                                0.0, (WINDOW["b1"] - WINDOW["b0"]) - (r.get("cpu_seconds") or 0)
+                            ) / ((WINDOW["w1"] - WINDOW["w0"]) * (os.cpu_count() or 1))
                         if not r.get("verified_internally"):
                             verify(wl, dst / wl.name)
                         rec.update(r, ok=True)

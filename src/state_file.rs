@@ -14,6 +14,18 @@ use std::path::Path;
 
 /// Replaces the contents of `path` with `bytes`, atomically and durably.
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write(path, bytes, true)
+}
+
+/// Like [`replace`] but without the fsyncs: still never torn, but a crash
+/// may bring back the previous version. For frequently rewritten hints
+/// (the resume block map is re-verified against the data anyway), where
+/// two fsyncs per update would slow transfers down.
+pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write(path, bytes, false)
+}
+
+fn write(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "state file has no name"))?;
@@ -28,9 +40,11 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     out.write_all(bytes)?;
-    out.sync_all()?;
+    if durable {
+        out.sync_all()?;
+    }
     fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
+    if durable && let Some(dir) = path.parent() {
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())

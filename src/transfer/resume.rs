@@ -139,11 +139,12 @@ impl ResumeStore {
         }
     }
 
-    /// Writes the record for `key` atomically.
+    /// Writes the record for `key` atomically (not synced: the map is a
+    /// hint that resume re-verifies, and it is rewritten often).
     pub fn save(&self, key: &str, record: &Record) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        crate::state_file::replace(&self.path(key), &json)
+        crate::state_file::replace_unsynced(&self.path(key), &json)
     }
 
     /// Forgets `key`.
