@@ -117,3 +117,39 @@ fn forced_quic_to_a_receiver_without_quic_fails_fast_and_clearly() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(tree(&bob.download), Vec::<String>::new());
 }
+
+/// Regression (found by the benchmark): with many small files the receiver
+/// can finish and send `Done` before the sender has noticed it sent its
+/// last byte; that is success, not a protocol violation.
+#[test]
+fn many_small_files_over_both_transports() {
+    let alice = TestDaemon::start("alice");
+    let bob = TestDaemon::start("bob");
+    let src = tempfile::tempdir().unwrap();
+    let tree_dir = src.path().join("small");
+    for i in 0..300 {
+        let dir = tree_dir.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        random_file(&dir.join(format!("f{i}.bin")), 4096, i);
+    }
+    for (round, transport) in ["tcp", "quic", "tcp", "quic"].iter().enumerate() {
+        let result = send_json(
+            &alice,
+            &[
+                &bob.addr(),
+                tree_dir.to_str().unwrap(),
+                "--transport",
+                transport,
+            ],
+        );
+        assert_eq!(result["status"], "done", "round {round}: {result}");
+        assert_eq!(result["files"], 300);
+    }
+    for i in [0u64, 151, 299] {
+        let rel = format!("d{}/f{i}.bin", i % 10);
+        assert_same_file(
+            &tree_dir.join(&rel),
+            &bob.download.join("small (3)").join(&rel),
+        );
+    }
+}

@@ -116,6 +116,10 @@ async fn run(
     let reader = tokio::task::spawn_blocking(move || read_segments(segments, block_size, &tx));
 
     let (mut from_peer, mut to_peer) = framed.halves();
+    let mut written = 0u64;
+    // The receiver may finish (and say Done) as soon as the last byte
+    // lands, before the reader thread has even closed the channel.
+    let mut early_done = false;
     loop {
         tokio::select! {
             chunk = rx.recv() => match chunk {
@@ -123,16 +127,26 @@ async fn run(
                     let payload = (frame.len() - DATA_HEADER_LEN) as u64;
                     to_peer.send_data_frame(frame.freeze()).await?;
                     handle.add_sent(payload);
+                    written += payload;
                 }
                 Some(Err(e)) => return Err(e),
                 None => break,
             },
-            message = from_peer.recv() => return Err(unexpected(message?, peer_name)),
+            message = from_peer.recv() => match message? {
+                Message::Done if written == needed => {
+                    early_done = true;
+                    break;
+                }
+                other => return Err(unexpected(other, peer_name)),
+            },
             () = cancel.cancelled() => return Err(TransferError::Cancelled),
         }
     }
     drop(rx);
     let _ = reader.await;
+    if early_done {
+        return Ok(());
+    }
     to_peer.flush().await?;
 
     let reply = tokio::select! {
