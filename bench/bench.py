@@ -1022,7 +1022,8 @@ def cmd_suite(args) -> int:
                         WINDOW.clear()
                         r = t.run(wl, dst, timeout)
                         # CPU used by everything else on the machine during the timed section
-                        if {"b0", "b1"} <= WINDOW.keys() and WINDOW["w1"] > WINDOW["w0"]:
+                        # (CPU accounting ticks are 10 ms: meaningless for very short runs)
+                        if {"b0", "b1"} <= WINDOW.keys() and WINDOW["w1"] - WINDOW["w0"] >= 0.25:
                             r["others_cpu_share"] = max(
                                 0.0, (WINDOW["b1"] - WINDOW["b0"]) - (r.get("cpu_seconds") or 0)
                             ) / ((WINDOW["w1"] - WINDOW["w0"]) * (os.cpu_count() or 1))
@@ -1236,7 +1237,7 @@ def report(doc) -> str:
                  "lanshare-QUIC's median seconds (> 1: lanshare is that many times faster; same for TCP). lanshare's RSS columns are the two daemons' VmHWM "
                  "(fresh daemons each run); baselines show the client and receiving process (ssh: client only). "
                  "`others' CPU` = median share of the machine's cores used by other processes during this tool's "
-                 "runs: high values mean the figures are depressed by a busy machine.")
+                 "runs (shown for runs of 0.25 s or more): high values mean the figures are depressed by a busy machine.")
         L.append("")
     sk = doc.get("skipped_tools") or {}
     if sk:

@@ -158,7 +158,9 @@ for name in "${NAMES[@]}"; do
 done
 for name in "${NAMES[@]}"; do
     for _ in $(seq 200); do
-        LEADER[$name]=$(pgrep -P "${NSPAWN[$name]}" | head -1 || true)
+        # The container's PID 1 (systemd) is a child of systemd-nspawn;
+        # other, short-lived children come and go during start-up.
+        LEADER[$name]=$(pgrep -P "${NSPAWN[$name]}" -x systemd | head -1 || true)
         [ -n "${LEADER[$name]}" ] && break
         kill -0 "${NSPAWN[$name]}" 2>/dev/null || { cat "$RUN/$name/console.log" >&2; die "$name: systemd-nspawn exited"; }
         sleep 0.1
