@@ -120,7 +120,7 @@ pub enum LinkWriter {
     /// A QUIC send stream.
     Quic(quinn::SendStream),
     /// The write half of a TLS-over-TCP stream.
-    Tcp(tokio::io::WriteHalf<tokio_rustls::TlsStream<tokio::net::TcpStream>>),
+    Tcp(tokio::io::WriteHalf<tokio_rustls::TlsStream<tcp::TcpIo>>),
 }
 
 impl LinkWriter {
