@@ -2,7 +2,7 @@
 //!
 //! `share daemon` runs the daemon in-process; every other subcommand is a
 //! thin client of the control socket ([`crate::control::client`]) and
-//! renders the result for humans ([`render`]) or as one JSON document on
+//! renders the result for humans (`render`) or as one JSON document on
 //! stdout (`--json`). Exit codes: 0 success, 2 usage error (clap), 1 any
 //! other failure with a one-line reason on stderr.
 

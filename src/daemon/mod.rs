@@ -5,7 +5,7 @@
 //! and then serves until the injected `shutdown` future resolves (SIGINT or
 //! SIGTERM in the binary, a oneshot in tests). Under systemd it reports
 //! `READY=1` once everything is up, `STOPPING=1` when the stop begins, and
-//! pings the watchdog ([`notify`]). Shutdown is complete and bounded (well
+//! pings the watchdog (`notify`). Shutdown is complete and bounded (well
 //! inside the unit's 15 s `TimeoutStopSec`): stop accepting, send mDNS
 //! goodbyes, cancel transfers (peers are told), close QUIC and wait for the
 //! close frames, wait for tasks, remove the socket.
