@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -31,7 +30,7 @@ use super::registry::{Decision, Direction, Handle, NewTransfer, Registry, State}
 use super::resume::{self, Record, ResumeStore};
 use super::{MESSAGE_TIMEOUT, TransferError};
 use crate::identity::trust::TrustStore;
-use crate::protocol::{ErrorCode, Manifest, ManifestLimits, Message};
+use crate::protocol::{ErrorCode, MAX_DATA_CHUNK, Manifest, ManifestLimits, Message};
 use crate::store::{DownloadDir, Staging, StoreError, plan};
 
 /// Chunks buffered between the network and the disk writer.
@@ -429,18 +428,20 @@ impl Job<'_> {
             .await
             .map_err(|e| (e, Leftover::Keep))?;
 
-        let (tx, rx) = mpsc::channel::<(u32, u64, Bytes)>(PIPELINE_DEPTH);
+        let (tx, rx) = mpsc::channel::<Chunk>(PIPELINE_DEPTH);
+        let (recycle, free) = mpsc::channel::<Vec<u8>>(PIPELINE_DEPTH + 1);
         let (done, sent) = self.handle.counters();
         let resume = self.ctx.resume.clone();
         let key = self.key.to_owned();
         let writer = tokio::task::spawn_blocking(move || {
-            write_blocks(staging, rx, &resume, &key, record, |n| {
+            write_blocks(staging, rx, &recycle, &resume, &key, record, |n| {
                 done.fetch_add(n, Ordering::Relaxed);
                 sent.fetch_add(n, Ordering::Relaxed);
             })
         });
 
-        let failure = self.pump(framed, tx, expected).await;
+        let pool = BufferPool::new(free);
+        let failure = self.pump(framed, tx, pool, expected).await;
         let (staging, written) = writer
             .await
             .map_err(|e| internal(format!("writer task failed: {e}")))?;
@@ -476,7 +477,8 @@ impl Job<'_> {
     async fn pump(
         &self,
         framed: &mut Framed,
-        tx: mpsc::Sender<(u32, u64, Bytes)>,
+        tx: mpsc::Sender<Chunk>,
+        mut pool: BufferPool,
         expected: u64,
     ) -> Option<JobError> {
         let cancel = self.handle.cancelled();
@@ -499,7 +501,15 @@ impl Job<'_> {
                         return Some((e, Leftover::Discard));
                     }
                     received += len;
-                    if tx.send((file, offset, data)).await.is_err() {
+                    // Copy into a pooled buffer so the read buffer's memory
+                    // is reused at once: memory stays flat however large
+                    // the transfer, and nothing is allocated per chunk.
+                    // No buffer means the writer stopped; its result says why.
+                    let mut buf = pool.take().await?;
+                    buf.clear();
+                    buf.extend_from_slice(&data);
+                    drop(data);
+                    if tx.send((file, offset, buf)).await.is_err() {
                         // The writer stopped; its result says why.
                         return None;
                     }
@@ -535,7 +545,8 @@ impl Job<'_> {
 /// verified-block map. Returns the staging area and the first error.
 fn write_blocks(
     mut staging: Staging,
-    mut rx: mpsc::Receiver<(u32, u64, Bytes)>,
+    mut rx: mpsc::Receiver<Chunk>,
+    recycle: &mpsc::Sender<Vec<u8>>,
     resume: &ResumeStore,
     key: &str,
     mut record: Record,
@@ -546,10 +557,15 @@ fn write_blocks(
     let mut dirty = false;
     let mut result = Ok(());
     while let Some((file, offset, data)) = rx.blocking_recv() {
-        match staging.write(file, offset, &data) {
+        let written = staging.write(file, offset, &data);
+        let len = data.len() as u64;
+        // The pool never holds more than it handed out, so this cannot
+        // block; if the network side is gone the buffer is just dropped.
+        let _ = recycle.try_send(data);
+        match written {
             Ok(completed) => {
-                progress(data.len() as u64);
-                unsaved += data.len() as u64;
+                progress(len);
+                unsaved += len;
                 dirty |= completed;
             }
             Err(e) => {
@@ -576,6 +592,36 @@ fn write_blocks(
         tracing::warn!("cannot save resume state: {e}");
     }
     (staging, result)
+}
+
+/// One piece of file data for the writer: entry, offset, bytes.
+type Chunk = (u32, u64, Vec<u8>);
+
+/// A fixed set of chunk buffers circulating between the network side and
+/// the disk writer.
+struct BufferPool {
+    free: mpsc::Receiver<Vec<u8>>,
+    created: usize,
+}
+
+impl BufferPool {
+    fn new(free: mpsc::Receiver<Vec<u8>>) -> Self {
+        Self { free, created: 0 }
+    }
+
+    /// A buffer: a new one while fewer than the pipeline holds exist,
+    /// otherwise the next one the writer returns. `None` if the writer has
+    /// stopped.
+    async fn take(&mut self) -> Option<Vec<u8>> {
+        if let Ok(buf) = self.free.try_recv() {
+            return Some(buf);
+        }
+        if self.created <= PIPELINE_DEPTH {
+            self.created += 1;
+            return Some(Vec::with_capacity(MAX_DATA_CHUNK));
+        }
+        self.free.recv().await
+    }
 }
 
 /// Keeps or removes a staging area that will not be committed now. With

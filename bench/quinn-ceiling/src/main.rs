@@ -5,7 +5,7 @@
 //!
 //! * `link` (default): both ends are `lanshare::transport::quic::QuicTransport`
 //!   (the daemon's own endpoint code: socket2 UDP socket with 4 MiB buffers,
-//!   15 s idle, 5 s keep-alive, 16 MiB stream window, 64 MiB send window,
+//!   15 s idle, 5 s keep-alive, 8 MiB stream window, 64 MiB send window,
 //!   initial MTU 1452, rustls/ring TLS 1.3 with pinned identities). Data goes
 //!   through the `Link` writer (`LinkWriter::write_bytes`, 1 MiB `Bytes`) and
 //!   reader (1 MiB reads) exactly as the transfer code sees them.
@@ -222,7 +222,7 @@ fn transport_config() -> Result<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(IDLE_TIMEOUT)?))
         .keep_alive_interval(Some(KEEP_ALIVE))
-        .stream_receive_window(quinn::VarInt::from_u32(16 << 20))
+        .stream_receive_window(quinn::VarInt::from_u32(8 << 20))
         .send_window(64 << 20)
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(4))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
