@@ -19,11 +19,11 @@ use crate::control::client;
 use crate::control::records::{
     HistoryEntry, InboxText, PairingInfo, PairingState, QueuedSend, TextResult,
 };
-use crate::control::{Ack, Request, SendEntry};
+use crate::control::{Ack, Request};
 use crate::protocol::MAX_TEXT_LEN;
 use crate::transfer::receive::human_bytes;
 use crate::transfer::registry::{Direction, State, TransferKind};
-use crate::transfer::source::{Layout, LayoutEntry};
+use crate::transfer::source::Layout;
 
 /// `writeln!` to stdout that returns an error (a broken pipe) instead of
 /// panicking.
@@ -120,16 +120,6 @@ fn spaced(code: &str) -> String {
     match code.len() {
         6 => format!("{} {}", &code[..3], &code[3..]),
         _ => code.to_owned(),
-    }
-}
-
-fn state_name(state: PairingState) -> &'static str {
-    match state {
-        PairingState::Waiting => "waiting",
-        PairingState::Paired => "paired",
-        PairingState::Rejected => "rejected",
-        PairingState::Failed => "failed",
-        PairingState::Expired => "expired",
     }
 }
 
@@ -240,7 +230,7 @@ fn report_decision(info: &PairingInfo, accepted: bool) -> Result<()> {
         state => bail!(
             "pairing with {} {}: {}",
             info.peer,
-            state_name(state),
+            state.as_str(),
             info.reason.as_deref().unwrap_or("no reason given")
         ),
     }
@@ -267,7 +257,7 @@ fn list_pairings(list: &[PairingInfo]) -> Result<()> {
             "{:8}  {:3}  {:8}  {:14}  {:7}  {:3}  {:4}  {}",
             p.id,
             direction(p.direction),
-            state_name(p.state),
+            p.state.as_str(),
             p.peer,
             spaced(&p.code),
             answer(p.you_confirmed),
@@ -494,26 +484,16 @@ pub(super) async fn queue_send(
         .iter()
         .map(|p| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
+    let (entries, skipped) = super::request_layout(layout);
     let request = Request::QueueSend {
         peer: args.peer.clone(),
-        entries: layout
-            .entries
-            .iter()
-            .map(|e: &LayoutEntry| SendEntry {
-                path: e.path.clone(),
-                dir: e.dir,
-            })
-            .collect(),
-        skipped: layout
-            .skipped
-            .iter()
-            .map(|s| format!("{} ({})", s.path.display(), s.kind))
-            .collect(),
+        entries,
+        skipped,
         transport: args.transport.into(),
         roots,
     };
     for s in &layout.skipped {
-        eprintln!("warning: skipped {} ({})", s.path.display(), s.kind);
+        eprintln!("warning: skipped {s}");
     }
     let fds = crate::control::fds::borrow_all(files);
     let data = client::call_with_files(sockets, request, &fds, |_| {}).await?;

@@ -381,21 +381,11 @@ async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
     if args.queue {
         return everyday::queue_send(sockets, &args, &layout, &files).await;
     }
+    let (entries, skipped) = request_layout(&layout);
     let request = Request::Send {
         peer: args.peer.clone(),
-        entries: layout
-            .entries
-            .iter()
-            .map(|e| SendEntry {
-                path: e.path.clone(),
-                dir: e.dir,
-            })
-            .collect(),
-        skipped: layout
-            .skipped
-            .iter()
-            .map(|s| format!("{} ({})", s.path.display(), s.kind))
-            .collect(),
+        entries,
+        skipped,
         transport: args.transport.into(),
         retry_for_s: None,
     };
@@ -416,4 +406,19 @@ async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
             Err(e.into())
         }
     }
+}
+
+/// The layout as the control request carries it: entries (matched in
+/// order by the passed files) and the skipped specials as text.
+fn request_layout(layout: &source::Layout) -> (Vec<SendEntry>, Vec<String>) {
+    let entries = layout
+        .entries
+        .iter()
+        .map(|e| SendEntry {
+            path: e.path.clone(),
+            dir: e.dir,
+        })
+        .collect();
+    let skipped = layout.skipped.iter().map(ToString::to_string).collect();
+    (entries, skipped)
 }

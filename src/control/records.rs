@@ -30,6 +30,17 @@ pub enum PairingState {
 }
 
 impl PairingState {
+    /// The lower-case name (as in JSON), for text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Paired => "paired",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+
     /// Whether the pairing is over.
     pub fn finished(self) -> bool {
         self != Self::Waiting

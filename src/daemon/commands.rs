@@ -231,12 +231,24 @@ impl Shared {
         }
     }
 
-    pub(super) async fn authenticate(
+    /// The dialer's side of `Hello` on a new link: the step that makes a
+    /// link authenticated, for every kind of outgoing session.
+    pub(super) async fn hello(
         &self,
         link: crate::transport::Link,
     ) -> Result<(Framed, handshake::PeerHello), AuthFailure> {
         let mut framed = Framed::new(link);
         let hello = handshake::client(&mut framed, &self.config.name).await?;
+        Ok((framed, hello))
+    }
+
+    /// [`Self::hello`] for a transfer: also refuses a device that uses a
+    /// trusted device's name with another identity.
+    pub(super) async fn authenticate(
+        &self,
+        link: crate::transport::Link,
+    ) -> Result<(Framed, handshake::PeerHello), AuthFailure> {
+        let (framed, hello) = self.hello(link).await?;
         // An address typed by the user carries no expected identity: a
         // device there using a trusted device's name with another key is
         // an impostor, not that device.

@@ -259,7 +259,7 @@ impl Pairings {
             return Err(format!(
                 "pairing {id} with {} is already over ({})",
                 entry.info.peer,
-                state_name(entry.info.state)
+                entry.info.state.as_str()
             ));
         }
         match entry.decision.take() {
@@ -313,16 +313,6 @@ fn snapshot(entry: &Entry) -> PairingInfo {
 /// A code as users read it: six digits, zero-padded.
 pub(super) fn format_code(code: u32) -> String {
     format!("{code:06}")
-}
-
-fn state_name(state: PairingState) -> &'static str {
-    match state {
-        PairingState::Waiting => "waiting",
-        PairingState::Paired => "paired",
-        PairingState::Rejected => "rejected",
-        PairingState::Failed => "failed",
-        PairingState::Expired => "expired",
-    }
 }
 
 impl Shared {

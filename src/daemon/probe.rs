@@ -232,18 +232,13 @@ async fn dial_back(
     preference: Preference,
     nonce: [u8; PROBE_NONCE_LEN],
 ) -> bool {
-    let name = shared.config.name.clone();
-    let dial = shared.dialer.dial(target, preference, |link| {
-        let name = name.clone();
-        async move {
-            let mut framed = Framed::new(link);
-            handshake::client(&mut framed, &name).await?;
-            framed
-                .send(&Message::Echo { nonce })
-                .await
-                .map_err(|e| AuthFailure::Failed(e.to_string()))?;
-            Ok(framed)
-        }
+    let dial = shared.dialer.dial(target, preference, |link| async move {
+        let (mut framed, _) = shared.hello(link).await?;
+        framed
+            .send(&Message::Echo { nonce })
+            .await
+            .map_err(|e| AuthFailure::Failed(e.to_string()))?;
+        Ok(framed)
     });
     match tokio::time::timeout(DIAL_BACK_TIMEOUT, dial).await {
         Ok(Ok((framed, _))) => {
@@ -270,15 +265,9 @@ async fn dial_out(
     target: &Target,
     preference: Preference,
 ) -> Result<Answered, String> {
-    let name = shared.config.name.clone();
-    let dial = shared.dialer.dial(target, preference, |link| {
-        let name = name.clone();
-        async move {
-            let mut framed = Framed::new(link);
-            let hello = handshake::client(&mut framed, &name).await?;
-            Ok((framed, hello))
-        }
-    });
+    let dial = shared
+        .dialer
+        .dial(target, preference, |link| shared.hello(link));
     match tokio::time::timeout(OUT_TIMEOUT, dial).await {
         Ok(Ok(((framed, hello), _))) => {
             let (id, remote) = (framed.link().peer, framed.link().remote);
@@ -461,16 +450,8 @@ impl Shared {
         nonce: [u8; PROBE_NONCE_LEN],
         carrier: Preference,
     ) -> Result<(bool, bool), String> {
-        let name = self.config.name.clone();
-        let dial = self.dialer.dial(target, carrier, |link| {
-            let name = name.clone();
-            async move {
-                let mut framed = Framed::new(link);
-                handshake::client(&mut framed, &name).await?;
-                Ok(framed)
-            }
-        });
-        let (mut framed, _) = tokio::time::timeout(OUT_TIMEOUT, dial)
+        let dial = self.dialer.dial(target, carrier, |link| self.hello(link));
+        let ((mut framed, _), _) = tokio::time::timeout(OUT_TIMEOUT, dial)
             .await
             .map_err(|_| "cannot connect to the peer to probe it".to_owned())?
             .map_err(|e| format!("cannot connect to the peer to probe it: {e}"))?;

@@ -532,23 +532,8 @@ impl Shared {
         let roots = stored.roots.clone();
         let reopened = tokio::task::spawn_blocking(move || {
             let layout = source::walk(&roots)?;
-            let mut what = Vec::with_capacity(layout.entries.len());
-            for entry in &layout.entries {
-                let file = if entry.dir {
-                    None
-                } else {
-                    Some(SourceFile {
-                        path: entry.disk.clone(),
-                        file: Arc::new(entry.open()?),
-                    })
-                };
-                what.push((entry.path.clone(), file));
-            }
-            let skipped = layout
-                .skipped
-                .iter()
-                .map(|s| format!("{} ({})", s.path.display(), s.kind))
-                .collect();
+            let what = layout.open_all()?;
+            let skipped = layout.skipped.iter().map(ToString::to_string).collect();
             Ok::<_, source::SourceError>((what, skipped))
         })
         .await;

@@ -48,9 +48,7 @@ use crate::control::Ack;
 use crate::discovery::{Peer, PeerSource, PeerTable};
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
-use crate::transfer::framed::Framed;
-use crate::transfer::handshake;
-use crate::transport::dial::{AuthFailure, Preference, Target};
+use crate::transport::dial::{Preference, Target};
 
 /// File name inside the state directory.
 pub(super) const PEERS_FILE: &str = "peers.json";
@@ -100,24 +98,7 @@ pub(super) struct Entry {
 
 impl Entry {
     fn target(&self) -> Target {
-        let tcp = match self.tcp_port {
-            Some(port) => self
-                .addrs
-                .iter()
-                .map(|a| {
-                    // set_port keeps an IPv6 link-local scope.
-                    let mut a = *a;
-                    a.set_port(port);
-                    a
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        Target {
-            expected: Some(self.id),
-            quic: self.addrs.clone(),
-            tcp,
-        }
+        Target::device(self.id, &self.addrs, self.tcp_port)
     }
 
     fn source(&self) -> PeerSource {
@@ -406,16 +387,10 @@ impl Shared {
     /// then a clean close. Returns its current name and the address that
     /// answered.
     async fn probe_entry(&self, entry: &Entry) -> Result<(String, SocketAddr), String> {
-        let name = self.config.name.clone();
         let target = entry.target();
-        let dial = self.dialer.dial(&target, Preference::Auto, |link| {
-            let name = name.clone();
-            async move {
-                let mut framed = Framed::new(link);
-                let hello = handshake::client(&mut framed, &name).await?;
-                Ok::<_, AuthFailure>((framed, hello))
-            }
-        });
+        let dial = self
+            .dialer
+            .dial(&target, Preference::Auto, |link| self.hello(link));
         let ((framed, hello), _) = tokio::time::timeout(PROBE_TIMEOUT, dial)
             .await
             .map_err(|_| "no answer".to_owned())?
@@ -470,15 +445,9 @@ impl Shared {
             quic: vec![addr],
             tcp: vec![addr],
         };
-        let name = self.config.name.clone();
-        let dial = self.dialer.dial(&target, Preference::Auto, |link| {
-            let name = name.clone();
-            async move {
-                let mut framed = Framed::new(link);
-                let hello = handshake::client(&mut framed, &name).await?;
-                Ok::<_, AuthFailure>((framed, hello))
-            }
-        });
+        let dial = self
+            .dialer
+            .dial(&target, Preference::Auto, |link| self.hello(link));
         let ((framed, hello), transport) = tokio::time::timeout(PROBE_TIMEOUT, dial)
             .await
             .map_err(|_| {

@@ -115,7 +115,7 @@ impl Shared {
         }
         Ok(Some(Resolved {
             label: peer.name.clone(),
-            target: target_for(&peer),
+            target: Target::device(peer.id, &peer.addrs, peer.tcp_port),
         }))
     }
 
@@ -186,26 +186,6 @@ impl Shared {
                 "{n} devices match \"{text}\"; use a longer device-ID prefix"
             )),
         }
-    }
-}
-
-fn target_for(peer: &Peer) -> Target {
-    let tcp = match peer.tcp_port {
-        Some(port) => peer
-            .addrs
-            .iter()
-            .map(|a| {
-                let mut a = *a;
-                a.set_port(port);
-                a
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    Target {
-        expected: Some(peer.id),
-        quic: peer.addrs.clone(),
-        tcp,
     }
 }
 

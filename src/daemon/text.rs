@@ -22,7 +22,7 @@ use crate::protocol::{ErrorCode, Message};
 use crate::transfer::TransferError;
 use crate::transfer::framed::Framed;
 use crate::transfer::handshake::kind;
-use crate::transfer::receive::{Subject, consent};
+use crate::transfer::receive::{Subject, consent, refused};
 use crate::transfer::registry::{Direction, Handle, NewTransfer, State, TransferKind};
 use crate::transport::dial::Preference;
 
@@ -69,17 +69,7 @@ impl Shared {
                 id = handle.id(),
                 "text from {peer_name} not accepted: {reason}"
             );
-            handle.finish(state, Some(reason.clone()));
-            match state {
-                State::Rejected => {
-                    let _ = framed.send(&Message::Reject { reason }).await;
-                }
-                // `share cancel` here: the sender sees "cancelled by peer".
-                State::Cancelled if handle.cancelled().is_cancelled() => {
-                    framed.send_error(&TransferError::Cancelled).await;
-                }
-                _ => {}
-            }
+            refused(framed, &handle, state, reason).await;
             return;
         }
         handle.active();

@@ -31,7 +31,7 @@ use super::resume::{self, Record, ResumeStore};
 use super::{MESSAGE_TIMEOUT, TransferError};
 use crate::identity::trust::TrustStore;
 use crate::protocol::{ErrorCode, MAX_DATA_CHUNK, Manifest, ManifestLimits, Message};
-use crate::store::{DownloadDir, Staging, StoreError, plan};
+use crate::store::{DownloadDir, Plan, Staging, StoreError, plan};
 
 /// Chunks buffered between the network and the disk writer.
 const PIPELINE_DEPTH: usize = 8;
@@ -127,11 +127,14 @@ pub async fn receive_first(
 
     let key = resume::key(&peer_id, &manifest);
     let resuming = ctx.resume.load(&key).is_some();
-    if let Err(reason) = check_offer(&manifest, ctx, resuming) {
-        tracing::warn!(peer = %peer_id, name = peer_name, "refused offer: {reason}");
-        let _ = framed.send(&Message::Reject { reason }).await;
-        return;
-    }
+    let plan = match check_offer(&manifest, ctx, resuming) {
+        Ok(plan) => plan,
+        Err(reason) => {
+            tracing::warn!(peer = %peer_id, name = peer_name, "refused offer: {reason}");
+            let _ = framed.send(&Message::Reject { reason }).await;
+            return;
+        }
+    };
 
     let Some(_claim) = ctx.resume.claim(&key) else {
         let e =
@@ -166,17 +169,7 @@ pub async fn receive_first(
             _ => "rejected",
         };
         tracing::info!(id = handle.id(), "offer from {peer_name} {what}: {reason}");
-        handle.finish(state, Some(reason.clone()));
-        match state {
-            State::Rejected => {
-                let _ = framed.send(&Message::Reject { reason }).await;
-            }
-            // `share cancel` here: the sender sees "cancelled by peer".
-            State::Cancelled if handle.cancelled().is_cancelled() => {
-                framed.send_error(&TransferError::Cancelled).await;
-            }
-            _ => {}
-        }
+        refused(framed, &handle, state, reason).await;
         return;
     }
 
@@ -192,7 +185,7 @@ pub async fn receive_first(
     // The job watches the cancel itself: dropping it half way would leave
     // its disk writer running, which saves the resume record again after
     // the cleanup below (a cancelled transfer would then resume unasked).
-    let result = job.run(framed, manifest).await;
+    let result = job.run(framed, manifest, plan).await;
     match result {
         Ok(saved) => {
             tracing::info!(id = handle.id(), files = ?saved, "received from {peer_name}");
@@ -222,14 +215,15 @@ pub async fn receive_first(
     }
 }
 
-/// Structural and path checks, plus free space for a new transfer. `Err`
-/// is the reason sent back to the peer.
-fn check_offer(manifest: &Manifest, ctx: &ReceiveContext, resuming: bool) -> Result<(), String> {
+/// Structural and path checks, plus free space for a new transfer. `Ok`
+/// is the checked path plan (staging reuses it); `Err` is the reason sent
+/// back to the peer.
+fn check_offer(manifest: &Manifest, ctx: &ReceiveContext, resuming: bool) -> Result<Plan, String> {
     manifest.validate(&ctx.limits).map_err(|e| e.to_string())?;
-    plan(manifest, ctx.limits.max_depth).map_err(|e| e.to_string())?;
+    let plan = plan(manifest, ctx.limits.max_depth).map_err(|e| e.to_string())?;
     if resuming {
         // The space was reserved by the first attempt.
-        return Ok(());
+        return Ok(plan);
     }
     let needed = manifest.total_bytes();
     match ctx.download.free_space() {
@@ -238,7 +232,7 @@ fn check_offer(manifest: &Manifest, ctx: &ReceiveContext, resuming: bool) -> Res
             human_bytes(needed),
             human_bytes(free)
         )),
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(plan),
         Err(e) => Err(format!("receiver cannot check its download directory: {e}")),
     }
 }
@@ -367,6 +361,23 @@ pub async fn consent(
     outcome
 }
 
+/// Records the outcome of a [`consent`] that did not say yes and tells the
+/// sender what it needs to know: a `Reject` with the reason, or "cancelled
+/// by peer" after a local `share cancel`. A sender that gave up or broke
+/// the protocol gets nothing (an `Error` is never answered).
+pub async fn refused(framed: &mut Framed, handle: &Handle, state: State, reason: String) {
+    handle.finish(state, Some(reason.clone()));
+    match state {
+        State::Rejected => {
+            let _ = framed.send(&Message::Reject { reason }).await;
+        }
+        State::Cancelled if handle.cancelled().is_cancelled() => {
+            framed.send_error(&TransferError::Cancelled).await;
+        }
+        _ => {}
+    }
+}
+
 /// One accepted transfer.
 struct Job<'a> {
     key: &'a str,
@@ -381,13 +392,16 @@ type JobError = (TransferError, Leftover);
 impl Job<'_> {
     /// Stages (or resumes), asks for the missing blocks, receives them and
     /// commits.
-    async fn run(self, framed: &mut Framed, manifest: Manifest) -> Result<Vec<String>, JobError> {
+    async fn run(
+        self,
+        framed: &mut Framed,
+        manifest: Manifest,
+        plan: Plan,
+    ) -> Result<Vec<String>, JobError> {
         let download = self.ctx.download.clone();
-        let max_depth = self.ctx.limits.max_depth;
         let key = self.key.to_owned();
         let claimed = self.record.verified_map();
         let staging_task = tokio::task::spawn_blocking(move || {
-            let plan = plan(&manifest, max_depth)?;
             let mut staging = download.stage(&plan, &manifest, &key)?;
             if claimed.contains(&true) {
                 staging.verify_existing(&claimed)?;

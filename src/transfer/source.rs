@@ -102,6 +102,31 @@ pub struct LayoutEntry {
     nofollow: bool,
 }
 
+impl Layout {
+    /// Opens every file of the layout (this process's permissions),
+    /// giving each entry's offered name and, for files, the open file —
+    /// what [`prepare`] takes.
+    ///
+    /// # Errors
+    /// A [`SourceError`] naming the first file that cannot be opened.
+    pub fn open_all(&self) -> Result<Vec<(String, Option<SourceFile>)>, SourceError> {
+        self.entries
+            .iter()
+            .map(|entry| {
+                let file = if entry.dir {
+                    None
+                } else {
+                    Some(SourceFile {
+                        path: entry.disk.clone(),
+                        file: Arc::new(entry.open()?),
+                    })
+                };
+                Ok((entry.path.clone(), file))
+            })
+            .collect()
+    }
+}
+
 /// Something inside a named directory that was left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
@@ -109,6 +134,13 @@ pub struct Skipped {
     pub path: PathBuf,
     /// What it is: `"symlink"`, `"fifo"`, `"socket"`, `"device"` or `"unknown"`.
     pub kind: &'static str,
+}
+
+impl std::fmt::Display for Skipped {
+    /// `path (kind)`, as warnings show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.path.display(), self.kind)
+    }
 }
 
 /// Why a scan failed. Every message names the path and what to do.
@@ -200,19 +232,7 @@ pub enum SourceError {
 /// A [`SourceError`] naming the first path that cannot be sent.
 pub fn scan(paths: &[PathBuf]) -> Result<Source, SourceError> {
     let layout = walk(paths)?;
-    let mut entries = Vec::with_capacity(layout.entries.len());
-    for entry in &layout.entries {
-        let file = if entry.dir {
-            None
-        } else {
-            Some(SourceFile {
-                path: entry.disk.clone(),
-                file: Arc::new(entry.open()?),
-            })
-        };
-        entries.push((entry.path.clone(), file));
-    }
-    let mut source = prepare(entries)?;
+    let mut source = prepare(layout.open_all()?)?;
     source.skipped = layout.skipped;
     Ok(source)
 }

@@ -62,6 +62,30 @@ pub struct Target {
     pub tcp: Vec<SocketAddr>,
 }
 
+impl Target {
+    /// A known device at `addrs` (its QUIC addresses), whose TCP fallback
+    /// listens on `tcp_port` of the same hosts when it has one.
+    pub fn device(id: DeviceId, addrs: &[SocketAddr], tcp_port: Option<u16>) -> Self {
+        let tcp = match tcp_port {
+            Some(port) => addrs
+                .iter()
+                .map(|a| {
+                    // set_port keeps an IPv6 link-local scope.
+                    let mut a = *a;
+                    a.set_port(port);
+                    a
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Self {
+            expected: Some(id),
+            quic: addrs.to_vec(),
+            tcp,
+        }
+    }
+}
+
 /// Why the caller's authentication step failed.
 #[derive(Debug)]
 pub enum AuthFailure {
