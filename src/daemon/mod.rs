@@ -470,7 +470,5 @@ async fn serve_link(shared: Arc<Shared>, link: Link) {
         }
         Err(e) => tracing::info!(%peer, %remote, %kind, "handshake failed: {e}"),
     }
-    let mut link = framed.into_link();
-    let _ = link.finish().await;
-    link.wait_peer_closed(Duration::from_secs(5)).await;
+    framed.into_link().close(Duration::from_secs(5)).await;
 }

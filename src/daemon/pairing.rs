@@ -362,7 +362,8 @@ impl Shared {
                 &hello.name,
             )
             .await;
-            close(framed).await;
+            // Our last `PairConfirm` or `Error` must be delivered.
+            framed.into_link().close(Duration::from_secs(2)).await;
         });
         let info = self
             .pairings
@@ -571,14 +572,6 @@ async fn session(
             pairings.finish(id, failure.state, Some(failure.reason));
         }
     }
-}
-
-/// Ends our direction and waits (bounded) for the peer to end its own, so
-/// our last `PairConfirm` or `Error` is delivered.
-async fn close(framed: Framed) {
-    let mut link = framed.into_link();
-    let _ = link.finish().await;
-    link.wait_peer_closed(Duration::from_secs(2)).await;
 }
 
 #[cfg(test)]

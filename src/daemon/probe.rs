@@ -242,7 +242,7 @@ async fn dial_back(
     });
     match tokio::time::timeout(DIAL_BACK_TIMEOUT, dial).await {
         Ok(Ok((framed, _))) => {
-            close(framed.into_link(), Duration::from_secs(2)).await;
+            framed.into_link().close(Duration::from_secs(2)).await;
             true
         }
         Ok(Err(e)) => {
@@ -271,32 +271,12 @@ async fn dial_out(
     match tokio::time::timeout(OUT_TIMEOUT, dial).await {
         Ok(Ok(((framed, hello), _))) => {
             let (id, remote) = (framed.link().peer, framed.link().remote);
-            close(framed.into_link(), Duration::from_secs(1)).await;
+            framed.into_link().close(Duration::from_secs(1)).await;
             Ok((id, hello.name, remote))
         }
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {} s", OUT_TIMEOUT.as_secs())),
     }
-}
-
-/// Ends a link we dialled for a short exchange: finish our side, read
-/// until the peer has finished its side (bounded), drop. The acceptor sees
-/// a clean end of stream, and neither side waits for the other to close
-/// the QUIC connection ([`crate::transport::Link::wait_peer_closed`] does,
-/// which suits an acceptor but would cost the dialer its whole limit).
-pub(super) async fn close(mut link: crate::transport::Link, limit: Duration) {
-    use tokio::io::AsyncReadExt;
-    let _ = link.finish().await;
-    let mut sink = [0u8; 256];
-    let drain = async {
-        loop {
-            match link.reader.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    let _ = tokio::time::timeout(limit, drain).await;
 }
 
 /// Notes one outbound test in `slot` (and `errors`); the first success
@@ -461,7 +441,7 @@ impl Shared {
             .await
             .map_err(|e| format!("probe not sent: {e}"))?;
         let answer = framed.recv_within(RESULT_TIMEOUT).await;
-        close(framed.into_link(), Duration::from_secs(1)).await;
+        framed.into_link().close(Duration::from_secs(1)).await;
         match answer {
             Ok(Message::ProbeResult { quic, tcp }) => Ok((quic, tcp)),
             Ok(Message::Error { message, .. }) => {

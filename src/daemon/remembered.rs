@@ -396,7 +396,7 @@ impl Shared {
             .map_err(|_| "no answer".to_owned())?
             .map_err(|e| e.to_string())?;
         let remote = framed.link().remote;
-        super::probe::close(framed.into_link(), Duration::from_secs(1)).await;
+        framed.into_link().close(Duration::from_secs(1)).await;
         Ok((hello.name, remote))
     }
 
@@ -458,7 +458,7 @@ impl Shared {
             })?
             .map_err(|e| format!("cannot add {addr}: {e}"))?;
         let id = framed.link().peer;
-        super::probe::close(framed.into_link(), Duration::from_secs(1)).await;
+        framed.into_link().close(Duration::from_secs(1)).await;
         if id == self.identity.id() {
             return Err(format!("{addr} is this device"));
         }

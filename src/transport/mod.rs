@@ -239,6 +239,14 @@ impl Link {
         }
     }
 
+    /// Ends the link cleanly: finishes our side, then waits (bounded by
+    /// `limit`) as [`Link::wait_peer_closed`] does, so our last message is
+    /// delivered and the peer sees a clean end of stream.
+    pub async fn close(mut self, limit: Duration) {
+        let _ = self.finish().await;
+        self.wait_peer_closed(limit).await;
+    }
+
     /// Waits (bounded by `limit`) until the peer has acknowledged
     /// everything we sent, so closing now cuts off nothing: quinn discards
     /// unacknowledged stream data when the last connection handle goes
