@@ -11,6 +11,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_daemon = matches!(cli.command, Command::Daemon(_));
     init_tracing(is_daemon);
+    if matches!(cli.command, Command::Daemon(_) | Command::Send(_)) {
+        // Before the runtime starts threads; see the function's docs.
+        lanshare::control::fds::prepare_descriptor_table();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,8 +29,6 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Daemon(args) => {
                 let config = args.resolve(cli.socket)?;
-                // `share send` passes every file as an open descriptor.
-                lanshare::control::fds::raise_open_file_limit();
                 lanshare::daemon::run(config, stop_signal(), |_| {}).await?;
                 Ok(())
             }

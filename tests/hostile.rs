@@ -198,7 +198,7 @@ impl Target {
 }
 
 /// A one-entry manifest for `content` under `path`, with correct hashes.
-fn offer_of(path: &str, content: &[u8]) -> Manifest {
+pub(crate) fn offer_of(path: &str, content: &[u8]) -> Manifest {
     manifest(vec![file_entry(path, content)], &[content])
 }
 

@@ -564,6 +564,39 @@ fn small_download_filesystem_rejects_what_does_not_fit_and_fails_cleanly() {
     assert_eq!(tree(&fs.dir), ["filler.bin", "small.bin"]);
 }
 
+/// On tmpfs files are not preallocated (that would only zero-fill RAM
+/// ahead of the data), so a file system that fills up during a transfer
+/// shows up as a failing write. It must be reported as "no space", and
+/// giving up must leave nothing behind.
+#[test]
+fn file_system_filling_up_mid_transfer_is_no_space_and_leaves_nothing() {
+    use lanshare::store::{DownloadDir, StoreError, plan};
+    crate::require_root!();
+    let fs = Tmpfs::mount("8m");
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("big.bin"), (6 * MIB) as usize, 35);
+    let content = std::fs::read(src.path().join("big.bin")).unwrap();
+    let manifest = crate::hostile::offer_of("big.bin", &content);
+    let download = DownloadDir::open(&fs.dir).unwrap();
+    let plan = plan(&manifest, usize::MAX).unwrap();
+    let mut staging = download.stage(&plan, &manifest, "fillsup").unwrap();
+    // Staging reserved nothing on tmpfs, so another writer can take the space.
+    random_file(&fs.dir.join("filler.bin"), (4 * MIB) as usize, 36);
+    let mut result = Ok(false);
+    for (i, chunk) in content.chunks(MIB as usize).enumerate() {
+        result = staging.write(0, i as u64 * MIB, chunk);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(
+        matches!(result, Err(StoreError::NoSpace { .. })),
+        "{result:?}"
+    );
+    drop(staging);
+    assert_eq!(tree(&fs.dir), ["filler.bin"]);
+}
+
 /// Packets dropped by the `loss` table's counter on host `i`.
 fn dropped(lan: &Lan, i: usize) -> u64 {
     let out = lan.run(i, &["nft", "list", "table", "inet", "loss"]);

@@ -294,6 +294,12 @@ impl Shared {
         }
         let files = source.manifest.file_count();
         let bytes = source.manifest.total_bytes();
+        tracing::debug!(
+            files,
+            bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "offer prepared (files hashed)"
+        );
         let _ = events.send(SendEvent::Prepared {
             files,
             bytes,

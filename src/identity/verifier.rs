@@ -343,6 +343,10 @@ mod tests {
             assert_eq!(peer_id(&s), alice.id());
             assert_eq!(c.alpn_protocol(), Some(ALPN));
             assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+            assert_eq!(
+                c.negotiated_cipher_suite().map(|s| s.suite()),
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+            );
         }
     }
 

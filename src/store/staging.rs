@@ -99,6 +99,9 @@ pub struct Staging {
     total: u64,
     /// Bytes in verified blocks.
     present: u64,
+    /// Whether files are preallocated (not on tmpfs, see
+    /// [`sys::is_memory_backed`]).
+    preallocate: bool,
     /// Set after an I/O error: the data can only be discarded or kept.
     failed: bool,
     /// Committed, or kept for resume: Drop leaves the directory alone.
@@ -165,6 +168,7 @@ impl Staging {
             top_level: plan.top_level().to_vec(),
             total,
             present: 0,
+            preallocate: !sys::is_memory_backed(download.fd().as_fd()),
             failed: false,
             done: false,
         };
@@ -235,7 +239,7 @@ impl Staging {
             sys::RESOLVE,
         )
         .map_err(|e| StoreError::io(format!("cannot create file {path:?}"), e))?;
-        if size == 0 {
+        if size == 0 || !self.preallocate {
             return Ok(());
         }
         // Reserve the blocks now, so a full disk shows up before any data

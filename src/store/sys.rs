@@ -38,6 +38,20 @@ pub(super) fn free_space(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Whether the file system holding `fd` keeps its files in memory (tmpfs).
+///
+/// Preallocating there buys nothing: there is no fragmentation to avoid,
+/// and `fallocate` zero-fills every page of RAM up front (about a quarter
+/// of a second per GiB, before the first byte can arrive) only for the
+/// data to overwrite it. The free-space check before staging still refuses
+/// what cannot fit; a write that later meets a full tmpfs fails cleanly.
+pub(super) fn is_memory_backed(fd: BorrowedFd<'_>) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    // `f_type` is `i64` here but narrower on some architectures.
+    #[allow(clippy::useless_conversion)]
+    rustix::fs::fstatfs(fd).is_ok_and(|st| i64::from(st.f_type) == TMPFS_MAGIC)
+}
+
 /// Whether an OS error means "disk or quota full".
 pub(super) fn is_no_space(err: &std::io::Error) -> bool {
     matches!(

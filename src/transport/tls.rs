@@ -15,9 +15,18 @@ use crate::identity::verifier::PeerVerifier;
 use crate::identity::{DeviceId, Identity};
 use crate::protocol::ALPN;
 
-/// The one crypto provider lanshare uses.
+/// The one crypto provider lanshare uses: ring, with the TLS 1.3 suite
+/// `TLS_AES_128_GCM_SHA256` preferred. ring's default order puts
+/// AES-256-GCM first; on a LAN the cipher runs over every byte of a
+/// multi-gigabyte transfer, and AES-128-GCM does the same job with 10 AES
+/// rounds instead of 14 at the full security level of the mandatory TLS 1.3
+/// suite. AES-256-GCM and ChaCha20-Poly1305 remain allowed.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 fn setup(e: rustls::Error) -> TransportError {
