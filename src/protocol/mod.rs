@@ -16,7 +16,10 @@ pub use manifest::{
     DEFAULT_BLOCK_SIZE, Entry, EntryKind, MAX_BLOCK_SIZE, MAX_BLOCKS, MIN_BLOCK_SIZE, Manifest,
     ManifestError, ManifestLimits, blocks_for, choose_block_size,
 };
-pub use wire::{DATA_HEADER_LEN, DecodeError, EncodeError, decode, encode, encode_data_header};
+pub use wire::{
+    DATA_HEADER_LEN, DataHeader, DecodeError, EncodeError, decode, decode_data_header, encode,
+    encode_data_header,
+};
 
 use bytes::Bytes;
 

@@ -515,6 +515,58 @@ pub fn decode(src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
     }
 }
 
+/// The header of the `Data` frame `src` starts with, once its
+/// [`DATA_HEADER_LEN`] bytes are there: lets a receiver read the payload
+/// straight into a buffer of its own rather than through [`decode`]'s.
+///
+/// * `Ok(Some(header))`: a `Data` frame whose `header.len`-byte payload
+///   follows the header (some of it may already be in `src`). It passed
+///   exactly the checks [`decode`] makes.
+/// * `Ok(None)`: fewer than [`DATA_HEADER_LEN`] bytes, or another kind of
+///   frame (or a `Data` frame too short to hold a header, which [`decode`]
+///   refuses once its body is complete): use [`decode`].
+///
+/// # Errors
+///
+/// The [`DecodeError`] [`decode`] would report for this frame.
+pub fn decode_data_header(src: &[u8]) -> Result<Option<DataHeader>, DecodeError> {
+    let Some(header) = src.first_chunk::<DATA_HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let prefix = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    let body_len = check_frame_len(prefix)?;
+    let Some(len) = body_len.checked_sub(DATA_HEADER_LEN - LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let mut r = Reader::new(&header[LEN_PREFIX..], "data");
+    if r.u8("type")? != TYPE_DATA {
+        return Ok(None);
+    }
+    let file = r.u32("file index")?;
+    let offset = r.u64("offset")?;
+    if len == 0 {
+        return Err(DecodeError::EmptyData);
+    }
+    if len > MAX_DATA_CHUNK {
+        return Err(DecodeError::DataTooLarge {
+            len,
+            max: MAX_DATA_CHUNK,
+        });
+    }
+    Ok(Some(DataHeader { file, offset, len }))
+}
+
+/// What [`decode_data_header`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataHeader {
+    /// Manifest entry index.
+    pub file: u32,
+    /// Byte offset in that file.
+    pub offset: u64,
+    /// Payload length, `1..=MAX_DATA_CHUNK`.
+    pub len: usize,
+}
+
 /// Validates a length prefix and converts it to a body length.
 fn check_frame_len(len: u32) -> Result<usize, DecodeError> {
     if len == 0 {
@@ -938,6 +990,42 @@ mod tests {
                 text: String::new(),
             },
         ]
+    }
+
+    #[test]
+    fn data_header_is_read_from_the_first_bytes_alone() {
+        let mut buf = BytesMut::new();
+        let data = Bytes::from(vec![7u8; 1000]);
+        encode(
+            &Message::Data {
+                file: 3,
+                offset: 1 << 40,
+                data,
+            },
+            &mut buf,
+        )
+        .unwrap();
+        let expected = DataHeader {
+            file: 3,
+            offset: 1 << 40,
+            len: 1000,
+        };
+        assert_eq!(
+            decode_data_header(&buf[..DATA_HEADER_LEN]),
+            Ok(Some(expected))
+        );
+        assert_eq!(decode_data_header(&buf), Ok(Some(expected)));
+        assert_eq!(decode_data_header(&buf[..DATA_HEADER_LEN - 1]), Ok(None));
+        let mut done = BytesMut::new();
+        encode(&Message::Done, &mut done).unwrap();
+        done.extend_from_slice(&[0; DATA_HEADER_LEN]);
+        assert_eq!(decode_data_header(&done), Ok(None));
+        let mut huge = frame(TYPE_DATA, &[0; 12]).to_vec();
+        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_data_header(&huge),
+            Err(DecodeError::FrameTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -1749,6 +1837,25 @@ mod tests {
             failure_persistence: None,
             ..ProptestConfig::default()
         })]
+
+        #[test]
+        fn data_header_agrees_with_decode(input in hostile_input()) {
+            let header = decode_data_header(&input);
+            let mut buf = BytesMut::from(&input[..]);
+            match (header, decode(&mut buf)) {
+                (Ok(Some(h)), Ok(Some(Message::Data { file, offset, data }))) => {
+                    prop_assert_eq!((h.file, h.offset, h.len), (file, offset, data.len()));
+                }
+                (Ok(Some(h)), Ok(None)) => prop_assert!(input.len() < DATA_HEADER_LEN + h.len),
+                (Ok(Some(h)), other) => prop_assert!(false, "header {:?} but decode gave {:?}", h, other),
+                // decode reports a bad payload length once the body is in.
+                (Err(e), other) => prop_assert!(other == Err(e.clone()) || other == Ok(None), "{:?} vs {:?}", e, other),
+                (Ok(None), Ok(Some(Message::Data { .. }))) => {
+                    prop_assert!(false, "decode found data the header check missed");
+                }
+                (Ok(None), _) => {}
+            }
+        }
 
         #[test]
         fn decode_never_panics_and_output_reencodes(

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{MESSAGE_TIMEOUT, TransferError};
@@ -28,6 +28,20 @@ pub struct Framed {
     link: Link,
     rbuf: BytesMut,
     wbuf: BytesMut,
+}
+
+/// What [`FrameReader::recv_into`] received.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A `Data` frame; its payload is in the caller's buffer.
+    Data {
+        /// Manifest entry index.
+        file: u32,
+        /// Byte offset in that file.
+        offset: u64,
+    },
+    /// Any other message.
+    Message(Message),
 }
 
 /// The receiving side of a [`Framed`], borrowed.
@@ -162,13 +176,82 @@ impl FrameReader<'_> {
                 return Err(if self.rbuf.is_empty() {
                     RecvError::Closed
                 } else {
-                    RecvError::Io(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "connection closed in the middle of a message",
-                    ))
+                    cut_short()
                 });
             }
         }
+    }
+}
+
+impl FrameReader<'_> {
+    /// Receives the next message like [`recv`](Self::recv), except that a
+    /// `Data` payload goes into `buf` (replacing its contents), read from
+    /// the link straight into it: bulk data is copied once on its way from
+    /// the transport to `buf` instead of twice. `buf` should have room for
+    /// [`protocol::MAX_DATA_CHUNK`] bytes so it never reallocates.
+    ///
+    /// Not cancel-safe in the middle of a payload: dropping the future
+    /// loses that frame, so only drop it when the transfer ends anyway.
+    pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<Incoming, RecvError> {
+        loop {
+            if let Some(header) = protocol::decode_data_header(self.rbuf)? {
+                self.rbuf.advance(DATA_HEADER_LEN);
+                let buffered = header.len.min(self.rbuf.len());
+                buf.clear();
+                buf.reserve(header.len);
+                buf.extend_from_slice(&self.rbuf[..buffered]);
+                self.rbuf.advance(buffered);
+                while buf.len() < header.len {
+                    let want = header.len - buf.len();
+                    let n = self
+                        .reader
+                        .read_buf(&mut (&mut *buf).limit(want))
+                        .await
+                        .map_err(RecvError::Io)?;
+                    if n == 0 {
+                        return Err(cut_short());
+                    }
+                }
+                return Ok(Incoming::Data {
+                    file: header.file,
+                    offset: header.offset,
+                });
+            }
+            if let Some(message) = protocol::decode(self.rbuf)? {
+                return Ok(Incoming::Message(message));
+            }
+            // Short of a frame header, read no further than its end: a data
+            // payload behind it then goes straight into `buf`.
+            let limit = if self.rbuf.len() < DATA_HEADER_LEN {
+                DATA_HEADER_LEN - self.rbuf.len()
+            } else {
+                READ_RESERVE
+            };
+            self.rbuf.reserve(limit);
+            let n = self
+                .reader
+                .read_buf(&mut (&mut *self.rbuf).limit(limit))
+                .await
+                .map_err(RecvError::Io)?;
+            if n == 0 {
+                return Err(if self.rbuf.is_empty() {
+                    RecvError::Closed
+                } else {
+                    cut_short()
+                });
+            }
+        }
+    }
+
+    /// Like [`recv_into`](Self::recv_into), waiting at most `limit`.
+    pub async fn recv_into_within(
+        &mut self,
+        buf: &mut Vec<u8>,
+        limit: Duration,
+    ) -> Result<Incoming, RecvError> {
+        tokio::time::timeout(limit, self.recv_into(buf))
+            .await
+            .map_err(|_| RecvError::Timeout(limit.as_secs()))?
     }
 }
 
@@ -207,6 +290,14 @@ impl FrameWriter<'_> {
             .await
             .map_err(|e| TransferError::Link(describe(&e)))
     }
+}
+
+/// The link ended inside a frame.
+fn cut_short() -> RecvError {
+    RecvError::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "connection closed in the middle of a message",
+    ))
 }
 
 /// An I/O error with its causes: quinn reports "connection lost" and keeps

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::framed::{Framed, RecvError};
+use super::framed::{Framed, Incoming, RecvError};
 use super::handshake::kind;
 use super::registry::{Decision, Direction, Handle, NewTransfer, Registry, State};
 use super::resume::{self, Record, ResumeStore};
@@ -497,17 +497,23 @@ impl Job<'_> {
     ) -> Option<JobError> {
         let cancel = self.handle.cancelled();
         let mut received = 0u64;
+        let (mut from_peer, _) = framed.halves();
         while received < expected {
-            let message = tokio::select! {
-                m = framed.recv_within(MESSAGE_TIMEOUT) => m,
+            // Payloads are read straight into pooled buffers: memory stays
+            // flat however large the transfer, nothing is allocated per
+            // chunk, and the data is copied once on its way to the writer.
+            // No buffer means the writer stopped; its result says why.
+            let mut buf = pool.take().await?;
+            let incoming = tokio::select! {
+                m = from_peer.recv_into_within(&mut buf, MESSAGE_TIMEOUT) => m,
                 () = cancel.cancelled() => return Some((TransferError::Cancelled, Leftover::Discard)),
                 // The writer stopped on bad data (or a full disk): answer
                 // now, not when the peer sends its next frame.
                 () = tx.closed() => return None,
             };
-            match message {
-                Ok(Message::Data { file, offset, data }) => {
-                    let len = data.len() as u64;
+            match incoming {
+                Ok(Incoming::Data { file, offset }) => {
+                    let len = buf.len() as u64;
                     if received + len > expected {
                         let e = TransferError::Protocol(format!(
                             "more data than the {expected} bytes requested"
@@ -515,20 +521,12 @@ impl Job<'_> {
                         return Some((e, Leftover::Discard));
                     }
                     received += len;
-                    // Copy into a pooled buffer so the read buffer's memory
-                    // is reused at once: memory stays flat however large
-                    // the transfer, and nothing is allocated per chunk.
-                    // No buffer means the writer stopped; its result says why.
-                    let mut buf = pool.take().await?;
-                    buf.clear();
-                    buf.extend_from_slice(&data);
-                    drop(data);
                     if tx.send((file, offset, buf)).await.is_err() {
                         // The writer stopped; its result says why.
                         return None;
                     }
                 }
-                Ok(Message::Error { code, message }) => {
+                Ok(Incoming::Message(Message::Error { code, message })) => {
                     let e = TransferError::Peer {
                         peer: self.peer_name.to_owned(),
                         code,
@@ -540,7 +538,7 @@ impl Job<'_> {
                     };
                     return Some((e, leftover));
                 }
-                Ok(other) => {
+                Ok(Incoming::Message(other)) => {
                     let e =
                         TransferError::Protocol(format!("unexpected {} during data", kind(&other)));
                     return Some((e, Leftover::Discard));

@@ -54,7 +54,7 @@ use crate::protocol::{Entry, EntryKind, MAX_ENTRIES, Manifest, choose_block_size
 use crate::store::PathError;
 
 /// Read size while hashing.
-const HASH_BUF_LEN: usize = 1 << 20;
+const HASH_BUF_LEN: usize = 64 << 10;
 
 /// The result of preparing what the user asked to send.
 #[derive(Debug, Clone)]
