@@ -11,10 +11,10 @@
 //! Success means the receiver's `Done`: every file verified, synced and
 //! renamed into place. Nothing less makes `share send` exit 0.
 
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use rustix::buffer::spare_capacity;
 use tokio::sync::mpsc;
 
 use super::TransferError;
@@ -111,7 +111,7 @@ async fn run(
     handle.set_resumed(source.manifest.total_bytes().saturating_sub(needed));
     let _ = events.send(SendEvent::Accepted);
 
-    let (tx, mut rx) = mpsc::channel::<Result<BytesMut, TransferError>>(PIPELINE_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, TransferError>>(PIPELINE_DEPTH);
     let block_size = source.manifest.block_size;
     let reader = tokio::task::spawn_blocking(move || read_segments(segments, block_size, &tx));
 
@@ -125,7 +125,7 @@ async fn run(
             chunk = rx.recv() => match chunk {
                 Some(Ok(frame)) => {
                     let payload = (frame.len() - DATA_HEADER_LEN) as u64;
-                    to_peer.send_data_frame(frame.freeze()).await?;
+                    to_peer.send_data_frame(frame).await?;
                     handle.add_sent(payload);
                     written += payload;
                 }
@@ -227,7 +227,7 @@ fn unexpected(message: Message, peer_name: &str) -> TransferError {
 fn read_segments(
     segments: Vec<Segment>,
     block_size: u32,
-    tx: &mpsc::Sender<Result<BytesMut, TransferError>>,
+    tx: &mpsc::Sender<Result<Bytes, TransferError>>,
 ) {
     for segment in segments {
         if let Err(e) = read_segment(&segment, block_size, tx) {
@@ -245,7 +245,7 @@ fn read_segments(
 fn read_segment(
     segment: &Segment,
     block_size: u32,
-    tx: &mpsc::Sender<Result<BytesMut, TransferError>>,
+    tx: &mpsc::Sender<Result<Bytes, TransferError>>,
 ) -> Result<(), TransferError> {
     let path = &segment.source.path;
     let local = |what: &str, e: std::io::Error| {
@@ -275,21 +275,26 @@ fn read_segment(
         let want = usize::try_from(block_end - offset)
             .unwrap_or(MAX_DATA_CHUNK)
             .min(MAX_DATA_CHUNK);
-        let mut frame = BytesMut::with_capacity(DATA_HEADER_LEN + want);
-        encode_data_header(segment.file, offset, want, &mut frame);
-        frame.resize(DATA_HEADER_LEN + want, 0);
-        let payload = &mut frame[DATA_HEADER_LEN..];
-        let mut filled = 0;
-        while filled < want {
-            match file.read_at(&mut payload[filled..], offset + filled as u64) {
+        let end_of_frame = DATA_HEADER_LEN + want;
+        let mut header = BytesMut::with_capacity(DATA_HEADER_LEN);
+        encode_data_header(segment.file, offset, want, &mut header);
+        let mut frame = Vec::with_capacity(end_of_frame);
+        frame.extend_from_slice(&header);
+        // Read into the spare capacity: no zero-filling a buffer that the
+        // read overwrites anyway.
+        while frame.len() < end_of_frame {
+            let at = offset + (frame.len() - DATA_HEADER_LEN) as u64;
+            match rustix::io::pread(file, spare_capacity(&mut frame), at) {
                 Ok(0) => return Err(changed()),
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(local("read", e)),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(local("read", e.into())),
             }
         }
+        // The allocator may have granted more room than asked for.
+        frame.truncate(end_of_frame);
         offset += want as u64;
-        if tx.blocking_send(Ok(frame)).is_err() {
+        if tx.blocking_send(Ok(Bytes::from(frame))).is_err() {
             // The network side stopped; it reports why.
             return Ok(());
         }
