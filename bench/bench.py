@@ -471,6 +471,14 @@ class Lanshare(Tool):
         self.sender.start(self.root / "send-dl")
         try:
             self.receiver.start(dst)
+            # One 1-byte warm-up send first, as in the latency test: the
+            # daemon is a service that runs from boot, so what a user meets
+            # is a daemon that has connected before, not its very first
+            # connection (thread start-up, first page faults).
+            warm = self.root / "warm-up"
+            warm.write_bytes(b"w")
+            self.send(warm, timeout)
+            (dst / "warm-up").unlink()
             c0 = proc_cpu(self.sender.pid) + proc_cpu(self.receiver.pid)
             rssf = self.root / "cli.rss"
             secs, doc, ru = self.send(wl.path, timeout, rss_file=rssf)
@@ -1235,7 +1243,7 @@ def report(doc) -> str:
     if doc.get("summary"):
         L.append("`QUIC ÷ this` = lanshare-QUIC's speed ÷ this tool's speed = this tool's median seconds ÷ "
                  "lanshare-QUIC's median seconds (> 1: lanshare is that many times faster; same for TCP). lanshare's RSS columns are the two daemons' VmHWM "
-                 "(fresh daemons each run); baselines show the client and receiving process (ssh: client only). "
+                 "(fresh daemons each run, after one 1-byte warm-up send); baselines show the client and receiving process (ssh: client only). "
                  "`others' CPU` = median share of the machine's cores used by other processes during this tool's "
                  "runs (shown for runs of 0.25 s or more): high values mean the figures are depressed by a busy machine.")
         L.append("")
