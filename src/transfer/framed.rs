@@ -4,11 +4,15 @@
 //!
 //! Reads go into one growing [`BytesMut`]; [`decode`] either yields a whole
 //! frame (bulk data is split off without copying) or asks for more bytes.
-//! An oversized length prefix is rejected before it is buffered.
+//! An oversized length prefix is rejected before it is buffered. The bulk
+//! receiver uses [`FrameReader::recv_into`] instead, which reads each data
+//! payload straight into a buffer of the caller's (see
+//! [`decode_data_header`]).
 //! [`Framed::halves`] borrows the reading and writing sides separately so a
 //! sender can watch for the peer's `Error` while it streams data.
 //!
 //! [`decode`]: crate::protocol::decode
+//! [`decode_data_header`]: crate::protocol::decode_data_header
 
 use std::time::Duration;
 
@@ -166,24 +170,28 @@ impl FrameReader<'_> {
             if let Some(message) = protocol::decode(self.rbuf)? {
                 return Ok(message);
             }
-            self.rbuf.reserve(READ_RESERVE);
-            let n = self
-                .reader
-                .read_buf(self.rbuf)
-                .await
-                .map_err(RecvError::Io)?;
-            if n == 0 {
-                return Err(if self.rbuf.is_empty() {
-                    RecvError::Closed
-                } else {
-                    cut_short()
-                });
-            }
+            self.fill(READ_RESERVE).await?;
         }
     }
-}
 
-impl FrameReader<'_> {
+    /// Reads at most `limit` more bytes into the read buffer.
+    async fn fill(&mut self, limit: usize) -> Result<(), RecvError> {
+        self.rbuf.reserve(limit);
+        let n = self
+            .reader
+            .read_buf(&mut (&mut *self.rbuf).limit(limit))
+            .await
+            .map_err(RecvError::Io)?;
+        if n == 0 {
+            return Err(if self.rbuf.is_empty() {
+                RecvError::Closed
+            } else {
+                cut_short()
+            });
+        }
+        Ok(())
+    }
+
     /// Receives the next message like [`recv`](Self::recv), except that a
     /// `Data` payload goes into `buf` (replacing its contents), read from
     /// the link straight into it: bulk data is copied once on its way from
@@ -227,19 +235,7 @@ impl FrameReader<'_> {
             } else {
                 READ_RESERVE
             };
-            self.rbuf.reserve(limit);
-            let n = self
-                .reader
-                .read_buf(&mut (&mut *self.rbuf).limit(limit))
-                .await
-                .map_err(RecvError::Io)?;
-            if n == 0 {
-                return Err(if self.rbuf.is_empty() {
-                    RecvError::Closed
-                } else {
-                    cut_short()
-                });
-            }
+            self.fill(limit).await?;
         }
     }
 
