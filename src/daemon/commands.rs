@@ -451,43 +451,42 @@ impl Shared {
         let id = handle.id().to_owned();
         let bytes = source.manifest.total_bytes();
 
-        // Forward progress, and turn a vanished CLI into a cancel.
+        // Run the transfer; meanwhile forward its events and progress, and
+        // turn a vanished CLI into a cancel.
         let (send_events_tx, mut send_events_rx) = mpsc::unbounded_channel();
         let transfer_cancel = handle.cancelled();
-        let ticker = async {
+        let result = {
+            let transfer = send::send(
+                &mut framed,
+                &peer_name,
+                source,
+                handle,
+                self.config.offer_timeout + Duration::from_secs(30),
+                send_events_tx,
+            );
+            tokio::pin!(transfer);
             let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
             let mut client_gone = false;
             loop {
                 tokio::select! {
+                    r = &mut transfer => break r,
                     () = cancel.cancelled(), if !client_gone => {
                         client_gone = true;
                         transfer_cancel.cancel();
                     }
-                    e = send_events_rx.recv() => match e {
-                        Some(send::SendEvent::Waiting) => {
+                    // `None` only once the transfer has returned.
+                    Some(e) = send_events_rx.recv() => match e {
+                        send::SendEvent::Waiting => {
                             handle.waiting();
                             let _ = events.send(SendEvent::Waiting { peer: peer_name.clone(), id: id.clone() });
                         }
-                        Some(send::SendEvent::Accepted) => handle.active(),
-                        None => std::future::pending::<()>().await,
+                        send::SendEvent::Accepted => handle.active(),
                     },
                     _ = tick.tick() => {
                         let _ = events.send(SendEvent::Progress { bytes_done: handle.bytes_done(), bytes });
                     }
                 }
             }
-        };
-        let transfer = send::send(
-            &mut framed,
-            &peer_name,
-            source,
-            handle,
-            self.config.offer_timeout + Duration::from_secs(30),
-            send_events_tx,
-        );
-        let result = tokio::select! {
-            r = transfer => r,
-            _ = ticker => unreachable_loop(),
         };
         let mut link = framed.into_link();
         let _ = link.finish().await;
@@ -545,9 +544,4 @@ impl AttemptError {
             _ => State::Failed,
         }
     }
-}
-
-/// The progress loop never ends on its own.
-fn unreachable_loop() -> Result<(), TransferError> {
-    Err(TransferError::Local("progress loop ended".into()))
 }
