@@ -16,6 +16,7 @@ use crate::control::{
 use crate::identity::DeviceId;
 use crate::protocol::ErrorCode;
 use crate::transfer::framed::Framed;
+use crate::transfer::hash_cache::Version;
 use crate::transfer::registry::{Decision, Direction, Handle, NewTransfer, State};
 use crate::transfer::source::SourceFile;
 use crate::transfer::{TransferError, handshake, send, source};
@@ -285,7 +286,8 @@ impl Shared {
         let resolved = self.resolve(peer).await?;
         // Hash through the descriptors the CLI passed: the daemon never
         // opens a path a user names (see `transfer::source`).
-        let source = tokio::task::spawn_blocking(move || source::prepare(what))
+        let cache = self.hash_cache.clone();
+        let source = tokio::task::spawn_blocking(move || source::prepare(what, Some(&cache)))
             .await
             .map_err(|e| format!("internal error: {e}"))?
             .map_err(|e| e.to_string())?;
@@ -367,6 +369,13 @@ impl Shared {
                 })
             ) {
                 integrity_failures += 1;
+                // The receiver found data that does not match our values:
+                // never offer those values again without re-reading.
+                for file in source.files.iter().flatten() {
+                    if let Some(version) = Version::of(&file.file, source.manifest.block_size) {
+                        self.hash_cache.forget(&version);
+                    }
+                }
             }
             // Only a transfer that got going is retried: a typo in a name or
             // a peer that never answered should fail at once.

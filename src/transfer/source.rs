@@ -46,9 +46,11 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustix::fs::OFlags;
 
+use super::hash_cache::{HashCache, Version};
 use crate::protocol::hash::{BlockHasher, file_hash};
 use crate::protocol::{Entry, EntryKind, MAX_ENTRIES, Manifest, choose_block_size};
 use crate::store::PathError;
@@ -233,7 +235,7 @@ pub enum SourceError {
 /// A [`SourceError`] naming the first path that cannot be sent.
 pub fn scan(paths: &[PathBuf]) -> Result<Source, SourceError> {
     let layout = walk(paths)?;
-    let mut source = prepare(layout.open_all()?)?;
+    let mut source = prepare(layout.open_all()?, None)?;
     source.skipped = layout.skipped;
     Ok(source)
 }
@@ -400,7 +402,10 @@ impl LayoutEntry {
 ///
 /// # Errors
 /// A [`SourceError`] naming the first entry that cannot be sent.
-pub fn prepare(entries: Vec<(String, Option<SourceFile>)>) -> Result<Source, SourceError> {
+pub fn prepare(
+    entries: Vec<(String, Option<SourceFile>)>,
+    cache: Option<&HashCache>,
+) -> Result<Source, SourceError> {
     if entries.is_empty() {
         return Err(SourceError::Empty);
     }
@@ -442,7 +447,7 @@ pub fn prepare(entries: Vec<(String, Option<SourceFile>)>) -> Result<Source, Sou
             _ => None,
         })
         .collect();
-    let mut values = hash_files(&to_hash, block_size)?.into_iter();
+    let mut values = hash_files(&to_hash, block_size, cache)?.into_iter();
     for entry in &mut manifest.entries {
         if let EntryKind::File { size, hash } = &mut entry.kind {
             let blocks = values.next().unwrap_or_default();
@@ -488,20 +493,37 @@ const MAX_HASH_THREADS: usize = 4;
 /// The block values (see [`crate::protocol::hash`]) of every file, in one
 /// pass over the data, spread over up to [`MAX_HASH_THREADS`] threads by
 /// bytes: one big file is split by blocks, many small files by file.
+/// Unchanged files found in `cache` are not read; the values of the others
+/// are added to it.
 fn hash_files(
     files: &[(&SourceFile, u64)],
     block_size: u32,
+    cache: Option<&HashCache>,
 ) -> Result<Vec<Vec<[u8; 32]>>, SourceError> {
+    let started = SystemTime::now();
     let bs = u64::from(block_size);
-    // One job per block: (file, block, length).
+    let versions: Vec<Option<Version>> = files
+        .iter()
+        .map(|(f, size)| {
+            cache
+                .and_then(|_| Version::of(&f.file, block_size))
+                .filter(|v| v.size() == *size)
+        })
+        .collect();
+    let mut known: Vec<Option<Vec<[u8; 32]>>> = versions
+        .iter()
+        .map(|v| cache.zip(v.as_ref()).and_then(|(c, v)| c.get(v)))
+        .collect();
+    // One job per block of each file not known: (file, block, length).
     let jobs: Vec<(usize, u64, u64)> = files
         .iter()
         .enumerate()
+        .filter(|(i, _)| known[*i].is_none())
         .flat_map(|(i, (_, size))| {
             (0..size.div_ceil(bs)).map(move |b| (i, b, bs.min(size - b * bs)))
         })
         .collect();
-    let total: u64 = files.iter().map(|(_, size)| size).sum();
+    let total: u64 = jobs.iter().map(|job| job.2).sum();
     let threads = if total < PARALLEL_HASH_MIN {
         1
     } else {
@@ -569,6 +591,16 @@ fn hash_files(
         .collect();
     for (&(i, _, _), value) in jobs.iter().zip(values) {
         out[i].push(value);
+    }
+    for (i, ((f, _), version)) in files.iter().zip(&versions).enumerate() {
+        if let Some(values) = known[i].take() {
+            out[i] = values;
+        } else if let (Some(cache), Some(version)) = (cache, version) {
+            // Only if nothing changed while it was being read.
+            if Version::of(&f.file, block_size).as_ref() == Some(version) {
+                cache.insert(*version, out[i].clone(), started);
+            }
+        }
     }
     Ok(out)
 }
@@ -872,6 +904,42 @@ mod tests {
     /// The daemon's half: the same offer from descriptors as from paths,
     /// and descriptors that cannot be read through are refused.
     #[test]
+    fn unchanged_files_come_from_the_hash_cache_changed_ones_are_read_again() {
+        use std::time::{Duration, SystemTime};
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("big");
+        fs::write(&path, vec![7u8; (2 << 20) + 5]).unwrap();
+        let open = || {
+            vec![(
+                "big".to_owned(),
+                Some(SourceFile {
+                    path: path.clone(),
+                    file: Arc::new(File::open(&path).unwrap()),
+                }),
+            )]
+        };
+        let cache = HashCache::with_settle(Duration::ZERO);
+        let uncached = prepare(open(), None).unwrap().manifest;
+        assert_eq!(prepare(open(), Some(&cache)).unwrap().manifest, uncached);
+
+        // Served from the cache: plant values the file does not have.
+        let version = Version::of(&File::open(&path).unwrap(), uncached.block_size).unwrap();
+        cache.forget(&version);
+        cache.insert(version, vec![[9; 32]; 3], SystemTime::now());
+        let planted = prepare(open(), Some(&cache)).unwrap().manifest;
+        assert_eq!(planted.blocks, vec![[9; 32]; 3]);
+
+        // A changed file (here only its modification time) is read again.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000))
+            .unwrap();
+        assert_eq!(prepare(open(), Some(&cache)).unwrap().manifest, uncached);
+    }
+
+    #[test]
     fn prepare_from_open_files_matches_scan_and_checks_them() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("tree");
@@ -892,7 +960,7 @@ mod tests {
                 (e.path.clone(), file)
             })
             .collect();
-        let prepared = prepare(entries).unwrap();
+        let prepared = prepare(entries, None).unwrap();
         assert_eq!(prepared.manifest, scanned.manifest);
         assert_eq!(prepared.manifest.blocks.len(), 5, "4 blocks + 1 block");
 
@@ -903,10 +971,10 @@ mod tests {
             })
         };
         let write_only = File::options().write(true).open(root.join("a")).unwrap();
-        let err = prepare(vec![("x".into(), file(write_only))]).unwrap_err();
+        let err = prepare(vec![("x".into(), file(write_only))], None).unwrap_err();
         assert!(matches!(err, SourceError::NotReadable { .. }), "{err:?}");
         let dir = File::open(&root).unwrap();
-        let err = prepare(vec![("x".into(), file(dir))]).unwrap_err();
+        let err = prepare(vec![("x".into(), file(dir))], None).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -917,9 +985,9 @@ mod tests {
             ),
             "{err:?}"
         );
-        let err = prepare(vec![("../x".into(), None)]).unwrap_err();
+        let err = prepare(vec![("../x".into(), None)], None).unwrap_err();
         assert!(matches!(err, SourceError::Unsendable { .. }), "{err:?}");
-        assert!(matches!(prepare(Vec::new()), Err(SourceError::Empty)));
+        assert!(matches!(prepare(Vec::new(), None), Err(SourceError::Empty)));
     }
 
     #[test]
