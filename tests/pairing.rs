@@ -71,6 +71,10 @@ fn pair_both_ways(transport: &str) {
     assert_eq!(theirs["state"], "waiting");
     assert!(bob.logged(&format!("code {code}")));
 
+    // Both have to confirm, and `share status` says so.
+    assert_eq!(alice.json(&["status"])["pairings_to_confirm"], 1);
+    assert_eq!(bob.json(&["status"])["pairings_to_confirm"], 1);
+
     // One side confirming is not enough.
     let out = share_within(
         &alice,
@@ -78,6 +82,8 @@ fn pair_both_ways(transport: &str) {
         CLI_LIMIT,
     );
     assert!(out.status.success(), "{:?}", failure(&out));
+    assert_eq!(alice.json(&["status"])["pairings_to_confirm"], 0);
+    assert_eq!(bob.json(&["status"])["pairings_to_confirm"], 1);
     let after = one_json(&out);
     assert_eq!(
         (&after["state"], &after["you_confirmed"]),

@@ -64,6 +64,7 @@ fn non_ascii_text_round_trip_is_exact() {
     assert_eq!(texts[0]["peer"], "alice");
     assert_eq!(texts[0]["peer_id"], alice.id());
     assert_eq!(texts[0]["read"], false);
+    assert_eq!(bob.json(&["status"])["unread_texts"], 1);
 
     // Exactly the bytes sent, nothing added (stdout is a pipe).
     let out = bob.cli(&["receive", "--text"]);
@@ -75,6 +76,7 @@ fn non_ascii_text_round_trip_is_exact() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("no unread text"), "{stderr}");
     assert_eq!(inbox(&bob)[0]["read"], true);
+    assert_eq!(bob.json(&["status"])["unread_texts"], 0);
 
     // Both histories record it as a text.
     for (daemon, direction, peer) in [(&alice, "out", "bob"), (&bob, "in", "alice")] {

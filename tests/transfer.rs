@@ -211,9 +211,19 @@ fn rejected_offer_fails_the_send_with_the_reason() {
         t["state"] == "pending" && t["direction"] == "out"
     });
     let id = offer["id"].as_str().unwrap();
+    // `share status` tells the receiver an answer is needed (only there).
+    assert_eq!(bob.json(&["status"])["offers_to_answer"], 1);
+    assert_eq!(alice.json(&["status"])["offers_to_answer"], 0);
+    let out = bob.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("waiting:      1 offer to accept (share transfers)"),
+        "{text}"
+    );
 
     let out = bob.cli(&["reject", id, "--reason", "no thanks"]);
     assert!(out.status.success(), "{:?}", failure(&out));
+    assert_eq!(bob.json(&["status"])["offers_to_answer"], 0);
 
     let sent = finish_within(sender, CLI_LIMIT);
     let (code, stderr) = failure(&sent);

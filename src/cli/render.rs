@@ -61,6 +61,22 @@ pub(super) fn status(data: &serde_json::Value, as_json: bool) -> Result<()> {
     outln!("accept:       {}", s.accept);
     outln!("peers:        {}", s.peers);
     outln!("transfers:    {} active", s.active_transfers);
+    let waiting: Vec<String> = [
+        (s.offers_to_answer, "offer", "to accept (share transfers)"),
+        (
+            s.pairings_to_confirm,
+            "pairing",
+            "to confirm (share pair --list)",
+        ),
+        (s.unread_texts, "unread text", "(share inbox)"),
+    ]
+    .into_iter()
+    .filter(|(n, ..)| *n > 0)
+    .map(|(n, what, how)| format!("{n} {what}{} {how}", if n == 1 { "" } else { "s" }))
+    .collect();
+    if !waiting.is_empty() {
+        outln!("waiting:      {}", waiting.join(", "));
+    }
     outln!("downloads:    {}", s.download_dir.display());
     outln!("state:        {}", s.state_dir.display());
     outln!("uptime:       {} s", s.uptime_s);

@@ -317,6 +317,15 @@ pub struct StatusInfo {
     pub peers: usize,
     /// Transfers pending or active.
     pub active_transfers: usize,
+    /// Incoming offers waiting for `share accept` or `share reject`.
+    #[serde(default)]
+    pub offers_to_answer: usize,
+    /// Pairings waiting for this side's `share pair --confirm`.
+    #[serde(default)]
+    pub pairings_to_confirm: usize,
+    /// Received texts not read yet (`share receive --text`, `share inbox`).
+    #[serde(default)]
+    pub unread_texts: usize,
     /// Paths remembered as "QUIC broken" (TCP used first).
     pub quic_broken_paths: usize,
     /// Where received files go.

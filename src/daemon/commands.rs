@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use crate::control::records::PairingState;
 use crate::control::server::{Caller, Handler};
 use crate::control::{
     Ack, IdInfo, PeerInfo, Request, SendEntry, SendEvent, SendResult, StatusInfo,
@@ -151,12 +152,22 @@ fn ack(message: String) -> Result<serde_json::Value, String> {
 
 impl Shared {
     fn status(&self) -> StatusInfo {
-        let active = self
-            .registry
-            .list()
+        let transfers = self.registry.list();
+        let active = transfers
             .iter()
             .filter(|t| matches!(t.state, State::Pending | State::Active))
             .count();
+        let offers_to_answer = transfers
+            .iter()
+            .filter(|t| t.direction == Direction::In && t.state == State::Pending)
+            .count();
+        let pairings_to_confirm = self
+            .pairings
+            .list()
+            .iter()
+            .filter(|p| p.state == PairingState::Waiting && p.you_confirmed.is_none())
+            .count();
+        let unread_texts = self.inbox.unread().unwrap_or(0);
         StatusInfo {
             name: self.config.name.clone(),
             id: self.identity.id(),
@@ -169,6 +180,9 @@ impl Shared {
             accept: format!("{:?}", self.config.accept).to_lowercase(),
             peers: self.peers.list().len(),
             active_transfers: active,
+            offers_to_answer,
+            pairings_to_confirm,
+            unread_texts,
             quic_broken_paths: self.dialer.broken_paths(),
             download_dir: self.config.download_dir.clone(),
             state_dir: self.config.state_dir.clone(),

@@ -107,6 +107,11 @@ impl Inbox {
             .collect())
     }
 
+    /// How many texts are unread.
+    pub(super) fn unread(&self) -> Result<usize, InboxError> {
+        Ok(self.list()?.iter().filter(|t| !t.read).count())
+    }
+
     /// The newest unread text, now marked read.
     pub(super) fn take_unread(&self) -> Result<Option<InboxText>, InboxError> {
         let _guard = self.lock();
