@@ -245,8 +245,8 @@ pub fn raise_open_file_limit() {
 const PREGROWN_DESCRIPTORS: u64 = 16 << 10;
 
 /// Raises the open-file limit ([`raise_open_file_limit`]) and grows this
-/// process's descriptor table to [`PREGROWN_DESCRIPTORS`] slots (or the
-/// limit, if lower). Call it before any thread is started.
+/// process's descriptor table to 16384 slots (or the limit, if lower).
+/// Call it before any thread is started.
 ///
 /// Why: the kernel grows a descriptor table by doubling it, and when
 /// several threads share the table each growth waits for an RCU grace
