@@ -124,6 +124,12 @@ fn file_and_nested_tree_arrive_byte_identical() {
     assert_eq!(result["transport"], "quic");
     assert_eq!(result["files"], 3);
     assert_eq!(result["bytes"], (64 << 20) + 5);
+    // Just written, so hashed now (not cached): a share of the total time.
+    let hashing = result["hashing_seconds"].as_f64().unwrap();
+    assert!(
+        hashing > 0.0 && hashing < result["seconds"].as_f64().unwrap(),
+        "{result}"
+    );
 
     assert_same_file(&big, &bob.download.join("big.bin"));
     assert_same_file(

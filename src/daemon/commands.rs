@@ -301,6 +301,7 @@ impl Shared {
         // Hash through the descriptors the CLI passed: the daemon never
         // opens a path a user names (see `transfer::source`).
         let cache = self.hash_cache.clone();
+        let hashing = Instant::now();
         let source = tokio::task::spawn_blocking(move || source::prepare(what, Some(&cache)))
             .await
             .map_err(|e| format!("internal error: {e}"))?
@@ -310,10 +311,11 @@ impl Shared {
         }
         let files = source.manifest.file_count();
         let bytes = source.manifest.total_bytes();
+        let hashing_seconds = hashing.elapsed().as_secs_f64();
         tracing::debug!(
             files,
             bytes,
-            seconds = started.elapsed().as_secs_f64(),
+            seconds = hashing_seconds,
             "offer prepared (files hashed)"
         );
         let _ = events.send(SendEvent::Prepared {
@@ -370,6 +372,7 @@ impl Shared {
                         bytes_sent: handle.bytes_sent(),
                         attempts,
                         seconds: started.elapsed().as_secs_f64(),
+                        hashing_seconds,
                         skipped,
                     });
                 }
