@@ -53,10 +53,10 @@ fn main() -> ExitCode {
 /// thread busy with the files (reading and hashing, or verifying and
 /// writing) next to the network work on the runtime, so the runtime
 /// needs only part of the machine, and workers beyond what is free cost
-/// wake-ups and thread hand-offs. Measured on two cores with both ends of a
-/// 1 GiB QUIC transfer on the machine (`bench/`, A/B of 6 runs): one worker instead
-/// of two was 11 % faster, used 11 % less CPU and peaked at 29 instead of
-/// 47 MiB in the receiver; TCP was unchanged.
+/// wake-ups and thread hand-offs. Measured on two cores with both ends of
+/// a 1 GiB QUIC transfer on the machine (`bench/`, A/B of 6 runs): one
+/// worker instead of two was 11 % faster, used 11 % less CPU and peaked at
+/// 29 instead of 47 MiB in the receiver; TCP was unchanged.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();

@@ -639,8 +639,8 @@ impl BufferPool {
 /// Keeps or removes a staging area that will not be committed now. With
 /// no verified block there is nothing worth keeping on disk (the files are
 /// preallocated except on tmpfs, so an empty one still holds the whole
-/// size): it is
-/// removed, while the resume record stays so a retry is not asked again.
+/// size): it is removed, while the resume record stays so a retry is not
+/// asked again.
 fn finish_staging(staging: Staging, leftover: &Leftover) {
     match leftover {
         Leftover::Keep if staging.bytes_present() > 0 => staging.keep(),

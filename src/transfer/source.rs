@@ -901,8 +901,6 @@ mod tests {
         assert!(matches!(scan(&[]), Err(SourceError::Empty)));
     }
 
-    /// The daemon's half: the same offer from descriptors as from paths,
-    /// and descriptors that cannot be read through are refused.
     #[test]
     fn unchanged_files_come_from_the_hash_cache_changed_ones_are_read_again() {
         use std::time::{Duration, SystemTime};
@@ -939,6 +937,8 @@ mod tests {
         assert_eq!(prepare(open(), Some(&cache)).unwrap().manifest, uncached);
     }
 
+    /// The daemon's half: the same offer from descriptors as from paths,
+    /// and descriptors that cannot be read through are refused.
     #[test]
     fn prepare_from_open_files_matches_scan_and_checks_them() {
         let tmp = tempfile::tempdir().unwrap();
