@@ -16,9 +16,11 @@
 //! every block against the offer, so a wrong value could only fail a
 //! transfer, never corrupt one.
 //!
-//! Bounded: at most [`MAX_CACHED_BLOCKS`] values (32 bytes each, so 2 MiB,
-//! enough for 64 GiB of files at 1 MiB blocks); the oldest entries go
-//! first. The cache lives in memory only.
+//! Only files of at least [`MIN_CACHED_SIZE`] are worth it: a smaller one
+//! is read and hashed in microseconds. Bounded: the values and the
+//! bookkeeping of all entries take at most [`MAX_CACHED_BLOCKS`] 32-byte
+//! units (2 MiB, enough for about 64 GiB of files at 1 MiB blocks); the
+//! oldest entries go first. The cache lives in memory only.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -29,8 +31,16 @@ use std::time::{Duration, SystemTime};
 /// values to be kept.
 pub const SETTLE: Duration = Duration::from_secs(2);
 
-/// Most block values kept.
+/// Most 32-byte units (block values plus [`ENTRY_OVERHEAD`] per entry)
+/// kept.
 pub const MAX_CACHED_BLOCKS: usize = 1 << 16;
+
+/// What one entry costs besides its values (key, map and queue slots), in
+/// 32-byte units.
+pub const ENTRY_OVERHEAD: usize = 6;
+
+/// Smallest file whose values are cached.
+pub const MIN_CACHED_SIZE: u64 = 1 << 20;
 
 /// Identity of one version of one file, for one block size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,8 +108,8 @@ struct Inner {
     values: HashMap<Version, Vec<[u8; 32]>>,
     /// Insertion order, for eviction.
     order: VecDeque<Version>,
-    /// Values held in total.
-    blocks: usize,
+    /// 32-byte units held in total (see [`MAX_CACHED_BLOCKS`]).
+    units: usize,
 }
 
 impl Default for HashCache {
@@ -128,22 +138,26 @@ impl HashCache {
     /// the file changed too recently for its timestamps to be trusted (see
     /// the module docs) or the values alone exceed the bound.
     pub fn insert(&self, version: Version, values: Vec<[u8; 32]>, started: SystemTime) {
-        if !version.settled(started, self.settle) || values.len() > MAX_CACHED_BLOCKS {
+        let cost = values.len() + ENTRY_OVERHEAD;
+        if version.size < MIN_CACHED_SIZE
+            || !version.settled(started, self.settle)
+            || cost > MAX_CACHED_BLOCKS
+        {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.values.contains_key(&version) {
             return;
         }
-        while inner.blocks + values.len() > MAX_CACHED_BLOCKS {
+        while inner.units + cost > MAX_CACHED_BLOCKS {
             let Some(oldest) = inner.order.pop_front() else {
                 break;
             };
             if let Some(old) = inner.values.remove(&oldest) {
-                inner.blocks -= old.len();
+                inner.units -= old.len() + ENTRY_OVERHEAD;
             }
         }
-        inner.blocks += values.len();
+        inner.units += cost;
         inner.order.push_back(version);
         inner.values.insert(version, values);
     }
@@ -155,12 +169,12 @@ impl HashCache {
         let Inner {
             values,
             order,
-            blocks,
+            units,
         } = &mut *inner;
         order.retain(|v| {
             let same_file = v.dev == version.dev && v.ino == version.ino;
             if same_file && let Some(old) = values.remove(v) {
-                *blocks -= old.len();
+                *units -= old.len() + ENTRY_OVERHEAD;
             }
             !same_file
         });
@@ -184,7 +198,7 @@ mod tests {
     #[test]
     fn a_write_makes_a_new_version_and_the_old_values_unreachable() {
         let cache = HashCache::with_settle(Duration::ZERO);
-        let (tmp, file) = file_with(b"first");
+        let (tmp, file) = file_with(&[1; MIN_CACHED_SIZE as usize]);
         let before = Version::of(&file, 1 << 20).unwrap();
         cache.insert(before, vec![[1; 32]], SystemTime::now());
         assert_eq!(cache.get(&before), Some(vec![[1; 32]]));
@@ -192,7 +206,7 @@ mod tests {
         assert_eq!(cache.get(&Version::of(&file, 2 << 20).unwrap()), None);
 
         // Same size: only the timestamps tell the versions apart.
-        std::fs::write(tmp.path(), b"secnd").unwrap();
+        std::fs::write(tmp.path(), [2; MIN_CACHED_SIZE as usize]).unwrap();
         tmp.as_file()
             .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000))
             .unwrap();
@@ -204,7 +218,7 @@ mod tests {
     #[test]
     fn recently_changed_files_are_not_cached() {
         let cache = HashCache::default();
-        let (_tmp, file) = file_with(b"just written");
+        let (_tmp, file) = file_with(&[3; MIN_CACHED_SIZE as usize]);
         let version = Version::of(&file, 1 << 20).unwrap();
         cache.insert(version, vec![[2; 32]], SystemTime::now());
         assert_eq!(cache.get(&version), None);
@@ -214,14 +228,25 @@ mod tests {
     }
 
     #[test]
+    fn small_files_are_not_cached() {
+        let cache = HashCache::with_settle(Duration::ZERO);
+        let (_tmp, file) = file_with(&[4; MIN_CACHED_SIZE as usize - 1]);
+        let version = Version::of(&file, 1 << 20).unwrap();
+        cache.insert(version, vec![[4; 32]], SystemTime::now());
+        assert_eq!(cache.get(&version), None);
+    }
+
+    #[test]
     fn bounded_oldest_first_and_forgettable() {
         let cache = HashCache::with_settle(Duration::ZERO);
-        let files: Vec<_> = (0..3).map(|i| file_with(&[i; 10])).collect();
+        let files: Vec<_> = (0..3)
+            .map(|i| file_with(&vec![i; MIN_CACHED_SIZE as usize]))
+            .collect();
         let versions: Vec<_> = files
             .iter()
             .map(|(_, f)| Version::of(f, 1 << 20).unwrap())
             .collect();
-        let half = vec![[0; 32]; MAX_CACHED_BLOCKS / 2];
+        let half = vec![[0; 32]; MAX_CACHED_BLOCKS / 2 - ENTRY_OVERHEAD];
         for v in &versions {
             cache.insert(*v, half.clone(), SystemTime::now());
         }

@@ -50,7 +50,7 @@ use std::time::SystemTime;
 
 use rustix::fs::OFlags;
 
-use super::hash_cache::{HashCache, Version};
+use super::hash_cache::{HashCache, MIN_CACHED_SIZE, Version};
 use crate::protocol::hash::{BlockHasher, file_hash};
 use crate::protocol::{Entry, EntryKind, MAX_ENTRIES, Manifest, choose_block_size};
 use crate::store::PathError;
@@ -506,6 +506,7 @@ fn hash_files(
         .iter()
         .map(|(f, size)| {
             cache
+                .filter(|_| *size >= MIN_CACHED_SIZE)
                 .and_then(|_| Version::of(&f.file, block_size))
                 .filter(|v| v.size() == *size)
         })
