@@ -544,6 +544,12 @@ pub fn decode_data_header(src: &[u8]) -> Result<Option<DataHeader>, DecodeError>
     }
     let file = r.u32("file index")?;
     let offset = r.u64("offset")?;
+    check_data_len(len)?;
+    Ok(Some(DataHeader { file, offset, len }))
+}
+
+/// A `Data` payload carries 1 to [`MAX_DATA_CHUNK`] bytes.
+fn check_data_len(len: usize) -> Result<(), DecodeError> {
     if len == 0 {
         return Err(DecodeError::EmptyData);
     }
@@ -553,7 +559,7 @@ pub fn decode_data_header(src: &[u8]) -> Result<Option<DataHeader>, DecodeError>
             max: MAX_DATA_CHUNK,
         });
     }
-    Ok(Some(DataHeader { file, offset, len }))
+    Ok(())
 }
 
 /// What [`decode_data_header`] found.
@@ -616,15 +622,7 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             let file = r.u32("file index")?;
             let offset = r.u64("offset")?;
             let len = r.remaining();
-            if len == 0 {
-                return Err(DecodeError::EmptyData);
-            }
-            if len > MAX_DATA_CHUNK {
-                return Err(DecodeError::DataTooLarge {
-                    len,
-                    max: MAX_DATA_CHUNK,
-                });
-            }
+            check_data_len(len)?;
             return Ok(Parsed::Data { file, offset, len });
         }
         TYPE_DONE => {
