@@ -363,10 +363,10 @@ async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
     // permissions; the daemon gets open files, never paths (the system
     // service cannot read home directories, and must never read a file
     // for a user who could not). A file the user cannot read fails here,
-    // named, before anything is sent.
+    // named, before anything is sent. (`main` raised the open-file limit
+    // for `share send` before any thread started.)
     let paths = args.paths.clone();
     let (layout, files) = tokio::task::spawn_blocking(move || {
-        crate::control::fds::raise_open_file_limit();
         let layout = source::walk(&paths)?;
         let files = layout
             .entries

@@ -227,7 +227,7 @@ impl FdReader {
 /// send` holds every file it sends open, and the daemon holds them until
 /// the transfer ends; the usual soft limit of 1024 is far below what a
 /// large directory needs, while the hard limit rarely is. Best effort.
-pub fn raise_open_file_limit() {
+fn raise_open_file_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -244,9 +244,10 @@ pub fn raise_open_file_limit() {
 /// Descriptor slots [`prepare_descriptor_table`] makes room for.
 const PREGROWN_DESCRIPTORS: u64 = 16 << 10;
 
-/// Raises the open-file limit ([`raise_open_file_limit`]) and grows this
-/// process's descriptor table to 16384 slots (or the limit, if lower).
-/// Call it before any thread is started.
+/// Raises this process's soft open-file limit to its hard limit (`share
+/// send` and the daemon hold every file of a send open) and grows its
+/// descriptor table to 16384 slots (or the limit, if lower). Call it
+/// before any thread is started.
 ///
 /// Why: the kernel grows a descriptor table by doubling it, and when
 /// several threads share the table each growth waits for an RCU grace

@@ -37,7 +37,13 @@ pub struct QuicTransport {
     buffer_warning: Option<String>,
 }
 
-fn transport_config() -> Result<quinn::TransportConfig, TransportError> {
+/// The transport parameters of every lanshare QUIC connection (see the
+/// module docs). Public so the benchmark's raw-quinn ceiling measures
+/// exactly these settings.
+///
+/// # Errors
+/// Only if the idle timeout were out of QUIC's range.
+pub fn transport_config() -> Result<quinn::TransportConfig, TransportError> {
     let mut t = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
         .map_err(|e| TransportError::Setup(format!("idle timeout: {e}")))?;

@@ -9,8 +9,9 @@
 //!   initial MTU 1452, rustls/ring TLS 1.3 with pinned identities). Data goes
 //!   through the `Link` writer (`LinkWriter::write_bytes`, 1 MiB `Bytes`) and
 //!   reader (1 MiB reads) exactly as the transfer code sees them.
-//! * `raw`: quinn used directly with the same settings reproduced here, the
-//!   same lanshare TLS configs, and zero-copy `write_chunk(Bytes)` of 1 MiB /
+//! * `raw`: quinn used directly with lanshare's own transport settings
+//!   (`lanshare::transport::quic::transport_config`), the same lanshare TLS
+//!   configs, and zero-copy `write_chunk(Bytes)` of 1 MiB /
 //!   `read_chunk(usize::MAX, true)`: the best quinn can do with this config.
 //!
 //! The receiver checks every byte against the known pattern and the total
@@ -24,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use lanshare::identity::Identity;
 use lanshare::transport::quic::QuicTransport;
-use lanshare::transport::{IDLE_TIMEOUT, KEEP_ALIVE, Transport, UDP_BUFFER_SIZE, tls};
+use lanshare::transport::{Transport, UDP_BUFFER_SIZE, tls};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -216,19 +217,7 @@ async fn run_link(args: &Args, pat: Arc<Vec<u8>>) -> Result<Outcome> {
     })
 }
 
-// ---- raw mode: quinn directly, settings reproduced from src/transport/quic.rs ----
-
-fn transport_config() -> Result<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(IDLE_TIMEOUT)?))
-        .keep_alive_interval(Some(KEEP_ALIVE))
-        .stream_receive_window(quinn::VarInt::from_u32(8 << 20))
-        .send_window(64 << 20)
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(4))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-        .initial_mtu(1452);
-    Ok(t)
-}
+// ---- raw mode: quinn directly, with lanshare's own transport settings ----
 
 fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -245,7 +234,7 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
 async fn run_raw(args: &Args, pat: Arc<Vec<u8>>) -> Result<Outcome> {
     let server_id = Identity::generate()?;
     let client_id = Identity::generate()?;
-    let transport = Arc::new(transport_config()?);
+    let transport = Arc::new(lanshare::transport::quic::transport_config()?);
     let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(
         tls::server_config(&server_id)?,
     )?));
