@@ -46,6 +46,11 @@ impl Answer {
     fn is_refusal(&self) -> bool {
         matches!(self, Self::Reject(_) | Self::Error(..) | Self::HungUp(_))
     }
+
+    /// Refused as a protocol violation: an `Error(Protocol)`, or hanging up.
+    fn is_protocol_refusal(&self) -> bool {
+        matches!(self, Self::Error(ErrorCode::Protocol, _) | Self::HungUp(_))
+    }
 }
 
 /// The malicious client: its own identity and QUIC endpoint, driven from
@@ -343,10 +348,7 @@ fn absurd_counts_sizes_and_frames_are_refused() {
         let answer = mallory.answer(&mut framed);
         eprintln!("frame of {len} bytes: {answer:?}");
         assert!(
-            matches!(
-                answer,
-                Answer::Error(ErrorCode::Protocol, _) | Answer::HungUp(_)
-            ),
+            answer.is_protocol_refusal(),
             "frame of {len} bytes: {answer:?}"
         );
         mallory.hang_up(framed);
@@ -443,13 +445,7 @@ fn data_outside_what_was_requested_is_refused() {
     for (case, frames) in cases {
         let answer = accepted_then(&mallory, &target, offer_of("data.bin", &content), &frames);
         eprintln!("{case}: {answer:?}");
-        assert!(
-            matches!(
-                answer,
-                Answer::Error(ErrorCode::Protocol, _) | Answer::HungUp(_)
-            ),
-            "{case}: {answer:?}"
-        );
+        assert!(answer.is_protocol_refusal(), "{case}: {answer:?}");
         target.assert_unharmed(case);
     }
     // Data for a directory entry.
@@ -458,13 +454,7 @@ fn data_outside_what_was_requested_is_refused() {
         &[&content],
     );
     let answer = accepted_then(&mallory, &target, m, &[data(0, 0, &content)]);
-    assert!(
-        matches!(
-            answer,
-            Answer::Error(ErrorCode::Protocol, _) | Answer::HungUp(_)
-        ),
-        "directory entry: {answer:?}"
-    );
+    assert!(answer.is_protocol_refusal(), "directory entry: {answer:?}");
     target.assert_unharmed("directory entry");
 
     // A block that was not requested. First connection: block 0 of a
@@ -500,10 +490,7 @@ fn data_outside_what_was_requested_is_refused() {
     let answer = mallory.answer(&mut framed);
     eprintln!("unrequested block: {answer:?}");
     assert!(
-        matches!(
-            answer,
-            Answer::Error(ErrorCode::Protocol, _) | Answer::HungUp(_)
-        ),
+        answer.is_protocol_refusal(),
         "unrequested block: {answer:?}"
     );
     mallory.hang_up(framed);
