@@ -125,7 +125,7 @@ fn doctor_probe_on_loopback_and_its_rate_limit() {
     // --no-mdns: discovery is a warning, not a failure.
     assert!(with_verdict(&report, "fail").is_empty(), "{report:#}");
     assert!(ok);
-    assert!(b.logged("answered a reachability probe"));
+    assert!(b.wait_logged("answered a reachability probe"));
 
     // A second probe right away is refused by the peer's rate limit, and
     // said so; the outbound checks still run.

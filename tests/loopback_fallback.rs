@@ -40,7 +40,7 @@ fn receiver_without_quic_gets_the_file_over_tcp_quickly() {
     std::fs::write(&small, "again").unwrap();
     let again = send_json(&alice, &[&bob.addr(), small.to_str().unwrap()]);
     assert_eq!(again["transport"], "tcp");
-    assert!(alice.logged("QUIC known broken on this path"));
+    assert!(alice.wait_logged("QUIC known broken on this path"));
 }
 
 #[test]

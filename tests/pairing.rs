@@ -69,7 +69,7 @@ fn pair_both_ways(transport: &str) {
     assert_eq!(theirs["peer"], "alice");
     assert_eq!(theirs["peer_id"], alice.id());
     assert_eq!(theirs["state"], "waiting");
-    assert!(bob.logged(&format!("code {code}")));
+    assert!(bob.wait_logged(&format!("code {code}")));
 
     // Both have to confirm, and `share status` says so.
     assert_eq!(alice.json(&["status"])["pairings_to_confirm"], 1);
@@ -170,7 +170,7 @@ fn pairing_through_an_identity_mismatch_fails() {
     assert!(stderr.contains("identity mismatch"), "{stderr}");
     assert!(pairings(&bob).is_empty());
     assert!(pairings(&impostor).is_empty());
-    assert!(bob.logged(
+    assert!(bob.wait_logged(
         "REFUSED: a device presents a different identity under the name of a trusted device"
     ));
 

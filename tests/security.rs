@@ -38,7 +38,7 @@ fn impostor_is_refused(transport: &[&str], expect: &str) {
     assert!(stderr.contains("identity mismatch"), "{stderr}");
     assert_eq!(tree(&bob.download), Vec::<String>::new());
     assert!(bob.transfers().is_empty(), "{:?}", bob.transfers());
-    assert!(bob.logged(
+    assert!(bob.wait_logged(
         "REFUSED: a device presents a different identity under the name of a trusted device"
     ));
     if transport.is_empty() {

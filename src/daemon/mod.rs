@@ -420,7 +420,10 @@ async fn expire_resume_state(shared: Arc<Shared>, cancel: CancellationToken) {
             };
             let download = ctx.download.clone();
             let staged = key.clone();
-            match tokio::task::spawn_blocking(move || download.discard(&staged)).await {
+            let discarded = tokio::task::spawn_blocking(move || download.discard(&staged)).await;
+            ctx.resume.remove(&key);
+            // Logged only once both the data and the record are gone.
+            match discarded {
                 Ok(Ok(removed)) => {
                     tracing::info!(
                         key,
@@ -431,7 +434,6 @@ async fn expire_resume_state(shared: Arc<Shared>, cancel: CancellationToken) {
                 Ok(Err(e)) => tracing::warn!(key, "cannot remove expired partial data: {e}"),
                 Err(e) => tracing::warn!(key, "cleanup task failed: {e}"),
             }
-            ctx.resume.remove(&key);
         }
     }
 }

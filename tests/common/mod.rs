@@ -14,7 +14,7 @@ pub mod netns;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -137,7 +137,7 @@ impl Builder {
         }
         let mut child = cmd.spawn().expect("start share daemon");
         let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Log::default());
         let (ready_tx, ready_rx) = mpsc::channel();
         let log_writer = log.clone();
         let name = self.name.clone();
@@ -147,7 +147,7 @@ impl Builder {
                     let _ = ready_tx.send(parse_port(&line));
                 }
                 eprintln!("[{name}] {line}");
-                log_writer.lock().unwrap().push(line);
+                log_writer.push(line);
             }
         });
         let port = match ready_rx.recv_timeout(Duration::from_secs(20)) {
@@ -158,7 +158,7 @@ impl Builder {
                 panic!(
                     "daemon {} did not become ready:\n{}",
                     self.name,
-                    log.lock().unwrap().join("\n")
+                    log.lines.lock().unwrap().join("\n")
                 );
             }
         };
@@ -196,8 +196,22 @@ pub struct TestDaemon {
     pub state: PathBuf,
     /// Download directory.
     pub download: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Log>,
     _dir: tempfile::TempDir,
+}
+
+/// A daemon's log lines so far, with a signal for each new one.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+impl Log {
+    fn push(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+        self.grew.notify_all();
+    }
 }
 
 impl TestDaemon {
@@ -277,9 +291,34 @@ impl TestDaemon {
         }
     }
 
-    /// Whether any log line contains `needle`.
+    /// Whether a log line containing `needle` has been read so far. Only
+    /// for asserting that something did *not* happen; to check that it did,
+    /// use [`TestDaemon::wait_logged`], because the log is read by another
+    /// thread and trails the daemon's actions.
     pub fn logged(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.log
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// Waits (up to 10 s) for a log line containing `needle`; returns
+    /// whether one arrived.
+    pub fn wait_logged(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if lines.iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
+        }
     }
 
     /// Stops the daemon with SIGTERM and waits (bounded); returns whether
