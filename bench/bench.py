@@ -17,7 +17,6 @@ Progress goes to stderr; the markdown report goes to stdout.
 from __future__ import annotations
 
 import argparse
-import filecmp
 import json
 import os
 import random
@@ -909,40 +908,6 @@ def lanshare_extras(args, share: str, root: Path, src_root: Path, quick: bool, s
         L.receiver.stop()
         L.sender.stop()
 
-    # Re-send: the same unchanged file twice to one daemon pair. The second
-    # send finds the file's block hashes in the sender's hash cache (the
-    # timed workloads above are all first sends: fresh daemons each run).
-    big = src_root / "large.bin"
-    if big.exists():
-        ex["resend"] = {}
-        for t in ("quic", "tcp"):
-            T = Lanshare(t, share, root / "extras-resend")
-            dst = root / "extras-resend" / "dl"
-            shutil.rmtree(dst, ignore_errors=True)
-            dst.mkdir(parents=True)
-            T.sender.start(root / "extras-resend" / "send-dl")
-            try:
-                T.receiver.start(dst)
-                times, hashing = [], []
-                for _ in range(2):
-                    secs, doc, _ = T.send(big, 600)
-                    if not filecmp.cmp(big, dst / big.name, shallow=False):
-                        raise Failed(f"re-send over {t}: received file differs")
-                    (dst / big.name).unlink()
-                    times.append(secs)
-                    hashing.append(doc.get("hashing_seconds"))
-                ex["resend"][t] = {"first_s": times[0], "again_s": times[1], "bytes": big.stat().st_size,
-                                   "first_hashing_s": hashing[0], "again_hashing_s": hashing[1]}
-                log(f"re-send over {t}: first {times[0]:.2f} s (hashing {fmt(hashing[0], '.3f')} s), "
-                    f"again {times[1]:.2f} s (hashing {fmt(hashing[1], '.3f')} s)")
-            except Failed as e:
-                ex["resend"][t] = {"error": str(e)}
-                log(f"re-send over {t} FAILED: {e}")
-            finally:
-                T.receiver.stop()
-                T.sender.stop()
-                shutil.rmtree(dst, ignore_errors=True)
-
     # 4 GiB: peak RSS must not grow with file size (full run only).
     if not quick and not args.no_4g:
         size = 4 * GiB
@@ -1302,13 +1267,6 @@ def report(doc) -> str:
             i = ex["rss_after_latency_kib"]
             L.append(f"- daemon RSS after the latency runs: sender {i['sender'] / 1024:.1f} MiB, "
                      f"receiver {i['receiver'] / 1024:.1f} MiB")
-        for t, r in (ex.get("resend") or {}).items():
-            if "error" in r:
-                L.append(f"- re-send over {t}: FAILED {r['error']}")
-            else:
-                L.append(f"- the same {r['bytes'] / MiB:.0f} MiB file sent twice over {t} to one daemon pair: "
-                         f"first {r['first_s']:.2f} s (hashing {fmt(r.get('first_hashing_s'), '.3f')} s), "
-                         f"again **{r['again_s']:.2f} s** (hashing {fmt(r.get('again_hashing_s'), '.3f')} s)")
         r4 = ex.get("rss_4gib")
         if isinstance(r4, dict):
             if "skipped" in r4:
@@ -1412,10 +1370,6 @@ def cmd_link(args) -> int:
                         t = tool.split("-")[1]
                         for f in (work / "dl").iterdir():
                             f.unlink()
-                        # The daemons stay up between runs: a new
-                        # modification time makes every run a first send
-                        # (the sender's hash cache does not know it).
-                        os.utime(wl.path)
                         secs, doc, _ = L.send(wl.path, timeout, transport=t, sender=sender, peer=peer)
                         verify(wl, work / "dl" / wl.name)
                         rec.update(ok=True, seconds=secs, bytes=size, json_seconds=doc.get("seconds"))

@@ -202,17 +202,19 @@ impl Target {
     }
 }
 
-/// A one-entry manifest for `content` under `path`, with correct hashes.
+/// A one-entry manifest for `content` under `path`.
 pub(crate) fn offer_of(path: &str, content: &[u8]) -> Manifest {
-    manifest(vec![file_entry(path, content)], &[content])
+    manifest(vec![file_entry(path, content)])
 }
 
+/// A file entry; its version tag is the content's hash, so that offers of
+/// different content are different transfers.
 fn file_entry(path: &str, content: &[u8]) -> Entry {
     Entry {
         path: path.to_owned(),
         kind: EntryKind::File {
             size: content.len() as u64,
-            hash: *blake3::hash(content).as_bytes(),
+            tag: *blake3::hash(content).as_bytes(),
         },
     }
 }
@@ -224,21 +226,25 @@ fn dir_entry(path: &str) -> Entry {
     }
 }
 
-/// A manifest of `entries` whose block list is computed from `contents`,
-/// one per file entry, in order (1 MiB blocks).
-fn manifest(entries: Vec<Entry>, contents: &[&[u8]]) -> Manifest {
-    let mut m = Manifest {
+/// A manifest of `entries` with 1 MiB blocks.
+fn manifest(entries: Vec<Entry>) -> Manifest {
+    Manifest {
         entries,
         ..Manifest::default()
-    };
-    let bs = m.block_size;
-    for content in contents {
-        let size = content.len() as u64;
-        for (i, block) in content.chunks(bs as usize).enumerate() {
-            m.blocks.push(block_hash(block, size, bs, i as u64));
-        }
     }
-    m
+}
+
+/// The value of block `block` of file entry `file` whose content is
+/// `content` (1 MiB blocks), as an honest sender computes it.
+fn value(file: u32, block: u64, content: &[u8]) -> Message {
+    let bs = Manifest::default().block_size;
+    let start = (block * u64::from(bs)) as usize;
+    let data = &content[start..(start + bs as usize).min(content.len())];
+    Message::BlockValue {
+        file,
+        block,
+        value: block_hash(data, content.len() as u64, bs, block),
+    }
 }
 
 /// A frame with a raw body (`type` byte first).
@@ -287,10 +293,7 @@ fn escaping_and_invalid_paths_are_refused() {
     }
     // Collisions inside one offer.
     for paths in [["A.txt", "a.txt"], ["f", "f/g"], ["d/x", "d/x"]] {
-        let m = manifest(
-            paths.iter().map(|p| file_entry(p, b"pwned")).collect(),
-            &[b"pwned", b"pwned"],
-        );
+        let m = manifest(paths.iter().map(|p| file_entry(p, b"pwned")).collect());
         refused(&mallory, &target, &format!("{paths:?}"), m);
     }
     assert!(!outside.exists());
@@ -359,10 +362,7 @@ fn absurd_counts_sizes_and_frames_are_refused() {
     // is over the limit), and two files whose sizes overflow 64 bits.
     let huge = |path: &str, size: u64| Entry {
         path: path.to_owned(),
-        kind: EntryKind::File {
-            size,
-            hash: [0; 32],
-        },
+        kind: EntryKind::File { size, tag: [0; 32] },
     };
     let m = Manifest {
         entries: vec![huge("huge.bin", 1 << 62)],
@@ -374,10 +374,14 @@ fn absurd_counts_sizes_and_frames_are_refused() {
         ..Manifest::default()
     };
     refused(&mallory, &target, "size overflow", m);
-    // Block hashes that do not match the sizes.
-    let mut m = offer_of("short.bin", b"content");
-    m.blocks.push([0; 32]);
-    refused(&mallory, &target, "extra block hash", m);
+    // A file cut into more blocks than an offer may have (8 GiB in
+    // 64 KiB blocks: under the size limit, over the block limit).
+    let blocks = lanshare::protocol::MAX_BLOCKS as u64 + 1;
+    let m = Manifest {
+        entries: vec![huge("many-blocks.bin", blocks << 16)],
+        block_size: 1 << 16,
+    };
+    refused(&mallory, &target, "too many blocks", m);
 
     // 100 000 entries (the most the codec takes) with a collision at the
     // very end: planned completely, refused, quickly.
@@ -449,10 +453,7 @@ fn data_outside_what_was_requested_is_refused() {
         target.assert_unharmed(case);
     }
     // Data for a directory entry.
-    let m = manifest(
-        vec![dir_entry("d"), file_entry("d/f", &content)],
-        &[&content],
-    );
+    let m = manifest(vec![dir_entry("d"), file_entry("d/f", &content)]);
     let answer = accepted_then(&mallory, &target, m, &[data(0, 0, &content)]);
     assert!(answer.is_protocol_refusal(), "directory entry: {answer:?}");
     target.assert_unharmed("directory entry");
@@ -466,6 +467,7 @@ fn data_outside_what_was_requested_is_refused() {
     let (mut framed, answer) = mallory.offer(&target, m.clone());
     assert!(matches!(answer, Answer::Accept(_)), "{answer:?}");
     mallory.send(&mut framed, &data(0, 0, &two_blocks[..1 << 20]));
+    mallory.send(&mut framed, &value(0, 0, &two_blocks));
     target
         .daemon
         .wait_transfer("block 0 verified", |t| t["bytes_done"] == 1 << 20);
@@ -523,6 +525,7 @@ fn the_same_offer_twice_at_once_is_answered_busy() {
     mallory.hang_up(second);
     // The first one is unaffected.
     mallory.send(&mut first, &data(0, 0, &content));
+    mallory.send(&mut first, &value(0, 0, &content));
     let answer = mallory.answer(&mut first);
     assert!(matches!(answer, Answer::Done), "{answer:?}");
     mallory.hang_up(first);
@@ -543,48 +546,59 @@ fn resume_records(state: &Path) -> Vec<String> {
 }
 
 #[test]
-fn content_that_does_not_match_its_hashes_never_lands() {
+fn content_that_does_not_match_its_values_never_lands() {
     let target = Target::start();
     let mallory = Mallory::new();
     let promised = vec![1u8; 5000];
     let delivered = vec![2u8; 5000];
 
-    // The block hash matches the promise, the data does not.
+    // The value is that of other bytes than those delivered.
     let answer = accepted_then(
         &mallory,
         &target,
-        offer_of("bad-block.bin", &promised),
-        &[data(0, 0, &delivered)],
+        offer_of("bad-block.bin", &delivered),
+        &[data(0, 0, &delivered), value(0, 0, &promised)],
     );
-    eprintln!("wrong block: {answer:?}");
+    eprintln!("wrong value: {answer:?}");
     assert!(
         matches!(answer, Answer::Error(ErrorCode::Integrity, _)),
-        "wrong block: {answer:?}"
+        "wrong value: {answer:?}"
     );
-    target.assert_unharmed("wrong block");
+    target.assert_unharmed("wrong value");
 
-    // Every block matches, the whole-file hash does not: refused, either
-    // at once or after the data, and never renamed into place.
-    let mut m = offer_of("bad-file.bin", &delivered);
-    m.entries[0].kind = EntryKind::File {
-        size: delivered.len() as u64,
-        hash: *blake3::hash(&promised).as_bytes(),
-    };
-    let (mut framed, answer) = mallory.offer(&target, m);
-    let answer = match answer {
-        Answer::Accept(_) => {
-            mallory.send(&mut framed, &data(0, 0, &delivered));
-            mallory.answer(&mut framed)
-        }
-        refused => refused,
-    };
-    eprintln!("wrong file hash: {answer:?}");
-    assert!(
-        answer.is_refusal() && !matches!(answer, Answer::Done),
-        "wrong file hash: {answer:?}"
-    );
-    mallory.hang_up(framed);
-    target.assert_unharmed("wrong file hash");
+    // Values out of step with the data: each a protocol violation, and
+    // nothing lands.
+    let two: Vec<u8> = (0..(1 << 20) + 10).map(|i: u32| (i % 253) as u8).collect();
+    let first = || data(0, 0, &two[..1 << 20]);
+    let second = || data(0, 1 << 20, &two[1 << 20..]);
+    let cases: [(&str, Vec<Message>); 5] = [
+        ("value before the data", vec![value(0, 0, &two), first()]),
+        (
+            "next block's data before the value",
+            vec![first(), second(), value(0, 0, &two)],
+        ),
+        ("value of another block", vec![first(), value(0, 1, &two)]),
+        ("value of another file", vec![first(), value(1, 0, &two)]),
+        (
+            "the same value twice",
+            vec![
+                first(),
+                value(0, 0, &two),
+                value(0, 0, &two),
+                second(),
+                value(0, 1, &two),
+            ],
+        ),
+    ];
+    for (case, frames) in cases {
+        let answer = accepted_then(&mallory, &target, offer_of("steps.bin", &two), &frames);
+        eprintln!("{case}: {answer:?}");
+        assert!(
+            answer.is_protocol_refusal() && !matches!(answer, Answer::Done),
+            "{case}: {answer:?}"
+        );
+        target.assert_unharmed(case);
+    }
 
     target.assert_normal_transfer_works();
 }

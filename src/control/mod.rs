@@ -385,10 +385,6 @@ pub struct SendResult {
     pub attempts: u32,
     /// Wall time from request to `Done`.
     pub seconds: f64,
-    /// Part of `seconds` spent reading and hashing the files before the
-    /// offer (near zero when their hashes were cached from an earlier send).
-    #[serde(default)]
-    pub hashing_seconds: f64,
     /// Special files that were skipped.
     pub skipped: Vec<String>,
 }

@@ -17,7 +17,6 @@ use crate::control::{
 use crate::identity::DeviceId;
 use crate::protocol::ErrorCode;
 use crate::transfer::framed::Framed;
-use crate::transfer::hash_cache::Version;
 use crate::transfer::registry::{Decision, Direction, Handle, NewTransfer, State};
 use crate::transfer::source::SourceFile;
 use crate::transfer::{TransferError, handshake, send, source};
@@ -298,11 +297,9 @@ impl Shared {
             return Err("nothing to send: give at least one file or directory".into());
         }
         let resolved = self.resolve(peer).await?;
-        // Hash through the descriptors the CLI passed: the daemon never
-        // opens a path a user names (see `transfer::source`).
-        let cache = self.hash_cache.clone();
-        let hashing = Instant::now();
-        let source = tokio::task::spawn_blocking(move || source::prepare(what, Some(&cache)))
+        // Inspect the descriptors the CLI passed: the daemon never opens a
+        // path a user names (see `transfer::source`).
+        let source = tokio::task::spawn_blocking(move || source::prepare(what))
             .await
             .map_err(|e| format!("internal error: {e}"))?
             .map_err(|e| e.to_string())?;
@@ -311,13 +308,6 @@ impl Shared {
         }
         let files = source.manifest.file_count();
         let bytes = source.manifest.total_bytes();
-        let hashing_seconds = hashing.elapsed().as_secs_f64();
-        tracing::debug!(
-            files,
-            bytes,
-            seconds = hashing_seconds,
-            "offer prepared (files hashed)"
-        );
         let _ = events.send(SendEvent::Prepared {
             files,
             bytes,
@@ -372,7 +362,6 @@ impl Shared {
                         bytes_sent: handle.bytes_sent(),
                         attempts,
                         seconds: started.elapsed().as_secs_f64(),
-                        hashing_seconds,
                         skipped,
                     });
                 }
@@ -386,13 +375,6 @@ impl Shared {
                 })
             ) {
                 integrity_failures += 1;
-                // The receiver found data that does not match our values:
-                // never offer those values again without re-reading.
-                for file in source.files.iter().flatten() {
-                    if let Some(version) = Version::of(&file.file, source.manifest.block_size) {
-                        self.hash_cache.forget(&version);
-                    }
-                }
             }
             // Only a transfer that got going is retried: a typo in a name or
             // a peer that never answered should fail at once.

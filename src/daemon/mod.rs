@@ -112,8 +112,6 @@ pub(crate) struct Shared {
     pairings: Arc<pairing::Pairings>,
     /// Sends waiting for their peer (`share queue`).
     queue: queue::Queue,
-    /// Block values of files sent before.
-    hash_cache: Arc<crate::transfer::hash_cache::HashCache>,
 }
 
 /// Runs the daemon until `shutdown` resolves. `ready` is called once
@@ -222,7 +220,6 @@ pub async fn run(
         inbox,
         pairings,
         queue,
-        hash_cache: Arc::default(),
     });
 
     let (links_tx, links_rx) = mpsc::channel::<Link>(16);

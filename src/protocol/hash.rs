@@ -3,7 +3,8 @@
 //! BLAKE3 is a Merkle tree over 1 KiB chunks. A block of a power-of-two
 //! size starting at a multiple of that size is a complete subtree, and its
 //! *chaining value* (a non-root hash) can be computed on its own. The
-//! offer's block list carries exactly these values, so:
+//! sender sends exactly these values, each right after its block's data
+//! (`BlockValue`), so:
 //!
 //! * each block is verified the moment it lands, independently of the
 //!   others (what resume needs), and

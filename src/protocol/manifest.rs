@@ -21,7 +21,8 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
 pub const MIN_BLOCK_SIZE: u32 = 1 << 16;
 /// Largest block size a receiver accepts.
 pub const MAX_BLOCK_SIZE: u32 = 1 << 30;
-/// Most block hashes in one offer (4 MiB of hashes).
+/// Most blocks one offer may be cut into (and so most ranges in an
+/// `Accept`).
 pub const MAX_BLOCKS: usize = 1 << 17;
 
 /// What a manifest entry is.
@@ -33,8 +34,11 @@ pub enum EntryKind {
     File {
         /// Exact length in bytes; the sender sends exactly this many.
         size: u64,
-        /// BLAKE3 hash of the whole content, checked by the receiver.
-        hash: [u8; 32],
+        /// Version tag: names this version of the file's content, so that
+        /// a repeat offer of unchanged files resumes (see `PROTOCOL.md`).
+        /// Opaque to the receiver; the content itself is verified block by
+        /// block as it arrives.
+        tag: [u8; 32],
     },
 }
 
@@ -48,12 +52,13 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
-/// The list of entries an `Offer` proposes, in transfer order, with the
-/// BLAKE3 hash of every block of every file.
+/// The list of entries an `Offer` proposes, in transfer order.
 ///
 /// Files are cut into blocks of `block_size` bytes (the last block of a
-/// file may be shorter). The receiver verifies each block as it lands and,
-/// after an interruption, asks only for the blocks it does not have yet.
+/// file may be shorter). The sender follows each block's data with the
+/// block's BLAKE3 value, which the receiver checks against its own hash of
+/// what arrived; after an interruption it asks only for the blocks it does
+/// not have yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// Entries in transfer order; `Data::file` indexes into this.
@@ -61,9 +66,6 @@ pub struct Manifest {
     /// Block size in bytes: a power of two in
     /// [`MIN_BLOCK_SIZE`]`..=`[`MAX_BLOCK_SIZE`].
     pub block_size: u32,
-    /// Block hashes of all files, in entry order: file entries contribute
-    /// `ceil(size / block_size)` hashes each (none for empty files).
-    pub blocks: Vec<[u8; 32]>,
 }
 
 impl Default for Manifest {
@@ -71,7 +73,6 @@ impl Default for Manifest {
         Self {
             entries: Vec::new(),
             block_size: DEFAULT_BLOCK_SIZE,
-            blocks: Vec::new(),
         }
     }
 }
@@ -153,13 +154,15 @@ pub enum ManifestError {
     /// The block size is not a power of two within the accepted range.
     #[error("block size {0} is not a power of two between 64 KiB and 1 GiB")]
     BadBlockSize(u32),
-    /// The number of block hashes does not match the file sizes.
-    #[error("offer carries {got} block hashes but its files need {expected}")]
-    BlockCount {
-        /// Hashes present.
-        got: usize,
-        /// Hashes the file sizes imply.
-        expected: u64,
+    /// The files would be cut into more than [`MAX_BLOCKS`] blocks.
+    #[error("offer needs {blocks} blocks of {block_size} bytes, over the limit of {max}")]
+    TooManyBlocks {
+        /// Blocks the file sizes imply.
+        blocks: u64,
+        /// The offer's block size.
+        block_size: u32,
+        /// The limit, [`MAX_BLOCKS`].
+        max: usize,
     },
     /// An entry's path is the empty string.
     #[error("entry {index} has an empty path")]
@@ -199,9 +202,10 @@ impl Manifest {
             .count()
     }
 
-    /// For each entry, the index of its first block hash in
-    /// [`blocks`](Self::blocks); one extra element at the end holds the
-    /// total. Only meaningful for a [validated](Self::validate) manifest.
+    /// For each entry, the number of its first block when the blocks of all
+    /// files are numbered consecutively in entry order; one extra element
+    /// at the end holds the total. Only meaningful for a
+    /// [validated](Self::validate) manifest.
     #[must_use]
     pub fn block_starts(&self) -> Vec<usize> {
         let mut starts = Vec::with_capacity(self.entries.len() + 1);
@@ -266,15 +270,16 @@ impl Manifest {
             return Err(ManifestError::BadBlockSize(bs));
         }
         // Cannot overflow: total fits in u64 and blocks <= total.
-        let expected = self
+        let blocks = self
             .entries
             .iter()
             .map(|e| blocks_for(entry_size(e), bs))
             .sum::<u64>();
-        if expected != self.blocks.len() as u64 {
-            return Err(ManifestError::BlockCount {
-                got: self.blocks.len(),
-                expected,
+        if blocks > MAX_BLOCKS as u64 {
+            return Err(ManifestError::TooManyBlocks {
+                blocks,
+                block_size: bs,
+                max: MAX_BLOCKS,
             });
         }
         Ok(())
@@ -343,10 +348,7 @@ mod tests {
     fn file(path: &str, size: u64) -> Entry {
         Entry {
             path: path.into(),
-            kind: EntryKind::File {
-                size,
-                hash: [0; 32],
-            },
+            kind: EntryKind::File { size, tag: [0; 32] },
         }
     }
 
@@ -357,22 +359,13 @@ mod tests {
         }
     }
 
-    /// A manifest with the block hashes its file sizes require (zeros).
+    /// A manifest with the block size a sender would choose.
     fn manifest(entries: Vec<Entry>) -> Manifest {
         let sizes: Vec<u64> = entries.iter().map(entry_size).collect();
         let block_size = choose_block_size(&sizes);
-        let blocks = sizes.iter().fold(0u64, |acc, &s| {
-            acc.saturating_add(blocks_for(s, block_size))
-        });
-        let blocks = if blocks <= MAX_BLOCKS as u64 {
-            vec![[0; 32]; blocks as usize]
-        } else {
-            Vec::new()
-        };
         Manifest {
             entries,
             block_size,
-            blocks,
         }
     }
 

@@ -79,7 +79,7 @@ pub fn pairing_code(exporter: [u8; 8]) -> u32 {
 pub enum ErrorCode {
     /// The peer broke the protocol (unexpected frame, bad offset, ...).
     Protocol,
-    /// A file's content did not match its announced BLAKE3 hash.
+    /// A block's content did not match its `BlockValue`.
     Integrity,
     /// A local I/O error (other than a full disk) on the side sending this.
     Io,
@@ -169,7 +169,18 @@ pub enum Message {
         /// At most [`MAX_DATA_CHUNK`] bytes.
         data: Bytes,
     },
-    /// Receiver -> sender: every file's hash matched, was synced to disk
+    /// Sender -> receiver, right after the last `Data` frame of every block
+    /// it sends: the block's BLAKE3 value (see [`hash`]), which the
+    /// receiver compares with its own hash of the bytes that arrived.
+    BlockValue {
+        /// Index into [`Manifest::entries`]; the file the block belongs to.
+        file: u32,
+        /// Block index inside that file.
+        block: u64,
+        /// The block value.
+        value: [u8; 32],
+    },
+    /// Receiver -> sender: every block's value matched, was synced to disk
     /// and renamed into place.
     Done,
     /// Either direction: the transfer is over because of `code`.

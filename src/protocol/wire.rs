@@ -50,6 +50,7 @@ const TYPE_PROBE_RESULT: u8 = 0x0a;
 const TYPE_PAIR_REQUEST: u8 = 0x0b;
 const TYPE_PAIR_CONFIRM: u8 = 0x0c;
 const TYPE_TEXT: u8 = 0x0d;
+const TYPE_BLOCK_VALUE: u8 = 0x0e;
 
 const KIND_DIRECTORY: u8 = 0;
 const KIND_FILE: u8 = 1;
@@ -153,11 +154,11 @@ pub enum DecodeError {
         /// How many bytes were left.
         count: usize,
     },
-    /// More block hashes or block ranges than [`MAX_BLOCKS`], or more
-    /// than the remaining bytes could hold.
+    /// More block ranges than [`MAX_BLOCKS`], or more than the remaining
+    /// bytes could hold.
     #[error("{what}: {count} items do not fit (limit {max}, or too few bytes follow)")]
     TooManyBlocks {
-        /// Block hashes or ranges.
+        /// What was counted (block ranges).
         what: &'static str,
         /// Announced count.
         count: u32,
@@ -206,10 +207,10 @@ pub enum EncodeError {
         /// The limit, [`MAX_ENTRIES`].
         max: usize,
     },
-    /// More block hashes or ranges than [`MAX_BLOCKS`].
+    /// More block ranges than [`MAX_BLOCKS`].
     #[error("{count} {what} exceed the {max} limit; send fewer or larger files at once")]
     TooManyBlocks {
-        /// Block hashes or ranges.
+        /// What was counted (block ranges).
         what: &'static str,
         /// Number of items.
         count: usize,
@@ -273,18 +274,13 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
                         dst.put_u8(KIND_DIRECTORY);
                         put_str(dst, &entry.path);
                     }
-                    EntryKind::File { size, hash } => {
+                    EntryKind::File { size, tag } => {
                         dst.put_u8(KIND_FILE);
                         put_str(dst, &entry.path);
                         dst.put_u64(*size);
-                        dst.put_slice(hash);
+                        dst.put_slice(tag);
                     }
                 }
-            }
-            // Checked against MAX_BLOCKS (<= u32::MAX) by `body_len`.
-            dst.put_u32(manifest.blocks.len() as u32);
-            for block in &manifest.blocks {
-                dst.put_slice(block);
             }
         }
         Message::Accept { need } => {
@@ -304,6 +300,12 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
         Message::Data { file, offset, data } => {
             encode_data_header(*file, *offset, data.len(), dst);
             dst.put_slice(data);
+        }
+        Message::BlockValue { file, block, value } => {
+            put_header(dst, body_len, TYPE_BLOCK_VALUE);
+            dst.put_u32(*file);
+            dst.put_u64(*block);
+            dst.put_slice(value);
         }
         Message::Done => put_header(dst, body_len, TYPE_DONE),
         Message::Error { code, message } => {
@@ -373,14 +375,7 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
                     max: MAX_ENTRIES,
                 });
             }
-            if manifest.blocks.len() > MAX_BLOCKS {
-                return Err(EncodeError::TooManyBlocks {
-                    what: "block hashes",
-                    count: manifest.blocks.len(),
-                    max: MAX_BLOCKS,
-                });
-            }
-            let mut len: usize = 1 + 4 + 4 + 4 + manifest.blocks.len() * 32;
+            let mut len: usize = 1 + 4 + 4;
             for entry in &manifest.entries {
                 let extra = match entry.kind {
                     EntryKind::Directory => 0,
@@ -402,6 +397,7 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
             1 + 4 + need.len() * RANGE_LEN
         }
         Message::Done => 1,
+        Message::BlockValue { .. } => 1 + 4 + 8 + 32,
         Message::Reject { reason } => 1 + str_len(reason, REJECT_REASON, MAX_REASON_LEN)?,
         Message::Data { data, .. } => {
             if data.is_empty() {
@@ -629,6 +625,14 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             Reader::new(payload, "done").finish()?;
             Message::Done
         }
+        TYPE_BLOCK_VALUE => {
+            let mut r = Reader::new(payload, "block value");
+            let file = r.u32("file index")?;
+            let block = r.u64("block index")?;
+            let value = *r.array::<32>("block value")?;
+            r.finish()?;
+            Message::BlockValue { file, block, value }
+        }
         TYPE_ERROR => {
             let mut r = Reader::new(payload, "error");
             let code = ErrorCode::from_u16(r.u16("error code")?);
@@ -735,24 +739,17 @@ fn parse_offer(payload: &[u8]) -> Result<Manifest, DecodeError> {
         let path = r.string(PATH, MAX_PATH_LEN)?;
         let kind = if kind == KIND_FILE {
             let size = r.u64("file size")?;
-            let hash = *r.array::<32>("file hash")?;
-            EntryKind::File { size, hash }
+            let tag = *r.array::<32>("version tag")?;
+            EntryKind::File { size, tag }
         } else {
             EntryKind::Directory
         };
         entries.push(Entry { path, kind });
     }
-    let block_count = r.u32("block count")?;
-    let n = bounded_count(block_count, "block hashes", r.remaining(), 32)?;
-    let mut blocks = Vec::with_capacity(n);
-    for _ in 0..n {
-        blocks.push(*r.array::<32>("block hash")?);
-    }
     r.finish()?;
     Ok(Manifest {
         entries,
         block_size,
-        blocks,
     })
 }
 
@@ -919,7 +916,7 @@ mod tests {
             path: path.into(),
             kind: EntryKind::File {
                 size,
-                hash: [fill; 32],
+                tag: [fill; 32],
             },
         }
     }
@@ -944,8 +941,12 @@ mod tests {
                     file("e", 0, 0),
                 ],
                 block_size: 1 << 16,
-                blocks: vec![[9; 32]],
             }),
+            Message::BlockValue {
+                file: 1,
+                block: u64::MAX,
+                value: [9; 32],
+            },
             Message::Accept { need: vec![] },
             Message::Accept {
                 need: vec![BlockRange {
@@ -1117,19 +1118,25 @@ mod tests {
                             path: "docs/hi.txt".into(),
                             kind: EntryKind::File {
                                 size: 5,
-                                hash: hash.clone().try_into().unwrap(),
+                                tag: [0xaa; 32],
                             },
                         },
                     ],
                     block_size: 1 << 20,
-                    blocks: vec![hash.clone().try_into().unwrap()],
                 }),
-                "00 00 00 6a 02 00 10 00 00 00 00 00 02 00 00 04 64 6f 63 73 \
+                "00 00 00 46 02 00 10 00 00 00 00 00 02 00 00 04 64 6f 63 73 \
                  01 00 0b 64 6f 63 73 2f 68 69 2e 74 78 74 \
                  00 00 00 00 00 00 00 05 \
-                 ea 8f 16 3d b3 86 82 92 5e 44 91 c5 e5 8d 4b b3 \
-                 50 6e f8 c1 4e b7 8a 86 e9 08 c5 62 4a 67 20 0f \
-                 00 00 00 01 \
+                 aa aa aa aa aa aa aa aa aa aa aa aa aa aa aa aa \
+                 aa aa aa aa aa aa aa aa aa aa aa aa aa aa aa aa",
+            ),
+            (
+                Message::BlockValue {
+                    file: 1,
+                    block: 0,
+                    value: hash.clone().try_into().unwrap(),
+                },
+                "00 00 00 2d 0e 00 00 00 01 00 00 00 00 00 00 00 00 \
                  ea 8f 16 3d b3 86 82 92 5e 44 91 c5 e5 8d 4b b3 \
                  50 6e f8 c1 4e b7 8a 86 e9 08 c5 62 4a 67 20 0f",
             ),
@@ -1448,7 +1455,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for ty in [0x00, 0x0e, 0xff] {
+        for ty in [0x00, 0x0f, 0xff] {
             assert_eq!(decode_err(frame(ty, b"")), DecodeError::UnknownType(ty));
         }
     }
@@ -1531,15 +1538,22 @@ mod tests {
                 ..
             }
         ));
-        // File entry missing its hash.
+        // File entry missing a byte of its tag.
         let mut p = vec![0, 0, 0, 1, KIND_FILE, 0, 1, b'f'];
         p.extend_from_slice(&5u64.to_be_bytes());
         p.extend_from_slice(&[0; 31]);
         assert!(matches!(
             decode_err(offer(&p)),
             DecodeError::Truncated {
-                field: "file hash",
+                field: "version tag",
                 ..
+            }
+        ));
+        assert!(matches!(
+            decode_err(frame(TYPE_BLOCK_VALUE, &[0; 4 + 8 + 31])),
+            DecodeError::Truncated {
+                frame: "block value",
+                field: "block value"
             }
         ));
     }
@@ -1752,8 +1766,7 @@ mod tests {
     fn entry() -> impl Strategy<Value = Entry> {
         let kind = prop_oneof![
             Just(EntryKind::Directory),
-            (any::<u64>(), any::<[u8; 32]>())
-                .prop_map(|(size, hash)| EntryKind::File { size, hash }),
+            (any::<u64>(), any::<[u8; 32]>()).prop_map(|(size, tag)| EntryKind::File { size, tag }),
         ];
         (text(40, MAX_PATH_LEN), kind).prop_map(|(path, kind)| Entry { path, kind })
     }

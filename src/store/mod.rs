@@ -69,9 +69,9 @@ pub enum StoreError {
         /// Bytes available to this user when the error was detected.
         free: u64,
     },
-    /// A received file does not match the hash the sender announced.
+    /// A received block does not match the value the sender sent for it.
     #[error(
-        "received data for {path:?} does not match the sender's blake3 hash; the transfer was discarded"
+        "received data for {path:?} does not match the BLAKE3 value the sender sent for it; the block was discarded"
     )]
     Integrity {
         /// The file's path inside the offer.

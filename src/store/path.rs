@@ -259,7 +259,7 @@ fn is_windows_reserved(component: &str) -> bool {
 pub struct PlannedEntry {
     /// The sanitised path.
     pub path: SafePath,
-    /// Directory, or file with size and hash, as announced.
+    /// Directory, or file with size and version tag, as offered.
     pub kind: EntryKind,
 }
 
@@ -464,7 +464,7 @@ mod tests {
             path: path.to_owned(),
             kind: EntryKind::File {
                 size: 0,
-                hash: *blake3::hash(b"").as_bytes(),
+                tag: [0; 32],
             },
         }
     }
@@ -763,10 +763,10 @@ mod proptests {
     }
 
     fn entry(path: impl Strategy<Value = String>) -> impl Strategy<Value = Entry> {
-        (path, prop::option::of(size()), any::<[u8; 32]>()).prop_map(|(path, size, hash)| Entry {
+        (path, prop::option::of(size()), any::<[u8; 32]>()).prop_map(|(path, size, tag)| Entry {
             path,
             kind: match size {
-                Some(size) => EntryKind::File { size, hash },
+                Some(size) => EntryKind::File { size, tag },
                 None => EntryKind::Directory,
             },
         })
@@ -795,29 +795,10 @@ mod proptests {
         (
             entries(),
             prop_oneof![4 => Just(1u32 << 16), 4 => Just(1u32 << 20), 1 => any::<u32>()],
-            prop::bool::weighted(0.8),
-            0usize..4,
         )
-            .prop_map(|(entries, block_size, exact_blocks, extra)| {
-                let mut m = Manifest {
-                    entries,
-                    block_size,
-                    blocks: Vec::new(),
-                };
-                // Mostly the right number of block hashes (when that
-                // number is small enough to build), else a few random.
-                let needed = m.entries.iter().try_fold(0u64, |acc, e| match e.kind {
-                    EntryKind::File { size, .. } => {
-                        acc.checked_add(crate::protocol::blocks_for(size, block_size))
-                    }
-                    EntryKind::Directory => Some(acc),
-                });
-                let count = match needed {
-                    Some(n) if exact_blocks && n <= 4096 => n as usize,
-                    _ => extra,
-                };
-                m.blocks = vec![[7; 32]; count];
-                m
+            .prop_map(|(entries, block_size)| Manifest {
+                entries,
+                block_size,
             })
     }
 

@@ -11,14 +11,14 @@
 //! It also makes cleanup a single recursive removal and lets one `syncfs`
 //! make thousands of small files durable at once.
 //!
-//! Files are received block by block: every block is hashed as it lands
-//! and compared with the hash the offer announced for it, and only
-//! verified blocks count. An interrupted transfer can keep its staging
-//! directory ([`Staging::keep`]); reopening it with the same key
-//! ([`DownloadDir::stage`]) and [`Staging::verify_existing`] re-hashes the
-//! blocks on disk, so [`Staging::missing`] asks the sender only for what is
-//! really absent. Before the final rename each file's whole-content hash is
-//! checked too.
+//! Files are received block by block: every block is hashed as it lands,
+//! and when it is complete the sender's value for it must come next
+//! ([`Staging::block_value`]); only blocks whose values match count. An
+//! interrupted transfer can keep its staging directory ([`Staging::keep`]);
+//! reopening it with the same key ([`DownloadDir::stage`]) and
+//! [`Staging::verify_existing`] re-hashes the blocks on disk against the
+//! values recorded for them, so [`Staging::missing`] asks the sender only
+//! for what is really absent.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,8 +60,7 @@ const FILE_MODE: u32 = 0o640;
 /// One file entry.
 struct FileState {
     size: u64,
-    hash: blake3::Hash,
-    /// Index of its first block in the manifest's block list.
+    /// Number of its first block (see [`Manifest::block_starts`]).
     first_block: usize,
 }
 
@@ -69,6 +68,16 @@ struct FileState {
 struct Partial {
     hasher: BlockHasher,
     filled: u64,
+}
+
+/// A block whose bytes have all arrived, waiting for the sender's value.
+struct Complete {
+    file: u32,
+    block: u64,
+    global: usize,
+    len: u64,
+    /// Our hash of the bytes that arrived.
+    value: [u8; 32],
 }
 
 /// Files of one offer being received into a hidden staging directory.
@@ -89,11 +98,13 @@ pub struct Staging {
     /// `Some` for file entries, indexed like the manifest.
     files: Vec<Option<FileState>>,
     block_size: u64,
-    /// Announced value of every block, in manifest order.
-    block_hashes: Vec<[u8; 32]>,
+    /// Value of every verified block (zeros for the others).
+    values: Vec<[u8; 32]>,
     /// Which blocks are on disk and verified.
     verified: Vec<bool>,
     partial: HashMap<usize, Partial>,
+    /// The block received last, until its value arrives.
+    complete: Option<Complete>,
     open: HashMap<u32, File>,
     top_level: Vec<TopLevel>,
     total: u64,
@@ -161,9 +172,10 @@ impl Staging {
                 .collect(),
             files: Vec::with_capacity(plan.entries().len()),
             block_size: u64::from(manifest.block_size),
-            block_hashes: manifest.blocks.clone(),
-            verified: vec![false; manifest.blocks.len()],
+            values: Vec::new(),
+            verified: Vec::new(),
             partial: HashMap::new(),
+            complete: None,
             open: HashMap::new(),
             top_level: plan.top_level().to_vec(),
             total,
@@ -179,23 +191,19 @@ impl Staging {
         for (i, entry) in plan.entries().iter().enumerate() {
             let state = match entry.kind {
                 EntryKind::Directory => None,
-                EntryKind::File { size, hash } => {
-                    let hash = blake3::Hash::from(hash);
-                    staging.create_file(i, size, hash)?;
+                EntryKind::File { size, .. } => {
+                    staging.create_file(i, size)?;
                     Some(FileState {
                         size,
-                        hash,
                         first_block: starts[i],
                     })
                 }
             };
             staging.files.push(state);
         }
-        if staging.block_hashes.len() != starts[starts.len() - 1] {
-            return Err(StoreError::Protocol(
-                "block hashes do not match the file sizes".into(),
-            ));
-        }
+        let blocks = starts[starts.len() - 1];
+        staging.values = vec![[0; 32]; blocks];
+        staging.verified = vec![false; blocks];
         debug!(dir = %staging.download_path.display(), staging = %staging.name, resumed,
             entries = staging.paths.len(), bytes = total, "staged offer");
         Ok(staging)
@@ -226,11 +234,8 @@ impl Staging {
     }
 
     /// Creates (or, when resuming, reopens) and preallocates file `index`.
-    fn create_file(&self, index: usize, size: u64, hash: blake3::Hash) -> Result<(), StoreError> {
+    fn create_file(&self, index: usize, size: u64) -> Result<(), StoreError> {
         let path = &self.paths[index];
-        if size == 0 && hash != blake3::hash(b"") {
-            return Err(StoreError::Integrity { path: path.clone() });
-        }
         let fd = rustix::fs::openat2(
             &self.dir,
             path.as_str(),
@@ -263,12 +268,13 @@ impl Staging {
     }
 
     /// Resuming: re-hashes the blocks a previous attempt recorded as
-    /// verified (`claimed`, indexed like the manifest's blocks; shorter is
-    /// fine) and keeps those that still match. Returns the bytes present.
+    /// verified, with the values it recorded for them (`claimed`, numbered
+    /// like [`verified_map`](Self::verified_map); shorter is fine), and
+    /// keeps those that still match. Returns the bytes present.
     ///
     /// # Errors
     /// [`StoreError::Io`] if a file cannot be read.
-    pub fn verify_existing(&mut self, claimed: &[bool]) -> Result<u64, StoreError> {
+    pub fn verify_existing(&mut self, claimed: &[Option<[u8; 32]>]) -> Result<u64, StoreError> {
         let mut buf = Vec::new();
         for index in 0..self.files.len() {
             let Some(state) = &self.files[index] else {
@@ -276,7 +282,8 @@ impl Staging {
             };
             let (size, first) = (state.size, state.first_block);
             let blocks = blocks_for(size, self.block_size as u32) as usize;
-            if !(first..first + blocks).any(|b| claimed.get(b) == Some(&true)) {
+            let claim = |global: usize| claimed.get(global).copied().flatten();
+            if !(first..first + blocks).any(|b| claim(b).is_some()) {
                 continue;
             }
             let path = &self.paths[index];
@@ -291,17 +298,18 @@ impl Staging {
             let file = File::from(fd);
             for b in 0..blocks {
                 let global = first + b;
-                if claimed.get(global) != Some(&true) || self.verified[global] {
+                let Some(expected) = claim(global).filter(|_| !self.verified[global]) else {
                     continue;
-                }
+                };
                 let offset = b as u64 * self.block_size;
                 let len = self.block_size.min(size - offset);
                 buf.resize(len as usize, 0);
                 file.read_exact_at(&mut buf, offset)
                     .map_err(|e| StoreError::io(format!("cannot read {path:?}"), e))?;
                 let value = block_hash(&buf, size, self.block_size as u32, b as u64);
-                if same(&value, &self.block_hashes[global]) {
+                if same(&value, &expected) {
                     self.verified[global] = true;
+                    self.values[global] = value;
                     self.present += len;
                 }
             }
@@ -333,8 +341,8 @@ impl Staging {
         ranges
     }
 
-    /// The verified-block map (indexed like the manifest's blocks), for
-    /// the caller's resume record.
+    /// The verified-block map (blocks numbered as in
+    /// [`Manifest::block_starts`]), for the caller's resume record.
     pub fn verified_map(&self) -> &[bool] {
         &self.verified
     }
@@ -351,21 +359,26 @@ impl Staging {
 
     /// Writes `data` at `offset` of file entry `index`. The bytes must lie
     /// inside one block that is not verified yet and continue exactly where
-    /// that block's previous bytes ended. When the block is full its hash
-    /// is checked; returns `true` then.
+    /// that block's previous bytes ended. When the block is full, its value
+    /// ([`block_value`](Self::block_value)) must come before any more data.
     ///
     /// # Errors
     /// * [`StoreError::Protocol`] for a bad index, a directory index, data
     ///   outside the file, crossing a block, out of order within a block,
-    ///   for an already verified block, or too many blocks in progress at
-    ///   once. These leave the staging usable.
-    /// * [`StoreError::Integrity`] when a completed block's hash differs
-    ///   (the block is discarded; the rest stays usable for a retry).
+    ///   for an already verified block, before the value of the block
+    ///   completed last, or too many blocks in progress at once. These
+    ///   leave the staging usable.
     /// * [`StoreError::NoSpace`] / [`StoreError::Io`] if the write fails.
     /// * [`StoreError::Aborted`] after an I/O error.
-    pub fn write(&mut self, index: u32, offset: u64, data: &[u8]) -> Result<bool, StoreError> {
+    pub fn write(&mut self, index: u32, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         if self.failed {
             return Err(StoreError::Aborted);
+        }
+        if let Some(c) = &self.complete {
+            return Err(StoreError::Protocol(format!(
+                "data before the value of block {} of {:?}",
+                c.block, self.paths[c.file as usize]
+            )));
         }
         let i = index as usize;
         let entries = self.paths.len();
@@ -426,19 +439,60 @@ impl Staging {
         partial.hasher.update(data);
         partial.filled += data.len() as u64;
         if partial.filled < block_len {
-            return Ok(false);
+            return Ok(());
         }
-        let Some(done) = self.partial.remove(&global) else {
-            return Ok(false);
-        };
-        if !same(&done.hasher.finalize(), &self.block_hashes[global]) {
-            return Err(StoreError::Integrity {
-                path: format!("{path} (block {block})"),
+        if let Some(done) = self.partial.remove(&global) {
+            self.complete = Some(Complete {
+                file: index,
+                block,
+                global,
+                len: block_len,
+                value: done.hasher.finalize(),
             });
         }
-        self.verified[global] = true;
-        self.present += block_len;
-        Ok(true)
+        Ok(())
+    }
+
+    /// The sender's value for block `block` of file entry `index`, which
+    /// must be the block whose last bytes [`write`](Self::write) received
+    /// last. If it matches our hash of those bytes the block counts as
+    /// verified; returns its number in [`verified_map`](Self::verified_map).
+    ///
+    /// # Errors
+    /// * [`StoreError::Protocol`] if no block is waiting for its value, or
+    ///   another one is.
+    /// * [`StoreError::Integrity`] if the value differs (the block is
+    ///   discarded; the rest stays usable for a retry).
+    pub fn block_value(
+        &mut self,
+        index: u32,
+        block: u64,
+        value: &[u8; 32],
+    ) -> Result<usize, StoreError> {
+        let Some(done) = self
+            .complete
+            .take_if(|c| c.file == index && c.block == block)
+        else {
+            let path = self.paths.get(index as usize);
+            return Err(StoreError::Protocol(match &self.complete {
+                Some(c) => format!(
+                    "value of block {block} of entry {index} ({path:?}), expected that of block {} of {:?}",
+                    c.block, self.paths[c.file as usize]
+                ),
+                None => format!(
+                    "value of block {block} of entry {index} ({path:?}) before all of its data"
+                ),
+            }));
+        };
+        if !same(&done.value, value) {
+            return Err(StoreError::Integrity {
+                path: format!("{} (block {block})", self.paths[index as usize]),
+            });
+        }
+        self.verified[done.global] = true;
+        self.values[done.global] = done.value;
+        self.present += done.len;
+        Ok(done.global)
     }
 
     /// Positional write through a small cache of open files.
@@ -478,11 +532,10 @@ impl Staging {
         debug!(staging = %self.name, present = self.present, "kept partial transfer for resume");
     }
 
-    /// Checks that every block is verified and every file's whole-content
-    /// hash matches, makes the data durable, and moves each top-level entry
-    /// into the download directory under a name that did not exist yet
-    /// (`name`, `name (1).ext`, ...). Returns the final top-level names, in
-    /// the plan's order.
+    /// Checks that every block is verified, makes the data durable, and
+    /// moves each top-level entry into the download directory under a name
+    /// that did not exist yet (`name`, `name (1).ext`, ...). Returns the
+    /// final top-level names, in the plan's order.
     ///
     /// Durability: one `syncfs` on the staging directory flushes every file
     /// and directory of the offer (much cheaper than an `fsync` per file for
@@ -491,9 +544,8 @@ impl Staging {
     /// renames survive a crash.
     ///
     /// # Errors
-    /// [`StoreError::Protocol`] if a block is missing, [`StoreError::Integrity`]
-    /// if a whole-file hash differs, [`StoreError::Aborted`] after an
-    /// earlier failure, [`StoreError::Io`] / [`StoreError::NoFreeName`]
+    /// [`StoreError::Protocol`] if a block is missing (or still waits for
+    /// its value), [`StoreError::Aborted`] after an earlier failure, [`StoreError::Io`] / [`StoreError::NoFreeName`]
     /// otherwise. Entries already moved into place when an error happens
     /// stay there (they are complete and verified); the rest is removed.
     pub fn commit(mut self) -> Result<Vec<String>, StoreError> {
@@ -511,7 +563,7 @@ impl Staging {
             )));
         }
         self.open.clear();
-        self.check_whole_files()?;
+        self.log_file_hashes();
         rustix::fs::syncfs(&self.dir)
             .and_then(|()| rustix::fs::fsync(&self.dir))
             .map_err(|e| StoreError::io("cannot flush received files to disk", e))?;
@@ -547,22 +599,22 @@ impl Staging {
         Ok(placed)
     }
 
-    /// Whole-content hash of every file, derived from its verified block
-    /// values (see [`crate::protocol::hash`]): no second read of the data.
-    fn check_whole_files(&mut self) -> Result<(), StoreError> {
+    /// Logs (at debug level) every file's BLAKE3 hash, derived from its
+    /// verified block values (see [`crate::protocol::hash`]) without reading
+    /// the data again, for comparison with `b3sum` on the sender.
+    fn log_file_hashes(&self) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
         for (index, state) in self.files.iter().enumerate() {
             let Some(state) = state else { continue };
             let blocks = blocks_for(state.size, self.block_size as u32) as usize;
-            let values = &self.block_hashes[state.first_block..state.first_block + blocks];
-            let whole = file_hash(values, state.size, self.block_size as u32);
-            if !whole.is_some_and(|w| same(&w, state.hash.as_bytes())) {
-                self.failed = true;
-                return Err(StoreError::Integrity {
-                    path: self.paths[index].clone(),
-                });
+            let values = &self.values[state.first_block..state.first_block + blocks];
+            if let Some(whole) = file_hash(values, state.size, self.block_size as u32) {
+                debug!(path = %self.paths[index], blake3 = %blake3::Hash::from(whole),
+                    "received file");
             }
         }
-        Ok(())
     }
 
     /// Moves top-level entry `top` from the staging directory into the
@@ -704,53 +756,56 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::protocol::Entry;
+    use crate::protocol::{DEFAULT_BLOCK_SIZE, Entry};
     use crate::store::plan;
 
     const DEPTH: usize = 16;
 
-    thread_local! {
-        static CONTENTS: std::cell::RefCell<HashMap<[u8; 32], Vec<u8>>> = Default::default();
-    }
-
-    /// A manifest with block hashes: single-block files use their whole
-    /// hash (the same thing); bigger ones must have been made by [`file`].
+    /// A manifest with the default (1 MiB) blocks.
     fn mk(entries: Vec<Entry>) -> Manifest {
-        let mut m = Manifest {
+        Manifest {
             entries,
             ..Manifest::default()
-        };
-        let bs = m.block_size as usize;
-        for e in &m.entries {
-            if let EntryKind::File { size, hash } = e.kind {
-                if size == 0 {
-                    continue;
-                }
-                if size as usize <= bs {
-                    m.blocks.push(hash);
-                    continue;
-                }
-                let content = CONTENTS.with(|c| c.borrow()[&hash].clone());
-                m.blocks.extend(
-                    content
-                        .chunks(bs)
-                        .enumerate()
-                        .map(|(i, b)| block_hash(b, size, m.block_size, i as u64)),
-                );
-            }
         }
-        m
     }
 
     fn file(path: &str, content: &[u8]) -> Entry {
-        let hash = *blake3::hash(content).as_bytes();
-        CONTENTS.with(|c| c.borrow_mut().insert(hash, content.to_vec()));
         Entry {
             path: path.to_owned(),
             kind: EntryKind::File {
                 size: content.len() as u64,
-                hash: *blake3::hash(content).as_bytes(),
+                tag: [0; 32],
             },
+        }
+    }
+
+    /// The value of block `block` of `content`, as a sender computes it.
+    fn value(content: &[u8], block: usize) -> [u8; 32] {
+        let bs = DEFAULT_BLOCK_SIZE as usize;
+        let data = &content[block * bs..((block + 1) * bs).min(content.len())];
+        block_hash(data, content.len() as u64, DEFAULT_BLOCK_SIZE, block as u64)
+    }
+
+    /// Sends block `block` of file entry `index` like a sender: its bytes in
+    /// `chunk`-sized pieces, then its value.
+    fn send_block(s: &mut Staging, index: u32, content: &[u8], block: usize, chunk: usize) {
+        let bs = DEFAULT_BLOCK_SIZE as usize;
+        let start = block * bs;
+        let data = &content[start..(start + bs).min(content.len())];
+        let mut off = start as u64;
+        for piece in data.chunks(chunk) {
+            s.write(index, off, piece).unwrap();
+            off += piece.len() as u64;
+        }
+        s.block_value(index, block as u64, &value(content, block))
+            .unwrap();
+    }
+
+    /// [`send_block`] for every block of file entry `index`.
+    fn send_file(s: &mut Staging, index: u32, content: &[u8], chunk: usize) {
+        let blocks = content.len().div_ceil(DEFAULT_BLOCK_SIZE as usize);
+        for block in 0..blocks {
+            send_block(s, index, content, block, chunk);
         }
     }
 
@@ -786,11 +841,7 @@ mod tests {
         let mut s = stage(dl, m).unwrap();
         for (i, content) in contents.iter().enumerate() {
             if let EntryKind::File { .. } = m.entries[i].kind {
-                let mut off = 0;
-                for piece in content.chunks(chunk) {
-                    s.write(i as u32, off, piece).unwrap();
-                    off += piece.len() as u64;
-                }
+                send_file(&mut s, i as u32, content, chunk);
             }
         }
         s.commit().unwrap()
@@ -817,15 +868,9 @@ mod tests {
         assert_eq!(names(dl.path()).len(), 1, "only the staging dir exists");
         for (i, content) in contents.iter().enumerate() {
             if let EntryKind::File { .. } = m.entries[i].kind {
-                let mut off = 0;
                 // Uneven chunks, like a real sender's frames, never
                 // crossing a block.
-                for block in content.chunks(m.block_size as usize) {
-                    for piece in block.chunks((1 << 20) - 7) {
-                        s.write(i as u32, off, piece).unwrap();
-                        off += piece.len() as u64;
-                    }
-                }
+                send_file(&mut s, i as u32, content, (1 << 20) - 7);
             }
         }
         assert_eq!(s.bytes_present(), big.len() as u64 + 7);
@@ -873,24 +918,23 @@ mod tests {
     }
 
     #[test]
-    fn wrong_hash_is_an_integrity_error_and_leaves_nothing() {
+    fn wrong_value_is_an_integrity_error_and_leaves_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("keep.txt"), b"mine").unwrap();
         let dl = DownloadDir::open(tmp.path()).unwrap();
-        let mut bad = file("x/evil.bin", b"expected content");
-        bad.kind = EntryKind::File {
-            size: 16,
-            hash: *blake3::hash(b"something else!!").as_bytes(),
-        };
-        let m = mk(vec![bad]);
+        let m = mk(vec![file("x/evil.bin", b"expected content")]);
         let mut s = stage(&dl, &m).unwrap();
         s.write(0, 0, b"expected").unwrap();
-        let err = s.write(0, 8, b" content").unwrap_err();
+        s.write(0, 8, b" content").unwrap();
+        let err = s
+            .block_value(0, 0, &value(b"something else!!", 0))
+            .unwrap_err();
         assert!(
             matches!(&err, StoreError::Integrity { path } if path.starts_with("x/evil.bin")),
             "{err:?}"
         );
         assert!(!s.is_complete(), "a bad block never counts");
+        assert_eq!(s.bytes_present(), 0);
         assert_eq!(s.missing().len(), 1, "the bad block is requested again");
         drop(s);
         assert_eq!(names(dl.path()), ["keep.txt"]);
@@ -898,17 +942,42 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_with_wrong_hash_fails_at_stage() {
+    fn each_block_value_must_follow_its_data() {
         let tmp = tempfile::tempdir().unwrap();
         let dl = DownloadDir::open(tmp.path()).unwrap();
-        let mut e = file("empty", b"");
-        e.kind = EntryKind::File {
-            size: 0,
-            hash: [7; 32],
-        };
-        let m = mk(vec![e]);
-        assert!(matches!(stage(&dl, &m), Err(StoreError::Integrity { .. })));
-        assert!(names(dl.path()).is_empty());
+        let two = pattern((1 << 20) + 3);
+        let m = mk(vec![file("two", &two), file("b", b"bb")]);
+        let mut s = stage(&dl, &m).unwrap();
+        let protocol = |r: Result<usize, StoreError>| matches!(r, Err(StoreError::Protocol(_)));
+        assert!(
+            protocol(s.block_value(0, 0, &value(&two, 0))),
+            "before any data"
+        );
+        s.write(0, 0, &two[..10]).unwrap();
+        assert!(
+            protocol(s.block_value(0, 0, &value(&two, 0))),
+            "before all data"
+        );
+        s.write(0, 10, &two[10..1 << 20]).unwrap();
+        assert!(
+            protocol(s.block_value(0, 1, &value(&two, 1))),
+            "another block"
+        );
+        assert!(
+            protocol(s.block_value(1, 0, &value(b"bb", 0))),
+            "another file"
+        );
+        assert!(
+            matches!(s.write(1, 0, b"bb"), Err(StoreError::Protocol(_))),
+            "data before the value"
+        );
+        assert_eq!(s.block_value(0, 0, &value(&two, 0)).unwrap(), 0);
+        assert!(protocol(s.block_value(0, 0, &value(&two, 0))), "twice");
+        send_block(&mut s, 0, &two, 1, 1 << 20);
+        send_file(&mut s, 1, b"bb", 1);
+        assert_eq!(s.verified_map(), [true, true, true]);
+        assert_eq!(s.commit().unwrap(), ["two", "b"]);
+        assert_eq!(fs::read(dl.path().join("two")).unwrap(), two);
     }
 
     #[test]
@@ -917,7 +986,7 @@ mod tests {
         let dl = DownloadDir::open(tmp.path()).unwrap();
         let m = mk(vec![dir("d"), file("d/f", b"0123456789")]);
         let mut s = stage(&dl, &m).unwrap();
-        let protocol = |r: Result<bool, StoreError>| matches!(r, Err(StoreError::Protocol(_)));
+        let protocol = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Protocol(_)));
         assert!(protocol(s.write(5, 0, b"x")), "bad index");
         assert!(protocol(s.write(u32::MAX, 0, b"x")), "huge index");
         assert!(protocol(s.write(0, 0, b"x")), "directory index");
@@ -937,7 +1006,7 @@ mod tests {
             }
             other => panic!("commit of an incomplete file: {other:?}"),
         };
-        s.write(1, 0, b"0123456789").unwrap();
+        send_file(&mut s, 1, b"0123456789", 10);
         assert_eq!(s.commit().unwrap(), ["d"]);
         assert_eq!(fs::read(dl.path().join("d/f")).unwrap(), b"0123456789");
     }
@@ -960,6 +1029,7 @@ mod tests {
             Err(StoreError::Protocol(_))
         ));
         s.write(0, 1, b"b").unwrap(); // completes f0, frees a slot
+        s.block_value(0, 0, &value(b"ab", 0)).unwrap();
         s.write(last, 0, b"ab").unwrap();
     }
 
@@ -973,12 +1043,13 @@ mod tests {
         let plan = plan(&m, DEPTH).unwrap();
         let mut s = dl.stage(&plan, &m, "resume1").unwrap();
         // Blocks 0 and 2 arrive, block 1 only half; the link drops.
-        s.write(0, 0, &big[..bs]).unwrap();
+        send_block(&mut s, 0, &big, 0, bs);
         s.write(0, bs as u64, &big[bs..bs + 10]).unwrap();
-        s.write(0, 2 * bs as u64, &big[2 * bs..3 * bs]).unwrap();
-        let claimed = s.verified_map().to_vec();
-        assert_eq!(claimed, [true, false, true, false, false]);
+        send_block(&mut s, 0, &big, 2, bs);
+        assert_eq!(s.verified_map(), [true, false, true, false, false]);
         s.keep();
+        // What the resume log holds: the values of blocks 0 and 2.
+        let claimed = [Some(value(&big, 0)), None, Some(value(&big, 2))];
 
         // Corrupt block 2 on disk behind our back: it must not count.
         let part = dl.path().join(".lanshare-resume1.part/big.bin");
@@ -1003,11 +1074,9 @@ mod tests {
             ]
         );
         for b in 1..4 {
-            let start = b * bs;
-            let end = (start + bs).min(big.len());
-            assert!(s.write(0, start as u64, &big[start..end]).unwrap());
+            send_block(&mut s, 0, &big, b, bs);
         }
-        s.write(1, 0, b"tiny").unwrap();
+        send_file(&mut s, 1, b"tiny", 4);
         assert!(s.is_complete());
         assert_eq!(s.commit().unwrap(), ["big.bin", "small"]);
         assert_eq!(fs::read(dl.path().join("big.bin")).unwrap(), big);
@@ -1070,7 +1139,7 @@ mod tests {
                 path: "huge".into(),
                 kind: EntryKind::File {
                     size: u64::MAX / 2,
-                    hash: [0; 32],
+                    tag: [0; 32],
                 },
             }],
             ..Manifest::default()

@@ -267,12 +267,11 @@ impl FrameWriter<'_> {
             .map_err(|e| TransferError::Link(describe(&e)))
     }
 
-    /// Writes a pre-built data frame: `frame` starts with
-    /// [`DATA_HEADER_LEN`] header bytes from
-    /// [`protocol::encode_data_header`] followed by the payload, so bulk
-    /// data goes out with one call and, over QUIC, without a copy.
-    pub async fn send_data_frame(&mut self, frame: bytes::Bytes) -> Result<(), TransferError> {
-        debug_assert!(frame.len() > DATA_HEADER_LEN);
+    /// Writes a pre-encoded frame: a data frame ([`DATA_HEADER_LEN`]
+    /// header bytes from [`protocol::encode_data_header`] followed by the
+    /// payload) or any frame from [`protocol::encode`]. Bulk data goes out
+    /// with one call and, over QUIC, without a copy.
+    pub async fn send_encoded(&mut self, frame: bytes::Bytes) -> Result<(), TransferError> {
         self.writer
             .write_bytes(frame)
             .await

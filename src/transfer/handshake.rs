@@ -124,6 +124,7 @@ pub fn kind(message: &Message) -> &'static str {
         Message::Accept { .. } => "Accept",
         Message::Reject { .. } => "Reject",
         Message::Data { .. } => "Data",
+        Message::BlockValue { .. } => "BlockValue",
         Message::Done => "Done",
         Message::Error { .. } => "Error",
         Message::PairRequest => "PairRequest",

@@ -4,8 +4,8 @@
 //!   framing seam shared by QUIC and TCP).
 //! * [`handshake`] exchanges `Hello` in both directions; only after the
 //!   peer's `Hello` is a link considered authenticated.
-//! * [`send`] streams files read by [`source`] to a peer; [`hash_cache`]
-//!   spares re-hashing files sent before.
+//! * [`send`] streams files read by [`source`] to a peer, hashing them as
+//!   they go.
 //! * [`receive`] validates an offer, asks for consent, and writes through
 //!   [`crate::store`].
 //! * [`registry`] tracks every transfer for `share transfers`, consent
@@ -15,7 +15,6 @@
 
 pub mod framed;
 pub mod handshake;
-pub mod hash_cache;
 pub mod receive;
 pub mod registry;
 pub mod resume;

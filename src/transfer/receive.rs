@@ -5,17 +5,18 @@
 //! Every byte from the peer is treated as hostile. The manifest is checked
 //! structurally ([`Manifest::validate`]) and its paths are sanitised by
 //! [`crate::store`] before anything is asked of the user or created on
-//! disk. `Data` frames must carry exactly the requested blocks, in order;
-//! anything else is a protocol violation that ends the transfer with an
-//! `Error` frame and discards what was received. Disk writes happen on a
+//! disk. `Data` frames must carry exactly the requested blocks, in order,
+//! each block followed by its `BlockValue`; anything else is a protocol
+//! violation that ends the transfer with an `Error` frame and discards what
+//! was received. Disk writes happen on a
 //! blocking thread fed through a bounded channel, so a slow disk applies
 //! back-pressure to the peer instead of growing memory.
 //!
 //! Interrupted transfers (connection lost, sender gone, a block that failed
 //! verification) keep their staging directory and a resume record
-//! ([`super::resume`]); when the same sender offers the same content again,
-//! the offer is accepted without asking again and only the missing blocks
-//! are requested.
+//! ([`super::resume`]); when the same sender offers the same unchanged
+//! files again, the offer is accepted without asking again and only the
+//! missing blocks are requested.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -400,10 +401,16 @@ impl Job<'_> {
     ) -> Result<Vec<String>, JobError> {
         let download = self.ctx.download.clone();
         let key = self.key.to_owned();
-        let claimed = self.record.verified_map();
+        let map = self.record.verified_map();
+        let values = self.ctx.resume.load_values(self.key, map.len());
+        let claimed: Vec<Option<[u8; 32]>> = map
+            .iter()
+            .zip(values.iter().chain(std::iter::repeat(&[0; 32])))
+            .map(|(verified, value)| (*verified && *value != [0; 32]).then_some(*value))
+            .collect();
         let staging_task = tokio::task::spawn_blocking(move || {
             let mut staging = download.stage(&plan, &manifest, &key)?;
-            if claimed.contains(&true) {
+            if claimed.iter().any(Option::is_some) {
                 staging.verify_existing(&claimed)?;
             }
             Ok::<_, StoreError>((staging, manifest))
@@ -421,7 +428,10 @@ impl Job<'_> {
 
         let need = staging.missing();
         let present = staging.bytes_present();
-        let expected: u64 = manifest.total_bytes() - present;
+        let expected = Expected {
+            bytes: manifest.total_bytes() - present,
+            values: need.iter().map(|r| r.count).sum(),
+        };
         self.handle.set_resumed(present);
         let mut record = self.record.clone();
         record.set_verified(staging.verified_map());
@@ -433,7 +443,7 @@ impl Job<'_> {
             tracing::info!(
                 id = self.handle.id(),
                 present,
-                missing = expected,
+                missing = expected.bytes,
                 "resuming: asking only for missing blocks"
             );
         }
@@ -447,8 +457,17 @@ impl Job<'_> {
         let (done, sent) = self.handle.counters();
         let resume = self.ctx.resume.clone();
         let key = self.key.to_owned();
+        let values = resume
+            .value_log(&key)
+            .map_err(|e| internal(format!("cannot save resume state: {e}")))?;
         let writer = tokio::task::spawn_blocking(move || {
-            write_blocks(staging, rx, &recycle, &resume, &key, record, |n| {
+            let resume = Resume {
+                store: &resume,
+                key: &key,
+                record,
+                values,
+            };
+            write_blocks(staging, rx, &recycle, resume, |n| {
                 done.fetch_add(n, Ordering::Relaxed);
                 sent.fetch_add(n, Ordering::Relaxed);
             })
@@ -486,19 +505,23 @@ impl Job<'_> {
         Ok(saved)
     }
 
-    /// Reads `expected` bytes of data frames into the writer. Returns the
-    /// failure, if any; the writer's own error arrives through its result.
+    /// Reads the `expected` data and block values into the writer. Returns
+    /// the failure, if any; the writer's own error arrives through its
+    /// result.
     async fn pump(
         &self,
         framed: &mut Framed,
         tx: mpsc::Sender<Chunk>,
         mut pool: BufferPool,
-        expected: u64,
+        expected: Expected,
     ) -> Option<JobError> {
         let cancel = self.handle.cancelled();
-        let mut received = 0u64;
+        let mut received = Expected {
+            bytes: 0,
+            values: 0,
+        };
         let (mut from_peer, _) = framed.halves();
-        while received < expected {
+        while received != expected {
             // Payloads are read straight into pooled buffers: memory stays
             // flat however large the transfer, nothing is allocated per
             // chunk, and the data is copied once on its way to the writer.
@@ -514,15 +537,30 @@ impl Job<'_> {
             match incoming {
                 Ok(Incoming::Data { file, offset }) => {
                     let len = buf.len() as u64;
-                    if received + len > expected {
+                    if received.bytes + len > expected.bytes {
                         let e = TransferError::Protocol(format!(
-                            "more data than the {expected} bytes requested"
+                            "more data than the {} bytes requested",
+                            expected.bytes
                         ));
                         return Some((e, Leftover::Discard));
                     }
-                    received += len;
-                    if tx.send((file, offset, buf)).await.is_err() {
+                    received.bytes += len;
+                    if tx.send(Chunk::Data { file, offset, buf }).await.is_err() {
                         // The writer stopped; its result says why.
+                        return None;
+                    }
+                }
+                Ok(Incoming::Message(Message::BlockValue { file, block, value })) => {
+                    pool.put_back(buf);
+                    if received.values == expected.values {
+                        let e = TransferError::Protocol(format!(
+                            "more block values than the {} blocks requested",
+                            expected.values
+                        ));
+                        return Some((e, Leftover::Discard));
+                    }
+                    received.values += 1;
+                    if tx.send(Chunk::Value { file, block, value }).await.is_err() {
                         return None;
                     }
                 }
@@ -553,45 +591,80 @@ impl Job<'_> {
     }
 }
 
-/// Blocking: writes data into the staging area, checkpointing the
-/// verified-block map. Returns the staging area and the first error.
+/// What the pump still expects, or has received: data bytes and block
+/// values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expected {
+    bytes: u64,
+    values: u64,
+}
+
+/// Where the writer keeps the resume state of the transfer.
+struct Resume<'a> {
+    store: &'a ResumeStore,
+    key: &'a str,
+    record: Record,
+    values: resume::ValueLog,
+}
+
+impl Resume<'_> {
+    fn save(&mut self, staging: &Staging) {
+        self.record.set_verified(staging.verified_map());
+        if let Err(e) = self.store.save(self.key, &self.record) {
+            tracing::warn!("cannot save resume state: {e}");
+        }
+    }
+}
+
+/// Blocking: writes data into the staging area, logging the value of each
+/// verified block and checkpointing the verified-block map. Returns the
+/// staging area and the first error.
 fn write_blocks(
     mut staging: Staging,
     mut rx: mpsc::Receiver<Chunk>,
     recycle: &mpsc::Sender<Vec<u8>>,
-    resume: &ResumeStore,
-    key: &str,
-    mut record: Record,
+    mut resume: Resume<'_>,
     progress: impl Fn(u64),
 ) -> (Staging, Result<(), StoreError>) {
     let mut last_checkpoint = Instant::now();
     let mut unsaved = 0u64;
     let mut dirty = false;
     let mut result = Ok(());
-    while let Some((file, offset, data)) = rx.blocking_recv() {
-        let written = staging.write(file, offset, &data);
-        let len = data.len() as u64;
-        // The pool never holds more than it handed out, so this cannot
-        // block; if the network side is gone the buffer is just dropped.
-        let _ = recycle.try_send(data);
-        match written {
-            Ok(completed) => {
-                progress(len);
-                unsaved += len;
-                dirty |= completed;
+    while let Some(chunk) = rx.blocking_recv() {
+        let stored = match chunk {
+            Chunk::Data { file, offset, buf } => {
+                let written = staging.write(file, offset, &buf);
+                // The pool never holds more than it handed out, so this
+                // cannot block; if the network side is gone the buffer is
+                // just dropped.
+                let _ = recycle.try_send(buf);
+                written
             }
-            Err(e) => {
-                result = Err(e);
-                break;
+            Chunk::Value { file, block, value } => {
+                let before = staging.bytes_present();
+                staging.block_value(file, block, &value).map(|global| {
+                    // A value that is not logged only costs a refetch of
+                    // its block after a crash: the map is checked against
+                    // the log.
+                    if let Err(e) = resume.values.put(global, &value) {
+                        tracing::warn!("cannot log a block value: {e}");
+                    }
+                    // Progress counts verified bytes only.
+                    let verified = staging.bytes_present() - before;
+                    progress(verified);
+                    unsaved += verified;
+                    dirty = true;
+                })
             }
+        };
+        if let Err(e) = stored {
+            result = Err(e);
+            break;
         }
         if dirty
             && (last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL || unsaved >= CHECKPOINT_BYTES)
         {
-            record.set_verified(staging.verified_map());
-            if let Err(e) = resume.save(key, &record) {
-                tracing::warn!("cannot checkpoint resume state: {e}");
-            }
+            resume.save(&staging);
             last_checkpoint = Instant::now();
             unsaved = 0;
             dirty = false;
@@ -599,32 +672,51 @@ fn write_blocks(
     }
     // Close the channel so the network side stops feeding us.
     drop(rx);
-    record.set_verified(staging.verified_map());
-    if let Err(e) = resume.save(key, &record) {
-        tracing::warn!("cannot save resume state: {e}");
-    }
+    resume.save(&staging);
     (staging, result)
 }
 
-/// One piece of file data for the writer: entry, offset, bytes.
-type Chunk = (u32, u64, Vec<u8>);
+/// What the network side hands the writer.
+enum Chunk {
+    /// Bytes of file entry `file` at `offset`, in a pooled buffer.
+    Data {
+        file: u32,
+        offset: u64,
+        buf: Vec<u8>,
+    },
+    /// The sender's value of block `block` of file entry `file`.
+    Value {
+        file: u32,
+        block: u64,
+        value: [u8; 32],
+    },
+}
 
 /// A fixed set of chunk buffers circulating between the network side and
 /// the disk writer.
 struct BufferPool {
     free: mpsc::Receiver<Vec<u8>>,
+    /// A buffer taken for a frame that turned out to carry no data.
+    spare: Option<Vec<u8>>,
     created: usize,
 }
 
 impl BufferPool {
     fn new(free: mpsc::Receiver<Vec<u8>>) -> Self {
-        Self { free, created: 0 }
+        Self {
+            free,
+            spare: None,
+            created: 0,
+        }
     }
 
     /// A buffer: a new one while fewer than the pipeline holds exist,
     /// otherwise the next one the writer returns. `None` if the writer has
     /// stopped.
     async fn take(&mut self) -> Option<Vec<u8>> {
+        if let Some(buf) = self.spare.take() {
+            return Some(buf);
+        }
         if let Ok(buf) = self.free.try_recv() {
             return Some(buf);
         }
@@ -633,6 +725,11 @@ impl BufferPool {
             return Some(Vec::with_capacity(MAX_DATA_CHUNK));
         }
         self.free.recv().await
+    }
+
+    /// Returns an unused buffer from [`take`](Self::take).
+    fn put_back(&mut self, buf: Vec<u8>) {
+        self.spare = Some(buf);
     }
 }
 

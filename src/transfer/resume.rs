@@ -3,19 +3,24 @@
 //! The partial data itself stays in a hidden staging directory inside the
 //! download directory (the same file system as the final location, so the
 //! last step is still an atomic rename). This module keeps, in the state
-//! directory, one small record per interrupted transfer: who sent it, when,
-//! and the map of verified blocks. The record's key is a hash of the
-//! sender's device ID and the offer's manifest, so the same content from
-//! the same device — a retry after a dropped link, a restarted daemon, or a
-//! new `share send` of the same files — finds its partial data again, while
-//! no other device can claim it.
+//! directory, one small record per interrupted transfer (who sent it, when,
+//! and the map of verified blocks) and a value log: the value of every
+//! verified block, 32 bytes at `32 × block number`. The key is a hash of the
+//! sender's device ID and the offer's manifest, whose version tags change
+//! whenever a file may have changed; so the same unchanged files from the
+//! same device — a retry after a dropped link, a restarted daemon, or a new
+//! `share send` of the same files — find their partial data again, while no
+//! other device can claim it.
 //!
 //! The map is a hint, not a promise: on resume the store re-hashes every
-//! block the map claims before trusting it, so a record written just before
-//! a crash (or a power loss) can never make a corrupt block count.
+//! block the map claims and compares it with the logged value before
+//! trusting it, so a record written just before a crash (or a power loss)
+//! can never make a corrupt block count. Nothing here is synced for the
+//! same reason.
 
-use std::collections::HashSet;
-use std::fs;
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -92,10 +97,28 @@ impl Drop for Claim {
     }
 }
 
+/// The values of one transfer's verified blocks, written as they verify.
+#[derive(Debug)]
+pub struct ValueLog {
+    file: File,
+}
+
+impl ValueLog {
+    /// Records the value of block number `block` (numbered as in
+    /// [`Manifest::block_starts`]).
+    pub fn put(&self, block: usize, value: &[u8; 32]) -> std::io::Result<()> {
+        self.file
+            .write_all_at(value, (block as u64).saturating_mul(VALUE_LEN))
+    }
+}
+
+/// Bytes per block in a value log.
+const VALUE_LEN: u64 = 32;
+
 /// The key of a transfer: hash of sender ID and manifest, 32 hex digits.
 pub fn key(peer: &DeviceId, manifest: &Manifest) -> String {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(b"lanshare resume v1");
+    hasher.update(b"lanshare resume v2");
     hasher.update(peer.as_bytes());
     let mut encoded = BytesMut::new();
     // A manifest that was decoded from the wire always re-encodes.
@@ -127,6 +150,34 @@ impl ResumeStore {
         self.dir.join(format!("{key}.json"))
     }
 
+    fn values_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.values"))
+    }
+
+    /// The value log of `key`, created if missing (existing values stay).
+    pub fn value_log(&self, key: &str) -> std::io::Result<ValueLog> {
+        fs::create_dir_all(&self.dir)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.values_path(key))?;
+        Ok(ValueLog { file })
+    }
+
+    /// The logged block values of `key` (all zeros where none was logged),
+    /// at most `blocks` of them; empty without a log.
+    pub fn load_values(&self, key: &str, blocks: usize) -> Vec<[u8; 32]> {
+        let Ok(bytes) = fs::read(self.values_path(key)) else {
+            return Vec::new();
+        };
+        bytes
+            .chunks_exact(VALUE_LEN as usize)
+            .take(blocks)
+            .map(|c| c.try_into().unwrap_or([0; 32]))
+            .collect()
+    }
+
     /// The record for `key`, if any (an unreadable record counts as none).
     pub fn load(&self, key: &str) -> Option<Record> {
         let bytes = fs::read(self.path(key)).ok()?;
@@ -147,30 +198,39 @@ impl ResumeStore {
         crate::state_file::replace_unsynced(&self.path(key), &json)
     }
 
-    /// Forgets `key`.
+    /// Forgets `key`: its record and its value log.
     pub fn remove(&self, key: &str) {
-        if let Err(e) = fs::remove_file(self.path(key))
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(key, "cannot remove resume record: {e}");
+        for path in [self.path(key), self.values_path(key)] {
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(key, "cannot remove {}: {e}", path.display());
+            }
         }
     }
 
-    /// Keys of records older than `max_age` (not currently in use).
+    /// Keys of records older than `max_age`, and of value logs without a
+    /// record (not currently in use).
     pub fn expired(&self, max_age: Duration) -> Vec<String> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let limit = now().saturating_sub(max_age.as_secs());
-        entries
+        let keys: BTreeSet<String> = entries
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                let key = name.strip_suffix(".json")?.to_owned();
-                let record = self.load(&key);
-                let old = record.is_none_or(|r| r.created < limit);
-                (old && !busy.contains(&key)).then_some(key)
+                let key = name
+                    .strip_suffix(".json")
+                    .or_else(|| name.strip_suffix(".values"))?;
+                Some(key.to_owned())
+            })
+            .collect();
+        keys.into_iter()
+            .filter(|key| {
+                let old = self.load(key).is_none_or(|r| r.created < limit);
+                old && !busy.contains(key)
             })
             .collect()
     }
@@ -192,10 +252,7 @@ mod tests {
         Manifest {
             entries: vec![Entry {
                 path: "a".into(),
-                kind: EntryKind::File {
-                    size,
-                    hash: [1; 32],
-                },
+                kind: EntryKind::File { size, tag: [1; 32] },
             }],
             ..Manifest::default()
         }
@@ -233,5 +290,29 @@ mod tests {
         assert_eq!(store.expired(Duration::from_secs(3600)), ["k1"]);
         store.remove("k1");
         assert!(store.load("k1").is_none());
+    }
+
+    #[test]
+    fn value_logs_keep_values_by_block_and_go_with_the_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ResumeStore::new(tmp.path());
+        assert!(store.load_values("k", 4).is_empty());
+        let log = store.value_log("k").unwrap();
+        log.put(2, &[7; 32]).unwrap();
+        log.put(0, &[5; 32]).unwrap();
+        drop(log);
+        // Reopening keeps what is there.
+        store.value_log("k").unwrap().put(3, &[9; 32]).unwrap();
+        assert_eq!(
+            store.load_values("k", 4),
+            [[5; 32], [0; 32], [7; 32], [9; 32]]
+        );
+        assert_eq!(store.load_values("k", 2), [[5; 32], [0; 32]]);
+        store
+            .save("k", &Record::new(DeviceId::from_cert_der(b"a"), "a"))
+            .unwrap();
+        store.remove("k");
+        assert!(store.load_values("k", 4).is_empty());
+        assert!(store.load("k").is_none());
     }
 }

@@ -3,10 +3,13 @@
 //! Files are read on a blocking thread in [`MAX_DATA_CHUNK`]-sized chunks
 //! straight into buffers that already hold room for the frame header, so
 //! each chunk is written to the link with one call and never copied. The
-//! reader re-hashes what it reads and stops with an error if a file changed
-//! since it was scanned (the receiver would reject it anyway; this says
-//! why). A bounded channel between reader and writer keeps memory flat no
-//! matter how large the files are.
+//! reader hashes what it reads, block by block, and follows each block's
+//! data with a `BlockValue` frame that the receiver checks its own hash
+//! against: one pass over the data, and the first byte moves as soon as the
+//! offer is accepted. It stops with an error if a file's version changed
+//! since the offer, before or after reading each part. A bounded channel
+//! between reader and writer keeps memory flat no matter how large the
+//! files are.
 //!
 //! Success means the receiver's `Done`: every file verified, synced and
 //! renamed into place. Nothing less makes `share send` exit 0.
@@ -21,9 +24,11 @@ use super::TransferError;
 use super::framed::Framed;
 use super::handshake::kind;
 use super::registry::Handle;
-use super::source::{Source, SourceFile};
+use super::source::{Source, SourceFile, Version};
+use crate::protocol::hash::BlockHasher;
 use crate::protocol::{
-    BlockRange, DATA_HEADER_LEN, EntryKind, MAX_DATA_CHUNK, Message, blocks_for, encode_data_header,
+    BlockRange, DATA_HEADER_LEN, EntryKind, MAX_DATA_CHUNK, Message, blocks_for, encode,
+    encode_data_header,
 };
 
 /// How long the sender waits for `Done` after the last byte: the receiver
@@ -111,7 +116,7 @@ async fn run(
     handle.set_resumed(source.manifest.total_bytes().saturating_sub(needed));
     let _ = events.send(SendEvent::Accepted);
 
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, TransferError>>(PIPELINE_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<Result<Frame, TransferError>>(PIPELINE_DEPTH);
     let block_size = source.manifest.block_size;
     let reader = tokio::task::spawn_blocking(move || read_segments(segments, block_size, &tx));
 
@@ -123,11 +128,10 @@ async fn run(
     loop {
         tokio::select! {
             chunk = rx.recv() => match chunk {
-                Some(Ok(frame)) => {
-                    let payload = (frame.len() - DATA_HEADER_LEN) as u64;
-                    to_peer.send_data_frame(frame).await?;
-                    handle.add_sent(payload);
-                    written += payload;
+                Some(Ok(Frame { bytes, data })) => {
+                    to_peer.send_encoded(bytes).await?;
+                    handle.add_sent(data);
+                    written += data;
                 }
                 Some(Err(e)) => return Err(e),
                 None => break,
@@ -159,15 +163,23 @@ async fn run(
     }
 }
 
-/// A byte range of one file to send, with the hashes of its blocks.
+/// A byte range of one file to send: whole blocks.
 struct Segment {
     file: u32,
     /// The open file (passed by the CLI) and its name for messages.
     source: SourceFile,
+    /// The file's version when it was offered.
+    version: Version,
     offset: u64,
     len: u64,
     /// The file's size in the offer.
     size: u64,
+}
+
+/// An encoded frame for the writer, and how many file bytes it carries.
+struct Frame {
+    bytes: Bytes,
+    data: u64,
 }
 
 /// Checks the receiver's block ranges against the manifest (they are peer
@@ -179,9 +191,11 @@ fn plan_segments(source: &Source, need: &[BlockRange]) -> Result<Vec<Segment>, T
     let mut previous: Option<(u32, u64)> = None;
     for range in need {
         let index = range.file as usize;
-        let (Some(entry), Some(Some(file))) =
-            (manifest.entries.get(index), source.files.get(index))
-        else {
+        let (Some(entry), Some(Some(file)), Some(Some(version))) = (
+            manifest.entries.get(index),
+            source.files.get(index),
+            source.versions.get(index),
+        ) else {
             return Err(bad(format!("entry {} is not a file", range.file)));
         };
         let EntryKind::File { size, .. } = entry.kind else {
@@ -203,6 +217,7 @@ fn plan_segments(source: &Source, need: &[BlockRange]) -> Result<Vec<Segment>, T
         segments.push(Segment {
             file: range.file,
             source: file.clone(),
+            version: *version,
             offset,
             len,
             size,
@@ -227,7 +242,7 @@ fn unexpected(message: Message, peer_name: &str) -> TransferError {
 fn read_segments(
     segments: Vec<Segment>,
     block_size: u32,
-    tx: &mpsc::Sender<Result<Bytes, TransferError>>,
+    tx: &mpsc::Sender<Result<Frame, TransferError>>,
 ) {
     for segment in segments {
         if let Err(e) = read_segment(&segment, block_size, tx) {
@@ -237,41 +252,36 @@ fn read_segments(
     }
 }
 
-/// Reads one segment in chunks that never cross a block boundary. The
-/// data is not re-hashed here — the receiver verifies every block — but a
-/// file whose size or modification time changes while it is being read is
-/// reported as changed, which says more than the receiver's integrity
-/// error would.
+/// Reads one segment in chunks that never cross a block boundary, hashing
+/// each block and sending its value after its last chunk. The file's
+/// version is checked before and after: a file that changed since the
+/// offer is reported as changed (its blocks would not belong together).
 fn read_segment(
     segment: &Segment,
     block_size: u32,
-    tx: &mpsc::Sender<Result<Bytes, TransferError>>,
+    tx: &mpsc::Sender<Result<Frame, TransferError>>,
 ) -> Result<(), TransferError> {
     let path = &segment.source.path;
     let local = |what: &str, e: std::io::Error| {
         TransferError::Local(format!("cannot {what} {}: {e}", path.display()))
     };
-    let changed = || {
-        TransferError::Local(format!(
+    let file = &segment.source.file;
+    let unchanged = || match Version::of(file) {
+        Ok(now) if now == segment.version => Ok(()),
+        Ok(_) => Err(TransferError::Local(format!(
             "{} changed while being sent; send it again",
             path.display()
-        ))
+        ))),
+        Err(e) => Err(local("inspect", e)),
     };
-    let file = &segment.source.file;
-    let stamp = |file: &std::fs::File| {
-        file.metadata()
-            .map(|m| (m.len(), m.modified().ok()))
-            .map_err(|e| local("inspect", e))
-    };
-    let before = stamp(file)?;
-    if before.0 != segment.size {
-        return Err(changed());
-    }
+    unchanged()?;
     let end = segment.offset + segment.len;
     let mut offset = segment.offset;
-    let block_size = u64::from(block_size);
+    let bs = u64::from(block_size);
+    let mut hasher: Option<BlockHasher> = None;
     while offset < end {
-        let block_end = ((offset / block_size + 1) * block_size).min(end);
+        let block = offset / bs;
+        let block_end = ((block + 1) * bs).min(end);
         let want = usize::try_from(block_end - offset)
             .unwrap_or(MAX_DATA_CHUNK)
             .min(MAX_DATA_CHUNK);
@@ -285,7 +295,11 @@ fn read_segment(
         while frame.len() < end_of_frame {
             let at = offset + (frame.len() - DATA_HEADER_LEN) as u64;
             match rustix::io::pread(file, spare_capacity(&mut frame), at) {
-                Ok(0) => return Err(changed()),
+                // Shorter than offered: changed, normally.
+                Ok(0) => {
+                    unchanged()?;
+                    return Err(local("read", std::io::ErrorKind::UnexpectedEof.into()));
+                }
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(local("read", e.into())),
@@ -293,14 +307,37 @@ fn read_segment(
         }
         // The allocator may have granted more room than asked for.
         frame.truncate(end_of_frame);
+        hasher
+            .get_or_insert_with(|| BlockHasher::new(segment.size, block_size, block))
+            .update(&frame[DATA_HEADER_LEN..]);
         offset += want as u64;
-        if tx.blocking_send(Ok(Bytes::from(frame))).is_err() {
+        let data = Frame {
+            bytes: Bytes::from(frame),
+            data: want as u64,
+        };
+        if tx.blocking_send(Ok(data)).is_err() {
             // The network side stopped; it reports why.
             return Ok(());
         }
+        if offset == block_end
+            && let Some(done) = hasher.take()
+        {
+            let value = Message::BlockValue {
+                file: segment.file,
+                block,
+                value: done.finalize(),
+            };
+            let mut bytes = BytesMut::new();
+            encode(&value, &mut bytes)
+                .map_err(|e| TransferError::Local(format!("cannot encode a block value: {e}")))?;
+            let frame = Frame {
+                bytes: bytes.freeze(),
+                data: 0,
+            };
+            if tx.blocking_send(Ok(frame)).is_err() {
+                return Ok(());
+            }
+        }
     }
-    if stamp(file)? != before {
-        return Err(changed());
-    }
-    Ok(())
+    unchanged()
 }

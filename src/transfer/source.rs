@@ -10,8 +10,8 @@
 //!    user's own permissions. The open descriptors go to the daemon over
 //!    the control socket ([`crate::control::fds`]).
 //! 2. [`prepare`] runs in the daemon on those open files: it checks that
-//!    each one is a readable regular file, hashes it and builds the
-//!    offer. The daemon never opens a path a user gave it, so a user can
+//!    each one is a readable regular file and builds the offer, without
+//!    reading any data. The daemon never opens a path a user gave it, so a user can
 //!    never make it send a file that user could not read.
 //!
 //! [`scan`] does both in one process (tests, tools).
@@ -29,35 +29,32 @@
 //! * Names must be UTF-8 (the wire format is UTF-8) and must pass the
 //!   receiver's path rules ([`crate::store::plan`]), so an unsendable name
 //!   is reported here, with the path, rather than as a refused offer.
-//! * Each file is hashed with BLAKE3 while preparing, whole and per block,
-//!   so the offer can carry the hashes the receiver verifies (and resumes
-//!   by). Reads are positional (`read_at`) on the one open file, so the
-//!   same descriptor serves hashing and sending. The size announced is the
-//!   size of the file when it was hashed; if the file grows or shrinks
-//!   meanwhile the preparation fails. If it changes *after* that, the
-//!   sender's later read must notice, and the receiver rejects any content
-//!   that does not match the hash.
+//! * No file is read before the offer: the data is hashed as it is sent
+//!   (see [`super::send`]), so the first byte moves at once. The offer
+//!   names each file's version instead ([`Version`]: device, inode, size,
+//!   modification and change times), which lets a receiver resume a later
+//!   offer of the same unchanged file; the sender checks the version again
+//!   before and after reading each part, so a file that changes while it is
+//!   being sent fails the send instead of arriving torn.
 //!
 //! Blocking; call it from a blocking thread.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rustix::fs::OFlags;
 
-use super::hash_cache::{HashCache, MIN_CACHED_SIZE, Version};
-use crate::protocol::hash::{BlockHasher, file_hash};
 use crate::protocol::{Entry, EntryKind, MAX_ENTRIES, Manifest, choose_block_size};
 use crate::store::PathError;
 
-/// Read size while hashing: small enough that the data is still in the
-/// CPU cache when BLAKE3 reads it back.
-const HASH_BUF_LEN: usize = 64 << 10;
+/// Files changed less than this long before their offer get a version tag
+/// of their own (see [`Version::tag`]).
+const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 /// The result of preparing what the user asked to send.
 #[derive(Debug, Clone)]
@@ -67,6 +64,9 @@ pub struct Source {
     /// Same length as `manifest.entries`: the open file of each file entry,
     /// `None` for directories.
     pub files: Vec<Option<SourceFile>>,
+    /// Same length as `manifest.entries`: the version of each file entry
+    /// when the offer was made.
+    pub versions: Vec<Option<Version>>,
     /// Entries inside the named directories that cannot be sent and were
     /// left out; the caller should warn about them.
     pub skipped: Vec<Skipped>,
@@ -235,7 +235,7 @@ pub enum SourceError {
 /// A [`SourceError`] naming the first path that cannot be sent.
 pub fn scan(paths: &[PathBuf]) -> Result<Source, SourceError> {
     let layout = walk(paths)?;
-    let mut source = prepare(layout.open_all()?, None)?;
+    let mut source = prepare(layout.open_all()?)?;
     source.skipped = layout.skipped;
     Ok(source)
 }
@@ -359,7 +359,7 @@ impl Layout {
                     } else {
                         EntryKind::File {
                             size: 0,
-                            hash: [0; 32],
+                            tag: [0; 32],
                         }
                     },
                 })
@@ -395,17 +395,14 @@ impl LayoutEntry {
     }
 }
 
-/// Builds the offer from entries in send order, each a directory (`None`)
-/// or an open file (the daemon's half): checks every name and that every
-/// file is a regular file open for reading, then hashes the files through
-/// their descriptors. `skipped` of the result is empty.
+/// The daemon's half: checks that every entry's name is sendable and every
+/// file is a regular file open for reading, and builds the offer from the
+/// files' sizes and versions. No data is read. `skipped` of the result is
+/// empty.
 ///
 /// # Errors
 /// A [`SourceError`] naming the first entry that cannot be sent.
-pub fn prepare(
-    entries: Vec<(String, Option<SourceFile>)>,
-    cache: Option<&HashCache>,
-) -> Result<Source, SourceError> {
+pub fn prepare(entries: Vec<(String, Option<SourceFile>)>) -> Result<Source, SourceError> {
     if entries.is_empty() {
         return Err(SourceError::Empty);
     }
@@ -415,52 +412,111 @@ pub fn prepare(
             max: MAX_ENTRIES,
         });
     }
+    let now = SystemTime::now();
     let mut manifest = Manifest::default();
+    let mut versions = Vec::with_capacity(entries.len());
     let mut sizes = Vec::with_capacity(entries.len());
     for (path, file) in &entries {
         crate::store::sanitize(path)?;
-        let kind = match file {
-            None => EntryKind::Directory,
-            Some(f) => EntryKind::File {
-                size: readable_size(f)?,
-                hash: [0; 32],
-            },
+        let (kind, version) = match file {
+            None => (EntryKind::Directory, None),
+            Some(f) => {
+                let size = readable_size(f)?;
+                let version = Version::of(&f.file).map_err(|e| io_err(&f.path, e))?;
+                if version.size != size {
+                    return Err(SourceError::Changed {
+                        path: f.path.clone(),
+                    });
+                }
+                sizes.push(size);
+                let tag = version.tag(now);
+                (EntryKind::File { size, tag }, Some(version))
+            }
         };
-        if let EntryKind::File { size, .. } = kind {
-            sizes.push(size);
-        }
         manifest.entries.push(Entry {
             path: path.clone(),
             kind,
         });
+        versions.push(version);
     }
-    // Names first: no hashing work for a selection the receiver refuses.
     crate::store::plan(&manifest, usize::MAX)?;
-
-    let block_size = choose_block_size(&sizes);
-    manifest.block_size = block_size;
-    let to_hash: Vec<(&SourceFile, u64)> = entries
-        .iter()
-        .zip(&manifest.entries)
-        .filter_map(|((_, file), entry)| match (file, &entry.kind) {
-            (Some(f), EntryKind::File { size, .. }) => Some((f, *size)),
-            _ => None,
-        })
-        .collect();
-    let mut values = hash_files(&to_hash, block_size, cache)?.into_iter();
-    for entry in &mut manifest.entries {
-        if let EntryKind::File { size, hash } = &mut entry.kind {
-            let blocks = values.next().unwrap_or_default();
-            *hash = file_hash(&blocks, *size, block_size).unwrap_or_default();
-            manifest.blocks.extend(blocks);
-        }
-    }
+    manifest.block_size = choose_block_size(&sizes);
     let files = entries.into_iter().map(|(_, file)| file).collect();
     Ok(Source {
         manifest,
         files,
+        versions,
         skipped: Vec::new(),
     })
+}
+
+/// One version of one file: what changes whenever its content may have.
+/// `ctime` changes with every write and cannot be set by users, so equal
+/// versions mean unchanged content (up to the kernel's timestamp
+/// granularity, which [`Version::tag`] guards against).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, u64),
+    ctime: (i64, u64),
+}
+
+impl Version {
+    /// The version of the open `file` now.
+    ///
+    /// # Errors
+    /// If the file cannot be inspected.
+    // The `stat` field types differ between architectures.
+    #[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+    pub fn of(file: &File) -> io::Result<Self> {
+        let st = rustix::fs::fstat(file)?;
+        fn int<E>(_: E) -> io::Error {
+            io::Error::other("file status out of range")
+        }
+        Ok(Self {
+            dev: u64::try_from(st.st_dev).map_err(int)?,
+            ino: u64::try_from(st.st_ino).map_err(int)?,
+            size: u64::try_from(st.st_size).map_err(int)?,
+            mtime: (
+                i64::try_from(st.st_mtime).map_err(int)?,
+                u64::try_from(st.st_mtime_nsec).map_err(int)?,
+            ),
+            ctime: (
+                i64::try_from(st.st_ctime).map_err(int)?,
+                u64::try_from(st.st_ctime_nsec).map_err(int)?,
+            ),
+        })
+    }
+
+    /// The offer's version tag: a hash of this version, so that offering
+    /// the same unchanged file again gives the same tag (and the receiver
+    /// resumes). A file changed less than 2 s before `now` may
+    /// change again within the same timestamp tick without its version
+    /// changing, so its tag also includes `now`: unique to this offer.
+    pub fn tag(&self, now: SystemTime) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("lanshare 2026-11 file version tag");
+        for n in [self.dev, self.ino, self.size, self.mtime.1, self.ctime.1] {
+            h.update(&n.to_le_bytes());
+        }
+        for n in [self.mtime.0, self.ctime.0] {
+            h.update(&n.to_le_bytes());
+        }
+        let settled_at = u64::try_from(self.ctime.0)
+            .ok()
+            .map(|s| Duration::new(s, self.ctime.1.min(999_999_999) as u32))
+            .and_then(|changed| SystemTime::UNIX_EPOCH.checked_add(changed))
+            .and_then(|changed| changed.checked_add(RACY_WINDOW));
+        let settled = settled_at.is_some_and(|at| at <= now);
+        if !settled {
+            let nanos = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            h.update(&nanos.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
 }
 
 /// The size of a regular file that can be read through `f`.
@@ -480,160 +536,6 @@ fn readable_size(f: &SourceFile) -> Result<u64, SourceError> {
         });
     }
     Ok(meta.len())
-}
-
-/// Offers smaller than this are hashed on the calling thread: starting
-/// threads would cost more than it saves (and latency matters for small
-/// sends).
-const PARALLEL_HASH_MIN: u64 = 8 << 20;
-
-/// Most threads used for hashing.
-const MAX_HASH_THREADS: usize = 4;
-
-/// The block values (see [`crate::protocol::hash`]) of every file, in one
-/// pass over the data, spread over up to [`MAX_HASH_THREADS`] threads by
-/// bytes: one big file is split by blocks, many small files by file.
-/// Unchanged files found in `cache` are not read; the values of the others
-/// are added to it.
-fn hash_files(
-    files: &[(&SourceFile, u64)],
-    block_size: u32,
-    cache: Option<&HashCache>,
-) -> Result<Vec<Vec<[u8; 32]>>, SourceError> {
-    let started = SystemTime::now();
-    let bs = u64::from(block_size);
-    let versions: Vec<Option<Version>> = files
-        .iter()
-        .map(|(f, size)| {
-            cache
-                .filter(|_| *size >= MIN_CACHED_SIZE)
-                .and_then(|_| Version::of(&f.file, block_size))
-                .filter(|v| v.size() == *size)
-        })
-        .collect();
-    let mut known: Vec<Option<Vec<[u8; 32]>>> = versions
-        .iter()
-        .map(|v| cache.zip(v.as_ref()).and_then(|(c, v)| c.get(v)))
-        .collect();
-    // One job per block of each file not known: (file, block, length).
-    let jobs: Vec<(usize, u64, u64)> = files
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| known[*i].is_none())
-        .flat_map(|(i, (_, size))| {
-            (0..size.div_ceil(bs)).map(move |b| (i, b, bs.min(size - b * bs)))
-        })
-        .collect();
-    let total: u64 = jobs.iter().map(|job| job.2).sum();
-    let threads = if total < PARALLEL_HASH_MIN {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_HASH_THREADS)
-    };
-    // Contiguous runs of jobs with roughly equal bytes.
-    let share = total.div_ceil(threads as u64).max(1);
-    let mut runs: Vec<&[(usize, u64, u64)]> = Vec::with_capacity(threads);
-    let (mut start, mut acc) = (0, 0u64);
-    for (k, job) in jobs.iter().enumerate() {
-        acc += job.2;
-        if acc >= share && runs.len() + 1 < threads {
-            runs.push(&jobs[start..=k]);
-            start = k + 1;
-            acc = 0;
-        }
-    }
-    runs.push(&jobs[start..]);
-    let hash_run = |run: &[(usize, u64, u64)]| -> Result<Vec<[u8; 32]>, SourceError> {
-        let mut buf = vec![0u8; HASH_BUF_LEN];
-        run.iter()
-            .map(|&(i, b, len)| {
-                let (f, size) = files[i];
-                hash_block(&f.file, size, block_size, b, len, &mut buf).map_err(|e| match e {
-                    Some(e) => io_err(&f.path, e),
-                    None => SourceError::Changed {
-                        path: f.path.clone(),
-                    },
-                })
-            })
-            .collect()
-    };
-    let values: Vec<[u8; 32]> = if runs.len() == 1 {
-        hash_run(runs[0])?
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = runs
-                .iter()
-                .map(|run| scope.spawn(move || hash_run(run)))
-                .collect();
-            let mut all = Vec::with_capacity(jobs.len());
-            for handle in handles {
-                let part = handle.join().map_err(|_| SourceError::Io {
-                    path: PathBuf::from("(hashing thread)"),
-                    source: io::Error::other("hashing thread panicked"),
-                })??;
-                all.extend(part);
-            }
-            Ok::<_, SourceError>(all)
-        })?
-    };
-    // Files whose size changed since they were measured.
-    for (f, size) in files {
-        if f.file.metadata().map_err(|e| io_err(&f.path, e))?.len() != *size {
-            return Err(SourceError::Changed {
-                path: f.path.clone(),
-            });
-        }
-    }
-    let mut out: Vec<Vec<[u8; 32]>> = files
-        .iter()
-        .map(|(_, size)| Vec::with_capacity(size.div_ceil(bs) as usize))
-        .collect();
-    for (&(i, _, _), value) in jobs.iter().zip(values) {
-        out[i].push(value);
-    }
-    for (i, ((f, _), version)) in files.iter().zip(&versions).enumerate() {
-        if let Some(values) = known[i].take() {
-            out[i] = values;
-        } else if let (Some(cache), Some(version)) = (cache, version) {
-            // Only if nothing changed while it was being read.
-            if Version::of(&f.file, block_size).as_ref() == Some(version) {
-                cache.insert(*version, out[i].clone(), started);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Hashes block `block` (`len` bytes) of a `size`-byte file with
-/// positional reads. `Err(None)`: the file is shorter than it was.
-fn hash_block(
-    file: &File,
-    size: u64,
-    block_size: u32,
-    block: u64,
-    len: u64,
-    buf: &mut [u8],
-) -> Result<[u8; 32], Option<io::Error>> {
-    let mut hasher = BlockHasher::new(size, block_size, block);
-    let mut offset = block * u64::from(block_size);
-    let end = offset + len;
-    while offset < end {
-        let want = usize::try_from(end - offset)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        match file.read_at(&mut buf[..want], offset) {
-            Ok(0) => return Err(None),
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Some(e)),
-        }
-    }
-    Ok(hasher.finalize())
 }
 
 /// The name an argument arrives under: its last component, or for `.`-like
@@ -699,15 +601,20 @@ mod tests {
 
     use super::*;
 
-    fn hash(b: &[u8]) -> [u8; 32] {
-        *blake3::hash(b).as_bytes()
+    /// The size of a file entry (tags are opaque).
+    fn file_size(kind: &EntryKind) -> Option<u64> {
+        match kind {
+            EntryKind::File { size, .. } => Some(*size),
+            EntryKind::Directory => None,
+        }
     }
 
-    fn file_kind(b: &[u8]) -> EntryKind {
-        EntryKind::File {
-            size: b.len() as u64,
-            hash: hash(b),
-        }
+    /// Paths and sizes: a manifest without its (time-dependent) tags.
+    fn shape(m: &Manifest) -> Vec<(String, Option<u64>)> {
+        m.entries
+            .iter()
+            .map(|e| (e.path.clone(), file_size(&e.kind)))
+            .collect()
     }
 
     #[test]
@@ -758,11 +665,13 @@ mod tests {
         );
         let e = &src.manifest.entries;
         assert_eq!(e[0].kind, EntryKind::Directory);
-        assert_eq!(e[1].kind, file_kind(b"aaa"));
-        assert_eq!(e[4].kind, file_kind(&vec![7u8; (1 << 20) + 5]));
-        assert_eq!(e[6].kind, file_kind(b""));
+        assert_eq!(file_size(&e[1].kind), Some(3));
+        assert_eq!(file_size(&e[4].kind), Some((1 << 20) + 5));
+        assert_eq!(file_size(&e[6].kind), Some(0));
         assert_eq!(e[7].kind, EntryKind::Directory);
-        assert_eq!(e[8].kind, file_kind(b"one"));
+        assert_eq!(file_size(&e[8].kind), Some(3));
+        assert_eq!(src.versions.len(), e.len());
+        assert!(src.versions[0].is_none() && src.versions[1].is_some());
         assert_eq!(src.files.len(), e.len());
         assert!(src.files[0].is_none());
         assert_eq!(
@@ -807,13 +716,16 @@ mod tests {
         let dl = crate::store::DownloadDir::open(&tmp.path().join("dl")).unwrap();
         let plan = crate::store::plan(&src.manifest, 64).unwrap();
         let mut staging = dl.stage(&plan, &src.manifest, "test").unwrap();
+        let bs = src.manifest.block_size;
         for (i, disk) in src.files.iter().enumerate() {
             if let Some(disk) = disk {
                 let data = fs::read(&disk.path).unwrap();
-                let mut offset = 0;
-                for chunk in data.chunks(1 << 20) {
-                    staging.write(i as u32, offset, chunk).unwrap();
-                    offset += chunk.len() as u64;
+                for (b, block) in data.chunks(bs as usize).enumerate() {
+                    let offset = b as u64 * u64::from(bs);
+                    staging.write(i as u32, offset, block).unwrap();
+                    let value =
+                        crate::protocol::hash::block_hash(block, data.len() as u64, bs, b as u64);
+                    staging.block_value(i as u32, b as u64, &value).unwrap();
                 }
             }
         }
@@ -835,7 +747,7 @@ mod tests {
         std::os::unix::fs::symlink(tmp.path().join("real.txt"), &link).unwrap();
         let src = scan(&[link]).unwrap();
         assert_eq!(src.manifest.entries[0].path, "alias.txt");
-        assert_eq!(src.manifest.entries[0].kind, file_kind(b"real"));
+        assert_eq!(file_size(&src.manifest.entries[0].kind), Some(4));
     }
 
     #[test]
@@ -903,39 +815,32 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_files_come_from_the_hash_cache_changed_ones_are_read_again() {
-        use std::time::{Duration, SystemTime};
+    fn version_tags_name_unchanged_files_and_recent_changes_get_their_own() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("big");
-        fs::write(&path, vec![7u8; (2 << 20) + 5]).unwrap();
-        let open = || {
-            vec![(
-                "big".to_owned(),
-                Some(SourceFile {
-                    path: path.clone(),
-                    file: Arc::new(File::open(&path).unwrap()),
-                }),
-            )]
-        };
-        let cache = HashCache::with_settle(Duration::ZERO);
-        let uncached = prepare(open(), None).unwrap().manifest;
-        assert_eq!(prepare(open(), Some(&cache)).unwrap().manifest, uncached);
-
-        // Served from the cache: plant values the file does not have.
-        let version = Version::of(&File::open(&path).unwrap(), uncached.block_size).unwrap();
-        cache.forget(&version);
-        cache.insert(version, vec![[9; 32]; 3], SystemTime::now());
-        let planted = prepare(open(), Some(&cache)).unwrap().manifest;
-        assert_eq!(planted.blocks, vec![[9; 32]; 3]);
-
-        // A changed file (here only its modification time) is read again.
+        let path = tmp.path().join("f");
+        fs::write(&path, b"one").unwrap();
+        let file = File::open(&path).unwrap();
+        let version = Version::of(&file).unwrap();
+        let settled = SystemTime::now() + RACY_WINDOW + Duration::from_secs(1);
+        assert_eq!(
+            Version::of(&file).unwrap().tag(settled),
+            version.tag(settled),
+            "an unchanged file keeps its tag"
+        );
+        // Just changed: another change in the same timestamp tick would go
+        // unseen, so each offer gets a tag of its own.
+        let now = SystemTime::now();
+        assert_ne!(version.tag(now), version.tag(now + Duration::from_nanos(1)));
+        // Any change is a new version (here only the modification time).
         File::options()
             .write(true)
             .open(&path)
             .unwrap()
             .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000))
             .unwrap();
-        assert_eq!(prepare(open(), Some(&cache)).unwrap().manifest, uncached);
+        let changed = Version::of(&file).unwrap();
+        assert_ne!(changed, version);
+        assert_ne!(changed.tag(settled), version.tag(settled));
     }
 
     /// The daemon's half: the same offer from descriptors as from paths,
@@ -961,9 +866,9 @@ mod tests {
                 (e.path.clone(), file)
             })
             .collect();
-        let prepared = prepare(entries, None).unwrap();
-        assert_eq!(prepared.manifest, scanned.manifest);
-        assert_eq!(prepared.manifest.blocks.len(), 5, "4 blocks + 1 block");
+        let prepared = prepare(entries).unwrap();
+        assert_eq!(shape(&prepared.manifest), shape(&scanned.manifest));
+        assert_eq!(prepared.manifest.block_size, 1 << 20);
 
         let file = |f: File| {
             Some(SourceFile {
@@ -972,10 +877,10 @@ mod tests {
             })
         };
         let write_only = File::options().write(true).open(root.join("a")).unwrap();
-        let err = prepare(vec![("x".into(), file(write_only))], None).unwrap_err();
+        let err = prepare(vec![("x".into(), file(write_only))]).unwrap_err();
         assert!(matches!(err, SourceError::NotReadable { .. }), "{err:?}");
         let dir = File::open(&root).unwrap();
-        let err = prepare(vec![("x".into(), file(dir))], None).unwrap_err();
+        let err = prepare(vec![("x".into(), file(dir))]).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -986,9 +891,9 @@ mod tests {
             ),
             "{err:?}"
         );
-        let err = prepare(vec![("../x".into(), None)], None).unwrap_err();
+        let err = prepare(vec![("../x".into(), None)]).unwrap_err();
         assert!(matches!(err, SourceError::Unsendable { .. }), "{err:?}");
-        assert!(matches!(prepare(Vec::new(), None), Err(SourceError::Empty)));
+        assert!(matches!(prepare(Vec::new()), Err(SourceError::Empty)));
     }
 
     #[test]
