@@ -8,9 +8,9 @@
 //! disk. `Data` frames must carry exactly the requested blocks, in order,
 //! each block followed by its `BlockValue`; anything else is a protocol
 //! violation that ends the transfer with an `Error` frame and discards what
-//! was received. Disk writes happen on a
-//! blocking thread fed through a bounded channel, so a slow disk applies
-//! back-pressure to the peer instead of growing memory.
+//! was received. Disk writes happen on a blocking thread fed through a
+//! bounded channel, so a slow disk applies back-pressure to the peer
+//! instead of growing memory.
 //!
 //! Interrupted transfers (connection lost, sender gone, a block that failed
 //! verification) keep their staging directory and a resume record
@@ -428,7 +428,7 @@ impl Job<'_> {
 
         let need = staging.missing();
         let present = staging.bytes_present();
-        let expected = Expected {
+        let expected = Counts {
             bytes: manifest.total_bytes() - present,
             values: need.iter().map(|r| r.count).sum(),
         };
@@ -513,10 +513,10 @@ impl Job<'_> {
         framed: &mut Framed,
         tx: mpsc::Sender<Chunk>,
         mut pool: BufferPool,
-        expected: Expected,
+        expected: Counts,
     ) -> Option<JobError> {
         let cancel = self.handle.cancelled();
-        let mut received = Expected {
+        let mut received = Counts {
             bytes: 0,
             values: 0,
         };
@@ -591,10 +591,9 @@ impl Job<'_> {
     }
 }
 
-/// What the pump still expects, or has received: data bytes and block
-/// values.
+/// Data bytes and block values: what the pump expects, or has received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Expected {
+struct Counts {
     bytes: u64,
     values: u64,
 }

@@ -11,8 +11,8 @@
 //!    the control socket ([`crate::control::fds`]).
 //! 2. [`prepare`] runs in the daemon on those open files: it checks that
 //!    each one is a readable regular file and builds the offer, without
-//!    reading any data. The daemon never opens a path a user gave it, so a user can
-//!    never make it send a file that user could not read.
+//!    reading any data. The daemon never opens a path a user gave it, so a
+//!    user can never make it send a file that user could not read.
 //!
 //! [`scan`] does both in one process (tests, tools).
 //!
