@@ -17,8 +17,8 @@ pub use manifest::{
     ManifestError, ManifestLimits, blocks_for, choose_block_size,
 };
 pub use wire::{
-    DATA_HEADER_LEN, DataHeader, DecodeError, EncodeError, decode, decode_data_header, encode,
-    encode_data_header,
+    BLOCK_VALUE_FRAME_LEN, DATA_HEADER_LEN, DataHeader, DecodeError, EncodeError, decode,
+    decode_data_header, encode, encode_data_header,
 };
 
 use bytes::Bytes;

@@ -31,6 +31,10 @@ use super::{
 /// index (4) + offset (8).
 pub const DATA_HEADER_LEN: usize = LEN_PREFIX + 1 + 4 + 8;
 
+/// Bytes of a whole `BlockValue` frame: length prefix, type, file index,
+/// block index, value.
+pub const BLOCK_VALUE_FRAME_LEN: usize = LEN_PREFIX + 1 + 4 + 8 + 32;
+
 /// Size of the frame length prefix.
 const LEN_PREFIX: usize = 4;
 
@@ -397,7 +401,7 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
             1 + 4 + need.len() * RANGE_LEN
         }
         Message::Done => 1,
-        Message::BlockValue { .. } => 1 + 4 + 8 + 32,
+        Message::BlockValue { .. } => BLOCK_VALUE_FRAME_LEN - LEN_PREFIX,
         Message::Reject { reason } => 1 + str_len(reason, REJECT_REASON, MAX_REASON_LEN)?,
         Message::Data { data, .. } => {
             if data.is_empty() {
@@ -1080,6 +1084,13 @@ mod tests {
         let buf = enc(&msg);
         assert_eq!(buf.len(), DATA_HEADER_LEN + MAX_DATA_CHUNK);
         roundtrip(msg);
+        let value = Message::BlockValue {
+            file: u32::MAX,
+            block: u64::MAX,
+            value: [0xff; 32],
+        };
+        assert_eq!(enc(&value).len(), BLOCK_VALUE_FRAME_LEN);
+        roundtrip(value);
     }
 
     #[test]

@@ -607,7 +607,12 @@ struct Resume<'a> {
 }
 
 impl Resume<'_> {
+    /// Writes the logged values, then the verified map that relies on them
+    /// (a block whose value is missing is only fetched again).
     fn save(&mut self, staging: &Staging) {
+        if let Err(e) = self.values.flush() {
+            tracing::warn!("cannot log block values: {e}");
+        }
         self.record.set_verified(staging.verified_map());
         if let Err(e) = self.store.save(self.key, &self.record) {
             tracing::warn!("cannot save resume state: {e}");
@@ -642,12 +647,7 @@ fn write_blocks(
             Chunk::Value { file, block, value } => {
                 let before = staging.bytes_present();
                 staging.block_value(file, block, &value).map(|global| {
-                    // A value that is not logged only costs a refetch of
-                    // its block after a crash: the map is checked against
-                    // the log.
-                    if let Err(e) = resume.values.put(global, &value) {
-                        tracing::warn!("cannot log a block value: {e}");
-                    }
+                    resume.values.put(global, value);
                     // Progress counts verified bytes only.
                     let verified = staging.bytes_present() - before;
                     progress(verified);

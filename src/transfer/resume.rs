@@ -97,18 +97,49 @@ impl Drop for Claim {
     }
 }
 
-/// The values of one transfer's verified blocks, written as they verify.
+/// The values of one transfer's verified blocks. Values are collected in
+/// memory and written by [`flush`](Self::flush), which the receiver calls
+/// before each save of the verified map: one write per run of consecutive
+/// blocks, not one per block (thousands of small files are thousands of
+/// blocks).
 #[derive(Debug)]
 pub struct ValueLog {
     file: File,
+    pending: Vec<(usize, [u8; 32])>,
 }
 
 impl ValueLog {
-    /// Records the value of block number `block` (numbered as in
+    /// Notes the value of block number `block` (numbered as in
     /// [`Manifest::block_starts`]).
-    pub fn put(&self, block: usize, value: &[u8; 32]) -> std::io::Result<()> {
+    pub fn put(&mut self, block: usize, value: [u8; 32]) {
+        self.pending.push((block, value));
+    }
+
+    /// Writes the values noted since the last flush.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.pending.sort_unstable_by_key(|(block, _)| *block);
+        let mut run: Vec<u8> = Vec::new();
+        let mut first = 0;
+        for (i, (block, value)) in self.pending.iter().enumerate() {
+            if i > 0 && *block != self.pending[i - 1].0 + 1 {
+                self.write_run(first, &run)?;
+                run.clear();
+            }
+            if run.is_empty() {
+                first = *block;
+            }
+            run.extend_from_slice(value);
+        }
+        if !run.is_empty() {
+            self.write_run(first, &run)?;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn write_run(&self, first: usize, values: &[u8]) -> std::io::Result<()> {
         self.file
-            .write_all_at(value, (block as u64).saturating_mul(VALUE_LEN))
+            .write_all_at(values, (first as u64).saturating_mul(VALUE_LEN))
     }
 }
 
@@ -162,7 +193,10 @@ impl ResumeStore {
             .truncate(false)
             .write(true)
             .open(self.values_path(key))?;
-        Ok(ValueLog { file })
+        Ok(ValueLog {
+            file,
+            pending: Vec::new(),
+        })
     }
 
     /// The logged block values of `key` (all zeros where none was logged),
@@ -297,12 +331,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = ResumeStore::new(tmp.path());
         assert!(store.load_values("k", 4).is_empty());
-        let log = store.value_log("k").unwrap();
-        log.put(2, &[7; 32]).unwrap();
-        log.put(0, &[5; 32]).unwrap();
+        let mut log = store.value_log("k").unwrap();
+        log.put(2, [7; 32]);
+        log.put(0, [5; 32]);
+        assert!(store.load_values("k", 4).is_empty(), "nothing written yet");
+        log.flush().unwrap();
+        log.flush().unwrap(); // nothing new: writes nothing
         drop(log);
-        // Reopening keeps what is there.
-        store.value_log("k").unwrap().put(3, &[9; 32]).unwrap();
+        // Reopening keeps what is there; a run of blocks in one write.
+        let mut log = store.value_log("k").unwrap();
+        log.put(4, [1; 32]);
+        log.put(3, [9; 32]);
+        log.flush().unwrap();
+        assert_eq!(
+            store.load_values("k", 5),
+            [[5; 32], [0; 32], [7; 32], [9; 32], [1; 32]]
+        );
         assert_eq!(
             store.load_values("k", 4),
             [[5; 32], [0; 32], [7; 32], [9; 32]]

@@ -27,8 +27,8 @@ use super::registry::Handle;
 use super::source::{Source, SourceFile, Version};
 use crate::protocol::hash::BlockHasher;
 use crate::protocol::{
-    BlockRange, DATA_HEADER_LEN, EntryKind, MAX_DATA_CHUNK, Message, blocks_for, encode,
-    encode_data_header,
+    BLOCK_VALUE_FRAME_LEN, BlockRange, DATA_HEADER_LEN, EntryKind, MAX_DATA_CHUNK, Message,
+    blocks_for, encode, encode_data_header,
 };
 
 /// How long the sender waits for `Done` after the last byte: the receiver
@@ -176,7 +176,9 @@ struct Segment {
     size: u64,
 }
 
-/// An encoded frame for the writer, and how many file bytes it carries.
+/// Encoded frames for the writer (a `Data` frame, followed by a
+/// `BlockValue` frame when it ends a block), and how many file bytes they
+/// carry.
 struct Frame {
     bytes: Bytes,
     data: u64,
@@ -253,7 +255,7 @@ fn read_segments(
 }
 
 /// Reads one segment in chunks that never cross a block boundary, hashing
-/// each block and sending its value after its last chunk. The file's
+/// each block and sending its value right after its last chunk. The file's
 /// version is checked before and after: a file that changed since the
 /// offer is reported as changed (its blocks would not belong together).
 fn read_segment(
@@ -285,10 +287,11 @@ fn read_segment(
         let want = usize::try_from(block_end - offset)
             .unwrap_or(MAX_DATA_CHUNK)
             .min(MAX_DATA_CHUNK);
+        let last_of_block = offset + want as u64 == block_end;
         let end_of_frame = DATA_HEADER_LEN + want;
         let mut header = BytesMut::with_capacity(DATA_HEADER_LEN);
         encode_data_header(segment.file, offset, want, &mut header);
-        let mut frame = Vec::with_capacity(end_of_frame);
+        let mut frame = Vec::with_capacity(end_of_frame + BLOCK_VALUE_FRAME_LEN);
         frame.extend_from_slice(&header);
         // Read into the spare capacity: no zero-filling a buffer that the
         // read overwrites anyway.
@@ -307,36 +310,31 @@ fn read_segment(
         }
         // The allocator may have granted more room than asked for.
         frame.truncate(end_of_frame);
-        hasher
-            .get_or_insert_with(|| BlockHasher::new(segment.size, block_size, block))
-            .update(&frame[DATA_HEADER_LEN..]);
-        offset += want as u64;
-        let data = Frame {
-            bytes: Bytes::from(frame),
-            data: want as u64,
-        };
-        if tx.blocking_send(Ok(data)).is_err() {
-            // The network side stopped; it reports why.
-            return Ok(());
-        }
-        if offset == block_end
-            && let Some(done) = hasher.take()
-        {
+        let running =
+            hasher.get_or_insert_with(|| BlockHasher::new(segment.size, block_size, block));
+        running.update(&frame[DATA_HEADER_LEN..]);
+        if last_of_block {
+            // The block's value goes out right behind its last chunk, in
+            // the same write.
             let value = Message::BlockValue {
                 file: segment.file,
                 block,
-                value: done.finalize(),
+                value: running.finalize(),
             };
-            let mut bytes = BytesMut::new();
-            encode(&value, &mut bytes)
+            hasher = None;
+            let mut encoded = BytesMut::with_capacity(BLOCK_VALUE_FRAME_LEN);
+            encode(&value, &mut encoded)
                 .map_err(|e| TransferError::Local(format!("cannot encode a block value: {e}")))?;
-            let frame = Frame {
-                bytes: bytes.freeze(),
-                data: 0,
-            };
-            if tx.blocking_send(Ok(frame)).is_err() {
-                return Ok(());
-            }
+            frame.extend_from_slice(&encoded);
+        }
+        offset += want as u64;
+        let frame = Frame {
+            bytes: Bytes::from(frame),
+            data: want as u64,
+        };
+        if tx.blocking_send(Ok(frame)).is_err() {
+            // The network side stopped; it reports why.
+            return Ok(());
         }
     }
     unchanged()
