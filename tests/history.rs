@@ -55,8 +55,7 @@ fn history_records_rejected_and_completed_transfers_across_a_restart() {
     let offer = bob.wait_transfer("the second offer", |t| {
         t["state"] == "pending" && t["names"][0] == "wanted.bin"
     });
-    let out = bob.cli(&["accept", offer["id"].as_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", failure(&out));
+    bob.accept_offer(&offer);
     let sent = finish_within(sender, CLI_LIMIT);
     assert!(sent.status.success(), "{:?}", failure(&sent));
     assert_same_file(&wanted, &bob.download.join("wanted.bin"));

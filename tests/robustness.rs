@@ -542,8 +542,7 @@ fn small_download_filesystem_rejects_what_does_not_fit_and_fails_cleanly() {
     let sender = spawn_share(&alice, &["send", &bob.addr(), s(&medium)]);
     let offer = bob.wait_transfer("the 6 MiB offer", |t| t["state"] == "pending");
     random_file(&fs.dir.join("filler.bin"), (4 * MIB) as usize, 33);
-    let out = bob.cli(&["accept", offer["id"].as_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", failure(&out));
+    bob.accept_offer(&offer);
     let out = finish_within(sender, Duration::from_secs(30));
     let (code, stderr) = failure(&out);
     assert_eq!(code, Some(1), "{stderr}");
@@ -565,8 +564,7 @@ fn small_download_filesystem_rejects_what_does_not_fit_and_fails_cleanly() {
     random_file(&small, 100 << 10, 34);
     let sender = spawn_share(&alice, &["send", &bob.addr(), s(&small), "--json"]);
     let offer = bob.wait_transfer("the small offer", |t| t["state"] == "pending");
-    let out = bob.cli(&["accept", offer["id"].as_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", failure(&out));
+    bob.accept_offer(&offer);
     sent_ok(&finish_within(sender, Duration::from_secs(30)));
     assert_same_file(&small, &fs.dir.join("small.bin"));
     assert_eq!(tree(&fs.dir), ["filler.bin", "small.bin"]);

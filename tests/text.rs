@@ -230,8 +230,7 @@ fn text_waits_for_consent_like_an_offer() {
     assert_eq!(pending["names"][0], "text: ping ✓");
     assert_eq!(pending["files"], 0);
     assert!(inbox(&bob).is_empty(), "stored before consent");
-    let out = bob.cli(&["accept", pending["id"].as_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", failure(&out));
+    bob.accept_offer(&pending);
     let sent = finish_within(sender, CLI_LIMIT);
     assert!(sent.status.success(), "{:?}", failure(&sent));
     assert!(String::from_utf8_lossy(&sent.stdout).contains("sent text"));

@@ -318,8 +318,7 @@ fn file_changed_after_its_offer_fails_the_send_and_lands_nowhere() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let out = bob.cli(&["accept", offer["id"].as_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", failure(&out));
+    bob.accept_offer(&offer);
     let sent = finish_within(sender, CLI_LIMIT);
     let (code, stderr) = failure(&sent);
     assert_eq!(code, Some(1), "{stderr}");
@@ -333,8 +332,7 @@ fn file_changed_after_its_offer_fails_the_send_and_lands_nowhere() {
     // Sent again: a new offer (consent is asked again), the edited content.
     let sender = spawn_share(&alice, &send);
     let offer = bob.wait_transfer("a second pending offer", |t| t["state"] == "pending");
-    let out = bob.cli(&["accept", offer["id"].as_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", failure(&out));
+    bob.accept_offer(&offer);
     let sent = finish_within(sender, CLI_LIMIT);
     assert_eq!(one_json(&sent)["status"], "done", "{:?}", failure(&sent));
     assert_same_file(&file, &bob.download.join("draft.bin"));

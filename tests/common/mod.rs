@@ -291,6 +291,18 @@ impl TestDaemon {
         }
     }
 
+    /// `share accept` of the pending `offer` (an entry of `share
+    /// transfers`), which must succeed.
+    pub fn accept_offer(&self, offer: &Value) {
+        let id = offer["id"].as_str().expect("the offer has an id");
+        let out = self.cli(&["accept", id]);
+        assert!(
+            out.status.success(),
+            "share accept {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Whether a log line containing `needle` has been read so far. Only
     /// for asserting that something did *not* happen; to check that it did,
     /// use [`TestDaemon::wait_logged`], because the log is read by another
