@@ -506,6 +506,73 @@ fn data_outside_what_was_requested_is_refused() {
     target.assert_normal_transfer_works();
 }
 
+/// Kept data is only a hint: after an interruption the receiver re-hashes
+/// every kept block against the value logged for it, and a block whose log
+/// entry is wrong is fetched again rather than trusted.
+#[test]
+fn a_kept_block_counts_only_if_it_matches_its_logged_value() {
+    let target = Target::start();
+    let mallory = Mallory::new();
+    let content: Vec<u8> = (0..(2 << 20) + 3).map(|i: u32| (i % 241) as u8).collect();
+    let m = offer_of("logged.bin", &content);
+    let (mut framed, answer) = mallory.offer(&target, m.clone());
+    assert!(matches!(answer, Answer::Accept(_)), "{answer:?}");
+    mallory.send(&mut framed, &data(0, 0, &content[..1 << 20]));
+    mallory.send(&mut framed, &value(0, 0, &content));
+    target
+        .daemon
+        .wait_transfer("block 0 verified", |t| t["bytes_done"] == 1 << 20);
+    mallory.hang_up(framed);
+    target
+        .daemon
+        .wait_transfer("the first attempt failed", |t| t["state"] == "failed");
+
+    // Damage block 0's entry in the value log.
+    let logs: Vec<String> = resume_records(&target.daemon.state)
+        .into_iter()
+        .filter(|n| n.ends_with(".values"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = target.daemon.state.join("resume").join(&logs[0]);
+    let mut bytes = std::fs::read(&log).unwrap();
+    assert!(
+        bytes.len() >= 32 && bytes[..32] != [0; 32],
+        "block 0 was logged"
+    );
+    bytes[7] ^= 0x55;
+    std::fs::write(&log, bytes).unwrap();
+
+    // The same offer again: resumed (no consent asked), but block 0 is
+    // requested again with the rest.
+    let (mut framed, answer) = mallory.offer(&target, m);
+    let Answer::Accept(need) = answer else {
+        panic!("resume: {answer:?}");
+    };
+    assert_eq!(
+        need,
+        [BlockRange {
+            file: 0,
+            first: 0,
+            count: 3
+        }],
+        "a block with a damaged log entry was trusted"
+    );
+    for block in 0..3u64 {
+        let start = (block << 20) as usize;
+        let end = (start + (1 << 20)).min(content.len());
+        mallory.send(&mut framed, &data(0, block << 20, &content[start..end]));
+        mallory.send(&mut framed, &value(0, block, &content));
+    }
+    let answer = mallory.answer(&mut framed);
+    assert!(matches!(answer, Answer::Done), "{answer:?}");
+    mallory.hang_up(framed);
+    assert_eq!(
+        std::fs::read(target.download().join("logged.bin")).unwrap(),
+        content
+    );
+    assert_eq!(resume_records(&target.daemon.state), Vec::<String>::new());
+}
+
 #[test]
 fn the_same_offer_twice_at_once_is_answered_busy() {
     let target = Target::start();
