@@ -402,15 +402,18 @@ impl Job<'_> {
         let download = self.ctx.download.clone();
         let key = self.key.to_owned();
         let map = self.record.verified_map();
-        let values = self.ctx.resume.load_values(self.key, map.len());
-        let claimed: Vec<Option<[u8; 32]>> = map
-            .iter()
-            .zip(values.iter().chain(std::iter::repeat(&[0; 32])))
-            .map(|(verified, value)| (*verified && *value != [0; 32]).then_some(*value))
-            .collect();
+        let resume = self.ctx.resume.clone();
         let staging_task = tokio::task::spawn_blocking(move || {
             let mut staging = download.stage(&plan, &manifest, &key)?;
-            if claimed.iter().any(Option::is_some) {
+            if map.contains(&true) {
+                // What the map claims, with the value logged for it; a
+                // block without one is fetched again.
+                let values = resume.load_values(&key, map.len());
+                let claimed: Vec<Option<[u8; 32]>> = map
+                    .iter()
+                    .zip(values.iter().chain(std::iter::repeat(&[0; 32])))
+                    .map(|(verified, value)| (*verified && *value != [0; 32]).then_some(*value))
+                    .collect();
                 staging.verify_existing(&claimed)?;
             }
             Ok::<_, StoreError>((staging, manifest))
