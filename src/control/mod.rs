@@ -242,7 +242,7 @@ pub enum Reply {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum SendEvent {
-    /// Scanned and hashed the files.
+    /// The files are open and the offer is built.
     Prepared {
         /// Number of files.
         files: usize,

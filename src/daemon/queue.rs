@@ -6,8 +6,8 @@
 //! (mDNS, remembered or manual peers) and, because a `HOST:PORT` peer is
 //! not in any table, by a timer backing off from [`RETRY_MIN`] to
 //! [`RETRY_MAX`]. When the peer resolves, a cheap probe (connect and
-//! `Hello`, no offer) checks that it really answers, so files are only
-//! hashed when a send can happen; then the ordinary send path runs, with
+//! `Hello`, no offer) checks that it really answers, so the offer is only
+//! prepared when a send can happen; then the ordinary send path runs, with
 //! its retries, consent and history. A send that fails before connecting
 //! goes back to waiting; one that reached the peer is over either way.
 //!
