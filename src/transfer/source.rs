@@ -42,7 +42,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -201,12 +201,6 @@ pub enum SourceError {
     /// with `O_PATH`).
     #[error("cannot send {}: it was not opened for reading", path.display())]
     NotReadable {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A file changed size while it was being hashed.
-    #[error("{} changed while it was being read; send it again once nothing is writing to it", path.display())]
-    Changed {
         /// The file.
         path: PathBuf,
     },
@@ -421,13 +415,8 @@ pub fn prepare(entries: Vec<(String, Option<SourceFile>)>) -> Result<Source, Sou
         let (kind, version) = match file {
             None => (EntryKind::Directory, None),
             Some(f) => {
-                let size = readable_size(f)?;
-                let version = Version::of(&f.file).map_err(|e| io_err(&f.path, e))?;
-                if version.size != size {
-                    return Err(SourceError::Changed {
-                        path: f.path.clone(),
-                    });
-                }
+                let version = readable_version(f)?;
+                let size = version.size;
                 sizes.push(size);
                 let tag = version.tag(now);
                 (EntryKind::File { size, tag }, Some(version))
@@ -459,8 +448,9 @@ pub struct Version {
     dev: u64,
     ino: u64,
     size: u64,
-    mtime: (i64, u64),
-    ctime: (i64, u64),
+    /// Seconds and nanoseconds.
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl Version {
@@ -468,26 +458,18 @@ impl Version {
     ///
     /// # Errors
     /// If the file cannot be inspected.
-    // The `stat` field types differ between architectures.
-    #[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
     pub fn of(file: &File) -> io::Result<Self> {
-        let st = rustix::fs::fstat(file)?;
-        fn int<E>(_: E) -> io::Error {
-            io::Error::other("file status out of range")
+        file.metadata().map(|meta| Self::from_metadata(&meta))
+    }
+
+    fn from_metadata(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
-        Ok(Self {
-            dev: u64::try_from(st.st_dev).map_err(int)?,
-            ino: u64::try_from(st.st_ino).map_err(int)?,
-            size: u64::try_from(st.st_size).map_err(int)?,
-            mtime: (
-                i64::try_from(st.st_mtime).map_err(int)?,
-                u64::try_from(st.st_mtime_nsec).map_err(int)?,
-            ),
-            ctime: (
-                i64::try_from(st.st_ctime).map_err(int)?,
-                u64::try_from(st.st_ctime_nsec).map_err(int)?,
-            ),
-        })
     }
 
     /// The offer's version tag: a hash of this version, so that offering
@@ -497,15 +479,18 @@ impl Version {
     /// changing, so its tag also includes `now`: unique to this offer.
     pub fn tag(&self, now: SystemTime) -> [u8; 32] {
         let mut h = blake3::Hasher::new_derive_key("lanshare 2026-11 file version tag");
-        for n in [self.dev, self.ino, self.size, self.mtime.1, self.ctime.1] {
+        for n in [self.dev, self.ino, self.size] {
             h.update(&n.to_le_bytes());
         }
-        for n in [self.mtime.0, self.ctime.0] {
+        // Nanoseconds are below 10^9: as i64 they have the bytes of the u64
+        // that PROTOCOL.md names.
+        for n in [self.mtime.1, self.ctime.1, self.mtime.0, self.ctime.0] {
             h.update(&n.to_le_bytes());
         }
+        let nanos = u32::try_from(self.ctime.1).unwrap_or(0).min(999_999_999);
         let settled_at = u64::try_from(self.ctime.0)
             .ok()
-            .map(|s| Duration::new(s, self.ctime.1.min(999_999_999) as u32))
+            .map(|s| Duration::new(s, nanos))
             .and_then(|changed| SystemTime::UNIX_EPOCH.checked_add(changed))
             .and_then(|changed| changed.checked_add(RACY_WINDOW));
         let settled = settled_at.is_some_and(|at| at <= now);
@@ -519,8 +504,8 @@ impl Version {
     }
 }
 
-/// The size of a regular file that can be read through `f`.
-fn readable_size(f: &SourceFile) -> Result<u64, SourceError> {
+/// The version of a regular file that can be read through `f`.
+fn readable_version(f: &SourceFile) -> Result<Version, SourceError> {
     let meta = f.file.metadata().map_err(|e| io_err(&f.path, e))?;
     if !meta.is_file() {
         return Err(SourceError::Unsupported {
@@ -535,7 +520,7 @@ fn readable_size(f: &SourceFile) -> Result<u64, SourceError> {
             path: f.path.clone(),
         });
     }
-    Ok(meta.len())
+    Ok(Version::from_metadata(&meta))
 }
 
 /// The name an argument arrives under: its last component, or for `.`-like
