@@ -406,15 +406,7 @@ impl Job<'_> {
         let staging_task = tokio::task::spawn_blocking(move || {
             let mut staging = download.stage(&plan, &manifest, &key)?;
             if map.contains(&true) {
-                // What the map claims, with the value logged for it; a
-                // block without one is fetched again.
-                let values = resume.load_values(&key, map.len());
-                let claimed: Vec<Option<[u8; 32]>> = map
-                    .iter()
-                    .zip(values.iter().chain(std::iter::repeat(&[0; 32])))
-                    .map(|(verified, value)| (*verified && *value != [0; 32]).then_some(*value))
-                    .collect();
-                staging.verify_existing(&claimed)?;
+                staging.verify_existing(&resume.claims(&key, &map))?;
             }
             Ok::<_, StoreError>((staging, manifest))
         });

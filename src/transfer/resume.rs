@@ -118,28 +118,13 @@ impl ValueLog {
     /// Writes the values noted since the last flush.
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.pending.sort_unstable_by_key(|(block, _)| *block);
-        let mut run: Vec<u8> = Vec::new();
-        let mut first = 0;
-        for (i, (block, value)) in self.pending.iter().enumerate() {
-            if i > 0 && *block != self.pending[i - 1].0 + 1 {
-                self.write_run(first, &run)?;
-                run.clear();
-            }
-            if run.is_empty() {
-                first = *block;
-            }
-            run.extend_from_slice(value);
-        }
-        if !run.is_empty() {
-            self.write_run(first, &run)?;
+        for run in self.pending.chunk_by(|a, b| b.0 == a.0 + 1) {
+            let bytes: Vec<u8> = run.iter().flat_map(|(_, value)| *value).collect();
+            let at = (run[0].0 as u64).saturating_mul(VALUE_LEN);
+            self.file.write_all_at(&bytes, at)?;
         }
         self.pending.clear();
         Ok(())
-    }
-
-    fn write_run(&self, first: usize, values: &[u8]) -> std::io::Result<()> {
-        self.file
-            .write_all_at(values, (first as u64).saturating_mul(VALUE_LEN))
     }
 }
 
@@ -199,9 +184,20 @@ impl ResumeStore {
         })
     }
 
+    /// What a resume of `key` may keep: for each block the verified `map`
+    /// claims, its logged value; `None` where the map claims nothing or no
+    /// value was logged (that block is fetched again).
+    pub fn claims(&self, key: &str, map: &[bool]) -> Vec<Option<[u8; 32]>> {
+        let values = self.load_values(key, map.len());
+        map.iter()
+            .zip(values.iter().chain(std::iter::repeat(&[0; 32])))
+            .map(|(verified, value)| (*verified && *value != [0; 32]).then_some(*value))
+            .collect()
+    }
+
     /// The logged block values of `key` (all zeros where none was logged),
     /// at most `blocks` of them; empty without a log.
-    pub fn load_values(&self, key: &str, blocks: usize) -> Vec<[u8; 32]> {
+    fn load_values(&self, key: &str, blocks: usize) -> Vec<[u8; 32]> {
         let Ok(bytes) = fs::read(self.values_path(key)) else {
             return Vec::new();
         };
@@ -352,6 +348,20 @@ mod tests {
             [[5; 32], [0; 32], [7; 32], [9; 32]]
         );
         assert_eq!(store.load_values("k", 2), [[5; 32], [0; 32]]);
+        // Claimed by the map and logged: kept; otherwise fetched again
+        // (block 1 has no value, block 2 is not claimed, block 5 is past
+        // the log).
+        assert_eq!(
+            store.claims("k", &[true, true, false, true, true, true]),
+            [
+                Some([5; 32]),
+                None,
+                None,
+                Some([9; 32]),
+                Some([1; 32]),
+                None
+            ]
+        );
         store
             .save("k", &Record::new(DeviceId::from_cert_der(b"a"), "a"))
             .unwrap();
