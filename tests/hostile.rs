@@ -423,6 +423,23 @@ fn accepted_then(
     answer
 }
 
+/// Offers `m` (one file, `content`), delivers its first 1 MiB block with
+/// its value, and drops the link once the receiver has verified that block
+/// and counted the attempt as failed: a transfer it keeps for a resume.
+fn first_block_then_link_lost(mallory: &Mallory, target: &Target, m: &Manifest, content: &[u8]) {
+    let (mut framed, answer) = mallory.offer(target, m.clone());
+    assert!(matches!(answer, Answer::Accept(_)), "{answer:?}");
+    mallory.send(&mut framed, &data(0, 0, &content[..1 << 20]));
+    mallory.send(&mut framed, &value(0, 0, content));
+    target
+        .daemon
+        .wait_transfer("block 0 verified", |t| t["bytes_done"] == 1 << 20);
+    mallory.hang_up(framed);
+    target
+        .daemon
+        .wait_transfer("the first attempt failed", |t| t["state"] == "failed");
+}
+
 fn data(file: u32, offset: u64, bytes: &[u8]) -> Message {
     Message::Data {
         file,
@@ -464,17 +481,7 @@ fn data_outside_what_was_requested_is_refused() {
     // block 0 again is a violation that discards everything.
     let two_blocks: Vec<u8> = (0..2 << 20).map(|i: u32| (i % 251) as u8).collect();
     let m = offer_of("two.bin", &two_blocks);
-    let (mut framed, answer) = mallory.offer(&target, m.clone());
-    assert!(matches!(answer, Answer::Accept(_)), "{answer:?}");
-    mallory.send(&mut framed, &data(0, 0, &two_blocks[..1 << 20]));
-    mallory.send(&mut framed, &value(0, 0, &two_blocks));
-    target
-        .daemon
-        .wait_transfer("block 0 verified", |t| t["bytes_done"] == 1 << 20);
-    mallory.hang_up(framed);
-    target
-        .daemon
-        .wait_transfer("the first attempt failed", |t| t["state"] == "failed");
+    first_block_then_link_lost(&mallory, &target, &m, &two_blocks);
     let (mut framed, answer) = mallory.offer(&target, m);
     let Answer::Accept(need) = answer else {
         panic!("resume: {answer:?}");
@@ -515,17 +522,7 @@ fn a_kept_block_counts_only_if_it_matches_its_logged_value() {
     let mallory = Mallory::new();
     let content: Vec<u8> = (0..(2 << 20) + 3).map(|i: u32| (i % 241) as u8).collect();
     let m = offer_of("logged.bin", &content);
-    let (mut framed, answer) = mallory.offer(&target, m.clone());
-    assert!(matches!(answer, Answer::Accept(_)), "{answer:?}");
-    mallory.send(&mut framed, &data(0, 0, &content[..1 << 20]));
-    mallory.send(&mut framed, &value(0, 0, &content));
-    target
-        .daemon
-        .wait_transfer("block 0 verified", |t| t["bytes_done"] == 1 << 20);
-    mallory.hang_up(framed);
-    target
-        .daemon
-        .wait_transfer("the first attempt failed", |t| t["state"] == "failed");
+    first_block_then_link_lost(&mallory, &target, &m, &content);
 
     // Damage block 0's entry in the value log.
     let logs: Vec<String> = resume_records(&target.daemon.state)
