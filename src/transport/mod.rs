@@ -179,6 +179,24 @@ enum Guard {
     },
 }
 
+impl Drop for Guard {
+    /// Logs what the QUIC path ended as: the first thing to look at when a
+    /// transfer is slower than the link (an MTU stuck low, heavy loss).
+    fn drop(&mut self) {
+        if let Guard::Quic(conn) = self {
+            let path = conn.stats().path;
+            tracing::debug!(
+                remote = %canonical(conn.remote_address()),
+                mtu = path.current_mtu,
+                rtt_us = path.rtt.as_micros(),
+                lost_packets = path.lost_packets,
+                black_holes = path.black_holes_detected,
+                "QUIC link closed"
+            );
+        }
+    }
+}
+
 /// An encrypted, mutually authenticated byte channel to one peer.
 pub struct Link {
     /// The peer's device ID, proven by the TLS handshake signature.

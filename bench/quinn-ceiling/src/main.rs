@@ -6,7 +6,7 @@
 //! * `link` (default): both ends are `lanshare::transport::quic::QuicTransport`
 //!   (the daemon's own endpoint code: socket2 UDP socket with 4 MiB buffers,
 //!   15 s idle, 5 s keep-alive, 8 MiB stream window, 64 MiB send window,
-//!   initial MTU 1452, rustls/ring TLS 1.3 with pinned identities). Data goes
+//!   initial MTU 1452 with discovery up to `MAX_UDP_PAYLOAD`, rustls/ring TLS 1.3 with pinned identities). Data goes
 //!   through the `Link` writer (`LinkWriter::write_bytes`, 1 MiB `Bytes`) and
 //!   reader (1 MiB reads) exactly as the transfer code sees them.
 //! * `raw`: quinn used directly with lanshare's own transport settings
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use lanshare::identity::Identity;
-use lanshare::transport::quic::QuicTransport;
+use lanshare::transport::quic::{MAX_UDP_PAYLOAD, QuicTransport};
 use lanshare::transport::{Transport, UDP_BUFFER_SIZE, tls};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -111,7 +111,11 @@ fn cpu_seconds() -> f64 {
         return f64::NAN;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let t = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (t(11) + t(12)) / 100.0
 }
 
@@ -245,14 +249,16 @@ async fn run_raw(args: &Args, pat: Arc<Vec<u8>>) -> Result<Outcome> {
     client_cfg.transport_config(transport);
     let rt = quinn::default_runtime().context("no runtime")?;
     let lo = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut endpoint_cfg = quinn::EndpointConfig::default();
+    endpoint_cfg.max_udp_payload_size(MAX_UDP_PAYLOAD)?;
     let server = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_cfg.clone(),
         Some(server_cfg),
         udp_socket(lo)?,
         rt.clone(),
     )?;
     let addr = server.local_addr()?;
-    let client = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, udp_socket(lo)?, rt)?;
+    let client = quinn::Endpoint::new(endpoint_cfg, None, udp_socket(lo)?, rt)?;
 
     let total = args.bytes;
     let recv_pat = pat.clone();
@@ -274,7 +280,9 @@ async fn run_raw(args: &Args, pat: Arc<Vec<u8>>) -> Result<Outcome> {
     });
 
     let t_hs = Instant::now();
-    let conn = client.connect_with(client_cfg, addr, tls::SERVER_NAME)?.await?;
+    let conn = client
+        .connect_with(client_cfg, addr, tls::SERVER_NAME)?
+        .await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let handshake = t_hs.elapsed();
     // Pre-split the pattern into shareable chunks: write_chunk is zero-copy.
@@ -314,7 +322,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("quinn-ceiling: {e}");
