@@ -415,21 +415,17 @@ async fn expire_resume_state(shared: Arc<Shared>, cancel: CancellationToken) {
             let Some(_claim) = ctx.resume.claim(&key) else {
                 continue;
             };
-            let download = ctx.download.clone();
-            let staged = key.clone();
-            let discarded = tokio::task::spawn_blocking(move || download.discard(&staged)).await;
-            ctx.resume.remove(&key);
             // Logged only once both the data and the record are gone.
-            match discarded {
-                Ok(Ok(removed)) => {
-                    tracing::info!(
-                        key,
-                        removed,
-                        "forgot an interrupted transfer that was never resumed"
-                    );
-                }
-                Ok(Err(e)) => tracing::warn!(key, "cannot remove expired partial data: {e}"),
-                Err(e) => tracing::warn!(key, "cleanup task failed: {e}"),
+            match ctx.forget(&key).await {
+                Ok(removed) => tracing::info!(
+                    key,
+                    removed,
+                    "forgot an interrupted transfer that was never resumed"
+                ),
+                Err(reason) => tracing::warn!(
+                    key,
+                    "cannot remove expired partial data (tried again within the hour): {reason}"
+                ),
             }
         }
     }

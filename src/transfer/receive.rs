@@ -81,6 +81,29 @@ pub struct ReceiveContext {
     pub limits: ManifestLimits,
 }
 
+impl ReceiveContext {
+    /// Forgets an interrupted transfer: its staging data first, then its
+    /// resume record and value log. If the data cannot be removed, the
+    /// record stays, so the daemon's hourly sweep of old records tries
+    /// again; in the other order a failure would leave hidden staging data
+    /// that no sweep ever finds. The caller holds the key's resume claim.
+    ///
+    /// Returns whether staging data existed.
+    ///
+    /// # Errors
+    /// A description of why the staging data could not be removed.
+    pub async fn forget(&self, key: &str) -> Result<bool, String> {
+        let download = self.download.clone();
+        let staged = key.to_owned();
+        let removed = tokio::task::spawn_blocking(move || download.discard(&staged))
+            .await
+            .map_err(|e| format!("cleanup task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        self.resume.remove(key);
+        Ok(removed)
+    }
+}
+
 /// What to do with partial data when a transfer ends without success.
 enum Leftover {
     /// Keep it for a resume (the link failed, not the content).
@@ -194,11 +217,13 @@ pub async fn receive_first(
         }
         Err((e, leftover)) => {
             tracing::warn!(id = handle.id(), "receiving from {peer_name} failed: {e}");
-            if matches!(leftover, Leftover::Discard) {
-                ctx.resume.remove(&key);
-                let download = ctx.download.clone();
-                let key = key.clone();
-                let _ = tokio::task::spawn_blocking(move || download.discard(&key)).await;
+            if matches!(leftover, Leftover::Discard)
+                && let Err(reason) = ctx.forget(&key).await
+            {
+                tracing::warn!(
+                    key,
+                    "cannot remove partial data (tried again when its resume record expires): {reason}"
+                );
             }
             let state = match &e {
                 TransferError::Cancelled => State::Cancelled,
@@ -795,5 +820,86 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::identity::Identity;
+    use crate::protocol::{Entry, EntryKind};
+    use crate::transfer::registry::{FinishSink, TransferInfo};
+
+    struct NoHistory;
+    impl FinishSink for NoHistory {
+        fn finished(&self, _: &TransferInfo, _: Duration) {}
+    }
+
+    fn context(root: &std::path::Path) -> ReceiveContext {
+        let download = root.join("downloads");
+        std::fs::create_dir(&download).unwrap();
+        ReceiveContext {
+            download: Arc::new(DownloadDir::open(&download).unwrap()),
+            trust: TrustStore::load(root).unwrap(),
+            policy: AcceptPolicy::Ask,
+            registry: Registry::with_sink(Arc::new(NoHistory)),
+            resume: ResumeStore::new(root),
+            offer_timeout: Duration::from_secs(1),
+            limits: ManifestLimits::default(),
+        }
+    }
+
+    /// An interrupted transfer: staged data under `key` and its record.
+    fn interrupted(ctx: &ReceiveContext, key: &str) {
+        let manifest = Manifest {
+            entries: vec![Entry {
+                path: "a.bin".into(),
+                kind: EntryKind::File {
+                    size: 10,
+                    tag: [7; 32],
+                },
+            }],
+            ..Manifest::default()
+        };
+        let plan = plan(&manifest, ctx.limits.max_depth).unwrap();
+        ctx.download.stage(&plan, &manifest, key).unwrap().keep();
+        let peer = Identity::generate().unwrap().id();
+        ctx.resume.save(key, &Record::new(peer, "laptop")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn forget_removes_the_staged_data_and_then_the_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = context(tmp.path());
+        interrupted(&ctx, "k1");
+        assert_eq!(ctx.forget("k1").await, Ok(true));
+        assert!(ctx.resume.load("k1").is_none(), "record left behind");
+        assert_eq!(ctx.forget("k1").await, Ok(false), "staged data left behind");
+    }
+
+    /// A record is the only way the daemon finds staged data again, so it
+    /// must outlive any staged data that could not be removed.
+    #[tokio::test]
+    async fn a_record_stays_while_its_staged_data_cannot_be_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = context(tmp.path());
+        interrupted(&ctx, "k1");
+        // Swap the staging directory for a symlink: the store refuses to
+        // follow it, so the data cannot be removed through it.
+        let downloads = tmp.path().join("downloads");
+        let staged = std::fs::read_dir(&downloads)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains("k1"))
+            .unwrap();
+        std::fs::rename(&staged, tmp.path().join("moved")).unwrap();
+        symlink(tmp.path().join("moved"), &staged).unwrap();
+        assert!(ctx.forget("k1").await.is_err());
+        assert!(
+            ctx.resume.load("k1").is_some(),
+            "record removed before the data"
+        );
     }
 }
