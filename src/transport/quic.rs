@@ -85,6 +85,9 @@ fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
     m
 }
 
+/// The longest the peer may wait before acknowledging (see [`ack_frequency`]).
+const MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// How soon the peer must acknowledge: within [`MAX_ACK_DELAY`] instead of
 /// QUIC's default 25 ms, still every other packet. On a LAN the round trip
 /// is well under a millisecond, so a 25 ms delay would dominate both loss
@@ -97,9 +100,6 @@ fn ack_frequency() -> quinn::AckFrequencyConfig {
     a.max_ack_delay(Some(MAX_ACK_DELAY));
     a
 }
-
-/// See [`ack_frequency`].
-const MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Endpoint settings whose stateless-reset key and connection-ID key are
 /// derived from the device key, so they survive restarts: a daemon that
