@@ -1120,6 +1120,7 @@ def meta(args) -> dict:
         "storage": "all sources and receive directories on tmpfs (RAM): disk speed is not measured; "
                    "lanshare's fsync/syncfs before 'done' is therefore cheap here",
         "network": "network namespace with only loopback (127.0.0.1); nothing on the real network",
+        "memory": getattr(args, "memory_note", ""),
         "versions": {
             "share": sh([args.share, "--version"]),
             "ssh": sh(["bash", "-c", "ssh -V 2>&1"]),
@@ -1217,7 +1218,8 @@ def report(doc) -> str:
     la = m.get("loadavg_at_start")
     L.append(f"Machine: {m.get('cpu')}, {m.get('cores')} cores, Linux {m.get('kernel')}; load average "
              f"{la[0] if la else '?'} at the start, {(m.get('loadavg_at_end') or ['?'])[0]} at the end. "
-             f"Storage: {m.get('storage')}. Network: {m.get('network')}.")
+             f"Storage: {m.get('storage')}. Network: {m.get('network')}."
+             + (f" Memory: {m['memory']}." if m.get("memory") else ""))
     L.append("")
     for wk, tools in ordered(doc.get("summary", {})):
         wl = doc["workloads"][wk]
@@ -1515,6 +1517,7 @@ def main() -> int:
     s.add_argument("--out", required=True)
     s.add_argument("--command-line", default="")
     s.add_argument("--git-commit", default="")
+    s.add_argument("--memory-note", default="")
     s.add_argument("--git-dirty", action="store_true")
     k = sub.add_parser("link")
     k.add_argument("--root", required=True)
@@ -1529,6 +1532,7 @@ def main() -> int:
     k.add_argument("--out", required=True)
     k.add_argument("--command-line", default="")
     k.add_argument("--git-commit", default="")
+    k.add_argument("--memory-note", default="")
     k.add_argument("--git-dirty", action="store_true")
     p = sub.add_parser("plot")
     p.add_argument("json")

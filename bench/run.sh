@@ -39,6 +39,10 @@ Options:
                      (other processes below 0.25 cores for 6 s); then run anyway
   --no-build         do not run cargo build (use the existing release binaries)
   --no-install       do not install anything; skip tools that are missing
+  --keep-page-reporting
+                     in a VM, leave the guest's free page reporting to the
+                     hypervisor on (by default it is paused for the run and
+                     restored afterwards; see bench/README.md, Caveats)
   -h, --help         this help
 
 Output: a markdown report on stdout (also bench/results/latest.md), JSON in
@@ -54,7 +58,7 @@ RESULTS="$BENCH/results"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 
 QUICK=0 PLOT=0 RUNS="" ONLY="" WORKLOADS="large,small,medium" EXTRAS=1 NO4G=0
-LINK=0 SUITE=1 RATE=1000 BUILD=1 INSTALL=1 WAIT_IDLE=0
+LINK=0 SUITE=1 RATE=1000 BUILD=1 INSTALL=1 WAIT_IDLE=0 KEEP_PR=0
 ORIG_ARGS="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -70,6 +74,7 @@ while [ $# -gt 0 ]; do
         --rate) RATE="${2:?--rate MBIT}"; shift ;;
         --no-build) BUILD=0 ;;
         --no-install) INSTALL=0 ;;
+        --keep-page-reporting) KEEP_PR=1 ;;
         --wait-idle) WAIT_IDLE="${2:?--wait-idle SECS}"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -101,7 +106,8 @@ die() { log "error: $*"; exit 1; }
 for c in ip tc cargo timeout mount; do command -v "$c" >/dev/null || die "missing $c"; done
 
 # ---------------------------------------------------------------- cleanup (always)
-NS="" NSA="" NSB="" TMP="" BGPID=""
+NS="" NSA="" NSB="" TMP="" BGPID="" PR_SAVED=""
+PR_PARAM=/sys/module/page_reporting/parameters/page_reporting_order
 # Long steps run in the background and are waited for, so that a signal is
 # handled at once (bash defers traps while a foreground child runs).
 bgwait() {
@@ -130,6 +136,9 @@ cleanup() {
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
         ip netns del "$ns" 2>/dev/null
     done
+    if [ -n "$PR_SAVED" ]; then
+        echo "$PR_SAVED" >"$PR_PARAM" && log "free page reporting restored (order $PR_SAVED)"
+    fi
     if [ -n "$TMP" ]; then
         umount "$TMP" 2>/dev/null || umount -l "$TMP" 2>/dev/null
         rmdir "$TMP" 2>/dev/null
@@ -227,6 +236,30 @@ TMP="$(mktemp -d /tmp/lanshare-bench.XXXXXX)"
 mount -t tmpfs -o "size=${size_g}g,mode=0700" lanshare-bench "$TMP"
 log "workloads and receive directories on tmpfs $TMP (${size_g} GiB max): disk speed is not measured"
 
+# In a VM with a memory balloon, freed guest memory is handed back to the
+# host within seconds, and touching it again costs a host page fault: every
+# receiver then writes its file into such memory at a speed that depends on
+# the host (on the project VM, 1 GiB of dd into tmpfs 3 s after the last
+# one: 0.5-1.6 s, against 0.4-0.5 s with reporting paused). Raising the
+# reporting order above the largest page
+# order reports nothing until the original value is restored on exit.
+MEMORY_NOTE=""
+if [ -w "$PR_PARAM" ]; then
+    if [ "$KEEP_PR" = 1 ]; then
+        MEMORY_NOTE="the guest's free page reporting to the hypervisor was left on (--keep-page-reporting)"
+    else
+        saved="$(cat "$PR_PARAM")"
+        if echo 11 >"$PR_PARAM" 2>/dev/null; then
+            PR_SAVED="$saved"
+            MEMORY_NOTE="the guest's free page reporting to the hypervisor was paused for the run (page_reporting_order $saved, restored afterwards)"
+            log "free page reporting paused (order $saved -> 11) until the end of the run"
+        else
+            MEMORY_NOTE="the guest reports free pages to the hypervisor; pausing it failed, so memory speed may vary"
+            log "could not pause free page reporting; memory speed may vary between runs"
+        fi
+    fi
+fi
+
 if [ "$WAIT_IDLE" != 0 ]; then
     bgwait "$PY" "$BENCH/bench.py" wait-idle --timeout "$WAIT_IDLE" \
         || log "the machine did not become idle within $WAIT_IDLE s; measuring anyway (see the others' CPU column)"
@@ -249,7 +282,7 @@ if [ "$SUITE" = 1 ]; then
     SUITE_JSON="$RESULTS/$STAMP.json"
     ARGS=(suite --root "$TMP" --share "$SHARE" --ceiling "$CEILING" --runs "$RUNS" --workloads "$WORKLOADS"
           --out "$SUITE_JSON" --command-line "bench/run.sh $ORIG_ARGS" --git-commit "$GIT_COMMIT" "${GIT_DIRTY[@]}"
-          "${COMMON_FLAGS[@]}")
+          --memory-note "$MEMORY_NOTE" "${COMMON_FLAGS[@]}")
     [ -n "$ONLY" ] && ARGS+=(--only "$ONLY")
     [ "$EXTRAS" = 0 ] && ARGS+=(--no-extras)
     [ "$NO4G" = 1 ] && ARGS+=(--no-4g)
@@ -289,7 +322,7 @@ if [ "$LINK" = 1 ]; then
     bgwait ip netns exec "$NSA" timeout -k 30 "$lim" "$PY" "$BENCH/bench.py" link --root "$TMP" --share "$SHARE" \
         --peer-ns "$NSB" --addr-a 10.231.8.1 --addr-b 10.231.8.2 --rate-mbit "$RATE" --description "$DESC" \
         --runs "$RUNS" --out "$LINK_JSON" --command-line "bench/run.sh $ORIG_ARGS" --git-commit "$GIT_COMMIT" \
-        "${GIT_DIRTY[@]}" "${COMMON_FLAGS[@]}" || die "link benchmark failed"
+        "${GIT_DIRTY[@]}" --memory-note "$MEMORY_NOTE" "${COMMON_FLAGS[@]}" || die "link benchmark failed"
     if [ -n "$SUITE_JSON" ]; then
         "$PY" "$BENCH/bench.py" merge "$SUITE_JSON" "$LINK_JSON" >"$RESULTS/$STAMP.md"
         cp "$SUITE_JSON" "$RESULTS/latest.json"
