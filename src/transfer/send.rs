@@ -24,7 +24,7 @@ use super::TransferError;
 use super::framed::Framed;
 use super::handshake::kind;
 use super::registry::Handle;
-use super::source::{Source, SourceFile, Version};
+use super::source::{OfferedFile, Source, Version};
 use crate::protocol::hash::BlockHasher;
 use crate::protocol::{
     BLOCK_VALUE_FRAME_LEN, BlockRange, DATA_HEADER_LEN, EntryKind, MAX_DATA_CHUNK, Message,
@@ -166,10 +166,8 @@ async fn run(
 /// A byte range of one file to send: whole blocks.
 struct Segment {
     file: u32,
-    /// The open file (passed by the CLI) and its name for messages.
-    source: SourceFile,
-    /// The file's version when it was offered.
-    version: Version,
+    /// The open file (passed by the CLI) and its version when offered.
+    offered: OfferedFile,
     offset: u64,
     len: u64,
     /// The file's size in the offer.
@@ -193,11 +191,9 @@ fn plan_segments(source: &Source, need: &[BlockRange]) -> Result<Vec<Segment>, T
     let mut previous: Option<(u32, u64)> = None;
     for range in need {
         let index = range.file as usize;
-        let (Some(entry), Some(Some(file)), Some(Some(version))) = (
-            manifest.entries.get(index),
-            source.files.get(index),
-            source.versions.get(index),
-        ) else {
+        let (Some(entry), Some(Some(offered))) =
+            (manifest.entries.get(index), source.files.get(index))
+        else {
             return Err(bad(format!("entry {} is not a file", range.file)));
         };
         let EntryKind::File { size, .. } = entry.kind else {
@@ -218,8 +214,7 @@ fn plan_segments(source: &Source, need: &[BlockRange]) -> Result<Vec<Segment>, T
         let len = (end * block_size).min(size) - offset;
         segments.push(Segment {
             file: range.file,
-            source: file.clone(),
-            version: *version,
+            offered: offered.clone(),
             offset,
             len,
             size,
@@ -263,13 +258,14 @@ fn read_segment(
     block_size: u32,
     tx: &mpsc::Sender<Result<Frame, TransferError>>,
 ) -> Result<(), TransferError> {
-    let path = &segment.source.path;
+    let OfferedFile { source, version } = &segment.offered;
+    let path = &source.path;
     let local = |what: &str, e: std::io::Error| {
         TransferError::Local(format!("cannot {what} {}: {e}", path.display()))
     };
-    let file = &segment.source.file;
+    let file = &source.file;
     let unchanged = || match Version::of(file) {
-        Ok(now) if now == segment.version => Ok(()),
+        Ok(now) if now == *version => Ok(()),
         Ok(_) => Err(TransferError::Local(format!(
             "{} changed while being sent; send it again",
             path.display()

@@ -61,12 +61,9 @@ const RACY_WINDOW: Duration = Duration::from_secs(2);
 pub struct Source {
     /// What will be offered, in send order.
     pub manifest: Manifest,
-    /// Same length as `manifest.entries`: the open file of each file entry,
-    /// `None` for directories.
-    pub files: Vec<Option<SourceFile>>,
-    /// Same length as `manifest.entries`: the version of each file entry
-    /// when the offer was made.
-    pub versions: Vec<Option<Version>>,
+    /// Same length as `manifest.entries`: each file entry's open file and
+    /// version, `None` for directories.
+    pub files: Vec<Option<OfferedFile>>,
     /// Entries inside the named directories that cannot be sent and were
     /// left out; the caller should warn about them.
     pub skipped: Vec<Skipped>,
@@ -81,6 +78,15 @@ pub struct SourceFile {
     /// The open file; read it with positional reads (`FileExt::read_at`),
     /// never through its shared offset.
     pub file: Arc<File>,
+}
+
+/// A file entry of an offer: the open file and its version when offered.
+#[derive(Debug, Clone)]
+pub struct OfferedFile {
+    /// The open file.
+    pub source: SourceFile,
+    /// Its version when the offer was made.
+    pub version: Version,
 }
 
 /// What the user named, listed but not yet read.
@@ -408,33 +414,31 @@ pub fn prepare(entries: Vec<(String, Option<SourceFile>)>) -> Result<Source, Sou
     }
     let now = SystemTime::now();
     let mut manifest = Manifest::default();
-    let mut versions = Vec::with_capacity(entries.len());
+    let mut files = Vec::with_capacity(entries.len());
     let mut sizes = Vec::with_capacity(entries.len());
-    for (path, file) in &entries {
-        crate::store::sanitize(path)?;
-        let (kind, version) = match file {
+    for (path, file) in entries {
+        crate::store::sanitize(&path)?;
+        let (kind, offered) = match file {
             None => (EntryKind::Directory, None),
-            Some(f) => {
-                let version = readable_version(f)?;
+            Some(source) => {
+                let version = readable_version(&source)?;
                 let size = version.size;
                 sizes.push(size);
                 let tag = version.tag(now);
-                (EntryKind::File { size, tag }, Some(version))
+                (
+                    EntryKind::File { size, tag },
+                    Some(OfferedFile { source, version }),
+                )
             }
         };
-        manifest.entries.push(Entry {
-            path: path.clone(),
-            kind,
-        });
-        versions.push(version);
+        manifest.entries.push(Entry { path, kind });
+        files.push(offered);
     }
     crate::store::plan(&manifest, usize::MAX)?;
     manifest.block_size = choose_block_size(&sizes);
-    let files = entries.into_iter().map(|(_, file)| file).collect();
     Ok(Source {
         manifest,
         files,
-        versions,
         skipped: Vec::new(),
     })
 }
@@ -655,16 +659,14 @@ mod tests {
         assert_eq!(file_size(&e[6].kind), Some(0));
         assert_eq!(e[7].kind, EntryKind::Directory);
         assert_eq!(file_size(&e[8].kind), Some(3));
-        assert_eq!(src.versions.len(), e.len());
-        assert!(src.versions[0].is_none() && src.versions[1].is_some());
         assert_eq!(src.files.len(), e.len());
-        assert!(src.files[0].is_none());
+        assert!(src.files[0].is_none() && src.files[1].is_some());
         assert_eq!(
-            src.files[5].as_ref().map(|f| f.path.as_path()),
+            src.files[5].as_ref().map(|f| f.source.path.as_path()),
             Some(root.join("b_sub/x.jpg").as_path())
         );
         assert_eq!(
-            src.files[8].as_ref().map(|f| f.path.as_path()),
+            src.files[8].as_ref().map(|f| f.source.path.as_path()),
             Some(single.as_path())
         );
         let mut skipped: Vec<(String, &str)> = src
@@ -704,7 +706,7 @@ mod tests {
         let bs = src.manifest.block_size;
         for (i, disk) in src.files.iter().enumerate() {
             if let Some(disk) = disk {
-                let data = fs::read(&disk.path).unwrap();
+                let data = fs::read(&disk.source.path).unwrap();
                 for (b, block) in data.chunks(bs as usize).enumerate() {
                     let offset = b as u64 * u64::from(bs);
                     staging.write(i as u32, offset, block).unwrap();
