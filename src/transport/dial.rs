@@ -349,7 +349,7 @@ where
     for &addr in addrs {
         match transport.connect(addr, expected).await {
             Ok(link) => {
-                let auth = tokio::time::timeout(super::CONNECT_TIMEOUT, authenticate(link));
+                let auth = tokio::time::timeout(super::HANDSHAKE_TIMEOUT, authenticate(link));
                 match auth.await {
                     Ok(Ok(value)) => return Ok(value),
                     Ok(Err(AuthFailure::Refused(reason))) => return Err(LegError::Fatal(reason)),
@@ -359,7 +359,7 @@ where
                     Err(_) => reasons.push(format!(
                         "{} {addr}: no hello from the peer within {} s",
                         transport.kind(),
-                        super::CONNECT_TIMEOUT.as_secs()
+                        super::HANDSHAKE_TIMEOUT.as_secs()
                     )),
                 }
             }
@@ -368,4 +368,87 @@ where
         }
     }
     Err(LegError::Failed(reasons))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::{Semaphore, mpsc};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::identity::Identity;
+    use crate::transport::{CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT};
+
+    /// A QUIC-only dialer and a listening peer on loopback that completes
+    /// the transport handshake but never says anything (the test plays its
+    /// `Hello` by delaying the authentication step instead).
+    async fn dialer_and_target() -> (Dialer, Target, CancellationToken) {
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let peer_id = Identity::generate().unwrap();
+        let peer = Arc::new(QuicTransport::bind(lo, &peer_id, true).unwrap());
+        let (links, mut incoming) = mpsc::channel(1);
+        let cancel = CancellationToken::new();
+        tokio::spawn(peer.clone().serve(
+            links,
+            Arc::new(Semaphore::new(1)),
+            cancel.clone(),
+            TaskTracker::new(),
+        ));
+        // Hold the accepted link open until the test ends.
+        tokio::spawn(async move { while let Some(_link) = incoming.recv().await {} });
+        let ours = Identity::generate().unwrap();
+        let quic = QuicTransport::bind(lo, &ours, false).unwrap();
+        let target = Target::device(peer_id.id(), &[peer.local_addr().unwrap()], None);
+        (Dialer::new(Some(Arc::new(quic)), None), target, cancel)
+    }
+
+    /// Once the transport handshake is done the peer is there: a `Hello`
+    /// slowed by loss recovery (a lost TLS `Finished`, a lost `Hello`)
+    /// must not be cut off at the connect timeout. Time is paused once
+    /// the link is up, so the waits below take no real time.
+    #[tokio::test]
+    async fn a_hello_slower_than_the_connect_timeout_still_wins() {
+        let (dialer, target, cancel) = dialer_and_target().await;
+        let slow = CONNECT_TIMEOUT + Duration::from_secs(2);
+        assert!(slow < HANDSHAKE_TIMEOUT);
+        let result = dialer
+            .dial(&target, Preference::Quic, |link| {
+                tokio::time::pause();
+                async move {
+                    tokio::time::sleep(slow).await;
+                    Ok::<_, AuthFailure>(link.peer)
+                }
+            })
+            .await;
+        match result {
+            Ok((peer, TransportKind::Quic)) => assert_eq!(Some(peer), target.expected),
+            other => panic!("{other:?}"),
+        }
+        cancel.cancel();
+    }
+
+    /// A peer that completes the handshake and then never answers still
+    /// fails the dial, after [`HANDSHAKE_TIMEOUT`], with a reason saying so.
+    #[tokio::test]
+    async fn a_hello_that_never_comes_fails_the_dial() {
+        let (dialer, target, cancel) = dialer_and_target().await;
+        let result = dialer
+            .dial(&target, Preference::Quic, |_link| {
+                tokio::time::pause();
+                std::future::pending::<Result<(), AuthFailure>>()
+            })
+            .await;
+        match result {
+            Err(DialError::Unreachable(reasons)) => {
+                let expected = format!(
+                    "no hello from the peer within {} s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                );
+                assert!(reasons.iter().any(|r| r.contains(&expected)), "{reasons:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        cancel.cancel();
+    }
 }

@@ -26,6 +26,14 @@
 //! 25 ms (ACK frequency extension), because on a LAN that delay, not the
 //! round trip, would pace loss recovery and the start of each transfer.
 //!
+//! Before its first round-trip sample, a connection assumes 100 ms instead
+//! of RFC 9002's 333 ms, a default made for the internet. A lost handshake
+//! packet is then resent after 0.3 s instead of 1 s, and a lost first
+//! answer does not leave a 1 s round-trip estimate behind that slows every
+//! later retransmission of the handshake. On a LAN with 10 % loss this cut
+//! the slowest tenth of connection setups from 1 s to 0.3 s; a real round
+//! trip above 100 ms (rare even on Wi-Fi) costs a few early resends.
+//!
 //! Each transfer uses one bidirectional stream on its own connection: the
 //! dialer opens it and writes `Hello` at once, so the acceptor's
 //! `accept_bi` completes.
@@ -68,6 +76,7 @@ pub fn transport_config() -> Result<quinn::TransportConfig, TransportError> {
         .send_window(64 << 20)
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(4))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .initial_rtt(INITIAL_RTT)
         .initial_mtu(1452)
         .mtu_discovery_config(Some(mtu_discovery()))
         .ack_frequency_config(Some(ack_frequency()));
@@ -84,6 +93,10 @@ fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
     m.upper_bound(MAX_UDP_PAYLOAD);
     m
 }
+
+/// The round-trip estimate before the first measurement (see the module
+/// docs).
+const INITIAL_RTT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The longest the peer may wait before acknowledging (see [`ack_frequency`]).
 const MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
@@ -418,5 +431,39 @@ mod tests {
         }
         assert_eq!(mtu, MAX_UDP_PAYLOAD, "MTU discovery stopped early");
         cancel.cancel();
+    }
+
+    /// Before its first round-trip sample a connection assumes
+    /// [`INITIAL_RTT`], so a first packet that goes unanswered is resent
+    /// after one probe timeout of 3 × 100 ms (RFC 9002 §6.2: the estimate
+    /// plus four times half of it), not QUIC's default of 1 s. Time is
+    /// paused: quinn's timers run on tokio's clock, so the gap is exact.
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_first_packet_is_resent_after_three_initial_round_trips() {
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let client = QuicTransport::bind(lo, &Identity::generate().unwrap(), false).unwrap();
+        let listen = async {
+            let mut buf = [0u8; 2048];
+            silent.recv(&mut buf).await.unwrap();
+            let first = tokio::time::Instant::now();
+            loop {
+                silent.recv(&mut buf).await.unwrap();
+                let gap = first.elapsed();
+                // Datagrams of the same flight arrive at the same instant.
+                if !gap.is_zero() {
+                    return gap;
+                }
+            }
+        };
+        let gap = tokio::select! {
+            gap = listen => gap,
+            r = client.connect(silent.local_addr().unwrap(), None) => panic!("{r:?}"),
+        };
+        let pto = 3 * INITIAL_RTT;
+        assert!(
+            pto <= gap && gap < pto + Duration::from_millis(10),
+            "resent after {gap:?}"
+        );
     }
 }
