@@ -372,33 +372,22 @@ where
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::{Semaphore, mpsc};
     use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
 
     use super::*;
     use crate::identity::Identity;
+    use crate::transport::quic::tests::listening_on_loopback;
     use crate::transport::{CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT};
 
     /// A QUIC-only dialer and a listening peer on loopback that completes
     /// the transport handshake but never says anything (the test plays its
     /// `Hello` by delaying the authentication step instead).
     async fn dialer_and_target() -> (Dialer, Target, CancellationToken) {
-        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let peer_id = Identity::generate().unwrap();
-        let peer = Arc::new(QuicTransport::bind(lo, &peer_id, true).unwrap());
-        let (links, mut incoming) = mpsc::channel(1);
-        let cancel = CancellationToken::new();
-        tokio::spawn(peer.clone().serve(
-            links,
-            Arc::new(Semaphore::new(1)),
-            cancel.clone(),
-            TaskTracker::new(),
-        ));
+        let (peer, peer_id, mut incoming, cancel) = listening_on_loopback();
         // Hold the accepted link open until the test ends.
         tokio::spawn(async move { while let Some(_link) = incoming.recv().await {} });
-        let ours = Identity::generate().unwrap();
-        let quic = QuicTransport::bind(lo, &ours, false).unwrap();
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let quic = QuicTransport::bind(lo, &Identity::generate().unwrap(), false).unwrap();
         let target = Target::device(peer_id.id(), &[peer.local_addr().unwrap()], None);
         (Dialer::new(Some(Arc::new(quic)), None), target, cancel)
     }

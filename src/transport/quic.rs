@@ -389,10 +389,32 @@ fn is_identity_alert(code: quinn::TransportErrorCode) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    /// A listening QUIC transport on loopback with a fresh identity, the
+    /// links it accepts, and the token that stops it. Needs a runtime.
+    pub(crate) fn listening_on_loopback() -> (
+        Arc<QuicTransport>,
+        Identity,
+        mpsc::Receiver<Link>,
+        CancellationToken,
+    ) {
+        let identity = Identity::generate().unwrap();
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let transport = Arc::new(QuicTransport::bind(lo, &identity, true).unwrap());
+        let (links, incoming) = mpsc::channel(1);
+        let cancel = CancellationToken::new();
+        tokio::spawn(transport.clone().serve(
+            links,
+            Arc::new(Semaphore::new(1)),
+            cancel.clone(),
+            TaskTracker::new(),
+        ));
+        (transport, identity, incoming, cancel)
+    }
 
     /// On a path that carries them (loopback here), MTU discovery climbs
     /// all the way to [`MAX_UDP_PAYLOAD`]. Both settings are needed: the
@@ -401,19 +423,9 @@ mod tests {
     /// path at Ethernet size and costs a third of the QUIC throughput.
     #[tokio::test]
     async fn mtu_discovery_reaches_the_payload_limit_where_the_path_allows() {
+        let (server, server_id, _incoming, cancel) = listening_on_loopback();
         let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let server_id = Identity::generate().unwrap();
-        let client_id = Identity::generate().unwrap();
-        let server = Arc::new(QuicTransport::bind(lo, &server_id, true).unwrap());
-        let client = QuicTransport::bind(lo, &client_id, false).unwrap();
-        let (links, _incoming) = mpsc::channel(1);
-        let cancel = CancellationToken::new();
-        tokio::spawn(server.clone().serve(
-            links,
-            Arc::new(Semaphore::new(1)),
-            cancel.clone(),
-            TaskTracker::new(),
-        ));
+        let client = QuicTransport::bind(lo, &Identity::generate().unwrap(), false).unwrap();
         let link = client
             .connect(server.local_addr().unwrap(), Some(server_id.id()))
             .await
