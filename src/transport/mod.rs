@@ -40,9 +40,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an incoming connection may take to complete its handshake, and
 /// how long a dialer whose own handshake is done waits for the peer's
 /// `Hello`. The peer has answered by then, so only loss recovery delays
-/// it: in TLS 1.3 the server finishes a round trip after the client, and a
-/// lost client `Finished` or `Hello` costs a retransmission timeout that on
-/// a lossy link grows to seconds. [`CONNECT_TIMEOUT`] would cut that short.
+/// it: in TLS 1.3 the server completes only when the client's last
+/// handshake message arrives, after the client has completed, and a lost
+/// client `Finished` or `Hello` costs a retransmission timeout that on a
+/// lossy link grows to seconds. [`CONNECT_TIMEOUT`] would cut that short.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Idle timeout: a silent peer is declared dead after this long. Keep-alives

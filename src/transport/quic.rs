@@ -29,10 +29,11 @@
 //! Before its first round-trip sample, a connection assumes 100 ms instead
 //! of RFC 9002's 333 ms, a default made for the internet. A lost handshake
 //! packet is then resent after 0.3 s instead of 1 s, and a lost first
-//! answer does not leave a 1 s round-trip estimate behind that slows every
-//! later retransmission of the handshake. On a LAN with 10 % loss this cut
-//! the slowest tenth of connection setups from 1 s to 0.3 s; a real round
-//! trip above 100 ms (rare even on Wi-Fi) costs a few early resends.
+//! answer leaves a first round-trip sample of about 0.3 s instead of 1 s
+//! behind, which paces the later resends of the handshake. On a LAN with
+//! 10 % loss this cut the slowest tenth of connection setups from 1 s to
+//! 0.3 s; a real round trip above 100 ms (rare even on Wi-Fi) costs a few
+//! early resends.
 //!
 //! Each transfer uses one bidirectional stream on its own connection: the
 //! dialer opens it and writes `Hello` at once, so the acceptor's
