@@ -440,6 +440,33 @@ fn first_block_then_link_lost(mallory: &Mallory, target: &Target, m: &Manifest, 
         .wait_transfer("the first attempt failed", |t| t["state"] == "failed");
 }
 
+/// Offers `m` again after [`first_block_then_link_lost`]: the receiver
+/// must resume it (accept without asking) and request exactly `count`
+/// blocks of file 0 from block `first`; `why` says what a different
+/// request would mean.
+fn resumed_requesting(
+    mallory: &Mallory,
+    target: &Target,
+    m: Manifest,
+    (first, count): (u64, u64),
+    why: &str,
+) -> Framed {
+    let (framed, answer) = mallory.offer(target, m);
+    let Answer::Accept(need) = answer else {
+        panic!("resume: {answer:?}");
+    };
+    assert_eq!(
+        need,
+        [BlockRange {
+            file: 0,
+            first,
+            count
+        }],
+        "{why}"
+    );
+    framed
+}
+
 fn data(file: u32, offset: u64, bytes: &[u8]) -> Message {
     Message::Data {
         file,
@@ -482,19 +509,8 @@ fn data_outside_what_was_requested_is_refused() {
     let two_blocks: Vec<u8> = (0..2 << 20).map(|i: u32| (i % 251) as u8).collect();
     let m = offer_of("two.bin", &two_blocks);
     first_block_then_link_lost(&mallory, &target, &m, &two_blocks);
-    let (mut framed, answer) = mallory.offer(&target, m);
-    let Answer::Accept(need) = answer else {
-        panic!("resume: {answer:?}");
-    };
-    assert_eq!(
-        need,
-        [BlockRange {
-            file: 0,
-            first: 1,
-            count: 1
-        }],
-        "the receiver did not resume"
-    );
+    let mut framed =
+        resumed_requesting(&mallory, &target, m, (1, 1), "the receiver did not resume");
     mallory.send(&mut framed, &data(0, 0, &two_blocks[..1 << 20]));
     let answer = mallory.answer(&mut framed);
     eprintln!("unrequested block: {answer:?}");
@@ -541,18 +557,12 @@ fn a_kept_block_counts_only_if_it_matches_its_logged_value() {
 
     // The same offer again: resumed (no consent asked), but block 0 is
     // requested again with the rest.
-    let (mut framed, answer) = mallory.offer(&target, m);
-    let Answer::Accept(need) = answer else {
-        panic!("resume: {answer:?}");
-    };
-    assert_eq!(
-        need,
-        [BlockRange {
-            file: 0,
-            first: 0,
-            count: 3
-        }],
-        "a block with a damaged log entry was trusted"
+    let mut framed = resumed_requesting(
+        &mallory,
+        &target,
+        m,
+        (0, 3),
+        "a block with a damaged log entry was trusted",
     );
     for block in 0..3u64 {
         let start = (block << 20) as usize;
