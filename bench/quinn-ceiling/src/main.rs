@@ -6,9 +6,11 @@
 //! * `link` (default): both ends are `lanshare::transport::quic::QuicTransport`
 //!   (the daemon's own endpoint code: socket2 UDP socket with 4 MiB buffers,
 //!   15 s idle, 5 s keep-alive, 8 MiB stream window, 64 MiB send window,
-//!   initial MTU 1452 with discovery up to `MAX_UDP_PAYLOAD`, rustls/ring TLS 1.3 with pinned identities). Data goes
-//!   through the `Link` writer (`LinkWriter::write_bytes`, 1 MiB `Bytes`) and
-//!   reader (1 MiB reads) exactly as the transfer code sees them.
+//!   initial MTU 1452 with discovery up to `MAX_UDP_PAYLOAD`, 100 ms initial
+//!   RTT, ACKs within 2 ms, rustls/ring TLS 1.3 with pinned identities).
+//!   Data goes through the `Link` writer (`LinkWriter::write_bytes`, 1 MiB
+//!   `Bytes`) and reader (1 MiB reads) exactly as the transfer code sees
+//!   them.
 //! * `raw`: quinn used directly with lanshare's own transport settings
 //!   (`lanshare::transport::quic::transport_config`), the same lanshare TLS
 //!   configs, and zero-copy `write_chunk(Bytes)` of 1 MiB /
