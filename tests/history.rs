@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{TestDaemon, assert_same_file, random_file};
+use crate::common::{TestDaemon, assert_same_file, eventually, random_file};
 use crate::transfer::{CLI_LIMIT, failure, finish_within, one_json, share_within, spawn_share};
 
 fn s(p: &Path) -> &str {
@@ -17,15 +17,6 @@ fn history(daemon: &TestDaemon, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["history"];
     args.extend_from_slice(extra);
     daemon.json(&args).as_array().unwrap().clone()
-}
-
-/// Polls until `check` holds (bounded).
-fn eventually(what: &str, limit: Duration, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -173,7 +164,7 @@ fn queued_send_goes_out_when_the_peer_appears() {
 
     let bob = TestDaemon::builder("bob").accept("all").port(port).spawn();
     eventually("the queued send to arrive", Duration::from_secs(60), || {
-        bob.download.join("album/b.jpg").exists() && queue(&alice).is_empty()
+        (bob.download.join("album/b.jpg").exists() && queue(&alice).is_empty()).then_some(())
     });
     assert_same_file(&dir.join("a.jpg"), &bob.download.join("album/a.jpg"));
     assert_same_file(&dir.join("b.jpg"), &bob.download.join("album/b.jpg"));

@@ -3,11 +3,11 @@
 //! different code through a man in the middle, and no pairing through an
 //! identity mismatch.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{TestDaemon, random_file};
+use crate::common::{TestDaemon, eventually, random_file};
 use crate::transfer::{CLI_LIMIT, failure, one_json, send_json, share_within};
 
 /// `share pair --list --json`.
@@ -17,14 +17,9 @@ fn pairings(daemon: &TestDaemon) -> Vec<Value> {
 
 /// Polls the pairing list until `pred` holds for an entry (bounded).
 fn wait_pairing(daemon: &TestDaemon, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(p) = pairings(daemon).into_iter().find(|p| pred(p)) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(what, Duration::from_secs(20), || {
+        pairings(daemon).into_iter().find(|p| pred(p))
+    })
 }
 
 /// `share pair PEER --json` from `from`; returns the pairing document.

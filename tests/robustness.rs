@@ -18,30 +18,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Polls `share transfers --json` every ~20 ms until `pred` holds for some
-/// transfer (fast enough to catch a transfer half way on loopback, where
-/// debug builds move 100-400 MiB/s); panics after `limit`.
-fn poll_transfer(
-    daemon: &TestDaemon,
-    limit: Duration,
-    what: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let list = daemon.transfers();
-        if let Some(t) = list.iter().find(|t| pred(t)) {
-            return t.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: timed out after {limit:?} waiting for {what}; transfers: {list:#?}",
-            daemon.name
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Hidden staging directories left in a download directory.
 fn staging_dirs(download: &Path) -> Vec<String> {
     std::fs::read_dir(download)
@@ -96,7 +72,7 @@ fn receiver_killed_half_way_resumes_by_itself() {
 
     let started = Instant::now();
     let sender = spawn_share(&alice, &["send", &bob.addr(), s(&file), "--json"]);
-    let seen = poll_transfer(&bob, Duration::from_secs(60), "half of the data", |t| {
+    let seen = bob.wait_transfer_within(Duration::from_secs(60), "half of the data", |t| {
         t["direction"] == "in" && bytes_of(t, "bytes_done") >= size / 2
     });
     bob.kill();
@@ -181,7 +157,7 @@ fn new_send_after_sender_crash_resumes() {
 
     let started = Instant::now();
     let first = spawn_share(&alice, &send);
-    let seen = poll_transfer(&bob, Duration::from_secs(60), "half of the data", |t| {
+    let seen = bob.wait_transfer_within(Duration::from_secs(60), "half of the data", |t| {
         t["direction"] == "in" && bytes_of(t, "bytes_done") >= size / 2
     });
     alice.kill();
@@ -251,12 +227,9 @@ fn cancel_on_the_receiver_stops_the_sender_promptly() {
     random_file(&file, size as usize, 13);
 
     let sender = spawn_share(&alice, &["send", &bob.addr(), s(&file), "--json"]);
-    let theirs = poll_transfer(
-        &bob,
-        Duration::from_secs(30),
-        "the incoming transfer",
-        |t| t["direction"] == "in" && t["state"] == "active",
-    );
+    let theirs = bob.wait_transfer_within(Duration::from_secs(30), "the incoming transfer", |t| {
+        t["direction"] == "in" && t["state"] == "active"
+    });
     let id = theirs["id"].as_str().unwrap();
     let cancelled = Instant::now();
     let out = bob.cli(&["cancel", id]);
@@ -304,12 +277,9 @@ fn cancel_on_the_sender_shows_cancelled_by_peer_on_the_receiver() {
     random_file(&file, size as usize, 14);
 
     let sender = spawn_share(&alice, &["send", &bob.addr(), s(&file), "--json"]);
-    let ours = poll_transfer(
-        &alice,
-        Duration::from_secs(30),
-        "the outgoing transfer",
-        |t| t["direction"] == "out" && t["state"] == "active",
-    );
+    let ours = alice.wait_transfer_within(Duration::from_secs(30), "the outgoing transfer", |t| {
+        t["direction"] == "out" && t["state"] == "active"
+    });
     let cancelled = Instant::now();
     let out = alice.cli(&["cancel", ours["id"].as_str().unwrap()]);
     assert!(out.status.success(), "cancel: {:?}", failure(&out));
@@ -353,7 +323,7 @@ fn cancelled_transfer_is_not_resumed_without_asking() {
     let id = offer["id"].as_str().unwrap();
     let out = bob.cli(&["accept", id]);
     assert!(out.status.success(), "{:?}", failure(&out));
-    poll_transfer(&bob, Duration::from_secs(30), "data flowing", |t| {
+    bob.wait_transfer_within(Duration::from_secs(30), "data flowing", |t| {
         t["id"] == id && t["state"] == "active" && bytes_of(t, "bytes_done") > 0
     });
     let out = bob.cli(&["cancel", id]);
@@ -479,6 +449,10 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(size: &str) -> Self {
+        assert!(
+            crate::common::is_root(),
+            "mounting a tmpfs needs root: run as root with `cargo test -- --include-ignored`"
+        );
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("lanshare-tmpfs-{}-{n}", std::process::id()));
@@ -514,8 +488,8 @@ impl Drop for Tmpfs {
 }
 
 #[test]
+#[ignore = "needs root: mounts a tmpfs"]
 fn small_download_filesystem_rejects_what_does_not_fit_and_fails_cleanly() {
-    crate::require_root!();
     let fs = Tmpfs::mount("8m");
     let alice = TestDaemon::start("alice");
     let bob = TestDaemon::builder("bob").download_dir(&fs.dir).spawn(); // asks
@@ -575,10 +549,10 @@ fn small_download_filesystem_rejects_what_does_not_fit_and_fails_cleanly() {
 /// shows up as a failing write. It must be reported as "no space", and
 /// giving up must leave nothing behind.
 #[test]
+#[ignore = "needs root: mounts a tmpfs"]
 fn file_system_filling_up_mid_transfer_is_no_space_and_leaves_nothing() {
     use lanshare::protocol::hash::block_hash;
     use lanshare::store::{DownloadDir, StoreError, plan};
-    crate::require_root!();
     let fs = Tmpfs::mount("8m");
     let src = tempfile::tempdir().unwrap();
     random_file(&src.path().join("big.bin"), (6 * MIB) as usize, 35);
@@ -615,8 +589,8 @@ fn dropped(lan: &Lan, i: usize) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn ten_percent_packet_loss_still_delivers_intact_over_quic() {
-    crate::require_root!();
     let size = 64 * MIB;
     let lan = Lan::new(2);
     // Every UDP packet arriving at either host is dropped with

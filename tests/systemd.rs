@@ -2,8 +2,8 @@
 //! permissions, and sending a user's files through a daemon that runs as
 //! another user (open descriptors passed over the control socket).
 //!
-//! The tests that need other users (`useradd`, `runuser`) run only as root
-//! and skip with a message otherwise. The real-systemd test, which boots
+//! The test that needs other users (`useradd`, `runuser`) is ignored
+//! unless run as root with `--include-ignored`. The real-systemd test, which boots
 //! the Debian package in `systemd-nspawn` containers, is
 //! `tests/systemd/container-test.sh` (run by CI as root).
 
@@ -354,11 +354,12 @@ fn share_as(user: &str, bin: &Path, socket: &Path, args: &[&str]) -> Output {
 /// CLI cannot open it, so B's request fails naming the file and the daemon
 /// never sees it; a user outside the daemon's group cannot connect at all.
 #[test]
+#[ignore = "needs root: creates users and runs the CLI as them"]
 fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
-    if !is_root() {
-        eprintln!("SKIPPED: this test needs root (creates users, runs the CLI as them)");
-        return;
-    }
+    assert!(
+        is_root(),
+        "this test creates users: run it as root with `cargo test -- --include-ignored`"
+    );
     let missing: Vec<&str> = ["useradd", "groupadd", "runuser"]
         .into_iter()
         .filter(|tool| {
@@ -368,10 +369,10 @@ fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
                 .is_ok_and(|o| o.status.success())
         })
         .collect();
-    if !missing.is_empty() {
-        eprintln!("SKIPPED: missing {missing:?}");
-        return;
-    }
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?} (Debian packages passwd, util-linux; `.ci/run` installs them)"
+    );
     let prefix = format!("lsfd{}", std::process::id() % 100_000);
     let users = Users::new(&prefix, &["d", "a", "b", "c"], &["a", "b"]);
     let (daemon_user, alice, bob, carol) = (

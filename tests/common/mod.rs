@@ -2,19 +2,28 @@
 //!
 //! [`TestDaemon`] starts the binary built by cargo (`CARGO_BIN_EXE_share`)
 //! with its own state, download directory and control socket, on loopback
-//! with `--no-mdns` unless a network namespace is given. Readiness is the
-//! daemon's own "daemon ready" log line (an event, not a sleep). Daemons are
+//! with `--no-mdns` unless a network namespace is given. Readiness is an
+//! event, the one systemd waits for: the harness plays systemd, hands the
+//! daemon a `NOTIFY_SOCKET` and waits for its `READY=1`, which the daemon
+//! sends once every listener and the control socket are up; the service
+//! port is then read from `status` on the control socket. Daemons are
 //! stopped on drop. [`netns`] builds throwaway namespace LANs for
-//! multi-host tests (root only).
+//! multi-host tests (root only: those tests are `#[ignore]`d with the
+//! reason, and CI runs them with `--include-ignored`).
+//!
+//! There is no push channel from a daemon to a test, so waiting for a
+//! state (a transfer done, a peer listed) polls it with a deadline:
+//! [`eventually`].
 
 #![allow(dead_code)]
 
 pub mod netns;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -29,15 +38,24 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// Skips the calling test with a visible message unless root.
-#[macro_export]
-macro_rules! require_root {
-    () => {
-        if !$crate::common::is_root() {
-            eprintln!("SKIPPED: this test needs root (network namespaces)");
-            return;
+/// How long a daemon may take to report ready.
+const READY_LIMIT: Duration = Duration::from_secs(20);
+
+/// Polls `probe` (every 20 ms) until it returns `Some`, and returns that;
+/// panics naming `what` after `limit`. For states a test can only observe
+/// by asking (there is no push channel from a daemon to a test).
+pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe() {
+            return found;
         }
-    };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Options for starting a daemon.
@@ -135,33 +153,38 @@ impl Builder {
         if let Some(bind) = &self.bind {
             cmd.args(["--bind", bind]);
         }
+        // Play systemd: the daemon says `READY=1` on this socket once it
+        // serves.
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        cmd.env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("WATCHDOG_USEC");
         let mut child = cmd.spawn().expect("start share daemon");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Log::default());
-        let (ready_tx, ready_rx) = mpsc::channel();
         let log_writer = log.clone();
         let name = self.name.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("lanshare daemon ready") {
-                    let _ = ready_tx.send(parse_port(&line));
-                }
                 eprintln!("[{name}] {line}");
                 log_writer.push(line);
             }
         });
-        let port = match ready_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Some(port)) => port,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "daemon {} did not become ready:\n{}",
-                    self.name,
-                    log.lines.lock().unwrap().join("\n")
-                );
-            }
-        };
+        if let Err(why) = wait_ready(&notify, &mut child) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "daemon {} did not become ready ({why}):\n{}",
+                self.name,
+                log.lines.lock().unwrap().join("\n")
+            );
+        }
+        let status = control(&socket, r#"{"v":1,"cmd":"status"}"#)
+            .unwrap_or_else(|e| panic!("daemon {}: status after READY=1: {e}", self.name));
+        let port = status["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("status names the port");
         TestDaemon {
             name: self.name,
             child: Some(child),
@@ -170,17 +193,61 @@ impl Builder {
             state,
             download,
             log,
+            _notify: notify,
             _dir: dir,
         }
     }
 }
 
-fn parse_port(line: &str) -> Option<u16> {
-    let rest = &line[line.find(" port=")? + 6..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+/// Waits for `READY=1` on `notify`; fails early if the daemon exits.
+fn wait_ready(notify: &UnixDatagram, child: &mut Child) -> Result<(), String> {
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + READY_LIMIT;
+    let mut buf = [0u8; 4096];
+    loop {
+        match notify.recv(&mut buf) {
+            Ok(n) => {
+                let message = String::from_utf8_lossy(&buf[..n]);
+                if message.lines().any(|l| l == "READY=1") {
+                    return Ok(());
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("notify socket: {e}")),
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("it exited with {status}"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no READY=1 within {READY_LIMIT:?}"));
+        }
+    }
+}
+
+/// Sends one raw control request line to `socket` and returns the `data`
+/// of its final `ok` reply.
+pub fn control(socket: &Path, request: &str) -> Result<Value, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    writeln!(stream, "{request}").map_err(|e| format!("write: {e}"))?;
+    for line in BufReader::new(stream).lines() {
+        let reply: Value = serde_json::from_str(&line.map_err(|e| format!("read: {e}"))?)
+            .map_err(|e| e.to_string())?;
+        match reply["type"].as_str() {
+            Some("ok") => return Ok(reply["data"].clone()),
+            Some("error") => return Err(reply.to_string()),
+            _ => {}
+        }
+    }
+    Err("the daemon closed the connection without answering".into())
 }
 
 /// A running daemon.
@@ -197,6 +264,9 @@ pub struct TestDaemon {
     /// Download directory.
     pub download: PathBuf,
     log: Arc<Log>,
+    /// Where the daemon sends its systemd notifications (kept open so
+    /// `STOPPING=1` has somewhere to go).
+    _notify: UnixDatagram,
     _dir: tempfile::TempDir,
 }
 
@@ -279,16 +349,21 @@ impl TestDaemon {
     }
 
     /// Polls `share transfers` until `pred` holds for some transfer
-    /// (there is no push channel for transfer state to a test). Bounded.
+    /// (30 s at most).
     pub fn wait_transfer(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(t) = self.transfers().into_iter().find(|t| pred(t)) {
-                return t;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_transfer_within(Duration::from_secs(30), what, pred)
+    }
+
+    /// [`TestDaemon::wait_transfer`] with a limit of its own.
+    pub fn wait_transfer_within(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        eventually(&format!("{}: {what}", self.name), limit, || {
+            self.transfers().into_iter().find(|t| pred(t))
+        })
     }
 
     /// `share accept` of the pending `offer` (an entry of `share
@@ -306,7 +381,9 @@ impl TestDaemon {
     /// Whether a log line containing `needle` has been read so far. Only
     /// for asserting that something did *not* happen; to check that it did,
     /// use [`TestDaemon::wait_logged`], because the log is read by another
-    /// thread and trails the daemon's actions.
+    /// thread and trails the daemon's actions. Logs are checked only where
+    /// the log line is the behaviour under test (a refusal reported to the
+    /// admin), never to synchronise with the daemon.
     pub fn logged(&self, needle: &str) -> bool {
         self.log
             .lines

@@ -54,8 +54,14 @@ pub(crate) struct Lan {
 }
 
 impl Lan {
-    /// Creates `n` hosts on one bridge.
+    /// Creates `n` hosts on one bridge. Only root can; the tests that use
+    /// a `Lan` are `#[ignore = "needs root: network namespaces"]`, so an ordinary `cargo test`
+    /// lists them as ignored and `--include-ignored` as root runs them.
     pub(crate) fn new(n: usize) -> Self {
+        assert!(
+            super::is_root(),
+            "network-namespace tests need root: run them as root with `cargo test -- --include-ignored`"
+        );
         let id = std::process::id() % 10_000;
         let seq = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("ls{id}x{seq}");
