@@ -1,7 +1,7 @@
 //! Daemon configuration: TOML file, then command-line flags, then defaults.
 //!
-//! Every key of the file is also a `share daemon` flag; a flag wins over
-//! the file. Defaults follow the XDG base directories for a user daemon and
+//! Most keys of the file are also `share daemon` flags (`max_offer_bytes`
+//! and `retry_s` exist only in the file); a flag wins over the file. Defaults follow the XDG base directories for a user daemon and
 //! the systemd-provided directories (`STATE_DIRECTORY`,
 //! `RUNTIME_DIRECTORY`) for the system service, so the same binary does the
 //! right thing in both places without configuration.

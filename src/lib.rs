@@ -6,23 +6,10 @@
 //! device identities. The `share` CLI talks to the local daemon over a Unix
 //! socket.
 //!
-//! # Layout
-//! Data flows top to bottom when sending and bottom to top when receiving;
-//! no module reaches upward.
-//!
-//! | module | owns |
-//! |---|---|
-//! | [`cli`] | argument parsing and human/JSON output |
-//! | [`control`] | the CLI ↔ daemon socket protocol |
-//! | [`daemon`] | the runtime: composition, command handling, shutdown |
-//! | [`config`] | file + flags + defaults |
-//! | [`discovery`] | mDNS advertisement and the live peer table |
-//! | [`transfer`] | offer/consent/data/done state machines, progress |
-//! | [`store`] | the download directory: sanitised paths, staging, atomic rename |
-//! | [`protocol`] | wire messages and the framing codec (pure, no I/O) |
-//! | [`transport`] | QUIC and TCP+TLS links, the racing dialer |
-//! | [`identity`] | certificates, device IDs, verifiers, trust store |
-//! | [`state_file`] | atomic replacement of small state files |
+//! `ARCHITECTURE.md` at the root of the repository is the map of the
+//! modules below: what each one owns, the rules between them, and how a
+//! `share send` flows through them. Each module's own documentation says
+//! why it is built the way it is.
 
 pub mod cli;
 pub mod config;

@@ -44,7 +44,7 @@ A per\-user service is available with \fBsystemctl \-\-user enable \-\-now lansh
 .SH FILES
 .TP
 \fI/etc/lanshare/config.toml\fR
-System service configuration (every key is also a \fBshare daemon\fR flag).
+System service configuration (TOML; most keys are also \fBshare daemon\fR flags).
 .TP
 \fI$XDG_CONFIG_HOME/lanshare/config.toml\fR
 Per\-user daemon configuration.
