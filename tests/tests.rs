@@ -8,6 +8,7 @@ mod common;
 
 mod cli;
 mod discovery;
+mod docs;
 mod doctor;
 mod fallback;
 mod firewall;
