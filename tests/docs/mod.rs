@@ -13,7 +13,8 @@
 //! - ARCHITECTURE.md's module map lists exactly the crate's modules, and
 //!   every source path the docs name exists;
 //! - the `--json` examples and table headers the docs show have the shape
-//!   of real output.
+//!   of real output;
+//! - no file names the absolute path of the checkout (paths are relative).
 
 mod commands;
 mod config;
@@ -31,9 +32,9 @@ pub(super) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every Markdown file of the repository, relative to the root (build
-/// output, caches and hidden directories other than `.ci` excluded).
-pub(super) fn markdown_files() -> Vec<PathBuf> {
+/// Every file of the repository, relative to the root (build output,
+/// caches and hidden directories other than `.ci` excluded).
+fn repo_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
@@ -47,7 +48,7 @@ pub(super) fn markdown_files() -> Vec<PathBuf> {
                 if !skip {
                     walk(&path, out);
                 }
-            } else if name.ends_with(".md") {
+            } else {
                 out.push(path.strip_prefix(root()).unwrap().to_owned());
             }
         }
@@ -55,6 +56,14 @@ pub(super) fn markdown_files() -> Vec<PathBuf> {
     let mut out = Vec::new();
     walk(root(), &mut out);
     out
+}
+
+/// Every Markdown file of the repository.
+pub(super) fn markdown_files() -> Vec<PathBuf> {
+    repo_files()
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "md"))
+        .collect()
 }
 
 pub(super) fn read(rel: &Path) -> String {
@@ -148,5 +157,27 @@ fn source_paths_named_in_the_docs_exist() {
         missing.is_empty(),
         "paths that do not exist:\n{}",
         missing.join("\n")
+    );
+}
+
+/// A path on the machine that built a file means nothing elsewhere (and
+/// says who built it); paths in the tree are relative. This catches the
+/// checkout the tests run in, which on CI is the repository itself.
+#[test]
+fn no_file_names_the_checkouts_absolute_path() {
+    let here = root().to_str().unwrap();
+    let mut found = Vec::new();
+    for file in repo_files() {
+        // Binary files are not text and name no paths.
+        if let Ok(text) = std::fs::read_to_string(root().join(&file))
+            && text.contains(here)
+        {
+            found.push(file.display().to_string());
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "files naming {here}; use a path relative to the repository:\n{}",
+        found.join("\n")
     );
 }
