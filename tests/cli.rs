@@ -130,3 +130,45 @@ fn unknown_transfer_id_is_a_one_line_error() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// A failure's final reply line carries a machine-readable `kind` beside
+/// the message, and `share send --json` puts it in its failure document.
+#[test]
+fn failures_carry_a_machine_readable_kind() {
+    let daemon = TestDaemon::start("kinds");
+    let socket = &daemon.socket;
+    let error = |request: &str| -> Value {
+        let reply = crate::common::control(socket, request).unwrap_err();
+        serde_json::from_str(&reply).unwrap()
+    };
+    let reply = error(r#"{"v":1,"cmd":"accept","id":"abcd"}"#);
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["kind"], "not_found", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("share transfers"),
+        "{reply}"
+    );
+    let reply = error(r#"{"v":1,"cmd":"untrust","peer":"nobody-at-all"}"#);
+    assert_eq!(reply["kind"], "not_found", "{reply}");
+    let reply = error(r#"{"v":1,"cmd":"send_text","peer":"127.0.0.1:9","text":""}"#);
+    assert_eq!(reply["kind"], "invalid", "{reply}");
+    let reply = error(r#"{"v":1,"cmd":"receive_text"}"#);
+    assert_eq!(reply["kind"], "not_found", "{reply}");
+    let reply = error(r#"{"v":2,"cmd":"status"}"#);
+    assert_eq!(reply["kind"], "invalid", "{reply}");
+
+    // A name while mDNS is off: not found, said so, kind in the document.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, "f").unwrap();
+    let out = daemon.cli(&["send", "desktop", file.to_str().unwrap(), "--json"]);
+    let (code, stderr) = failure(&out);
+    assert_eq!(code, Some(1), "{stderr}");
+    let result = one_json(&out);
+    assert_eq!(result["status"], "failed", "{result}");
+    assert_eq!(result["kind"], "not_found", "{result}");
+    assert!(stderr.contains("mDNS is off"), "{stderr}");
+}

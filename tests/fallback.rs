@@ -362,6 +362,7 @@ fn udp_lost_mid_transfer_fails_cleanly_within_idle_timeout() {
         )
     });
     assert_eq!(json["status"], "failed", "{json:#}");
+    assert_eq!(json["kind"], "failed", "{json:#}");
     assert!(dropped_packets(&lan, 1, "lanshare_cut") > 0);
     let outgoing = a.transfers();
     assert_eq!(outgoing.len(), 1, "{outgoing:#?}");

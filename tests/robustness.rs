@@ -243,6 +243,7 @@ fn cancel_on_the_receiver_stops_the_sender_promptly() {
     eprintln!("sender stopped {stopped:.2?} after the cancel");
     let result = one_json(&out);
     assert_eq!(result["status"], "failed", "{result}");
+    assert_eq!(result["kind"], "cancelled", "{result}");
 
     let ours = alice.wait_transfer("the outgoing transfer cancelled", |t| {
         t["state"] == "cancelled"

@@ -324,6 +324,7 @@ fn file_changed_after_its_offer_fails_the_send_and_lands_nowhere() {
     assert_eq!(code, Some(1), "{stderr}");
     let result = one_json(&sent);
     assert_eq!(result["status"], "failed", "{result}");
+    assert_eq!(result["kind"], "failed", "{result}");
     let error = result["error"].as_str().unwrap();
     assert!(error.contains("changed while being sent"), "{error}");
     bob.wait_transfer("the incoming transfer failed", |t| t["state"] == "failed");
@@ -445,6 +446,7 @@ fn send_to_an_address_without_a_daemon_fails_quickly_as_json() {
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
     let result = one_json(&out);
     assert_eq!(result["status"], "failed");
+    assert_eq!(result["kind"], "unreachable", "{result}");
     assert_eq!(result["peer"], addr.as_str());
     let error = result["error"].as_str().unwrap();
     assert!(error.contains("cannot connect"), "{error}");

@@ -22,7 +22,7 @@ use crate::control::records::{
 use crate::control::{Ack, Request};
 use crate::protocol::MAX_TEXT_LEN;
 use crate::transfer::receive::human_bytes;
-use crate::transfer::registry::{Direction, State, TransferKind};
+use crate::transfer::registry::TransferKind;
 use crate::transfer::source::Layout;
 
 /// `writeln!` to stdout that returns an error (a broken pipe) instead of
@@ -256,7 +256,7 @@ fn list_pairings(list: &[PairingInfo]) -> Result<()> {
         outln!(
             "{:8}  {:3}  {:8}  {:14}  {:7}  {:3}  {:4}  {}",
             p.id,
-            direction(p.direction),
+            p.direction.as_str(),
             p.state.as_str(),
             p.peer,
             spaced(&p.code),
@@ -266,24 +266,6 @@ fn list_pairings(list: &[PairingInfo]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn direction(d: Direction) -> &'static str {
-    match d {
-        Direction::In => "in",
-        Direction::Out => "out",
-    }
-}
-
-fn outcome(s: State) -> &'static str {
-    match s {
-        State::Pending => "pending",
-        State::Active => "active",
-        State::Done => "done",
-        State::Failed => "failed",
-        State::Rejected => "rejected",
-        State::Cancelled => "cancelled",
-    }
 }
 
 /// `share history`.
@@ -312,8 +294,8 @@ pub(super) async fn history(sockets: &[PathBuf], args: HistoryArgs) -> Result<()
         outln!(
             "{:16}  {:3}  {:9}  {:14}  {:10}  {:>7.1} s  {:4}  {}{}",
             utc(e.time),
-            direction(e.direction),
-            outcome(e.outcome),
+            e.direction.as_str(),
+            e.outcome.as_str(),
             e.peer,
             human_bytes(e.bytes),
             e.duration_s,
@@ -349,7 +331,7 @@ pub(super) async fn queue(sockets: &[PathBuf], args: QueueArgs) -> Result<()> {
         outln!(
             "{:8}  {:7}  {:20}  {:16}  {:5}  {}{}",
             q.id,
-            q.state,
+            q.state.as_str(),
             q.peer,
             utc(q.queued),
             q.files,
@@ -461,10 +443,7 @@ pub(super) async fn send_text(sockets: &[PathBuf], args: &SendArgs, text: &str) 
         }
         Err(e) => {
             if args.json {
-                outln!(
-                    "{}",
-                    serde_json::json!({"status": "failed", "peer": args.peer, "error": e.to_string()})
-                );
+                render::send_failure(&args.peer, &e)?;
             }
             Err(e.into())
         }

@@ -398,10 +398,7 @@ async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
         Ok(data) => render::send_result(&data, args.json),
         Err(e) => {
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"status": "failed", "peer": args.peer, "error": e.to_string()})
-                );
+                render::send_failure(&args.peer, &e)?;
             }
             Err(e.into())
         }

@@ -10,7 +10,10 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 
-use crate::control::{Ack, IdInfo, PeerInfo, SendEvent, SendResult, StatusInfo, TransferList};
+use crate::control::client::ClientError;
+use crate::control::{
+    Ack, IdInfo, PeerInfo, ResultStatus, SendEvent, SendResult, StatusInfo, TransferList,
+};
 use crate::transfer::receive::human_bytes;
 
 /// `println!` that returns an error instead of panicking when stdout is
@@ -58,7 +61,7 @@ pub(super) fn status(data: &serde_json::Value, as_json: bool) -> Result<()> {
             "off (HOST:PORT only)"
         }
     );
-    outln!("accept:       {}", s.accept);
+    outln!("accept:       {}", s.accept.as_str());
     outln!("peers:        {}", s.peers);
     outln!("transfers:    {} active", s.active_transfers);
     let waiting: Vec<String> = [
@@ -132,7 +135,7 @@ pub(super) fn peers(data: &serde_json::Value, as_json: bool) -> Result<()> {
             p.name,
             p.id.short(),
             if p.trusted { "yes" } else { "no" },
-            p.source,
+            p.source.as_str(),
             ago(p.last_seen_s),
             p.addresses.join(" ")
         );
@@ -164,13 +167,11 @@ pub(super) fn transfers(data: &serde_json::Value, as_json: bool) -> Result<()> {
     outln!("ID        DIR  STATE      PEER            FILES  PROGRESS            WHAT");
     for t in list {
         let progress = format!("{} / {}", human_bytes(t.bytes_done), human_bytes(t.bytes));
-        let direction = format!("{:?}", t.direction).to_lowercase();
-        let state = format!("{:?}", t.state).to_lowercase();
         outln!(
             "{:8}  {:3}  {:9}  {:14}  {:5}  {:18}  {}{}",
             t.id,
-            direction,
-            state,
+            t.direction.as_str(),
+            t.state.as_str(),
             t.peer,
             t.files,
             progress,
@@ -209,6 +210,18 @@ pub(super) fn send_result(data: &serde_json::Value, as_json: bool) -> Result<()>
         r.seconds
     );
     Ok(())
+}
+
+/// `share send --json` when the send failed: one document with `status`
+/// `failed`, the peer as given, the message and its kind.
+pub(super) fn send_failure(peer: &str, error: &ClientError) -> Result<()> {
+    let document = serde_json::json!({
+        "status": ResultStatus::Failed,
+        "peer": peer,
+        "error": error.to_string(),
+        "kind": error.kind(),
+    });
+    json(&document)
 }
 
 /// Progress display for `share send` on a terminal.

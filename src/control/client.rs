@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::{CONTROL_VERSION, Reply, Request, RequestEnvelope, SendEvent};
+use super::{CONTROL_VERSION, CommandError, ErrorKind, Reply, Request, RequestEnvelope, SendEvent};
 
 /// Why a command could not be run.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +27,23 @@ pub enum ClientError {
     )]
     Permission(PathBuf),
     /// The daemon answered with an error.
-    #[error("{0}")]
-    Daemon(String),
+    #[error(transparent)]
+    Daemon(CommandError),
     /// The connection broke or the reply was malformed.
     #[error("lost contact with the daemon: {0}")]
     Protocol(String),
+}
+
+impl ClientError {
+    /// The machine-readable kind of this failure (for `--json` output).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NoDaemon { .. } => ErrorKind::NoDaemon,
+            Self::Permission(_) => ErrorKind::Permission,
+            Self::Daemon(e) => e.kind,
+            Self::Protocol(_) => ErrorKind::Control,
+        }
+    }
 }
 
 /// Connects to the first socket in `candidates` that answers.
@@ -109,7 +121,9 @@ pub async fn finish(
         };
         match serde_json::from_str::<Reply>(&line) {
             Ok(Reply::Ok { data }) => return Ok(data),
-            Ok(Reply::Error { message }) => return Err(ClientError::Daemon(message)),
+            Ok(Reply::Error { message, kind }) => {
+                return Err(ClientError::Daemon(CommandError::new(kind, message)));
+            }
             Ok(Reply::Event { event }) => on_event(event),
             Err(e) => return Err(ClientError::Protocol(format!("malformed reply: {e}"))),
         }

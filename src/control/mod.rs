@@ -6,6 +6,10 @@
 //! [`Reply::Ok`] or [`Reply::Error`] line, then closes. Keeping it JSON
 //! makes the socket scriptable with `socat` and keeps the CLI thin.
 //!
+//! Each request has one reply type ([`Response`] lists them); a failure is
+//! a [`CommandError`]: `{"type":"error","message":"...","kind":"not_found"}`,
+//! where `kind` ([`ErrorKind`]) is for programs and `message` for people.
+//!
 //! Access control is the socket file's permissions: mode 0600 inside a 0700
 //! directory for a user daemon; mode 0660 group `lanshare` inside the 0750
 //! runtime directory for the system service, so root and the members of
@@ -16,18 +20,25 @@
 
 pub mod client;
 pub mod doctor;
+mod error;
 pub mod fds;
 pub mod records;
 pub mod server;
+
+pub use error::{CommandError, ErrorKind};
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::PeerSource;
 use crate::identity::DeviceId;
+use crate::transfer::receive::AcceptPolicy;
 use crate::transfer::registry::TransferInfo;
 use crate::transport::TransportKind;
 use crate::transport::dial::Preference;
+use doctor::DoctorReport;
+use records::{HistoryEntry, InboxText, PairingInfo, QueuedSend, TextResult};
 
 /// Version of the control protocol; bumped on incompatible changes.
 pub const CONTROL_VERSION: u32 = 1;
@@ -217,25 +228,96 @@ impl Request {
     }
 }
 
-/// One reply line.
+/// One reply line. The daemon sends the result as a [`Response`]; a
+/// client reads it back as JSON and parses the type its request expects.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Reply {
+pub enum Reply<T = serde_json::Value> {
     /// Final success, with the command's result.
     Ok {
         /// Command-specific result.
-        data: serde_json::Value,
+        data: T,
     },
     /// Final failure, with a one-line, actionable message.
     Error {
         /// What happened and what to do.
         message: String,
+        /// What kind of failure, for programs (absent from daemons older
+        /// than this field: [`ErrorKind::Unknown`]).
+        #[serde(default = "unknown_kind")]
+        kind: ErrorKind,
     },
     /// Progress of a long command.
     Event {
         /// The progress event.
         event: SendEvent,
     },
+}
+
+fn unknown_kind() -> ErrorKind {
+    ErrorKind::Unknown
+}
+
+impl<T> Reply<T> {
+    /// The final line for a command's outcome.
+    pub fn outcome(result: Result<T, CommandError>) -> Self {
+        match result {
+            Ok(data) => Self::Ok { data },
+            Err(e) => Self::Error {
+                message: e.message,
+                kind: e.kind,
+            },
+        }
+    }
+}
+
+/// The result of each request, by request; serialised as the bare
+/// document (no tag), so each request's `data` is exactly its type.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    /// [`Request::Id`].
+    Id(IdInfo),
+    /// [`Request::Status`].
+    Status(Box<StatusInfo>),
+    /// [`Request::Peers`].
+    Peers(Vec<PeerInfo>),
+    /// [`Request::Transfers`].
+    Transfers(TransferList),
+    /// [`Request::Send`].
+    Sent(SendResult),
+    /// [`Request::Accept`], `Reject`, `Cancel`, `Trust`, `Untrust`,
+    /// `PeersAdd`, `PeersRemove`, `QueueCancel`.
+    Ack(Ack),
+    /// [`Request::Doctor`].
+    Doctor(Box<DoctorReport>),
+    /// [`Request::Pair`], [`Request::PairDecide`].
+    Pairing(PairingInfo),
+    /// [`Request::Pairings`].
+    Pairings(Vec<PairingInfo>),
+    /// [`Request::History`].
+    History(Vec<HistoryEntry>),
+    /// [`Request::QueueSend`].
+    Queued(QueuedSend),
+    /// [`Request::Queue`].
+    Queue(Vec<QueuedSend>),
+    /// [`Request::SendText`].
+    TextSent(TextResult),
+    /// [`Request::Inbox`].
+    Inbox(Vec<InboxText>),
+    /// [`Request::ReceiveText`].
+    Text(InboxText),
+}
+
+/// `status` of a result document: `done` in a success, `failed` in the
+/// document `share ... --json` prints for a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultStatus {
+    /// It happened: the receiver confirmed.
+    Done,
+    /// It did not (the document also carries `error` and `kind`).
+    Failed,
 }
 
 /// Progress of `share send`, streamed to the CLI.
@@ -312,7 +394,7 @@ pub struct StatusInfo {
     /// Whether mDNS discovery runs.
     pub mdns: bool,
     /// Consent policy.
-    pub accept: String,
+    pub accept: AcceptPolicy,
     /// Number of visible peers.
     pub peers: usize,
     /// Transfers pending or active.
@@ -353,7 +435,7 @@ pub struct PeerInfo {
     /// Whether the device is trusted.
     pub trusted: bool,
     /// How it was found.
-    pub source: String,
+    pub source: PeerSource,
     /// Seconds since it was last seen.
     pub last_seen_s: u64,
     /// When it was last seen (seconds since the Unix epoch).
@@ -365,7 +447,7 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendResult {
     /// Always `done` (failures are errors).
-    pub status: String,
+    pub status: ResultStatus,
     /// Peer name.
     pub peer: String,
     /// Peer device ID.

@@ -133,13 +133,33 @@ pub struct QueuedSend {
     pub transport: Preference,
     /// When it was queued, seconds since the Unix epoch.
     pub queued: u64,
-    /// `waiting` for the peer, or `sending` now.
-    pub state: String,
+    /// Waiting for the peer, or sending now.
+    pub state: QueueState,
     /// Times the peer seemed back but the send did not happen.
     pub attempts: u32,
     /// Why the last try did not go out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// Where a queued send stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueState {
+    /// Waiting for the peer to be reachable.
+    Waiting,
+    /// The peer answered; the send is running.
+    Sending,
+}
+
+impl QueueState {
+    /// The lower-case name (as in JSON), for text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Sending => "sending",
+        }
+    }
 }
 
 /// One received text (`share inbox`, `share receive --text`).
@@ -163,7 +183,7 @@ pub struct InboxText {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TextResult {
     /// Always `done` (failures are errors).
-    pub status: String,
+    pub status: super::ResultStatus,
     /// Peer name.
     pub peer: String,
     /// Peer device ID.
@@ -178,18 +198,27 @@ pub struct TextResult {
     pub seconds: f64,
 }
 
+/// Why a text cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    /// Nothing to send.
+    #[error("the text is empty; nothing to send")]
+    Empty,
+    /// More than [`MAX_TEXT_LEN`] bytes.
+    #[error(
+        "the text is {0} bytes, more than the limit of {MAX_TEXT_LEN} bytes (64 KiB); send it as a file instead"
+    )]
+    TooLong(usize),
+}
+
 /// Checks a text before it is sent (by the CLI, and again by the daemon):
-/// not empty, at most [`MAX_TEXT_LEN`] bytes. `Err` is the reason for the
-/// user.
-pub fn check_text(text: &str) -> Result<(), String> {
+/// not empty, at most [`MAX_TEXT_LEN`] bytes.
+pub fn check_text(text: &str) -> Result<(), TextError> {
     if text.is_empty() {
-        return Err("the text is empty; nothing to send".into());
+        return Err(TextError::Empty);
     }
     if text.len() > MAX_TEXT_LEN {
-        return Err(format!(
-            "the text is {} bytes, more than the limit of {MAX_TEXT_LEN} bytes (64 KiB); send it as a file instead",
-            text.len()
-        ));
+        return Err(TextError::TooLong(text.len()));
     }
     Ok(())
 }

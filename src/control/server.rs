@@ -28,7 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::fds::FdReader;
-use super::{CONTROL_VERSION, MAX_REQUEST_LEN, Reply, Request, RequestEnvelope, SendEvent};
+use super::{
+    CONTROL_VERSION, CommandError, MAX_REQUEST_LEN, Reply, Request, RequestEnvelope, Response,
+    SendEvent,
+};
 use crate::transport::BoxFuture;
 
 /// How long a client may take to send its request (and the open files
@@ -99,8 +102,8 @@ impl SocketAccess {
 pub trait Handler: Send + Sync + 'static {
     /// Runs `request`, streaming progress to `events`; `cancel` fires if
     /// the client disconnects. `files` are the open files the client passed
-    /// ([`Request::fd_count`] of them, in order). Returns the final result
-    /// or a one-line error.
+    /// ([`Request::fd_count`] of them, in order). Returns the request's
+    /// result, or why it failed.
     fn handle(
         &self,
         request: Request,
@@ -108,7 +111,7 @@ pub trait Handler: Send + Sync + 'static {
         files: Vec<std::fs::File>,
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
-    ) -> BoxFuture<'_, Result<serde_json::Value, String>>;
+    ) -> BoxFuture<'_, Result<Response, CommandError>>;
 }
 
 /// A bound control socket; removes its file on drop.
@@ -220,7 +223,8 @@ async fn serve_one(
         Ok(Err(message)) => {
             tracing::info!(uid = caller.uid, pid = ?caller.pid, "refused control request: {message}");
             let (_, mut write) = stream.into_split();
-            return write_reply(&mut write, &Reply::Error { message }).await;
+            let refused = Reply::<Response>::outcome(Err(CommandError::invalid(message)));
+            return write_reply(&mut write, &refused).await;
         }
     };
     tracing::info!(
@@ -241,7 +245,7 @@ async fn serve_one(
         tokio::select! {
             result = &mut work => break result,
             Some(event) = events_rx.recv() => {
-                if !client_gone && write_reply(&mut write, &Reply::Event { event }).await.is_err() {
+                if !client_gone && write_reply(&mut write, &Reply::<Response>::Event { event }).await.is_err() {
                     client_gone = true;
                     cancel.cancel();
                 }
@@ -260,16 +264,12 @@ async fn serve_one(
         if client_gone {
             break;
         }
-        write_reply(&mut write, &Reply::Event { event }).await?;
+        write_reply(&mut write, &Reply::<Response>::Event { event }).await?;
     }
     if client_gone {
         return Ok(());
     }
-    let reply = match result {
-        Ok(data) => Reply::Ok { data },
-        Err(message) => Reply::Error { message },
-    };
-    write_reply(&mut write, &reply).await?;
+    write_reply(&mut write, &Reply::outcome(result)).await?;
     write.shutdown().await
 }
 
@@ -320,7 +320,7 @@ async fn read_request(
 
 async fn write_reply(
     write: &mut tokio::net::unix::OwnedWriteHalf,
-    reply: &Reply,
+    reply: &Reply<Response>,
 ) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
     line.push(b'\n');

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +11,8 @@ use super::Shared;
 use crate::control::records::PairingState;
 use crate::control::server::{Caller, Handler};
 use crate::control::{
-    Ack, IdInfo, PeerInfo, Request, SendEntry, SendEvent, SendResult, StatusInfo,
+    Ack, CommandError, IdInfo, PeerInfo, Request, Response, ResultStatus, SendEntry, SendEvent,
+    SendResult, StatusInfo,
 };
 use crate::identity::DeviceId;
 use crate::protocol::ErrorCode;
@@ -38,17 +38,17 @@ impl Handler for Commands {
         files: Vec<std::fs::File>,
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
-    ) -> BoxFuture<'_, Result<serde_json::Value, String>> {
+    ) -> BoxFuture<'_, Result<Response, CommandError>> {
         let shared = self.0.clone();
         Box::pin(async move {
-            match request {
-                Request::Id => to_json(&IdInfo {
+            Ok(match request {
+                Request::Id => Response::Id(IdInfo {
                     name: shared.config.name.clone(),
                     id: shared.identity.id(),
                 }),
-                Request::Status => to_json(&shared.status()),
-                Request::Peers => to_json(&shared.peer_list()),
-                Request::Transfers => to_json(&shared.registry.list()),
+                Request::Status => Response::Status(Box::new(shared.status())),
+                Request::Peers => Response::Peers(shared.peer_list()),
+                Request::Transfers => Response::Transfers(shared.registry.list()),
                 Request::Send {
                     peer,
                     entries,
@@ -59,30 +59,26 @@ impl Handler for Commands {
                     let retry_for = retry_for_s.map(Duration::from_secs);
                     let what = attach_files(entries, files)?;
                     tracing::debug!(uid = caller.uid, entries = what.len(), "send request");
-                    shared
-                        .send(&peer, (what, skipped), transport, retry_for, events, cancel)
-                        .await
+                    Response::Sent(
+                        shared
+                            .send(&peer, (what, skipped), transport, retry_for, events, cancel)
+                            .await?,
+                    )
                 }
                 Request::Accept { id } => {
-                    let id = shared
-                        .registry
-                        .decide(&id, Decision::Accept)
-                        .map_err(|e| e.to_string())?;
+                    let id = shared.registry.decide(&id, Decision::Accept)?;
                     ack(format!("accepted transfer {id}"))
                 }
                 Request::Reject { id, reason } => {
                     let reason = reason.unwrap_or_else(|| "declined by the user".into());
-                    let id = shared
-                        .registry
-                        .decide(&id, Decision::Reject(reason))
-                        .map_err(|e| e.to_string())?;
+                    let id = shared.registry.decide(&id, Decision::Reject(reason))?;
                     ack(format!("rejected transfer {id}"))
                 }
                 Request::Cancel { id } => {
-                    let id = shared.registry.cancel(&id).map_err(|e| e.to_string())?;
+                    let id = shared.registry.cancel(&id)?;
                     ack(format!("cancelled transfer {id}"))
                 }
-                Request::Trust { peer } => shared.trust_peer(&peer).await,
+                Request::Trust { peer } => Response::Ack(shared.trust_peer(&peer).await?),
                 request @ (Request::Pair { .. }
                 | Request::Pairings
                 | Request::PairDecide { .. }
@@ -95,20 +91,23 @@ impl Handler for Commands {
                 | Request::ReceiveText { .. }) => {
                     shared
                         .everyday(request, caller, files, events, cancel)
-                        .await
+                        .await?
                 }
                 Request::Untrust { peer } => {
                     let (id, name) = shared.find_device(&peer)?;
-                    match shared.trust.untrust(&id) {
-                        Ok(true) => ack(format!("{name} ({id}) is no longer trusted")),
-                        Ok(false) => Err(format!("{name} ({id}) was not trusted")),
-                        Err(e) => Err(e.to_string()),
+                    if !shared.trust.untrust(&id)? {
+                        return Err(CommandError::conflict(format!(
+                            "{name} ({id}) was not trusted"
+                        )));
                     }
+                    ack(format!("{name} ({id}) is no longer trusted"))
                 }
-                Request::Doctor { peer } => to_json(&shared.doctor(peer.as_deref()).await),
-                Request::PeersAdd { addr } => to_json(&shared.add_peer(&addr).await?),
-                Request::PeersRemove { peer } => to_json(&shared.remove_peer(&peer)?),
-            }
+                Request::Doctor { peer } => {
+                    Response::Doctor(Box::new(shared.doctor(peer.as_deref()).await))
+                }
+                Request::PeersAdd { addr } => Response::Ack(shared.add_peer(&addr).await?),
+                Request::PeersRemove { peer } => Response::Ack(shared.remove_peer(&peer)?),
+            })
         })
     }
 }
@@ -118,16 +117,16 @@ impl Handler for Commands {
 pub(super) fn attach_files(
     entries: Vec<SendEntry>,
     files: Vec<std::fs::File>,
-) -> Result<Vec<(String, Option<SourceFile>)>, String> {
+) -> Result<Vec<(String, Option<SourceFile>)>, CommandError> {
     let mut files = files.into_iter();
     let mut what = Vec::with_capacity(entries.len());
     for entry in entries {
         let file = if entry.dir {
             None
         } else {
-            let file = files
-                .next()
-                .ok_or_else(|| format!("no open file was passed for {}", entry.path))?;
+            let file = files.next().ok_or_else(|| {
+                CommandError::invalid(format!("no open file was passed for {}", entry.path))
+            })?;
             Some(SourceFile {
                 path: PathBuf::from(&entry.path),
                 file: Arc::new(file),
@@ -136,17 +135,15 @@ pub(super) fn attach_files(
         what.push((entry.path, file));
     }
     if files.next().is_some() {
-        return Err("more open files were passed than the request names".into());
+        return Err(CommandError::invalid(
+            "more open files were passed than the request names",
+        ));
     }
     Ok(what)
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, String> {
-    serde_json::to_value(value).map_err(|e| format!("internal error: {e}"))
-}
-
-fn ack(message: String) -> Result<serde_json::Value, String> {
-    to_json(&Ack { message })
+fn ack(message: String) -> Response {
+    Response::Ack(Ack { message })
 }
 
 impl Shared {
@@ -176,7 +173,7 @@ impl Shared {
             uptime_s: self.started.elapsed().as_secs(),
             transports: self.transports.clone(),
             mdns: self.config.mdns,
-            accept: format!("{:?}", self.config.accept).to_lowercase(),
+            accept: self.config.accept,
             peers: self.peers.list().len(),
             active_transfers: active,
             offers_to_answer,
@@ -199,7 +196,7 @@ impl Shared {
                 trusted: self.trust.is_trusted(&p.id),
                 addresses: p.addrs.iter().map(ToString::to_string).collect(),
                 tcp_port: p.tcp_port,
-                source: format!("{:?}", p.source).to_lowercase(),
+                source: p.source,
                 last_seen_s: now
                     .duration_since(p.last_seen)
                     .map(|d| d.as_secs())
@@ -215,7 +212,7 @@ impl Shared {
             .collect()
     }
 
-    async fn trust_peer(&self, text: &str) -> Result<serde_json::Value, String> {
+    async fn trust_peer(&self, text: &str) -> Result<Ack, CommandError> {
         let (id, name) = match self.find_device(text) {
             Ok(found) => found,
             Err(not_visible) => {
@@ -229,7 +226,7 @@ impl Shared {
                         self.authenticate(link)
                     })
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| CommandError::dial(&resolved.label, &e))?;
                 let id = framed.link().peer;
                 framed.into_link().abort("identity check only");
                 (id, hello.name)
@@ -238,11 +235,12 @@ impl Shared {
         if let Some(other) = self.trust.name_conflict(&name, &id) {
             tracing::warn!(%name, new = %id, trusted = %other.id, "trusting a second device under an existing name");
         }
-        match self.trust.trust(id, &name) {
-            Ok(true) => ack(format!("trusted {name} ({id})")),
-            Ok(false) => ack(format!("{name} ({id}) was already trusted")),
-            Err(e) => Err(e.to_string()),
-        }
+        let message = if self.trust.trust(id, &name)? {
+            format!("trusted {name} ({id})")
+        } else {
+            format!("{name} ({id}) was already trusted")
+        };
+        Ok(Ack { message })
     }
 
     /// The dialer's side of `Hello` on a new link: the step that makes a
@@ -291,18 +289,19 @@ impl Shared {
         retry_for: Option<Duration>,
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<SendResult, CommandError> {
         let started = Instant::now();
         if what.is_empty() {
-            return Err("nothing to send: give at least one file or directory".into());
+            return Err(CommandError::invalid(
+                "nothing to send: give at least one file or directory",
+            ));
         }
         let resolved = self.resolve(peer).await?;
         // Inspect the descriptors the CLI passed: the daemon never opens a
         // path a user names (see `transfer::source`).
         let source = tokio::task::spawn_blocking(move || source::prepare(what))
             .await
-            .map_err(|e| format!("internal error: {e}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(CommandError::internal)??;
         if !skipped.is_empty() {
             tracing::warn!(skipped = ?skipped, "special files are not sent");
         }
@@ -344,15 +343,15 @@ impl Shared {
             let error = match result {
                 Ok((peer_name, peer_id, transport)) => {
                     let Some(handle) = handle else {
-                        return Err("internal error: no transfer handle".into());
+                        return Err(CommandError::internal("no transfer handle"));
                     };
                     handle.finish(State::Done, None);
                     let _ = events.send(SendEvent::Progress {
                         bytes_done: bytes,
                         bytes,
                     });
-                    return to_json(&SendResult {
-                        status: "done".into(),
+                    return Ok(SendResult {
+                        status: ResultStatus::Done,
                         peer: peer_name,
                         peer_id,
                         id: handle.id().to_owned(),
@@ -388,7 +387,7 @@ impl Shared {
                 if let Some(handle) = &handle {
                     handle.finish(error.final_state(), Some(message.clone()));
                 }
-                return Err(message);
+                return Err(error.into());
             }
             tracing::info!(
                 attempt = attempts,
@@ -518,10 +517,21 @@ const MAX_INTEGRITY_RETRIES: u32 = 3;
 /// Why one send attempt failed.
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
+    /// Connecting to the peer (named by the label) failed.
     #[error("cannot connect to {0}: {1}")]
     Dial(String, DialError),
+    /// The transfer failed once connected.
     #[error(transparent)]
     Transfer(TransferError),
+}
+
+impl From<AttemptError> for CommandError {
+    fn from(e: AttemptError) -> Self {
+        match e {
+            AttemptError::Dial(label, e) => Self::dial(&label, &e),
+            AttemptError::Transfer(e) => e.into(),
+        }
+    }
 }
 
 impl AttemptError {

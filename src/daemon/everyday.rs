@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::queue::NewQueued;
+use crate::control::records::InboxText;
 use crate::control::server::Caller;
-use crate::control::{Request, SendEvent};
+use crate::control::{CommandError, ErrorKind, Request, Response, SendEvent};
 
 /// Longest `share receive --text --wait`.
 pub(super) const MAX_TEXT_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -26,22 +27,27 @@ impl Shared {
         files: Vec<std::fs::File>,
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
-    ) -> Result<serde_json::Value, String> {
-        match request {
-            Request::Pair { peer, transport } => self.pair(&peer, transport).await,
-            Request::Pairings => self.pairing_list(),
-            Request::PairDecide { id, accept, wait } => self.pair_decide(&id, accept, wait).await,
-            Request::History { limit } => {
-                let entries = self.history.read(limit).map_err(|e| e.to_string())?;
-                to_json(&entries)
+    ) -> Result<Response, CommandError> {
+        Ok(match request {
+            Request::Pair { peer, transport } => {
+                Response::Pairing(self.pair(&peer, transport).await?)
             }
+            Request::Pairings => Response::Pairings(self.pairings.list()),
+            Request::PairDecide { id, accept, wait } => {
+                Response::Pairing(self.pair_decide(&id, accept, wait).await?)
+            }
+            Request::History { limit } => Response::History(
+                self.history
+                    .read(limit)
+                    .map_err(|e| CommandError::io(e.to_string()))?,
+            ),
             Request::QueueSend {
                 peer,
                 entries,
                 skipped,
                 transport,
                 roots,
-            } => self.queue_send(
+            } => Response::Queued(self.queue_send(
                 NewQueued {
                     peer,
                     entries,
@@ -51,20 +57,31 @@ impl Shared {
                     uid: caller.uid,
                 },
                 files,
-            ),
-            Request::Queue => self.queue_list(),
-            Request::QueueCancel { id } => self.queue_cancel(&id),
+            )?),
+            Request::Queue => Response::Queue(self.queue_list()),
+            Request::QueueCancel { id } => Response::Ack(self.queue_cancel(&id)?),
             Request::SendText {
                 peer,
                 text,
                 transport,
-            } => self.send_text(&peer, text, transport, events, cancel).await,
-            Request::Inbox => to_json(&self.inbox.list().map_err(|e| e.to_string())?),
-            Request::ReceiveText { wait_s } => self.next_text(wait_s, cancel).await,
-            other => Err(format!(
-                "internal error: {other:?} is not an everyday request"
-            )),
-        }
+            } => Response::TextSent(
+                self.send_text(&peer, text, transport, events, cancel)
+                    .await?,
+            ),
+            Request::Inbox => Response::Inbox(
+                self.inbox
+                    .list()
+                    .map_err(|e| CommandError::io(e.to_string()))?,
+            ),
+            Request::ReceiveText { wait_s } => {
+                Response::Text(self.next_text(wait_s, cancel).await?)
+            }
+            other => {
+                return Err(CommandError::internal(format!(
+                    "{other:?} is not an everyday request"
+                )));
+            }
+        })
     }
 
     /// `share receive --text [--wait SECS]`.
@@ -72,33 +89,37 @@ impl Shared {
         &self,
         wait_s: Option<u64>,
         cancel: CancellationToken,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<InboxText, CommandError> {
         let wait = Duration::from_secs(wait_s.unwrap_or(0)).min(MAX_TEXT_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
         let mut arrived = self.inbox.subscribe();
         loop {
             arrived.borrow_and_update();
-            if let Some(text) = self.inbox.take_unread().map_err(|e| e.to_string())? {
-                return to_json(&text);
+            if let Some(text) = self
+                .inbox
+                .take_unread()
+                .map_err(|e| CommandError::io(e.to_string()))?
+            {
+                return Ok(text);
             }
             if wait.is_zero() {
-                return Err(
-                    "no unread text; `share inbox` lists earlier ones, `--wait SECS` waits for the next"
-                        .into(),
-                );
+                return Err(CommandError::not_found(
+                    "no unread text; `share inbox` lists earlier ones, `--wait SECS` waits for the next",
+                ));
             }
             tokio::select! {
                 changed = tokio::time::timeout_at(deadline, arrived.changed()) => {
                     if changed.is_err() {
-                        return Err(format!("no text arrived within {} s", wait.as_secs()));
+                        return Err(CommandError::new(
+                            ErrorKind::Timeout,
+                            format!("no text arrived within {} s", wait.as_secs()),
+                        ));
                     }
                 }
-                () = cancel.cancelled() => return Err("cancelled".into()),
+                () = cancel.cancelled() => {
+                    return Err(CommandError::new(ErrorKind::Cancelled, "cancelled"));
+                }
             }
         }
     }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, String> {
-    serde_json::to_value(value).map_err(|e| format!("internal error: {e}"))
 }

@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use super::Shared;
 use super::history::now_secs;
 use crate::control::records::{PairingInfo, PairingState};
+use crate::control::{CommandError, ErrorKind};
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
 use crate::protocol::{ErrorCode, Message};
@@ -57,6 +58,45 @@ const KEEP_FINISHED: usize = 32;
 /// How long `share pair --confirm` waits for the session to pick up the
 /// decision before answering (without `--wait`).
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Why a pairing could not be registered or answered.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PairingError {
+    /// Too many incoming pairings wait already.
+    #[error("too many pairing requests are waiting on this device; retry later")]
+    Busy,
+    /// No pairing has this ID (prefix).
+    #[error("no pairing with ID {0}; see `share pair --list`")]
+    NotFound(String),
+    /// The prefix matches several pairings.
+    #[error("pairing ID {0} is ambiguous; type more characters")]
+    Ambiguous(String),
+    /// The pairing ended already.
+    #[error("pairing {id} with {peer} is already over ({})", state.as_str())]
+    Over {
+        /// The pairing.
+        id: String,
+        /// The peer's name.
+        peer: String,
+        /// How it ended.
+        state: PairingState,
+    },
+    /// This side's answer was given before.
+    #[error("pairing {0} was already answered on this device")]
+    AlreadyAnswered(String),
+}
+
+impl From<PairingError> for CommandError {
+    fn from(e: PairingError) -> Self {
+        let kind = match e {
+            PairingError::Busy => ErrorKind::Busy,
+            PairingError::NotFound(_) => ErrorKind::NotFound,
+            PairingError::Ambiguous(_) => ErrorKind::Ambiguous,
+            PairingError::Over { .. } | PairingError::AlreadyAnswered(_) => ErrorKind::Conflict,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
 
 struct Entry {
     info: PairingInfo,
@@ -140,7 +180,7 @@ impl Pairings {
         peer_id: DeviceId,
         code: u32,
         transport: TransportKind,
-    ) -> Result<(String, oneshot::Receiver<bool>), String> {
+    ) -> Result<(String, oneshot::Receiver<bool>), PairingError> {
         let mut inner = self.lock();
         if direction == Direction::In {
             let waiting: Vec<&Entry> = inner
@@ -152,9 +192,7 @@ impl Pairings {
                 || waiting.iter().filter(|e| e.info.peer_id == peer_id).count()
                     >= MAX_WAITING_PER_PEER
             {
-                return Err(
-                    "too many pairing requests are waiting on this device; retry later".into(),
-                );
+                return Err(PairingError::Busy);
             }
         }
         let id = loop {
@@ -228,7 +266,7 @@ impl Pairings {
     }
 
     /// Delivers this user's decision to a waiting pairing (ID or unique prefix).
-    fn decide(&self, prefix: &str, accept: bool) -> Result<String, String> {
+    fn decide(&self, prefix: &str, accept: bool) -> Result<String, PairingError> {
         let mut inner = self.lock();
         let prefix = prefix.trim().to_ascii_lowercase();
         let mut matches: Vec<String> = inner
@@ -238,36 +276,28 @@ impl Pairings {
             .cloned()
             .collect();
         let id = match matches.len() {
-            0 => {
-                return Err(format!(
-                    "no pairing with ID {prefix}; see `share pair --list`"
-                ));
-            }
+            0 => return Err(PairingError::NotFound(prefix)),
             1 => matches.remove(0),
             _ if inner.entries.contains_key(&prefix) => prefix,
-            _ => {
-                return Err(format!(
-                    "pairing ID {prefix} is ambiguous; type more characters"
-                ));
-            }
+            _ => return Err(PairingError::Ambiguous(prefix)),
         };
         let entry = inner
             .entries
             .get_mut(&id)
-            .ok_or_else(|| format!("no pairing with ID {id}"))?;
+            .ok_or_else(|| PairingError::NotFound(id.clone()))?;
         if entry.info.state.finished() {
-            return Err(format!(
-                "pairing {id} with {} is already over ({})",
-                entry.info.peer,
-                entry.info.state.as_str()
-            ));
+            return Err(PairingError::Over {
+                id,
+                peer: entry.info.peer.clone(),
+                state: entry.info.state,
+            });
         }
         match entry.decision.take() {
             Some(tx) => {
                 let _ = tx.send(accept);
                 Ok(id)
             }
-            None => Err(format!("pairing {id} was already answered on this device")),
+            None => Err(PairingError::AlreadyAnswered(id)),
         }
     }
 
@@ -323,22 +353,26 @@ impl Shared {
         &self,
         peer: &str,
         preference: Preference,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<PairingInfo, CommandError> {
         let resolved = self.resolve(peer).await?;
         let ((mut framed, hello), transport) = self
             .dialer
             .dial(&resolved.target, preference, |link| self.authenticate(link))
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", resolved.label))?;
+            .map_err(|e| CommandError::dial(&resolved.label, &e))?;
         let peer_id = framed.link().peer;
         let Some(code) = framed.link().pairing_code() else {
             framed.into_link().abort("no pairing code");
-            return Err("cannot derive a pairing code from this connection".into());
+            return Err(CommandError::internal(
+                "cannot derive a pairing code from this connection",
+            ));
         };
-        framed
-            .send(&Message::PairRequest)
-            .await
-            .map_err(|e| format!("cannot ask {} to pair: {e}", hello.name))?;
+        framed.send(&Message::PairRequest).await.map_err(|e| {
+            CommandError::new(
+                ErrorKind::Failed,
+                format!("cannot ask {} to pair: {e}", hello.name),
+            )
+        })?;
         let (id, decision) =
             self.pairings
                 .register(Direction::Out, &hello.name, peer_id, code, transport)?;
@@ -365,11 +399,9 @@ impl Shared {
             // Our last `PairConfirm` or `Error` must be delivered.
             framed.into_link().close(Duration::from_secs(2)).await;
         });
-        let info = self
-            .pairings
+        self.pairings
             .get(&id)
-            .ok_or_else(|| "internal error: pairing vanished".to_owned())?;
-        serde_json::to_value(info).map_err(|e| format!("internal error: {e}"))
+            .ok_or_else(|| CommandError::internal("pairing vanished"))
     }
 
     /// An incoming `PairRequest` after `Hello`: list it with its code and
@@ -394,12 +426,12 @@ impl Shared {
             framed.link().kind,
         ) {
             Ok(registered) => registered,
-            Err(message) => {
-                tracing::warn!(peer = %peer_id, "refused pairing request from {peer_name}: {message}");
+            Err(e) => {
+                tracing::warn!(peer = %peer_id, "refused pairing request from {peer_name}: {e}");
                 let _ = framed
                     .send(&Message::Error {
                         code: ErrorCode::Busy,
-                        message,
+                        message: e.to_string(),
                     })
                     .await;
                 return;
@@ -422,11 +454,6 @@ impl Shared {
         .await;
     }
 
-    /// `share pair --list`.
-    pub(super) fn pairing_list(&self) -> Result<serde_json::Value, String> {
-        serde_json::to_value(self.pairings.list()).map_err(|e| format!("internal error: {e}"))
-    }
-
     /// `share pair --confirm ID` / `--reject ID`: deliver the decision,
     /// then report the state once the session took it (`wait`: once the
     /// pairing is over).
@@ -435,7 +462,7 @@ impl Shared {
         id: &str,
         accept: bool,
         wait: bool,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<PairingInfo, CommandError> {
         let id = self.pairings.decide(id, accept)?;
         let info = if wait {
             self.pairings
@@ -448,8 +475,7 @@ impl Shared {
                 })
                 .await
         };
-        let info = info.ok_or_else(|| format!("pairing {id} is no longer listed"))?;
-        serde_json::to_value(info).map_err(|e| format!("internal error: {e}"))
+        info.ok_or_else(|| CommandError::not_found(format!("pairing {id} is no longer listed")))
     }
 }
 
@@ -597,10 +623,10 @@ mod tests {
         assert!(pairings.decide("zzzz", true).is_err());
         assert_eq!(pairings.decide(&id[..3], true).unwrap(), id);
         assert!(rx.await.unwrap());
-        let again = pairings.decide(&id, false).unwrap_err();
+        let again = pairings.decide(&id, false).unwrap_err().to_string();
         assert!(again.contains("already answered"), "{again}");
         pairings.finish(&id, PairingState::Paired, None);
-        let over = pairings.decide(&id, true).unwrap_err();
+        let over = pairings.decide(&id, true).unwrap_err().to_string();
         assert!(over.contains("already over"), "{over}");
         assert_eq!(pairings.list()[0].expires_in_s, 0);
     }

@@ -45,10 +45,12 @@ use super::Shared;
 use crate::control::doctor::Reach;
 use crate::identity::DeviceId;
 use crate::protocol::{ErrorCode, Message, PROBE_NONCE_LEN};
+use crate::transfer::TransferError;
 use crate::transfer::framed::Framed;
+use crate::transfer::framed::RecvError;
 use crate::transfer::handshake;
 use crate::transport::TransportKind;
-use crate::transport::dial::{AuthFailure, Preference, Target};
+use crate::transport::dial::{AuthFailure, DialError, Preference, Target};
 
 /// At most one probe answered per device ID and per source address in
 /// this interval.
@@ -256,6 +258,36 @@ async fn dial_back(
     }
 }
 
+/// Why one reachability test failed (the text goes into the report's
+/// `errors`).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ProbeError {
+    /// No answer within the test's budget.
+    #[error("no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// The connection failed.
+    #[error(transparent)]
+    Dial(DialError),
+    /// Connecting to send the probe failed.
+    #[error("cannot connect to the peer to probe it{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    NoCarrier(Option<DialError>),
+    /// The system has no randomness for a nonce.
+    #[error("no randomness available for the probe nonce")]
+    NoRandomness,
+    /// The probe message could not be sent.
+    #[error("probe not sent: {0}")]
+    NotSent(TransferError),
+    /// The peer answered with an `Error`.
+    #[error("the peer refused the probe: {0}")]
+    Refused(String),
+    /// The peer answered something else.
+    #[error("the peer answered the probe with {0} (an older lanshare?)")]
+    Unexpected(&'static str),
+    /// The link failed before the result came.
+    #[error("no answer to the probe: {0}")]
+    NoAnswer(RecvError),
+}
+
 /// What answered an outbound test dial: device ID, name, address.
 type Answered = (DeviceId, String, SocketAddr);
 
@@ -264,7 +296,7 @@ async fn dial_out(
     shared: &Shared,
     target: &Target,
     preference: Preference,
-) -> Result<Answered, String> {
+) -> Result<Answered, ProbeError> {
     let dial = shared
         .dialer
         .dial(target, preference, |link| shared.hello(link));
@@ -274,15 +306,15 @@ async fn dial_out(
             framed.into_link().close(Duration::from_secs(1)).await;
             Ok((id, hello.name, remote))
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", OUT_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(ProbeError::Dial(e)),
+        Err(_) => Err(ProbeError::Timeout(OUT_TIMEOUT)),
     }
 }
 
 /// Notes one outbound test in `slot` (and `errors`); the first success
 /// tells who answered.
 fn record(
-    result: Result<Answered, String>,
+    result: Result<Answered, ProbeError>,
     slot: &mut Option<bool>,
     kind: &str,
     errors: &mut Vec<String>,
@@ -301,12 +333,12 @@ fn record(
 }
 
 /// A fresh random nonce.
-fn nonce() -> Result<[u8; PROBE_NONCE_LEN], String> {
+fn nonce() -> Result<[u8; PROBE_NONCE_LEN], ProbeError> {
     use ring::rand::SecureRandom;
     let mut nonce = [0u8; PROBE_NONCE_LEN];
     ring::rand::SystemRandom::new()
         .fill(&mut nonce)
-        .map_err(|_| "no randomness available for the probe nonce".to_owned())?;
+        .map_err(|_| ProbeError::NoRandomness)?;
     Ok(nonce)
 }
 
@@ -321,7 +353,7 @@ impl Shared {
         let resolved = match self.resolve(text).await {
             Ok(resolved) => resolved,
             Err(e) => {
-                reach.errors.push(e);
+                reach.errors.push(e.to_string());
                 return reach;
             }
         };
@@ -388,7 +420,7 @@ impl Shared {
                 reach.udp_in = self.config.quic.then_some(quic);
                 reach.tcp_in = self.config.tcp.then_some(tcp);
             }
-            Err(e) => reach.errors.push(e),
+            Err(e) => reach.errors.push(e.to_string()),
         }
         if !quic_tested && !target.quic.is_empty() {
             let result = dial_out(self, &target, Preference::Quic).await;
@@ -413,7 +445,7 @@ impl Shared {
         target: &Target,
         id: DeviceId,
         carrier: Preference,
-    ) -> Result<(bool, bool), String> {
+    ) -> Result<(bool, bool), ProbeError> {
         let nonce = nonce()?;
         self.probes.expect(nonce, id);
         let result = self.probe_exchange(target, nonce, carrier).await;
@@ -429,29 +461,24 @@ impl Shared {
         target: &Target,
         nonce: [u8; PROBE_NONCE_LEN],
         carrier: Preference,
-    ) -> Result<(bool, bool), String> {
+    ) -> Result<(bool, bool), ProbeError> {
         let dial = self.dialer.dial(target, carrier, |link| self.hello(link));
         let ((mut framed, _), _) = tokio::time::timeout(OUT_TIMEOUT, dial)
             .await
-            .map_err(|_| "cannot connect to the peer to probe it".to_owned())?
-            .map_err(|e| format!("cannot connect to the peer to probe it: {e}"))?;
+            .map_err(|_| ProbeError::NoCarrier(None))?
+            .map_err(|e| ProbeError::NoCarrier(Some(e)))?;
         let port = self.port;
         framed
             .send(&Message::Probe { port, nonce })
             .await
-            .map_err(|e| format!("probe not sent: {e}"))?;
+            .map_err(ProbeError::NotSent)?;
         let answer = framed.recv_within(RESULT_TIMEOUT).await;
         framed.into_link().close(Duration::from_secs(1)).await;
         match answer {
             Ok(Message::ProbeResult { quic, tcp }) => Ok((quic, tcp)),
-            Ok(Message::Error { message, .. }) => {
-                Err(format!("the peer refused the probe: {message}"))
-            }
-            Ok(other) => Err(format!(
-                "the peer answered the probe with {} (an older lanshare?)",
-                handshake::kind(&other)
-            )),
-            Err(e) => Err(format!("no answer to the probe: {e}")),
+            Ok(Message::Error { message, .. }) => Err(ProbeError::Refused(message)),
+            Ok(other) => Err(ProbeError::Unexpected(handshake::kind(&other))),
+            Err(e) => Err(ProbeError::NoAnswer(e)),
         }
     }
 }

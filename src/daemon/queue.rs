@@ -32,8 +32,8 @@ use tokio_util::task::TaskTracker;
 
 use super::Shared;
 use super::history::now_secs;
-use crate::control::records::{HistoryEntry, QueuedSend};
-use crate::control::{SendEntry, SendEvent};
+use crate::control::records::{HistoryEntry, QueueState, QueuedSend};
+use crate::control::{Ack, CommandError, ErrorKind, SendEntry, SendEvent};
 use crate::transfer::registry::{Direction, State, TransferKind};
 use crate::transfer::source::{self, SourceFile};
 use crate::transport::dial::{DialError, Preference};
@@ -168,14 +168,19 @@ impl Queue {
     }
 
     /// Adds a send with the open files the CLI passed.
-    fn add(&self, new: NewQueued, what: What) -> Result<QueuedSend, String> {
+    fn add(&self, new: NewQueued, what: What) -> Result<QueuedSend, CommandError> {
         if what.is_empty() {
-            return Err("nothing to send: give at least one file or directory".into());
+            return Err(CommandError::invalid(
+                "nothing to send: give at least one file or directory",
+            ));
         }
         let mut items = self.lock();
         if items.len() >= MAX_QUEUED {
-            return Err(format!(
-                "the queue is full ({MAX_QUEUED} sends); cancel some with `share queue cancel ID`"
+            return Err(CommandError::new(
+                ErrorKind::Busy,
+                format!(
+                    "the queue is full ({MAX_QUEUED} sends); cancel some with `share queue cancel ID`"
+                ),
             ));
         }
         let id = loop {
@@ -210,12 +215,12 @@ impl Queue {
         });
         if let Err(e) = self.save(&items) {
             items.pop();
-            return Err(format!("cannot save the send queue: {e}"));
+            return Err(CommandError::io(format!("cannot save the send queue: {e}")));
         }
         let info = items
             .last()
             .map(info)
-            .ok_or("internal error: empty queue")?;
+            .ok_or_else(|| CommandError::internal("empty queue"))?;
         drop(items);
         let _ = self.added.send(id);
         Ok(info)
@@ -227,7 +232,7 @@ impl Queue {
     }
 
     /// Removes a queued send (ID or unique prefix) and stops its task.
-    fn cancel(&self, prefix: &str) -> Result<(Item, Vec<QueuedSend>), String> {
+    fn cancel(&self, prefix: &str) -> Result<(Item, Vec<QueuedSend>), CommandError> {
         let prefix = prefix.trim().to_ascii_lowercase();
         let mut items = self.lock();
         let matches: Vec<usize> = items
@@ -238,14 +243,15 @@ impl Queue {
             .collect();
         let index = match matches.as_slice() {
             [] => {
-                return Err(format!(
+                return Err(CommandError::not_found(format!(
                     "no queued send with ID {prefix}; see `share queue`"
-                ));
+                )));
             }
             [one] => *one,
             _ => {
-                return Err(format!(
-                    "queue ID {prefix} is ambiguous; type more characters"
+                return Err(CommandError::new(
+                    ErrorKind::Ambiguous,
+                    format!("queue ID {prefix} is ambiguous; type more characters"),
                 ));
             }
         };
@@ -296,7 +302,11 @@ fn info(item: &Item) -> QueuedSend {
         files: item.stored.files,
         transport: item.stored.transport,
         queued: item.stored.queued,
-        state: if item.sending { "sending" } else { "waiting" }.into(),
+        state: if item.sending {
+            QueueState::Sending
+        } else {
+            QueueState::Waiting
+        },
         attempts: item.attempts,
         last_error: item.last_error.clone(),
     }
@@ -387,9 +397,9 @@ impl Shared {
         &self,
         new: NewQueued,
         files: Vec<fs::File>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<QueuedSend, CommandError> {
         if new.peer.trim().is_empty() {
-            return Err("no peer given".into());
+            return Err(CommandError::invalid("no peer given"));
         }
         let what = super::commands::attach_files(new.entries.clone(), files)?;
         let info = self.queue.add(new, what)?;
@@ -398,16 +408,16 @@ impl Shared {
             "send to {} queued until it is reachable",
             info.peer
         );
-        serde_json::to_value(info).map_err(|e| format!("internal error: {e}"))
+        Ok(info)
     }
 
     /// `share queue`.
-    pub(super) fn queue_list(&self) -> Result<serde_json::Value, String> {
-        serde_json::to_value(self.queue.list()).map_err(|e| format!("internal error: {e}"))
+    pub(super) fn queue_list(&self) -> Vec<QueuedSend> {
+        self.queue.list()
     }
 
     /// `share queue cancel ID`.
-    pub(super) fn queue_cancel(&self, id: &str) -> Result<serde_json::Value, String> {
+    pub(super) fn queue_cancel(&self, id: &str) -> Result<Ack, CommandError> {
         let (item, _) = self.queue.cancel(id)?;
         if !item.sending {
             self.history.record(&queue_history(
@@ -420,15 +430,14 @@ impl Shared {
             "removed queued send {} to {}",
             item.stored.id, item.stored.peer
         );
-        serde_json::to_value(crate::control::Ack { message })
-            .map_err(|e| format!("internal error: {e}"))
+        Ok(Ack { message })
     }
 
     /// Whether `peer` resolves and answers a `Hello` now.
     async fn probe_queued(&self, peer: &str, preference: Preference) -> Probe {
         let resolved = match self.resolve(peer).await {
             Ok(resolved) => resolved,
-            Err(e) => return Probe::Absent(e),
+            Err(e) => return Probe::Absent(e.to_string()),
         };
         let dial = self
             .dialer
@@ -459,7 +468,7 @@ impl Shared {
         let (what, skipped) = match self.queued_files(id).await? {
             Ok(files) => files,
             Err(reason) => {
-                self.fail_queued(id, State::Failed, &reason);
+                self.fail_queued(id, State::Failed, &reason.to_string());
                 return None;
             }
         };
@@ -505,9 +514,9 @@ impl Shared {
                 None
             }
             // The files were fine, the peer went away again in between.
-            Err(e) if prepared => Some(e),
+            Err(e) if prepared => Some(e.to_string()),
             Err(e) => {
-                self.fail_queued(id, State::Failed, &e);
+                self.fail_queued(id, State::Failed, &e.to_string());
                 None
             }
         }
@@ -515,7 +524,7 @@ impl Shared {
 
     /// The files of item `id`: the ones the CLI passed, or (after a
     /// restart) opened again from the paths. `None` if the item is gone.
-    async fn queued_files(&self, id: &str) -> Option<Result<(What, Vec<String>), String>> {
+    async fn queued_files(&self, id: &str) -> Option<Result<(What, Vec<String>), CommandError>> {
         let (what, skipped, stored) = self.queue.with(id, |i| {
             (i.what.clone(), i.skipped.clone(), i.stored.clone())
         })?;
@@ -524,9 +533,12 @@ impl Shared {
         }
         let own = rustix::process::geteuid().as_raw();
         if stored.uid != own && stored.uid != 0 {
-            return Some(Err(format!(
-                "queued by user {} before the daemon restarted; the daemon does not open other users' files itself, so queue it again",
-                stored.uid
+            return Some(Err(CommandError::new(
+                ErrorKind::Refused,
+                format!(
+                    "queued by user {} before the daemon restarted; the daemon does not open other users' files itself, so queue it again",
+                    stored.uid
+                ),
             )));
         }
         let roots = stored.roots.clone();
@@ -539,8 +551,8 @@ impl Shared {
         .await;
         Some(match reopened {
             Ok(Ok(files)) => Ok(files),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("internal error: {e}")),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(CommandError::internal(e)),
         })
     }
 
@@ -610,7 +622,7 @@ mod tests {
         let a = queue.add(new("desktop"), what.clone()).unwrap();
         let b = queue.add(new("10.0.0.5:47000"), what).unwrap();
         assert_eq!((a.names.clone(), a.files), (vec!["docs".to_owned()], 1));
-        assert_eq!(a.state, "waiting");
+        assert_eq!(a.state, QueueState::Waiting);
 
         let reloaded = Queue::open(dir.path(), CancellationToken::new());
         let listed = reloaded.list();

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::control::Ack;
+use crate::control::{Ack, CommandError, ErrorKind};
 use crate::discovery::{Peer, PeerSource, PeerTable};
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
@@ -70,6 +70,17 @@ const MAX_ADDRS: usize = 8;
 
 /// Budget for one unicast probe (both transports, all addresses).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Why a remembered peer did not answer a probe.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NoAnswer {
+    /// Nothing within [`PROBE_TIMEOUT`].
+    #[error("no answer")]
+    Timeout,
+    /// The dial failed.
+    #[error(transparent)]
+    Dial(crate::transport::dial::DialError),
+}
 
 /// Why the list could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -386,15 +397,15 @@ impl Shared {
     /// Connects to an entry's last addresses, pinned to its ID; `Hello`,
     /// then a clean close. Returns its current name and the address that
     /// answered.
-    async fn probe_entry(&self, entry: &Entry) -> Result<(String, SocketAddr), String> {
+    async fn probe_entry(&self, entry: &Entry) -> Result<(String, SocketAddr), NoAnswer> {
         let target = entry.target();
         let dial = self
             .dialer
             .dial(&target, Preference::Auto, |link| self.hello(link));
         let ((framed, hello), _) = tokio::time::timeout(PROBE_TIMEOUT, dial)
             .await
-            .map_err(|_| "no answer".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| NoAnswer::Timeout)?
+            .map_err(NoAnswer::Dial)?;
         let remote = framed.link().remote;
         framed.into_link().close(Duration::from_secs(1)).await;
         Ok((hello.name, remote))
@@ -402,7 +413,11 @@ impl Shared {
 
     /// Folds a probe result into the list and the peer table. Returns
     /// whether the list needs writing.
-    fn apply_probe(&self, mut entry: Entry, result: Result<(String, SocketAddr), String>) -> bool {
+    fn apply_probe(
+        &self,
+        mut entry: Entry,
+        result: Result<(String, SocketAddr), NoAnswer>,
+    ) -> bool {
         match result {
             Ok((name, remote)) => {
                 tracing::debug!(peer = %entry.name, id = %entry.id.short(), %remote, "remembered peer answered");
@@ -438,7 +453,7 @@ impl Shared {
 
     /// `share peers add HOST:PORT`: learns the device there and keeps it
     /// as a manual peer.
-    pub(super) async fn add_peer(&self, text: &str) -> Result<Ack, String> {
+    pub(super) async fn add_peer(&self, text: &str) -> Result<Ack, CommandError> {
         let addr = parse_addr(text).await?;
         let target = Target {
             expected: None,
@@ -451,16 +466,19 @@ impl Shared {
         let ((framed, hello), transport) = tokio::time::timeout(PROBE_TIMEOUT, dial)
             .await
             .map_err(|_| {
-                format!(
-                    "no lanshare daemon answered at {addr} within {} s",
-                    PROBE_TIMEOUT.as_secs()
+                CommandError::new(
+                    ErrorKind::Unreachable,
+                    format!(
+                        "no lanshare daemon answered at {addr} within {} s",
+                        PROBE_TIMEOUT.as_secs()
+                    ),
                 )
             })?
-            .map_err(|e| format!("cannot add {addr}: {e}"))?;
+            .map_err(|e| CommandError::dial(&addr.to_string(), &e))?;
         let id = framed.link().peer;
         framed.into_link().close(Duration::from_secs(1)).await;
         if id == self.identity.id() {
-            return Err(format!("{addr} is this device"));
+            return Err(CommandError::invalid(format!("{addr} is this device")));
         }
         let peer_name = crate::discovery::clean_peer_name(&hello.name, &id);
         if let Some(trusted) = self.trust.name_conflict(&peer_name, &id)
@@ -468,10 +486,13 @@ impl Shared {
         {
             tracing::warn!(name = %peer_name, presented = %id, trusted = %trusted.id,
                 "REFUSED: a device uses the name of a trusted device with a different identity");
-            return Err(format!(
-                "identity mismatch: \"{peer_name}\" is trusted with ID {} but the device at {addr} has ID {}",
-                trusted.id.short(),
-                id.short()
+            return Err(CommandError::new(
+                ErrorKind::Refused,
+                format!(
+                    "identity mismatch: \"{peer_name}\" is trusted with ID {} but the device at {addr} has ID {}",
+                    trusted.id.short(),
+                    id.short()
+                ),
             ));
         }
         let mut addrs = vec![addr];
@@ -488,7 +509,9 @@ impl Shared {
             last_seen: unix_now(),
         };
         self.remembered.upsert(entry.clone());
-        self.remembered.save().map_err(|e| e.to_string())?;
+        self.remembered
+            .save()
+            .map_err(|e| CommandError::io(e.to_string()))?;
         self.peers.upsert_manual(entry.to_peer());
         tracing::info!(peer = %peer_name, %id, %addr, %transport, "manual peer added");
         Ok(Ack {
@@ -500,7 +523,7 @@ impl Shared {
     }
 
     /// `share peers remove PEER`: forgets a manual or remembered peer.
-    pub(super) fn remove_peer(&self, text: &str) -> Result<Ack, String> {
+    pub(super) fn remove_peer(&self, text: &str) -> Result<Ack, CommandError> {
         let text = text.trim();
         let by_addr = text.parse::<SocketAddr>().ok();
         let full_id = text.parse::<DeviceId>().ok();
@@ -521,22 +544,27 @@ impl Shared {
             .collect();
         let entry = match found.as_slice() {
             [] => {
-                return Err(format!(
+                return Err(CommandError::not_found(format!(
                     "no manual or remembered peer matches \"{text}\"; `share peers` lists them (source manual or remembered)"
-                ));
+                )));
             }
             [one] => one.clone(),
             more => {
                 let ids: Vec<String> = more.iter().map(|e| e.id.short()).collect();
-                return Err(format!(
-                    "{} peers match \"{text}\" ({}); use a device-ID prefix",
-                    more.len(),
-                    ids.join(", ")
+                return Err(CommandError::new(
+                    ErrorKind::Ambiguous,
+                    format!(
+                        "{} peers match \"{text}\" ({}); use a device-ID prefix",
+                        more.len(),
+                        ids.join(", ")
+                    ),
                 ));
             }
         };
         self.remembered.remove(&entry.id);
-        self.remembered.save().map_err(|e| e.to_string())?;
+        self.remembered
+            .save()
+            .map_err(|e| CommandError::io(e.to_string()))?;
         self.peers.remove_manual(&entry.id);
         Ok(Ack {
             message: format!(
@@ -548,22 +576,22 @@ impl Shared {
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`.
-async fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+async fn parse_addr(text: &str) -> Result<SocketAddr, CommandError> {
     let text = text.trim();
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
     if !text.contains(':') {
-        return Err(format!(
+        return Err(CommandError::invalid(format!(
             "\"{text}\" is not HOST:PORT (the port is the peer's service port, {} by default)",
             crate::config::DEFAULT_PORT
-        ));
+        )));
     }
     tokio::net::lookup_host(text)
         .await
-        .map_err(|e| format!("cannot resolve {text}: {e}"))?
+        .map_err(|e| CommandError::not_found(format!("cannot resolve {text}: {e}")))?
         .next()
-        .ok_or_else(|| format!("{text} has no address"))
+        .ok_or_else(|| CommandError::not_found(format!("{text} has no address")))
 }
 
 #[cfg(test)]
@@ -658,11 +686,8 @@ mod tests {
             "10.0.0.5:47000".parse::<SocketAddr>().unwrap()
         );
         assert!(parse_addr("[::1]:5").await.is_ok());
-        assert!(
-            parse_addr("desktop")
-                .await
-                .unwrap_err()
-                .contains("HOST:PORT")
-        );
+        let err = parse_addr("desktop").await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Invalid);
+        assert!(err.message.contains("HOST:PORT"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Shared;
+use crate::control::{CommandError, ErrorKind};
 use crate::discovery::Peer;
 use crate::identity::DeviceId;
 use crate::transport::dial::Target;
@@ -17,6 +18,57 @@ use crate::transport::dial::Target;
 /// How long `share send NAME` waits for a peer that discovery has not
 /// seen yet (a daemon that just started needs ~1-2 s to hear everyone).
 const DISCOVERY_GRACE: Duration = Duration::from_secs(3);
+
+/// Why what the user typed does not name one reachable device.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ResolveError {
+    /// Several devices match a name or ID prefix.
+    #[error("{} devices match \"{text}\" ({}); use a device-ID prefix instead", ids.len(), ids.join(", "))]
+    Ambiguous {
+        /// What the user typed.
+        text: String,
+        /// Short IDs of the matches.
+        ids: Vec<String>,
+    },
+    /// A device announces a trusted device's name with another identity.
+    #[error(
+        "identity mismatch: \"{name}\" is trusted with ID {} but the device on the network has ID {}; \
+         if it was reinstalled, run `share untrust {}` and trust it again",
+        trusted.short(), announced.short(), trusted.short()
+    )]
+    Impostor {
+        /// The name.
+        name: String,
+        /// The trusted device of that name.
+        trusted: DeviceId,
+        /// The device announcing it.
+        announced: DeviceId,
+    },
+    /// A trusted device that discovery does not see.
+    #[error(
+        "\"{0}\" is trusted but not visible on the network; check that its daemon runs and that UDP 5353 (mDNS) is allowed, or use HOST:PORT"
+    )]
+    TrustedNotVisible(String),
+    /// Nothing of that name or ID prefix.
+    #[error("no peer called \"{0}\"; `share peers` lists visible devices, or use HOST:PORT")]
+    NotFound(String),
+    /// A name given while discovery is off.
+    #[error("mDNS is off (--no-mdns), so peers must be given as HOST:PORT, not \"{0}\"")]
+    MdnsOff(String),
+}
+
+impl From<ResolveError> for CommandError {
+    fn from(e: ResolveError) -> Self {
+        let kind = match e {
+            ResolveError::Ambiguous { .. } => ErrorKind::Ambiguous,
+            ResolveError::Impostor { .. } => ErrorKind::Refused,
+            ResolveError::TrustedNotVisible(_)
+            | ResolveError::NotFound(_)
+            | ResolveError::MdnsOff(_) => ErrorKind::NotFound,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
 
 /// A resolved peer: where to dial and what to call it.
 pub(super) struct Resolved {
@@ -26,7 +78,7 @@ pub(super) struct Resolved {
 
 impl Shared {
     /// Resolves `text`, waiting briefly for discovery if needed.
-    pub(super) async fn resolve(&self, text: &str) -> Result<Resolved, String> {
+    pub(super) async fn resolve(&self, text: &str) -> Result<Resolved, ResolveError> {
         let text = text.trim();
         if let Ok(addr) = text.parse::<SocketAddr>() {
             return Ok(self.resolve_addr(addr));
@@ -72,7 +124,7 @@ impl Shared {
     }
 
     /// `Ok(None)`: nothing matches (yet).
-    fn resolve_known(&self, text: &str) -> Result<Option<Resolved>, String> {
+    fn resolve_known(&self, text: &str) -> Result<Option<Resolved>, ResolveError> {
         let mut matches = self.peers.find_by_name(text);
         if matches.is_empty() && text.len() >= 4 {
             matches = self.peers.find_by_id_prefix(text);
@@ -86,15 +138,14 @@ impl Shared {
                     .filter(|p| self.trust.is_trusted(&p.id))
                     .cloned()
                     .collect();
-                if trusted.len() == 1 {
-                    trusted.into_iter().next().ok_or_else(String::new)?
-                } else {
-                    let ids: Vec<String> = matches.iter().map(|p| p.id.short()).collect();
-                    return Err(format!(
-                        "{} devices match \"{text}\" ({}); use a device-ID prefix instead",
-                        matches.len(),
-                        ids.join(", ")
-                    ));
+                match <[Peer; 1]>::try_from(trusted) {
+                    Ok([one]) => one,
+                    Err(_) => {
+                        return Err(ResolveError::Ambiguous {
+                            text: text.to_owned(),
+                            ids: matches.iter().map(|p| p.id.short()).collect(),
+                        });
+                    }
                 }
             }
         };
@@ -103,14 +154,11 @@ impl Shared {
         {
             {
                 tracing::warn!(name = %peer.name, announced = %peer.id, trusted = %trusted.id, "a device announces the name of a trusted device with a different identity");
-                return Err(format!(
-                    "identity mismatch: \"{}\" is trusted with ID {} but the device on the network has ID {}; \
-                     if it was reinstalled, run `share untrust {}` and trust it again",
-                    peer.name,
-                    trusted.id.short(),
-                    peer.id.short(),
-                    trusted.id.short()
-                ));
+                return Err(ResolveError::Impostor {
+                    name: peer.name,
+                    trusted: trusted.id,
+                    announced: peer.id,
+                });
             }
         }
         Ok(Some(Resolved {
@@ -119,25 +167,20 @@ impl Shared {
         }))
     }
 
-    fn not_found(&self, text: &str) -> String {
-        let trusted = self.trust.find_by_name(text);
-        if !trusted.is_empty() {
-            return format!(
-                "\"{text}\" is trusted but not visible on the network; check that its daemon runs and that UDP 5353 (mDNS) is allowed, or use HOST:PORT"
-            );
-        }
-        if self.config.mdns {
-            format!(
-                "no peer called \"{text}\"; `share peers` lists visible devices, or use HOST:PORT"
-            )
+    fn not_found(&self, text: &str) -> ResolveError {
+        let text = text.to_owned();
+        if !self.trust.find_by_name(&text).is_empty() {
+            ResolveError::TrustedNotVisible(text)
+        } else if self.config.mdns {
+            ResolveError::NotFound(text)
         } else {
-            format!("mDNS is off (--no-mdns), so peers must be given as HOST:PORT, not \"{text}\"")
+            ResolveError::MdnsOff(text)
         }
     }
 
     /// Finds a device by name, ID prefix or full ID among visible peers
     /// and the trust store (for `share trust` / `untrust`).
-    pub(super) fn find_device(&self, text: &str) -> Result<(DeviceId, String), String> {
+    pub(super) fn find_device(&self, text: &str) -> Result<(DeviceId, String), CommandError> {
         if let Ok(id) = text.parse::<DeviceId>() {
             let name = self
                 .peers
@@ -179,11 +222,17 @@ impl Shared {
                 .map(|t| (t.id, t.name))
                 .collect();
         }
-        match found.len() {
-            0 => Err(format!("no device matches \"{text}\"; see `share peers`")),
-            1 => found.pop().ok_or_else(String::new),
-            n => Err(format!(
-                "{n} devices match \"{text}\"; use a longer device-ID prefix"
+        match <[(DeviceId, String); 1]>::try_from(found) {
+            Ok([one]) => Ok(one),
+            Err(found) if found.is_empty() => Err(CommandError::not_found(format!(
+                "no device matches \"{text}\"; see `share peers`"
+            ))),
+            Err(found) => Err(CommandError::new(
+                ErrorKind::Ambiguous,
+                format!(
+                    "{} devices match \"{text}\"; use a longer device-ID prefix",
+                    found.len()
+                ),
             )),
         }
     }

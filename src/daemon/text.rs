@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::control::SendEvent;
 use crate::control::records::{TextResult, check_text};
+use crate::control::{CommandError, ResultStatus, SendEvent};
 use crate::protocol::{ErrorCode, Message};
 use crate::transfer::TransferError;
 use crate::transfer::framed::Framed;
@@ -49,7 +49,11 @@ impl Shared {
         let peer_id = framed.link().peer;
         if let Err(reason) = check_text(&text) {
             tracing::warn!(peer = %peer_id, name = peer_name, "refused text: {reason}");
-            let _ = framed.send(&Message::Reject { reason }).await;
+            let _ = framed
+                .send(&Message::Reject {
+                    reason: reason.to_string(),
+                })
+                .await;
             return;
         }
         let handle = self.registry.start(NewTransfer {
@@ -107,7 +111,7 @@ impl Shared {
         preference: Preference,
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<TextResult, CommandError> {
         let started = Instant::now();
         check_text(&text)?;
         let resolved = self.resolve(peer).await?;
@@ -115,8 +119,8 @@ impl Shared {
             .dialer
             .dial(&resolved.target, preference, |link| self.authenticate(link));
         let ((mut framed, hello), transport) = tokio::select! {
-            r = dial => r.map_err(|e| format!("cannot connect to {}: {e}", resolved.label))?,
-            () = cancel.cancelled() => return Err("cancelled".into()),
+            r = dial => r.map_err(|e| CommandError::dial(&resolved.label, &e))?,
+            () = cancel.cancelled() => return Err(TransferError::Cancelled.into()),
         };
         let peer_id = framed.link().peer;
         let _ = events.send(SendEvent::Connected {
@@ -143,8 +147,8 @@ impl Shared {
                 handle.add_sent(text.len() as u64);
                 handle.finish(State::Done, None);
                 link.wait_peer_closed(Duration::from_secs(2)).await;
-                serde_json::to_value(TextResult {
-                    status: "done".into(),
+                Ok(TextResult {
+                    status: ResultStatus::Done,
                     peer: hello.name,
                     peer_id,
                     id: handle.id().to_owned(),
@@ -152,7 +156,6 @@ impl Shared {
                     bytes: text.len() as u64,
                     seconds: started.elapsed().as_secs_f64(),
                 })
-                .map_err(|e| format!("internal error: {e}"))
             }
             Err(e) => {
                 let state = match &e {
@@ -166,7 +169,7 @@ impl Shared {
                 };
                 handle.finish(state, Some(e.to_string()));
                 link.wait_peer_closed(Duration::from_secs(2)).await;
-                Err(e.to_string())
+                Err(e.into())
             }
         }
     }
@@ -236,7 +239,9 @@ mod tests {
     fn limits_and_previews() {
         assert!(check_text("").is_err());
         assert!(check_text(&"é".repeat(MAX_TEXT_LEN / 2)).is_ok());
-        let err = check_text(&"x".repeat(MAX_TEXT_LEN + 1)).unwrap_err();
+        let err = check_text(&"x".repeat(MAX_TEXT_LEN + 1))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("65537 bytes"), "{err}");
         assert_eq!(preview("hello"), "text: hello");
         assert_eq!(preview("one\ntwo"), "text: one…");

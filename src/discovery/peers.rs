@@ -15,7 +15,7 @@ use super::SERVICE_TYPE;
 use crate::identity::DeviceId;
 
 /// Where a peer entry came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerSource {
     /// Discovered via mDNS / DNS-SD.
@@ -25,6 +25,17 @@ pub enum PeerSource {
     /// A trusted device mDNS does not see (any more), found again at its
     /// last known address by a unicast probe.
     Remembered,
+}
+
+impl PeerSource {
+    /// The lower-case name (as in JSON), for text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mdns => "mdns",
+            Self::Manual => "manual",
+            Self::Remembered => "remembered",
+        }
+    }
 }
 
 /// A known peer.

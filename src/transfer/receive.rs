@@ -63,6 +63,17 @@ pub enum AcceptPolicy {
     All,
 }
 
+impl AcceptPolicy {
+    /// The lower-case name (as in JSON and the config file).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ask => "ask",
+            Self::Trusted => "trusted",
+            Self::All => "all",
+        }
+    }
+}
+
 /// What the receiver needs from the daemon.
 pub struct ReceiveContext {
     /// Where files land.

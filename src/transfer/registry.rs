@@ -57,6 +57,28 @@ impl State {
     fn finished(self) -> bool {
         !matches!(self, Self::Pending | Self::Active)
     }
+
+    /// The lower-case name (as in JSON), for text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl Direction {
+    /// The lower-case name (as in JSON), for text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::In => "in",
+            Self::Out => "out",
+        }
+    }
 }
 
 /// What a transfer carries.
@@ -133,7 +155,7 @@ pub enum RegistryError {
     #[error("ID {0} is ambiguous; type more characters")]
     Ambiguous(String),
     /// The transfer is not waiting for a decision.
-    #[error("transfer {id} is {state:?}, not waiting for a decision")]
+    #[error("transfer {id} is {}, not waiting for a decision", state.as_str())]
     NotPending {
         /// The transfer.
         id: String,

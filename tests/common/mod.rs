@@ -217,7 +217,9 @@ fn wait_ready(notify: &UnixDatagram, child: &mut Child) -> Result<(), String> {
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => return Err(format!("notify socket: {e}")),
         }

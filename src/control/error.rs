@@ -1,0 +1,252 @@
+//! Why a command failed, as the daemon tells the CLI and the CLI tells
+//! scripts.
+//!
+//! A [`CommandError`] is one sentence for a person (what happened and what
+//! to do) plus an [`ErrorKind`] for a program. The kind travels in the
+//! final `error` reply line as `"kind"`, next to the `"message"` older
+//! clients read, and `share ... --json` prints it in its failure document,
+//! so a script can tell "no such device" from "the device refused" without
+//! parsing English. Kinds are part of the control protocol: new ones may
+//! be added, existing ones keep their meaning (and their snake_case name).
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of failure a command met: stable, machine-readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request itself is unusable: nothing to send, an empty or
+    /// over-long text, an address that is not `HOST:PORT`, a file that
+    /// cannot be sent.
+    Invalid,
+    /// Nothing matches: no such device, transfer, pairing or queued send,
+    /// or no unread text.
+    NotFound,
+    /// A name or ID prefix matches several; type more of it.
+    Ambiguous,
+    /// It exists but is not in a state that allows this (a transfer that
+    /// is no longer pending, a pairing already answered, a device that
+    /// was not trusted).
+    Conflict,
+    /// The peer could not be reached over any transport.
+    Unreachable,
+    /// The peer, or this device's trust rules, refused the connection:
+    /// an identity mismatch, an incompatible protocol version.
+    Refused,
+    /// The receiver (its user, its policy, or the offer's expiry) declined.
+    Rejected,
+    /// Cancelled by a user, on either side.
+    Cancelled,
+    /// It started but did not complete (the link failed for good, the
+    /// receiver could not store the data, a file changed while sent).
+    Failed,
+    /// A limit was reached (the send queue is full, too many pairings are
+    /// waiting, a rate limit); try again later.
+    Busy,
+    /// Nothing happened within the time asked for.
+    Timeout,
+    /// A local file or directory of the daemon could not be read or
+    /// written (state directory, trust store, history).
+    Io,
+    /// A bug, or a failure that should not happen.
+    Internal,
+    /// No daemon answers on the control socket (set by the CLI).
+    NoDaemon,
+    /// The control socket exists but this user may not use it (set by the
+    /// CLI).
+    Permission,
+    /// The connection to the daemon broke or carried something
+    /// unreadable (set by the CLI).
+    Control,
+    /// A kind this client does not know (a newer daemon), or none given
+    /// (an older one).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorKind {
+    /// The name used in JSON (`not_found`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::NotFound => "not_found",
+            Self::Ambiguous => "ambiguous",
+            Self::Conflict => "conflict",
+            Self::Unreachable => "unreachable",
+            Self::Refused => "refused",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+            Self::Busy => "busy",
+            Self::Timeout => "timeout",
+            Self::Io => "io",
+            Self::Internal => "internal",
+            Self::NoDaemon => "no_daemon",
+            Self::Permission => "permission",
+            Self::Control => "control",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A command's failure: a kind for programs, a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// What happened and what to do, in one line.
+    pub message: String,
+}
+
+impl CommandError {
+    /// A failure of `kind`, explained by `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// [`ErrorKind::Invalid`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, message)
+    }
+
+    /// [`ErrorKind::NotFound`].
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// [`ErrorKind::Conflict`].
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+
+    /// [`ErrorKind::Io`].
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Io, message)
+    }
+
+    /// [`ErrorKind::Internal`], for what should not happen.
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::Internal, format!("internal error: {message}"))
+    }
+}
+
+// How the errors of the layers below map onto kinds. They live here, in
+// the contract's module, because those layers must not know the control
+// protocol.
+
+impl From<crate::transfer::registry::RegistryError> for CommandError {
+    fn from(e: crate::transfer::registry::RegistryError) -> Self {
+        use crate::transfer::registry::RegistryError;
+        let kind = match &e {
+            RegistryError::NotFound(_) => ErrorKind::NotFound,
+            RegistryError::Ambiguous(_) => ErrorKind::Ambiguous,
+            RegistryError::NotPending { .. } => ErrorKind::Conflict,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<crate::identity::trust::TrustError> for CommandError {
+    fn from(e: crate::identity::trust::TrustError) -> Self {
+        Self::io(e.to_string())
+    }
+}
+
+impl From<crate::transfer::source::SourceError> for CommandError {
+    fn from(e: crate::transfer::source::SourceError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<super::records::TextError> for CommandError {
+    fn from(e: super::records::TextError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<crate::transfer::TransferError> for CommandError {
+    /// A transfer that was under way when it ended.
+    fn from(e: crate::transfer::TransferError) -> Self {
+        use crate::protocol::ErrorCode;
+        use crate::transfer::TransferError;
+        let kind = match &e {
+            TransferError::Rejected { .. } => ErrorKind::Rejected,
+            TransferError::Cancelled
+            | TransferError::Peer {
+                code: ErrorCode::Cancelled,
+                ..
+            } => ErrorKind::Cancelled,
+            TransferError::Peer {
+                code: ErrorCode::Busy,
+                ..
+            }
+            | TransferError::Busy(_) => ErrorKind::Busy,
+            TransferError::Peer {
+                code: ErrorCode::Refused,
+                ..
+            } => ErrorKind::Refused,
+            _ => ErrorKind::Failed,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl CommandError {
+    /// Connecting to `label` failed.
+    pub fn dial(label: &str, e: &crate::transport::dial::DialError) -> Self {
+        use crate::transport::dial::DialError;
+        let kind = match e {
+            DialError::Unavailable(_) => ErrorKind::Invalid,
+            DialError::Refused(_) => ErrorKind::Refused,
+            DialError::Unreachable(_) => ErrorKind::Unreachable,
+        };
+        Self::new(kind, format!("cannot connect to {label}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_stable_json_names() {
+        for kind in [
+            ErrorKind::Invalid,
+            ErrorKind::NotFound,
+            ErrorKind::Ambiguous,
+            ErrorKind::Conflict,
+            ErrorKind::Unreachable,
+            ErrorKind::Refused,
+            ErrorKind::Rejected,
+            ErrorKind::Cancelled,
+            ErrorKind::Failed,
+            ErrorKind::Busy,
+            ErrorKind::Timeout,
+            ErrorKind::Io,
+            ErrorKind::Internal,
+            ErrorKind::NoDaemon,
+            ErrorKind::Permission,
+            ErrorKind::Control,
+            ErrorKind::Unknown,
+        ] {
+            let json = serde_json::to_value(kind).unwrap_or_default();
+            assert_eq!(json, kind.as_str(), "{kind:?}");
+            let back: ErrorKind = serde_json::from_value(json).unwrap_or(ErrorKind::Internal);
+            assert_eq!(back, kind);
+        }
+        // A kind from a newer daemon is not an error for an older client.
+        let newer: ErrorKind =
+            serde_json::from_str("\"quota_exceeded\"").unwrap_or(ErrorKind::Internal);
+        assert_eq!(newer, ErrorKind::Unknown);
+    }
+}
