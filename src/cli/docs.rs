@@ -67,6 +67,9 @@ Control socket to use (as \fB\-\-socket\fR).
 .TP
 \fBRUST_LOG\fR
 Log filter, e.g. \fBdebug\fR or \fBlanshare=debug\fR (default: info for the daemon, warn otherwise).
+.TP
+\fBTOKIO_WORKER_THREADS\fR
+Async worker threads of the daemon (default: half the cores, at least one).
 .SH "EXIT STATUS"
 0 on success, 2 for a usage error, 1 for any other failure (one line on stderr).
 .SH "SEE ALSO"
