@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 
 pub use path::{PathError, Plan, PlannedEntry, SafePath, TopLevel, plan, sanitize};
-pub use staging::{MAX_FILES_IN_PROGRESS, Staging};
+pub use staging::{FileWriter, MAX_FILES_IN_PROGRESS, Staging};
 
 use crate::protocol::Manifest;
 

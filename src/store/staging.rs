@@ -19,6 +19,15 @@
 //! [`Staging::verify_existing`] re-hashes the blocks on disk against the
 //! values recorded for them, so [`Staging::missing`] asks the sender only
 //! for what is really absent.
+//!
+//! A protocol that carries each file as one stream and checks it as a
+//! whole (LocalSend: one HTTP upload per file, with an optional SHA-256)
+//! writes through a [`FileWriter`] instead: one per file, each with its own
+//! descriptor so uploads can run in parallel. The caller verifies the
+//! content its own way and hands the writer back ([`Staging::accept_file`]);
+//! a file that never arrives intact is left out of the commit
+//! ([`Staging::leave_out`]). Everything else (the private directory, the
+//! durable no-replace commit, cleanup) is the same for both.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,6 +35,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
@@ -62,6 +72,8 @@ struct FileState {
     size: u64,
     /// Number of its first block (see [`Manifest::block_starts`]).
     first_block: usize,
+    /// Received whole through a [`FileWriter`]: its blocks have no values.
+    whole: bool,
 }
 
 /// A block being filled: its running hash and how many bytes it has.
@@ -196,6 +208,7 @@ impl Staging {
                     Some(FileState {
                         size,
                         first_block: starts[i],
+                        whole: false,
                     })
                 }
             };
@@ -352,9 +365,10 @@ impl Staging {
         self.present
     }
 
-    /// Whether every block is verified.
+    /// Whether every block of every file still expected (not
+    /// [left out](Self::leave_out)) is verified.
     pub fn is_complete(&self) -> bool {
-        self.verified.iter().all(|v| *v)
+        self.missing().is_empty()
     }
 
     /// Writes `data` at `offset` of file entry `index`. The bytes must lie
@@ -515,13 +529,134 @@ impl Staging {
         let Some(file) = self.open.get(&index) else {
             return Err(StoreError::Protocol("internal: file not open".into()));
         };
-        file.write_all_at(data, offset).map_err(|e| {
-            if sys::is_no_space(&e) {
-                self.no_space()
-            } else {
-                StoreError::io(format!("cannot write to {path:?}"), e)
-            }
+        write_all_at(file, data, offset, path, || self.no_space())
+    }
+
+    /// A writer for all of file entry `index`, from its first byte: for
+    /// protocols that send each file as one stream (see the module docs).
+    /// A second writer for the same file starts it over (a retry after the
+    /// caller's check failed).
+    ///
+    /// # Errors
+    /// [`StoreError::Protocol`] for a bad index, a directory, or a file
+    /// already accepted or left out; [`StoreError::Io`] if it cannot be
+    /// opened; [`StoreError::Aborted`] after an I/O error.
+    pub fn file_writer(&self, index: u32) -> Result<FileWriter, StoreError> {
+        if self.failed {
+            return Err(StoreError::Aborted);
+        }
+        let state = self.whole_file(index)?;
+        let path = self.paths[index as usize].clone();
+        let fd = rustix::fs::openat2(
+            &self.dir,
+            path.as_str(),
+            OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            sys::RESOLVE,
+        )
+        .map_err(|e| StoreError::io(format!("cannot open {path:?} for writing"), e))?;
+        let download = self
+            .download
+            .try_clone()
+            .map_err(|e| StoreError::io("cannot duplicate download directory fd", e))?;
+        Ok(FileWriter {
+            file: File::from(fd),
+            download,
+            index,
+            size: state.size,
+            written: 0,
+            path,
         })
+    }
+
+    /// Takes back a [`FileWriter`] whose content the caller has verified:
+    /// the file counts as complete. `modified` becomes its modification
+    /// time.
+    ///
+    /// # Errors
+    /// [`StoreError::Protocol`] if fewer bytes than the file's size were
+    /// written or the file is no longer expected; [`StoreError::Io`] if the
+    /// time cannot be set.
+    pub fn accept_file(
+        &mut self,
+        writer: FileWriter,
+        modified: Option<SystemTime>,
+    ) -> Result<(), StoreError> {
+        let state = self.whole_file(writer.index)?;
+        if writer.written != state.size {
+            return Err(StoreError::Protocol(format!(
+                "{:?} has {} of its {} bytes",
+                writer.path, writer.written, state.size
+            )));
+        }
+        if let Some(time) = modified {
+            writer
+                .file
+                .set_times(std::fs::FileTimes::new().set_modified(time))
+                .map_err(|e| {
+                    StoreError::io(format!("cannot set the time of {:?}", writer.path), e)
+                })?;
+        }
+        let (size, first) = (state.size, state.first_block);
+        let blocks = blocks_for(size, self.block_size as u32) as usize;
+        self.verified[first..first + blocks].fill(true);
+        self.present += size;
+        if let Some(Some(state)) = self.files.get_mut(writer.index as usize) {
+            state.whole = true;
+        }
+        Ok(())
+    }
+
+    /// Leaves file entry `index` out: it will not arrive (the sender gave
+    /// up on it, or it never passed the caller's check). Its data is
+    /// removed and [`commit`](Self::commit) places the rest without it.
+    ///
+    /// # Errors
+    /// [`StoreError::Protocol`] for a bad index, a directory or an accepted
+    /// file; [`StoreError::Io`] if it cannot be removed.
+    pub fn leave_out(&mut self, index: u32) -> Result<(), StoreError> {
+        self.whole_file(index)?;
+        let path = self.paths[index as usize].clone();
+        let removed = match path.rsplit_once('/') {
+            None => rustix::fs::unlinkat(&self.dir, path.as_str(), AtFlags::empty()),
+            Some((parent, name)) => sys::open_dir(self.dir.as_fd(), parent)
+                .and_then(|p| rustix::fs::unlinkat(&p, name, AtFlags::empty())),
+        };
+        match removed {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(StoreError::io(format!("cannot remove {path:?}"), e)),
+        }
+        self.files[index as usize] = None;
+        self.top_level.retain(|top| top.is_dir || top.name != path);
+        Ok(())
+    }
+
+    /// The state of file entry `index` if it may still be written whole.
+    fn whole_file(&self, index: u32) -> Result<&FileState, StoreError> {
+        let state = match self.files.get(index as usize) {
+            Some(Some(state)) => state,
+            Some(None) => {
+                return Err(StoreError::Protocol(format!(
+                    "entry {index} ({:?}) is not a file that is still expected",
+                    self.paths[index as usize]
+                )));
+            }
+            None => {
+                return Err(StoreError::Protocol(format!(
+                    "entry {index}, but the offer has only {} entries",
+                    self.paths.len()
+                )));
+            }
+        };
+        let blocks = blocks_for(state.size, self.block_size as u32) as usize;
+        let verified = &self.verified[state.first_block..state.first_block + blocks];
+        if state.whole || (blocks > 0 && verified.iter().all(|v| *v)) {
+            return Err(StoreError::Protocol(format!(
+                "{:?} is already complete",
+                self.paths[index as usize]
+            )));
+        }
+        Ok(state)
     }
 
     /// Leaves the staging directory on disk so a later attempt with the
@@ -607,7 +742,9 @@ impl Staging {
             return;
         }
         for (index, state) in self.files.iter().enumerate() {
-            let Some(state) = state else { continue };
+            let Some(state) = state.as_ref().filter(|s| !s.whole) else {
+                continue;
+            };
             let blocks = blocks_for(state.size, self.block_size as u32) as usize;
             let values = &self.values[state.first_block..state.first_block + blocks];
             if let Some(whole) = file_hash(values, state.size, self.block_size as u32) {
@@ -647,6 +784,84 @@ impl Staging {
             name: top.name.clone(),
             attempts: MAX_NAME_ATTEMPTS,
         })
+    }
+}
+
+/// Writes all of `data` at `offset`, turning a full disk into
+/// [`StoreError::NoSpace`] (from `no_space`).
+fn write_all_at(
+    file: &File,
+    data: &[u8],
+    offset: u64,
+    path: &str,
+    no_space: impl FnOnce() -> StoreError,
+) -> Result<(), StoreError> {
+    file.write_all_at(data, offset).map_err(|e| {
+        if sys::is_no_space(&e) {
+            no_space()
+        } else {
+            StoreError::io(format!("cannot write to {path:?}"), e)
+        }
+    })
+}
+
+/// Writes one file of a [`Staging`] from its first byte to its last, for
+/// protocols that send each file as one stream. Blocking, like the rest of
+/// the store. See [`Staging::file_writer`].
+pub struct FileWriter {
+    file: File,
+    /// For the free space in a [`StoreError::NoSpace`].
+    download: OwnedFd,
+    index: u32,
+    size: u64,
+    written: u64,
+    path: String,
+}
+
+impl fmt::Debug for FileWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileWriter")
+            .field("path", &self.path)
+            .field("written", &self.written)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileWriter {
+    /// Appends `data`.
+    ///
+    /// # Errors
+    /// [`StoreError::Protocol`] if the file would grow past the size the
+    /// offer announced (nothing is written then); [`StoreError::NoSpace`] /
+    /// [`StoreError::Io`] if the write fails.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let end = self.written.saturating_add(data.len() as u64);
+        if end > self.size {
+            return Err(StoreError::Protocol(format!(
+                "more than the {} bytes announced for {:?}",
+                self.size, self.path
+            )));
+        }
+        let needed = self.size - self.written;
+        write_all_at(&self.file, data, self.written, &self.path, || {
+            StoreError::NoSpace {
+                needed,
+                free: sys::free_space(self.download.as_fd()).unwrap_or(0),
+            }
+        })?;
+        self.written = end;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The file's entry in the manifest.
+    pub fn index(&self) -> u32 {
+        self.index
     }
 }
 
@@ -1195,5 +1410,115 @@ mod tests {
         let free = dl.free_space().unwrap();
         assert!(free > 4096, "{free}");
         assert!(free < 1 << 60, "{free}");
+    }
+
+    /// Writes `content` through a [`FileWriter`] in `chunk`-sized pieces.
+    fn write_whole(s: &Staging, index: u32, content: &[u8], chunk: usize) -> FileWriter {
+        let mut w = s.file_writer(index).unwrap();
+        for piece in content.chunks(chunk.max(1)) {
+            w.write(piece).unwrap();
+        }
+        w
+    }
+
+    #[test]
+    fn whole_files_written_in_parallel_commit_like_blocks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dl = DownloadDir::open(tmp.path()).unwrap();
+        let big = pattern((2 << 20) + 5);
+        let m = mk(vec![
+            file("Photos/big.bin", &big),
+            file("Photos/empty", b""),
+            file("note.txt", b"hello"),
+        ]);
+        let mut s = stage(&dl, &m).unwrap();
+        // Two writers of different files at once, from two threads.
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| write_whole(&s, 0, &big, 65_536));
+            let b = scope.spawn(|| write_whole(&s, 2, b"hello", 2));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert!(!s.is_complete());
+        let modified = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        s.accept_file(a, Some(modified)).unwrap();
+        s.accept_file(b, None).unwrap();
+        let empty = s.file_writer(1).unwrap();
+        s.accept_file(empty, None).unwrap();
+        assert!(s.is_complete());
+        assert_eq!(s.bytes_present(), big.len() as u64 + 5);
+        assert_eq!(s.commit().unwrap(), ["Photos", "note.txt"]);
+        let root = dl.path();
+        assert_eq!(fs::read(root.join("Photos/big.bin")).unwrap(), big);
+        assert_eq!(fs::read(root.join("Photos/empty")).unwrap(), b"");
+        assert_eq!(fs::read(root.join("note.txt")).unwrap(), b"hello");
+        let mtime = fs::metadata(root.join("Photos/big.bin"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(mtime, modified);
+        assert_eq!(names(root), ["Photos", "note.txt"], "no staging left");
+    }
+
+    #[test]
+    fn whole_files_are_held_to_their_announced_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dl = DownloadDir::open(tmp.path()).unwrap();
+        let m = mk(vec![dir("d"), file("d/f", b"0123456789")]);
+        let mut s = stage(&dl, &m).unwrap();
+        let protocol = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Protocol(_)));
+        assert!(
+            matches!(s.file_writer(0), Err(StoreError::Protocol(_))),
+            "a directory"
+        );
+        assert!(
+            matches!(s.file_writer(9), Err(StoreError::Protocol(_))),
+            "no such entry"
+        );
+        let mut w = s.file_writer(1).unwrap();
+        w.write(b"01234").unwrap();
+        assert!(protocol(w.write(b"56789A")), "longer than announced");
+        assert_eq!(w.written(), 5, "nothing of the refused write counts");
+        assert!(protocol(s.accept_file(w, None)), "shorter than announced");
+        assert!(!s.is_complete());
+        // A retry starts over and completes.
+        let w = write_whole(&s, 1, b"abcdefghij", 3);
+        s.accept_file(w, None).unwrap();
+        assert!(
+            matches!(s.file_writer(1), Err(StoreError::Protocol(_))),
+            "already complete"
+        );
+        assert_eq!(s.commit().unwrap(), ["d"]);
+        assert_eq!(fs::read(dl.path().join("d/f")).unwrap(), b"abcdefghij");
+    }
+
+    #[test]
+    fn files_left_out_are_neither_placed_nor_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dl = DownloadDir::open(tmp.path()).unwrap();
+        let m = mk(vec![
+            file("bad.bin", b"xxxx"),
+            file("good.txt", b"ok"),
+            file("album/bad.jpg", b"yy"),
+            file("album/good.jpg", b"zz"),
+        ]);
+        let mut s = stage(&dl, &m).unwrap();
+        let mut partial = s.file_writer(0).unwrap();
+        partial.write(b"xx").unwrap();
+        drop(partial);
+        s.leave_out(0).unwrap();
+        s.leave_out(2).unwrap();
+        assert!(
+            matches!(s.file_writer(0), Err(StoreError::Protocol(_))),
+            "left out"
+        );
+        assert!(!s.is_complete());
+        for (index, content) in [(1, &b"ok"[..]), (3, b"zz")] {
+            let w = write_whole(&s, index, content, 1);
+            s.accept_file(w, None).unwrap();
+        }
+        assert!(s.is_complete(), "left-out files are not waited for");
+        assert_eq!(s.commit().unwrap(), ["good.txt", "album"]);
+        assert_eq!(names(dl.path()), ["album", "good.txt"]);
+        assert_eq!(names(&dl.path().join("album")), ["good.jpg"]);
     }
 }
