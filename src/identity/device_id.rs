@@ -82,6 +82,32 @@ impl DeviceId {
         let wanted = normalize(prefix);
         !wanted.is_empty() && self.to_canonical().starts_with(&wanted)
     }
+
+    /// The same digest as 64 upper-case hex digits: how LocalSend writes a
+    /// certificate fingerprint.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02X}")).collect()
+    }
+
+    /// Parses 64 hex digits (any case), the LocalSend fingerprint form.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let text = text.as_bytes();
+        if text.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(text.chunks(2)) {
+            let digit = |c: u8| (c as char).to_digit(16);
+            *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+        }
+        Some(Self(out))
+    }
+
+    /// Whether the user-typed hex `prefix` (any case) starts [`to_hex`](Self::to_hex).
+    pub fn matches_hex_prefix(&self, prefix: &str) -> bool {
+        let wanted = prefix.trim().to_ascii_uppercase();
+        !wanted.is_empty() && self.to_hex().starts_with(&wanted)
+    }
 }
 
 /// Upper-cases and strips separators so `abcd-efgh` compares as `ABCDEFGH`.
@@ -192,6 +218,20 @@ mod tests {
         let mut s = DeviceId::from_cert_der(b"x").to_canonical();
         s.replace_range(0..1, "1");
         assert_eq!(s.parse::<DeviceId>(), Err(DeviceIdError::Char('1')));
+    }
+
+    #[test]
+    fn hex_form_round_trips_in_either_case() {
+        let id = DeviceId::from_cert_der(b"abc");
+        let hex = id.to_hex();
+        assert!(hex.starts_with("BA7816BF"), "{hex}");
+        assert_eq!(DeviceId::from_hex(&hex), Some(id));
+        assert_eq!(DeviceId::from_hex(&hex.to_lowercase()), Some(id));
+        assert_eq!(DeviceId::from_hex(&hex[..63]), None);
+        assert_eq!(DeviceId::from_hex(&format!("{}G", &hex[..63])), None);
+        assert!(id.matches_hex_prefix("ba78"));
+        assert!(!id.matches_hex_prefix("ba79"));
+        assert!(!id.matches_hex_prefix(" "));
     }
 
     #[test]

@@ -29,6 +29,33 @@ pub const CERT_FILE: &str = "cert.pem";
 /// File name of the PEM (PKCS#8) private key inside the state directory.
 pub const KEY_FILE: &str = "key.pem";
 
+/// Which identity: its files in the state directory and how a new one is
+/// made. The daemon has two, the device identity ([`DEVICE`]) and the one
+/// it shows LocalSend apps (`crate::localsend::identity`); they are kept
+/// apart so neither protocol can present the other's certificate.
+#[derive(Debug)]
+pub struct Kind {
+    /// PEM certificate file name.
+    pub cert_file: &'static str,
+    /// PEM (PKCS#8) key file name.
+    pub key_file: &'static str,
+    /// Key type of a new identity.
+    pub algorithm: &'static rcgen::SignatureAlgorithm,
+    /// Common name and DNS name of a new certificate.
+    pub common_name: &'static str,
+    /// Subject alternative name of a new certificate.
+    pub dns_name: &'static str,
+}
+
+/// The lanshare device identity: Ed25519, `cert.pem` / `key.pem`.
+pub const DEVICE: Kind = Kind {
+    cert_file: CERT_FILE,
+    key_file: KEY_FILE,
+    algorithm: &rcgen::PKCS_ED25519,
+    common_name: "lanshare device",
+    dns_name: "lanshare.invalid",
+};
+
 /// Errors while loading or creating the identity.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -87,15 +114,21 @@ impl Identity {
     /// Loads the identity from `state_dir`, creating the directory (0700) and
     /// a new key and certificate on first use.
     pub fn load_or_create(state_dir: &Path) -> Result<Self, IdentityError> {
+        Self::load_or_create_kind(state_dir, &DEVICE)
+    }
+
+    /// [`load_or_create`](Self::load_or_create) for an identity of another
+    /// [`Kind`].
+    pub fn load_or_create_kind(state_dir: &Path, kind: &Kind) -> Result<Self, IdentityError> {
         ensure_private_dir(state_dir)?;
-        let cert_path = state_dir.join(CERT_FILE);
-        let key_path = state_dir.join(KEY_FILE);
+        let cert_path = state_dir.join(kind.cert_file);
+        let key_path = state_dir.join(kind.key_file);
         match (cert_path.exists(), key_path.exists()) {
             (true, true) => Self::load(&cert_path, &key_path),
             (false, false) => {
-                let identity = Self::generate()?;
+                let identity = Self::generate_kind(kind)?;
                 identity.persist(&cert_path, &key_path)?;
-                tracing::info!(id = %identity.id, "created a new device identity");
+                tracing::info!(id = %identity.id, file = kind.cert_file, "created a new identity");
                 Ok(identity)
             }
             (true, false) => Err(IdentityError::Incomplete {
@@ -121,11 +154,18 @@ impl Identity {
 
     /// A fresh in-memory identity (Ed25519), not persisted.
     pub fn generate() -> Result<Self, IdentityError> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
-        let mut params = rcgen::CertificateParams::new(vec!["lanshare.invalid".to_string()])?;
+        Self::generate_kind(&DEVICE)
+    }
+
+    /// A fresh in-memory identity of `kind`, not persisted. The
+    /// certificate is valid from 1975 to 4096 (rcgen's default), so no
+    /// peer that checks dates finds it expired.
+    pub fn generate_kind(kind: &Kind) -> Result<Self, IdentityError> {
+        let key = rcgen::KeyPair::generate_for(kind.algorithm)?;
+        let mut params = rcgen::CertificateParams::new(vec![kind.dns_name.to_string()])?;
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, "lanshare device");
+            .push(rcgen::DnType::CommonName, kind.common_name);
         let cert = params.self_signed(&key)?;
         let cert_der = cert.der().clone();
         let key_der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
