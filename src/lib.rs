@@ -17,6 +17,7 @@ pub mod control;
 pub mod daemon;
 pub mod discovery;
 pub mod identity;
+pub mod localsend;
 pub mod protocol;
 pub mod shutdown;
 pub mod state_file;
