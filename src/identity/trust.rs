@@ -123,7 +123,9 @@ impl TrustStore {
             .collect()
     }
 
-    /// Pins `id` under `name` and saves. Returns false if it was already trusted.
+    /// Pins `id` under `name` and saves. Returns false if it was already
+    /// trusted. If saving fails, nothing changes: a device is never
+    /// trusted (and auto-accepted) in memory while the file says otherwise.
     pub fn trust(&self, id: DeviceId, name: &str) -> Result<bool, TrustError> {
         let mut peers = self.write();
         if peers.contains_key(&id) {
@@ -133,7 +135,8 @@ impl TrustStore {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        peers.insert(
+        let mut updated = peers.clone();
+        updated.insert(
             id,
             TrustedPeer {
                 id,
@@ -141,17 +144,21 @@ impl TrustStore {
                 since,
             },
         );
-        self.save(&peers)?;
+        self.save(&updated)?;
+        *peers = updated;
         Ok(true)
     }
 
-    /// Removes `id` and saves. Returns false if it was not trusted.
+    /// Removes `id` and saves. Returns false if it was not trusted. If
+    /// saving fails, the device stays trusted, as the file still says.
     pub fn untrust(&self, id: &DeviceId) -> Result<bool, TrustError> {
         let mut peers = self.write();
-        if peers.remove(id).is_none() {
+        let mut updated = peers.clone();
+        if updated.remove(id).is_none() {
             return Ok(false);
         }
-        self.save(&peers)?;
+        self.save(&updated)?;
+        *peers = updated;
         Ok(true)
     }
 
@@ -200,6 +207,32 @@ mod tests {
 
         assert!(reloaded.untrust(&a).unwrap());
         assert!(!TrustStore::load(tmp.path()).unwrap().is_trusted(&a));
+    }
+
+    /// A save that fails (here: a directory where the temporary file must
+    /// go, which stops root too) changes nothing in memory, for trust and
+    /// for untrust alike.
+    #[test]
+    fn failed_save_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = DeviceId::from_cert_der(b"a");
+        let b = DeviceId::from_cert_der(b"b");
+        let store = TrustStore::load(tmp.path()).unwrap();
+        assert!(store.trust(a, "laptop").unwrap());
+        let blocker = tmp.path().join(format!(".{TRUST_FILE}.tmp"));
+        fs::create_dir(&blocker).unwrap();
+
+        assert!(matches!(
+            store.trust(b, "desktop"),
+            Err(TrustError::Io { .. })
+        ));
+        assert!(!store.is_trusted(&b), "trusted in memory, not on disk");
+        assert!(matches!(store.untrust(&a), Err(TrustError::Io { .. })));
+        assert!(store.is_trusted(&a), "untrusted in memory, not on disk");
+
+        fs::remove_dir(&blocker).unwrap();
+        let on_disk = TrustStore::load(tmp.path()).unwrap();
+        assert_eq!(on_disk.list(), store.list());
     }
 
     #[test]
