@@ -38,6 +38,14 @@ pub const DEFAULT_PORT: u16 = 47000;
 /// Default time an interrupted send keeps retrying: 10 minutes.
 pub const DEFAULT_RETRY_S: u64 = 600;
 
+/// Longest retry window: resume state older than a day is forgotten
+/// ([`crate::transfer::resume::RESUME_MAX_AGE`]), so retrying longer
+/// could only start over.
+pub const MAX_RETRY_S: u64 = crate::transfer::resume::RESUME_MAX_AGE.as_secs();
+
+/// Longest time an offer may wait for `share accept`.
+pub const MAX_OFFER_TIMEOUT_S: u64 = 24 * 3600;
+
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -332,6 +340,20 @@ impl Config {
                 "QUIC and TCP cannot both be disabled".into(),
             ));
         }
+        let offer_timeout_s = given
+            .offer_timeout_s
+            .unwrap_or(crate::transfer::DEFAULT_OFFER_TIMEOUT.as_secs());
+        if !(1..=MAX_OFFER_TIMEOUT_S).contains(&offer_timeout_s) {
+            return Err(ConfigError::Invalid(format!(
+                "offer_timeout_s = {offer_timeout_s} is out of range: 1 to {MAX_OFFER_TIMEOUT_S} seconds"
+            )));
+        }
+        let retry_s = given.retry_s.unwrap_or(DEFAULT_RETRY_S);
+        if retry_s > MAX_RETRY_S {
+            return Err(ConfigError::Invalid(format!(
+                "retry_s = {retry_s} is out of range: at most {MAX_RETRY_S} seconds (interrupted transfers are forgotten after a day)"
+            )));
+        }
         let mut limits = ManifestLimits::default();
         if let Some(max) = given.max_offer_bytes {
             limits.max_total_bytes = max;
@@ -347,13 +369,9 @@ impl Config {
             mdns: given.mdns.unwrap_or(true),
             quic,
             tcp,
-            offer_timeout: Duration::from_secs(
-                given
-                    .offer_timeout_s
-                    .unwrap_or(crate::transfer::DEFAULT_OFFER_TIMEOUT.as_secs()),
-            ),
+            offer_timeout: Duration::from_secs(offer_timeout_s),
             limits,
-            retry_window: Duration::from_secs(given.retry_s.unwrap_or(DEFAULT_RETRY_S)),
+            retry_window: Duration::from_secs(retry_s),
             interfaces: given.interfaces.unwrap_or_default(),
         })
     }
@@ -392,6 +410,37 @@ mod tests {
         assert_eq!(c.port, DEFAULT_PORT);
         assert_eq!(c.accept, AcceptPolicy::Ask);
         assert!(c.mdns && c.quic && c.tcp);
+    }
+
+    /// Durations the daemon adds to clocks are range-checked, so a
+    /// configuration cannot make them overflow (a panic).
+    #[test]
+    fn durations_out_of_range_are_refused() {
+        for given in [
+            FileConfig {
+                retry_s: Some(u64::MAX),
+                ..FileConfig::default()
+            },
+            FileConfig {
+                offer_timeout_s: Some(u64::MAX),
+                ..FileConfig::default()
+            },
+            FileConfig {
+                offer_timeout_s: Some(0),
+                ..FileConfig::default()
+            },
+        ] {
+            let err = Config::resolve(given, &user_env()).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+            assert!(err.to_string().contains("out of range"), "{err}");
+        }
+        let given = FileConfig {
+            retry_s: Some(MAX_RETRY_S),
+            offer_timeout_s: Some(MAX_OFFER_TIMEOUT_S),
+            ..FileConfig::default()
+        };
+        let c = Config::resolve(given, &user_env()).unwrap();
+        assert_eq!(c.retry_window, Duration::from_secs(MAX_RETRY_S));
     }
 
     #[test]

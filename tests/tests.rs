@@ -7,6 +7,7 @@
 mod common;
 
 mod cli;
+mod control;
 mod discovery;
 mod docs;
 mod doctor;

@@ -295,6 +295,7 @@ async fn read_request(
         }
         Err(e) => return Err(format!("malformed request: {e}")),
     };
+    check_numbers(&request)?;
     let expected = request.fd_count();
     if expected > crate::protocol::MAX_ENTRIES {
         return Err(format!(
@@ -316,6 +317,24 @@ async fn read_request(
         request,
         fds.into_iter().map(std::fs::File::from).collect(),
     )))
+}
+
+/// Refuses numbers the daemon cannot use: a raw client can send any
+/// `u64`, and `retry_for_s = 2^64-1` once panicked a worker computing its
+/// deadline. (`wait_s` and `limit` are clamped where they are used.)
+fn check_numbers(request: &Request) -> Result<(), String> {
+    if let Request::Send {
+        retry_for_s: Some(retry),
+        ..
+    } = request
+        && *retry > crate::config::MAX_RETRY_S
+    {
+        return Err(format!(
+            "retry_for_s {retry} is out of range: at most {} (interrupted transfers are forgotten after a day)",
+            crate::config::MAX_RETRY_S
+        ));
+    }
+    Ok(())
 }
 
 async fn write_reply(
