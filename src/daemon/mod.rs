@@ -121,12 +121,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(&ReadyInfo),
 ) -> Result<(), DaemonError> {
+    // First, while descriptors are plentiful (see `Notifier`).
+    let (notifier, notify_warning) = notify::Notifier::from_env();
     crate::identity::ensure_private_dir(&config.state_dir)?;
     let identity = Identity::load_or_create(&config.state_dir)?;
     let trust = TrustStore::load(&config.state_dir)?;
     let download = Arc::new(DownloadDir::open(&config.download_dir)?);
     let (quic, tcp, port) = bind_transports(&config, &identity).await?;
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = notify_warning.into_iter().collect();
     let buffer_warning = quic
         .as_ref()
         .and_then(|q| q.buffer_warning())
@@ -270,18 +272,20 @@ pub async fn run(
         socket: socket_path,
     });
     let status = format!("ready: {} on port {port}", shared.config.name);
-    if let Some(w) = notify::ready(&status) {
+    if let Some(w) = notifier.ready(&status) {
         shared.warn(w);
     }
     if let Some(interval) = notify::watchdog_interval() {
         let shared = shared.clone();
-        tracker.spawn(notify::watchdog(interval, cancel.clone(), move |w| {
-            shared.warn(w);
-        }));
+        tracker.spawn(
+            notifier
+                .clone()
+                .watchdog(interval, cancel.clone(), move |w| shared.warn(w)),
+        );
     }
 
     shutdown.await;
-    notify::stopping();
+    notifier.stopping();
     tracing::info!("shutting down");
     let stop_started = Instant::now();
     cancel.cancel();
