@@ -42,6 +42,10 @@ use crate::transport::dial::{DialError, Preference};
 pub(super) const QUEUE_FILE: &str = "queue.json";
 /// Most sends that may be queued at once.
 pub(super) const MAX_QUEUED: usize = 64;
+/// Most open files all queued sends may hold together: the control
+/// socket bounds the descriptors a request holds while it runs
+/// ([`crate::control::budget`]), the queue those it keeps afterwards.
+pub(super) const MAX_QUEUED_FILES: usize = crate::protocol::MAX_ENTRIES;
 /// First wait before looking for an absent peer again.
 pub(super) const RETRY_MIN: Duration = Duration::from_secs(2);
 /// Longest wait between looks (peer-table changes wake the task earlier).
@@ -181,6 +185,17 @@ impl Queue {
                 format!(
                     "the queue is full ({MAX_QUEUED} sends); cancel some with `share queue cancel ID`"
                 ),
+            ));
+        }
+        let held: usize = items
+            .iter()
+            .filter(|i| i.what.is_some())
+            .map(|i| i.stored.files)
+            .sum();
+        let files = what.iter().filter(|(_, file)| file.is_some()).count();
+        if held + files > MAX_QUEUED_FILES {
+            return Err(format!(
+                "the queue already holds {held} open files and may hold {MAX_QUEUED_FILES}; send the queued ones first or cancel some with `share queue cancel ID`"
             ));
         }
         let id = loop {
@@ -647,5 +662,44 @@ mod tests {
         let queue = Queue::open(dir.path(), CancellationToken::new());
         assert!(queue.add(new("x"), Vec::new()).is_err());
         assert!(!dir.path().join(QUEUE_FILE).exists());
+    }
+
+    /// The open files all queued sends hold together are bounded.
+    #[test]
+    fn queued_open_files_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), CancellationToken::new());
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let half = MAX_QUEUED_FILES / 2 + 1;
+        let send = || {
+            let entries = (0..half)
+                .map(|i| SendEntry {
+                    path: format!("f{i}"),
+                    dir: false,
+                })
+                .collect();
+            let what: What = (0..half)
+                .map(|i| {
+                    let source = SourceFile {
+                        path: PathBuf::from(format!("f{i}")),
+                        file: file.clone(),
+                    };
+                    (format!("f{i}"), Some(source))
+                })
+                .collect();
+            (
+                NewQueued {
+                    entries,
+                    ..new("desktop")
+                },
+                what,
+            )
+        };
+        let (first, what) = send();
+        queue.add(first, what).unwrap();
+        let (second, what) = send();
+        let err = queue.add(second, what).unwrap_err();
+        assert!(err.contains("already holds"), "{err}");
+        assert_eq!(queue.list().len(), 1);
     }
 }
