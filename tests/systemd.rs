@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::common::{TestDaemon, is_root, share_bin};
 
 /// A `share daemon` on loopback with extra environment, its log collected.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     socket: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
@@ -27,7 +27,7 @@ struct Daemon {
 impl Daemon {
     /// Starts `share daemon` from `cmd` (already holding the program and
     /// any wrapper) and waits for its "daemon ready" line.
-    fn spawn(mut cmd: Command, dir: &Path, socket: &Path) -> Self {
+    pub(crate) fn spawn(mut cmd: Command, dir: &Path, socket: &Path) -> Self {
         cmd.arg("daemon")
             .args(["--name", "svc", "--no-mdns", "--bind", "127.0.0.1"])
             .args(["--port", "0", "--accept", "all"])
@@ -79,8 +79,13 @@ impl Daemon {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The daemon's process ID (wrappers such as `setpriv` exec it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGTERM, then waits; returns how long the stop took.
@@ -273,7 +278,7 @@ fn socket_mode_depends_on_service_kind() {
 }
 
 /// Throwaway system users and a group, deleted on drop.
-struct Users {
+pub(crate) struct Users {
     users: Vec<String>,
     group: String,
 }
@@ -281,7 +286,7 @@ struct Users {
 impl Users {
     /// Creates group `<prefix>g` and users `<prefix><name>`; `members`
     /// join the group.
-    fn new(prefix: &str, names: &[&str], members: &[&str]) -> Self {
+    pub(crate) fn new(prefix: &str, names: &[&str], members: &[&str]) -> Self {
         let group = format!("{prefix}g");
         run(&["groupadd", "--system", &group]);
         let mut users = Users {
@@ -302,7 +307,7 @@ impl Users {
         users
     }
 
-    fn user(&self, name: &str) -> String {
+    pub(crate) fn user(&self, name: &str) -> String {
         self.users
             .iter()
             .find(|u| u.ends_with(name))
@@ -310,9 +315,25 @@ impl Users {
             .expect("known user")
     }
 
-    fn id(&self, name: &str, flag: &str) -> u32 {
+    pub(crate) fn id(&self, name: &str, flag: &str) -> u32 {
         let out = Command::new("id").arg(flag).arg(name).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+impl Users {
+    /// The group's ID.
+    pub(crate) fn group_gid(&self) -> u32 {
+        let out = Command::new("getent")
+            .args(["group", &self.group])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -330,12 +351,35 @@ fn run(args: &[&str]) {
     assert!(out.status.success(), "{args:?}: {}", stderr(&out));
 }
 
-fn chown(path: &Path, uid: u32, gid: u32) {
+pub(crate) fn chown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
 }
 
+/// Asserts that this test may create users and run commands as them:
+/// root, with the tools. Such tests are `#[ignore]`d with the reason, and
+/// run as root with `cargo test -- --include-ignored`.
+pub(crate) fn assert_can_run_as_other_users() {
+    assert!(
+        is_root(),
+        "this test creates users: run it as root with `cargo test -- --include-ignored`"
+    );
+    let missing: Vec<&str> = ["useradd", "groupadd", "runuser", "setpriv", "prlimit"]
+        .into_iter()
+        .filter(|tool| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?} (Debian packages passwd, util-linux; `.ci/run` installs them)"
+    );
+}
+
 /// `share ARGS` as `user` (with that user's groups).
-fn share_as(user: &str, bin: &Path, socket: &Path, args: &[&str]) -> Output {
+pub(crate) fn share_as(user: &str, bin: &Path, socket: &Path, args: &[&str]) -> Output {
     Command::new("runuser")
         .args(["-u", user, "--"])
         .arg(bin)
@@ -356,23 +400,7 @@ fn share_as(user: &str, bin: &Path, socket: &Path, args: &[&str]) -> Output {
 #[test]
 #[ignore = "needs root: creates users and runs the CLI as them"]
 fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
-    assert!(
-        is_root(),
-        "this test creates users: run it as root with `cargo test -- --include-ignored`"
-    );
-    let missing: Vec<&str> = ["useradd", "groupadd", "runuser"]
-        .into_iter()
-        .filter(|tool| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "missing {missing:?} (Debian packages passwd, util-linux; `.ci/run` installs them)"
-    );
+    assert_can_run_as_other_users();
     let prefix = format!("lsfd{}", std::process::id() % 100_000);
     let users = Users::new(&prefix, &["d", "a", "b", "c"], &["a", "b"]);
     let (daemon_user, alice, bob, carol) = (
@@ -381,18 +409,7 @@ fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
         users.user("b"),
         users.user("c"),
     );
-    let group_gid = {
-        let out = Command::new("getent")
-            .args(["group", &users.group])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split(':')
-            .nth(2)
-            .unwrap()
-            .parse::<u32>()
-            .unwrap()
-    };
+    let group_gid = users.group_gid();
 
     // Layout: everything under a world-traversable temp dir.
     let dir = tempfile::tempdir().unwrap();

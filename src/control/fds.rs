@@ -27,6 +27,8 @@ use rustix::net::{
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
+use super::budget::{Lease, Refusal};
+
 /// Most descriptors the kernel accepts in one message (`SCM_MAX_FD`).
 pub const MAX_FDS_PER_MESSAGE: usize = 253;
 
@@ -75,14 +77,27 @@ pub async fn send_fds(stream: &UnixStream, files: &[BorrowedFd<'_>]) -> io::Resu
     Ok(())
 }
 
-/// Reads bytes and descriptors from the client with `recvmsg`.
-pub(crate) struct FdReader {
+/// Bytes read per `recvmsg`.
+const CHUNK: usize = 16 * 1024;
+
+/// Reads bytes and descriptors from the client with `recvmsg`, within the
+/// connection's share of the budget ([`super::budget`]): request bytes
+/// beyond the free share are reserved as the buffer grows, and before
+/// each `recvmsg` descriptors are reserved and the kernel is offered room
+/// for exactly that many. Descriptors a client attaches beyond that room
+/// are discarded by the kernel (`MSG_CTRUNC`) and never enter the
+/// daemon's descriptor table.
+pub(crate) struct FdReader<'a> {
     /// Bytes received and not yet consumed.
     buf: Vec<u8>,
+    /// `buf[..scanned]` holds no newline: each byte is looked at once, so
+    /// a long line costs linear time, not quadratic.
+    scanned: usize,
     /// Descriptors received so far, in order.
     fds: Vec<OwnedFd>,
-    /// The client closed its side.
+    /// The client closed its side (or half-closed it).
     eof: bool,
+    lease: &'a mut Lease,
 }
 
 /// Why reading a request failed.
@@ -94,16 +109,20 @@ pub(crate) enum ReadError {
     /// The request line is longer than allowed.
     #[error("request longer than {0} bytes")]
     TooLong(usize),
-    /// The kernel dropped descriptors because the daemon has too many open.
+    /// The budget of the connection's user, or of everyone, is spent.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Descriptors arrived that the daemon had no room for.
     #[error(
-        "the daemon cannot take more open files (its open-file limit is reached); send fewer files at once"
+        "the daemon cannot take more open files now (its limit for passed files is reached); send fewer files at once, or try again later"
     )]
     Truncated,
+    /// Descriptors arrived before the request line was complete.
+    #[error("open files were passed before the request line ended")]
+    EarlyDescriptors,
     /// The client sent more descriptors than its request announced.
-    #[error("the client sent {got} open files for {expected} announced")]
+    #[error("the client sent more open files than the {expected} its request announced")]
     TooMany {
-        /// Received.
-        got: usize,
         /// Announced.
         expected: usize,
     },
@@ -117,27 +136,41 @@ pub(crate) enum ReadError {
     },
 }
 
-impl FdReader {
-    pub(crate) fn new() -> Self {
+impl<'a> FdReader<'a> {
+    /// A reader charging what it holds to `lease`.
+    pub(crate) fn new(lease: &'a mut Lease) -> Self {
         Self {
             buf: Vec::new(),
+            scanned: 0,
             fds: Vec::new(),
             eof: false,
+            lease,
         }
     }
 
     /// Reads until a full line is buffered and returns it (without the
-    /// newline); `None` if the client closed without sending one.
+    /// newline); `None` if the client closed without sending one. The
+    /// line's bytes are given back to the budget: the caller parses it at
+    /// once.
     pub(crate) async fn read_line(
         &mut self,
         stream: &UnixStream,
         max_len: usize,
     ) -> Result<Option<Vec<u8>>, ReadError> {
         loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(i) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + i;
                 let mut line: Vec<u8> = self.buf.drain(..=end).collect();
                 line.pop();
+                self.scanned = 0;
+                self.lease.release_bytes();
                 return Ok(Some(line));
+            }
+            self.scanned = self.buf.len();
+            // Descriptors ride on the bytes after the line (see the module
+            // docs), and the kernel ends a read after them.
+            if !self.fds.is_empty() {
+                return Err(ReadError::EarlyDescriptors);
             }
             if self.buf.len() > max_len {
                 return Err(ReadError::TooLong(max_len));
@@ -145,17 +178,31 @@ impl FdReader {
             if self.eof {
                 return Ok(None);
             }
-            self.fill(stream).await?;
+            self.lease.cover_bytes(self.buf.len() + CHUNK)?;
+            let room = self.lease.reserve_fds_up_to(MAX_FDS_PER_MESSAGE);
+            let got = self.fill(stream, room).await?;
+            self.lease.release_fds(room.saturating_sub(got));
         }
+    }
+
+    /// Whether the client has closed (or half-closed) its side.
+    pub(crate) fn saw_eof(&self) -> bool {
+        self.eof
     }
 
     /// Reads until exactly `expected` descriptors arrived in total and
     /// returns them; the marker bytes that carried them are discarded.
+    /// All `expected` are reserved from the budget first (the lease keeps
+    /// them until it is dropped); a client that sends more is refused.
     pub(crate) async fn read_fds(
         mut self,
         stream: &UnixStream,
         expected: usize,
     ) -> Result<Vec<OwnedFd>, ReadError> {
+        if self.fds.len() > expected {
+            return Err(ReadError::TooMany { expected });
+        }
+        self.lease.reserve_fds(expected - self.fds.len())?;
         while self.fds.len() < expected {
             if self.eof {
                 return Err(ReadError::Short {
@@ -164,13 +211,14 @@ impl FdReader {
                 });
             }
             self.buf.clear();
-            self.fill(stream).await?;
+            let room = (expected - self.fds.len()).min(MAX_FDS_PER_MESSAGE);
+            match self.fill(stream, room).await {
+                Err(ReadError::Truncated) => return Err(ReadError::TooMany { expected }),
+                other => other?,
+            };
         }
         if self.fds.len() > expected {
-            return Err(ReadError::TooMany {
-                got: self.fds.len(),
-                expected,
-            });
+            return Err(ReadError::TooMany { expected });
         }
         Ok(self.fds)
     }
@@ -180,15 +228,22 @@ impl FdReader {
         self.fds.len()
     }
 
-    /// One `recvmsg`: appends bytes to `buf` and descriptors to `fds`.
-    async fn fill(&mut self, stream: &UnixStream) -> Result<(), ReadError> {
-        let mut chunk = [0u8; 16 * 1024];
+    /// One `recvmsg` with room for `room` descriptors (already reserved):
+    /// appends bytes to `buf` and descriptors to `fds`, and returns how
+    /// many descriptors came. More than `room` can fit in the aligned
+    /// control buffer; any excess must be reserved too, or the read fails.
+    async fn fill(&mut self, stream: &UnixStream, room: usize) -> Result<usize, ReadError> {
+        let mut chunk = [0u8; CHUNK];
+        let mut space =
+            [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+        let space_len = match room.min(MAX_FDS_PER_MESSAGE) {
+            0 => 0,
+            n => rustix::cmsg_space!(ScmRights(n)),
+        };
         loop {
             stream.readable().await?;
             let received = stream.try_io(Interest::READABLE, || {
-                let mut space = [MaybeUninit::<u8>::uninit();
-                    rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
-                let mut control = RecvAncillaryBuffer::new(&mut space);
+                let mut control = RecvAncillaryBuffer::new(&mut space[..space_len]);
                 let msg = rustix::net::recvmsg(
                     stream,
                     &mut [IoSliceMut::new(&mut chunk)],
@@ -206,6 +261,11 @@ impl FdReader {
             });
             match received {
                 Ok((n, flags, fds)) => {
+                    let got = fds.len();
+                    if got > room && self.lease.reserve_fds(got - room).is_err() {
+                        // Closed on the way out.
+                        return Err(ReadError::Truncated);
+                    }
                     self.fds.extend(fds);
                     if flags.contains(ReturnFlags::CTRUNC) {
                         return Err(ReadError::Truncated);
@@ -214,7 +274,7 @@ impl FdReader {
                         self.eof = true;
                     }
                     self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(());
+                    return Ok(got);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e.into()),
@@ -280,7 +340,14 @@ pub fn borrow_all<T: AsFd>(files: &[T]) -> Vec<BorrowedFd<'_>> {
 mod tests {
     use std::io::{Read, Seek, Write};
 
+    use super::super::budget::{Budget, Limits};
     use super::*;
+
+    fn lease() -> Lease {
+        Budget::new(Limits::for_open_files(1 << 20))
+            .admit(0)
+            .unwrap()
+    }
 
     #[tokio::test]
     async fn line_and_many_descriptors_arrive_in_order() {
@@ -302,7 +369,8 @@ mod tests {
             drop(files);
             client
         });
-        let mut reader = FdReader::new();
+        let mut lease = lease();
+        let mut reader = FdReader::new(&mut lease);
         let line = reader.read_line(&server, 1024).await.unwrap().unwrap();
         assert_eq!(line, b"{\"hello\":1}");
         let fds = reader.read_fds(&server, 600).await.unwrap();
@@ -327,7 +395,8 @@ mod tests {
             client.write_all(b"req\n").await.unwrap();
             send_fds(&client, &[file.as_fd()]).await.unwrap();
         }
-        let mut reader = FdReader::new();
+        let mut lease = lease();
+        let mut reader = FdReader::new(&mut lease);
         reader.read_line(&server, 16).await.unwrap().unwrap();
         let err = reader.read_fds(&server, 2).await.unwrap_err();
         assert!(
@@ -350,7 +419,65 @@ mod tests {
             let mut client = client;
             let _ = client.write_all(&[b'x'; 100_000]).await;
         });
-        let err = FdReader::new().read_line(&server, 1000).await.unwrap_err();
+        let mut lease = lease();
+        let err = FdReader::new(&mut lease)
+            .read_line(&server, 1000)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ReadError::TooLong(1000)), "{err}");
+    }
+
+    /// Descriptors beyond what the budget allows are dropped by the
+    /// kernel, not received and then closed; the read fails.
+    #[tokio::test]
+    async fn descriptors_beyond_the_budget_are_never_received() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        let ten = vec![file.as_fd(); 10];
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut client = client;
+            client.write_all(b"req\n").await.unwrap();
+            send_fds(&client, &ten).await.unwrap();
+        }
+        let limits = Limits {
+            fds_per_uid: 4,
+            ..Limits::for_open_files(1 << 20)
+        };
+        let budget = Budget::new(limits);
+        let mut lease = budget.admit(0).unwrap();
+        let mut reader = FdReader::new(&mut lease);
+        let result = match reader.read_line(&server, 16).await {
+            Ok(_) => reader.read_fds(&server, 10).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let err = result.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReadError::Truncated | ReadError::Refused(Refusal::Descriptors { .. })
+            ),
+            "{err}"
+        );
+        assert!(lease.fds_held() <= 4 + 2, "{}", lease.fds_held());
+    }
+
+    #[tokio::test]
+    async fn descriptors_inside_the_request_line_are_refused() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut client = client;
+            client.write_all(b"{\"v\":1,").await.unwrap();
+            send_fds(&client, &[file.as_fd()]).await.unwrap();
+            client.write_all(b"}\n").await.unwrap();
+        }
+        let mut lease = lease();
+        let err = FdReader::new(&mut lease)
+            .read_line(&server, 1000)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReadError::EarlyDescriptors), "{err}");
     }
 }

@@ -18,6 +18,7 @@
 //!
 //! Files to send travel as open descriptors, never as paths ([`fds`]).
 
+pub(crate) mod budget;
 pub mod client;
 pub mod doctor;
 mod error;

@@ -13,30 +13,48 @@
 //! command. Requests are read with `recvmsg` so that open files passed
 //! along with `share send` are received ([`super::fds`]).
 //!
-//! Each connection carries one request. If the client goes away while a
-//! long command runs (Ctrl-C on `share send`), the command's cancellation
-//! token fires so the transfer is stopped cleanly instead of orphaned.
+//! What clients may make the daemon hold (connections, request bytes,
+//! passed descriptors) is bounded per user and in total
+//! (the `budget` module); a connection beyond its user's share gets a
+//! one-line refusal and is closed at once. A client that sends no
+//! complete request within two minutes, or leaves a reply unread for a
+//! minute, is dropped.
+//!
+//! Each connection carries one request. A client may half-close its side
+//! after the request (`socat`, `nc -N`, shell pipes): it still gets every
+//! reply. If the client goes away entirely while a long command runs
+//! (Ctrl-C on `share send`), the command's cancellation token fires so
+//! the transfer is stopped cleanly instead of orphaned. "Away" is a read
+//! error, a failed write, or, after a half-close, the hang-up of the
+//! whole connection (`EPOLLHUP`, watched on a duplicate of the socket).
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::fds::FdReader;
+use super::budget::{Budget, Lease, Limits};
+use super::fds::{FdReader, ReadError};
 use super::{
-    CONTROL_VERSION, CommandError, MAX_REQUEST_LEN, Reply, Request, RequestEnvelope, Response,
-    SendEvent,
+    CONTROL_VERSION, CommandError, ErrorKind, MAX_REQUEST_LEN, Reply, Request, RequestEnvelope,
+    Response, SendEvent,
 };
 use crate::transport::BoxFuture;
 
 /// How long a client may take to send its request (and the open files
 /// that come with it) after connecting.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long one reply line may wait for a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Errors setting up the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +136,7 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
+    budget: Arc<Budget>,
 }
 
 impl ControlSocket {
@@ -153,6 +172,7 @@ impl ControlSocket {
         Ok(Self {
             listener,
             path: path.to_owned(),
+            budget: Budget::new(Limits::for_this_process()),
         })
     }
 
@@ -174,20 +194,50 @@ impl ControlSocket {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
+                        // Out of descriptors (EMFILE) is the likely cause:
+                        // back off instead of spinning on the ready listener.
                         tracing::warn!("control accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
             };
+            let caller = match stream.peer_cred() {
+                Ok(cred) => Caller {
+                    uid: cred.uid(),
+                    pid: cred.pid(),
+                },
+                Err(e) => {
+                    tracing::warn!("cannot read control client credentials: {e}");
+                    continue;
+                }
+            };
+            let lease = match self.budget.admit(caller.uid) {
+                Ok(lease) => lease,
+                Err(refusal) => {
+                    tracing::debug!(uid = caller.uid, pid = ?caller.pid, "control connection refused: {refusal}");
+                    refuse(&stream, &refusal.to_string());
+                    continue;
+                }
+            };
             let handler = handler.clone();
             let cancel = shutdown.child_token();
             tracker.spawn(async move {
-                if let Err(e) = serve_one(stream, handler, cancel).await {
+                if let Err(e) = serve_one(stream, caller, lease, handler, cancel).await {
                     tracing::debug!("control connection ended: {e}");
                 }
             });
         }
+    }
+}
+
+/// Answers a connection that was not admitted with one error line, if the
+/// socket takes it at once (it is new, so its buffer is empty), and closes.
+fn refuse(stream: &UnixStream, message: &str) {
+    let refusal = Reply::<Response>::outcome(Err(CommandError::new(ErrorKind::Busy, message)));
+    if let Ok(mut line) = serde_json::to_vec(&refusal) {
+        line.push(b'\n');
+        let _ = stream.try_write(&line);
     }
 }
 
@@ -199,67 +249,59 @@ impl Drop for ControlSocket {
 
 async fn serve_one(
     stream: UnixStream,
+    caller: Caller,
+    mut lease: Lease,
     handler: Arc<dyn Handler>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let caller = match stream.peer_cred() {
-        Ok(cred) => Caller {
-            uid: cred.uid(),
-            pid: cred.pid(),
-        },
-        Err(e) => {
-            tracing::warn!("cannot read control client credentials: {e}");
-            return Ok(());
-        }
-    };
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&stream)).await;
-    let (request, files) = match read {
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&stream, &mut lease)).await;
+    let (request, files, half_closed) = match read {
         Ok(Ok(Some(read))) => read,
         Ok(Ok(None)) => return Ok(()),
         Err(_) => {
             tracing::info!(uid = caller.uid, pid = ?caller.pid, "control client sent no complete request in time");
             return Ok(());
         }
-        Ok(Err(message)) => {
-            tracing::info!(uid = caller.uid, pid = ?caller.pid, "refused control request: {message}");
+        Ok(Err(refused)) => {
+            tracing::info!(uid = caller.uid, pid = ?caller.pid, "refused control request: {refused}");
             let (_, mut write) = stream.into_split();
-            let refused = Reply::<Response>::outcome(Err(CommandError::invalid(message)));
-            return write_reply(&mut write, &refused).await;
+            return write_reply(&mut write, &Reply::<Response>::outcome(Err(refused))).await;
         }
     };
+    let command = command_name(&request);
     tracing::info!(
         uid = caller.uid,
         pid = ?caller.pid,
-        command = command_name(&request),
+        command,
         files = files.len(),
         "control command"
     );
-    let (mut reader, mut write) = stream.into_split();
+    let (reader, mut write) = stream.into_split();
+    let mut client = Client::new(reader, half_closed);
 
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let work = handler.handle(request, caller, files, events_tx, cancel.clone());
     tokio::pin!(work);
     let mut client_gone = false;
-    let mut probe = [0u8; 64];
+    let went_away = || {
+        tracing::info!(uid = caller.uid, pid = ?caller.pid, command, "control client went away; its command is cancelled");
+        cancel.cancel();
+        true
+    };
     let result = loop {
         tokio::select! {
             result = &mut work => break result,
             Some(event) = events_rx.recv() => {
                 if !client_gone && write_reply(&mut write, &Reply::<Response>::Event { event }).await.is_err() {
-                    client_gone = true;
-                    cancel.cancel();
+                    client_gone = went_away();
                 }
             }
-            n = reader.read(&mut probe), if !client_gone => {
-                // The client sends nothing after its request: EOF or an
-                // error means it went away.
-                if matches!(n, Ok(0) | Err(_)) {
-                    client_gone = true;
-                    cancel.cancel();
-                }
-            }
+            () = client.gone(), if !client_gone => client_gone = went_away(),
         }
     };
+    // The command's descriptors are closed by now; what it still holds
+    // (a queued send's files) is bounded by the queue.
+    drop(lease);
     while let Ok(event) = events_rx.try_recv() {
         if client_gone {
             break;
@@ -273,77 +315,161 @@ async fn serve_one(
     write.shutdown().await
 }
 
-/// Reads one request line and the open files it announces. `Ok(None)`
-/// when the client left without asking anything; `Err` is the message to
-/// send back.
+/// The client's side of a connection while its command runs: it sends
+/// nothing after its request, so the only news is that it went away.
+enum Client {
+    /// Its side is open: a read returns EOF or an error when it goes.
+    Open(OwnedReadHalf),
+    /// It half-closed its side after the request and still reads the
+    /// replies; gone once the whole connection hangs up (`EPOLLHUP`),
+    /// which tokio reports as "write closed". Watched on a registration of
+    /// its own (a duplicate of the socket), whose "writable" readiness can
+    /// be cleared so that waiting for the hang-up does not spin.
+    HalfClosed(Option<UnixStream>),
+}
+
+impl Client {
+    fn new(reader: OwnedReadHalf, half_closed: bool) -> Self {
+        if half_closed {
+            Self::half_closed(&reader)
+        } else {
+            Self::Open(reader)
+        }
+    }
+
+    fn half_closed(reader: &OwnedReadHalf) -> Self {
+        let watch = rustix::io::fcntl_dupfd_cloexec(reader.as_ref().as_fd(), 0)
+            .map_err(std::io::Error::from)
+            .and_then(|dup| UnixStream::from_std(std::os::unix::net::UnixStream::from(dup)));
+        match watch {
+            Ok(watch) => Self::HalfClosed(Some(watch)),
+            Err(e) => {
+                // Then a vanished client is noticed only when a reply
+                // cannot be written.
+                tracing::debug!("cannot watch a half-closed control client: {e}");
+                Self::HalfClosed(None)
+            }
+        }
+    }
+
+    /// Resolves once the client has gone away. Cancel-safe.
+    async fn gone(&mut self) {
+        let mut probe = [0u8; 64];
+        loop {
+            match self {
+                Self::Open(reader) => match reader.read(&mut probe).await {
+                    // Bytes after the request mean nothing; ignore them.
+                    Ok(n) if n > 0 => {}
+                    Ok(_) => *self = Self::half_closed(reader),
+                    Err(_) => return,
+                },
+                Self::HalfClosed(Some(watch)) => match watch.ready(Interest::WRITABLE).await {
+                    Ok(ready) if ready.is_write_closed() => return,
+                    Ok(_) => {
+                        // Clears "writable" until the socket's state changes.
+                        let _ = watch.try_io(Interest::WRITABLE, || {
+                            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                        });
+                    }
+                    Err(_) => return,
+                },
+                Self::HalfClosed(None) => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
+/// Reads one request line and the open files it announces, and whether
+/// the client half-closed its side after them. `Ok(None)` when the client
+/// left without asking anything; `Err` is the refusal to send back.
 async fn read_request(
     stream: &UnixStream,
-) -> Result<Option<(Request, Vec<std::fs::File>)>, String> {
-    let mut reader = FdReader::new();
+    lease: &mut Lease,
+) -> Result<Option<(Request, Vec<std::fs::File>, bool)>, CommandError> {
+    let mut reader = FdReader::new(lease);
     let line = match reader.read_line(stream, MAX_REQUEST_LEN).await {
         Ok(Some(line)) => line,
         Ok(None) => return Ok(None),
-        Err(e) => return Err(format!("cannot read the request: {e}")),
+        Err(e) => return Err(read_error("cannot read the request", &e)),
     };
     let request = match serde_json::from_slice::<RequestEnvelope>(&line) {
         Ok(env) if env.v == CONTROL_VERSION => env.request,
         Ok(env) => {
-            return Err(format!(
+            return Err(CommandError::invalid(format!(
                 "the CLI speaks control version {}, the daemon {CONTROL_VERSION}; use the same lanshare version for both",
                 env.v
-            ));
+            )));
         }
-        Err(e) => return Err(format!("malformed request: {e}")),
+        Err(e) => return Err(CommandError::invalid(format!("malformed request: {e}"))),
     };
+    drop(line);
     check_numbers(&request)?;
     let expected = request.fd_count();
     if expected > crate::protocol::MAX_ENTRIES {
-        return Err(format!(
+        return Err(CommandError::invalid(format!(
             "too many files ({expected}); one transfer may hold at most {}",
             crate::protocol::MAX_ENTRIES
-        ));
+        )));
     }
     if expected == 0 {
         if reader.received_fds() > 0 {
-            return Err("open files were passed with a command that takes none".into());
+            return Err(CommandError::invalid(
+                "open files were passed with a command that takes none",
+            ));
         }
-        return Ok(Some((request, Vec::new())));
+        return Ok(Some((request, Vec::new(), reader.saw_eof())));
     }
     let fds = reader
         .read_fds(stream, expected)
         .await
-        .map_err(|e| format!("cannot receive the files to send: {e}"))?;
+        .map_err(|e| read_error("cannot receive the files to send", &e))?;
     Ok(Some((
         request,
         fds.into_iter().map(std::fs::File::from).collect(),
+        false,
     )))
+}
+
+/// A reading failure as the client is told: "busy" when a budget is
+/// spent (try again later), "invalid" when the request was.
+fn read_error(what: &str, error: &ReadError) -> CommandError {
+    let kind = match error {
+        ReadError::Refused(_) | ReadError::Truncated => ErrorKind::Busy,
+        _ => ErrorKind::Invalid,
+    };
+    CommandError::new(kind, format!("{what}: {error}"))
 }
 
 /// Refuses numbers the daemon cannot use: a raw client can send any
 /// `u64`, and `retry_for_s = 2^64-1` once panicked a worker computing its
 /// deadline. (`wait_s` and `limit` are clamped where they are used.)
-fn check_numbers(request: &Request) -> Result<(), String> {
+fn check_numbers(request: &Request) -> Result<(), CommandError> {
     if let Request::Send {
         retry_for_s: Some(retry),
         ..
     } = request
         && *retry > crate::config::MAX_RETRY_S
     {
-        return Err(format!(
+        return Err(CommandError::invalid(format!(
             "retry_for_s {retry} is out of range: at most {} (interrupted transfers are forgotten after a day)",
             crate::config::MAX_RETRY_S
-        ));
+        )));
     }
     Ok(())
 }
 
-async fn write_reply(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    reply: &Reply<Response>,
-) -> std::io::Result<()> {
+/// Writes one reply line, giving up on a client that does not read it
+/// within [`WRITE_TIMEOUT`].
+async fn write_reply(write: &mut OwnedWriteHalf, reply: &Reply<Response>) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    write.write_all(&line).await
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&line)).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client reads no replies",
+        )),
+    }
 }
 
 fn command_name(request: &Request) -> &'static str {

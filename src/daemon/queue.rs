@@ -194,8 +194,11 @@ impl Queue {
             .sum();
         let files = what.iter().filter(|(_, file)| file.is_some()).count();
         if held + files > MAX_QUEUED_FILES {
-            return Err(format!(
-                "the queue already holds {held} open files and may hold {MAX_QUEUED_FILES}; send the queued ones first or cancel some with `share queue cancel ID`"
+            return Err(CommandError::new(
+                ErrorKind::Busy,
+                format!(
+                    "the queue already holds {held} open files and may hold {MAX_QUEUED_FILES}; send the queued ones first or cancel some with `share queue cancel ID`"
+                ),
             ));
         }
         let id = loop {
@@ -699,7 +702,8 @@ mod tests {
         queue.add(first, what).unwrap();
         let (second, what) = send();
         let err = queue.add(second, what).unwrap_err();
-        assert!(err.contains("already holds"), "{err}");
+        assert_eq!(err.kind, ErrorKind::Busy);
+        assert!(err.message.contains("already holds"), "{err}");
         assert_eq!(queue.list().len(), 1);
     }
 }
