@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::intake::AcceptPolicy;
 use crate::protocol::ManifestLimits;
-use crate::transfer::receive::AcceptPolicy;
 
 /// The service port used when none is configured (UDP for QUIC and TCP
 /// for the fallback share the number).

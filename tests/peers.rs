@@ -80,7 +80,8 @@ fn manual_peer_is_added_persisted_used_by_name_and_removed() {
     random_file(&file, 200_000, 1);
     send_by_name(&a, "beta", &b, &file);
 
-    // Kept across a restart: listed at once, and usable by name.
+    // Kept across a restart: listed as soon as the daemon is ready, and
+    // usable by name.
     assert!(a.stop());
     let file_on_disk = std::fs::read_to_string(state.path().join("peers.json")).unwrap();
     assert!(file_on_disk.contains(&b_id), "{file_on_disk}");
@@ -110,7 +111,7 @@ fn manual_peer_is_added_persisted_used_by_name_and_removed() {
         .accept("all")
         .state_dir(state.path())
         .spawn();
-    std::thread::sleep(Duration::from_millis(300));
+    // Manual peers are listed before the daemon reports ready.
     assert!(entry(&a, &b_id).is_none(), "removed peer came back");
 }
 

@@ -16,7 +16,7 @@ use clap::Parser;
 use super::{Cli, Command};
 use crate::control::Request;
 use crate::control::client::{self, ClientError};
-use crate::control::doctor::{Check, DoctorReport, Verdict, check_download_dir};
+use crate::doctor::report::{Check, DoctorReport, Verdict, check_download_dir};
 
 /// Runs `share doctor`.
 pub(super) async fn run(sockets: &[PathBuf], peer: Option<String>, as_json: bool) -> Result<()> {

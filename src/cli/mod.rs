@@ -8,8 +8,13 @@
 
 mod docs;
 mod doctor;
-mod everyday;
+mod history;
+mod output;
+mod pair;
+mod queue;
 mod render;
+mod send;
+mod texts;
 
 use std::path::PathBuf;
 
@@ -18,10 +23,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config, Env, FileConfig};
 use crate::control::client::{self, ClientError};
-use crate::control::{IdInfo, Request, SendEntry};
-use crate::transfer::receive::AcceptPolicy;
-use crate::transfer::source;
-use crate::transport::dial::Preference;
+use crate::control::{IdInfo, Request};
+use crate::intake::AcceptPolicy;
+pub use send::{SendArgs, TransportArg};
 
 /// Peer-to-peer file sharing on your LAN.
 #[derive(Debug, Parser)]
@@ -83,15 +87,15 @@ pub enum Command {
     },
     /// Pair with a device: both show a 6-digit code; if the codes match and
     /// both users confirm, each device trusts the other.
-    Pair(everyday::PairArgs),
+    Pair(pair::PairArgs),
     /// Show finished transfers (kept across restarts).
-    History(everyday::HistoryArgs),
+    History(history::HistoryArgs),
     /// List sends queued with `share send --queue`, or cancel one.
-    Queue(everyday::QueueArgs),
+    Queue(queue::QueueArgs),
     /// List texts received with `share send --text`.
     Inbox(JsonFlag),
     /// Print the newest unread text (`share receive --text`).
-    Receive(everyday::ReceiveArgs),
+    Receive(texts::ReceiveArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -147,51 +151,6 @@ pub struct JsonFlag {
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `share send`.
-#[derive(Debug, Args)]
-pub struct SendArgs {
-    /// Device name, device-ID prefix, or HOST:PORT.
-    pub peer: String,
-    /// Files and directories to send.
-    #[arg(required_unless_present = "text")]
-    pub paths: Vec<PathBuf>,
-    /// Send this short text instead of files (at most 64 KiB; `-` reads
-    /// it from stdin).
-    #[arg(long, value_name = "TEXT", conflicts_with = "paths")]
-    pub text: Option<String>,
-    /// Queue the send and return at once; it goes out when the peer is
-    /// reachable, even after a daemon restart (`share queue` lists it).
-    #[arg(long, conflicts_with = "text")]
-    pub queue: bool,
-    /// Transport: race QUIC and TCP (auto), or force one.
-    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
-    pub transport: TransportArg,
-    /// Print one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `--transport` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum TransportArg {
-    /// QUIC with TCP fallback.
-    Auto,
-    /// QUIC only.
-    Quic,
-    /// TCP+TLS only.
-    Tcp,
-}
-
-impl From<TransportArg> for Preference {
-    fn from(t: TransportArg) -> Self {
-        match t {
-            TransportArg::Auto => Self::Auto,
-            TransportArg::Quic => Self::Quic,
-            TransportArg::Tcp => Self::Tcp,
-        }
-    }
 }
 
 /// `share daemon` flags; each overrides the config file.
@@ -295,31 +254,29 @@ pub async fn run_client(socket: Option<PathBuf>, command: Command) -> Result<()>
                 Err(ClientError::NoDaemon { .. }) => offline_id()?,
                 Err(e) => return Err(e.into()),
             };
-            render::id(&data, flag.json)
+            render::id(data, flag.json)
         }
-        Command::Status(flag) => render::status(&call(Request::Status).await?, flag.json),
+        Command::Status(flag) => render::status(call(Request::Status).await?, flag.json),
         Command::Peers(args) => match args.action {
-            None => render::peers(&call(Request::Peers).await?, args.json),
-            Some(PeersAction::Add { addr }) => {
-                render::ack(&call(Request::PeersAdd { addr }).await?)
-            }
+            None => render::peers(call(Request::Peers).await?, args.json),
+            Some(PeersAction::Add { addr }) => render::ack(call(Request::PeersAdd { addr }).await?),
             Some(PeersAction::Remove { peer }) => {
-                render::ack(&call(Request::PeersRemove { peer }).await?)
+                render::ack(call(Request::PeersRemove { peer }).await?)
             }
         },
         Command::Doctor(args) => doctor::run(&sockets, args.peer, args.json).await,
-        Command::Transfers(flag) => render::transfers(&call(Request::Transfers).await?, flag.json),
-        Command::Send(args) => send(&sockets, args).await,
-        Command::Accept { id } => render::ack(&call(Request::Accept { id }).await?),
-        Command::Reject { id, reason } => render::ack(&call(Request::Reject { id, reason }).await?),
-        Command::Cancel { id } => render::ack(&call(Request::Cancel { id }).await?),
-        Command::Trust { peer } => render::ack(&call(Request::Trust { peer }).await?),
-        Command::Untrust { peer } => render::ack(&call(Request::Untrust { peer }).await?),
-        Command::Pair(args) => everyday::pair(&sockets, args).await,
-        Command::History(args) => everyday::history(&sockets, args).await,
-        Command::Queue(args) => everyday::queue(&sockets, args).await,
-        Command::Inbox(flag) => everyday::inbox(&sockets, flag.json).await,
-        Command::Receive(args) => everyday::receive(&sockets, args).await,
+        Command::Transfers(flag) => render::transfers(call(Request::Transfers).await?, flag.json),
+        Command::Send(args) => send::send(&sockets, args).await,
+        Command::Accept { id } => render::ack(call(Request::Accept { id }).await?),
+        Command::Reject { id, reason } => render::ack(call(Request::Reject { id, reason }).await?),
+        Command::Cancel { id } => render::ack(call(Request::Cancel { id }).await?),
+        Command::Trust { peer } => render::ack(call(Request::Trust { peer }).await?),
+        Command::Untrust { peer } => render::ack(call(Request::Untrust { peer }).await?),
+        Command::Pair(args) => pair::pair(&sockets, args).await,
+        Command::History(args) => history::history(&sockets, args).await,
+        Command::Queue(args) => queue::queue(&sockets, args).await,
+        Command::Inbox(flag) => texts::inbox(&sockets, flag.json).await,
+        Command::Receive(args) => texts::receive(&sockets, args).await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }
@@ -353,69 +310,4 @@ fn offline_id() -> Result<serde_json::Value> {
         name: config.name,
         id: identity.id(),
     })?)
-}
-
-async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
-    if let Some(text) = &args.text {
-        return everyday::send_text(sockets, &args, text).await;
-    }
-    // Walk the tree and open every file here, with the user's own
-    // permissions; the daemon gets open files, never paths (the system
-    // service cannot read home directories, and must never read a file
-    // for a user who could not). A file the user cannot read fails here,
-    // named, before anything is sent. (`main` raised the open-file limit
-    // for `share send` before any thread started.)
-    let paths = args.paths.clone();
-    let (layout, files) = tokio::task::spawn_blocking(move || {
-        let layout = source::walk(&paths)?;
-        let files = layout
-            .entries
-            .iter()
-            .filter(|e| !e.dir)
-            .map(source::LayoutEntry::open)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok::<_, source::SourceError>((layout, files))
-    })
-    .await
-    .context("internal error: the file scan stopped")??;
-    if args.queue {
-        return everyday::queue_send(sockets, &args, &layout, &files).await;
-    }
-    let (entries, skipped) = request_layout(&layout);
-    let request = Request::Send {
-        peer: args.peer.clone(),
-        entries,
-        skipped,
-        transport: args.transport.into(),
-        retry_for_s: None,
-    };
-    let fds = crate::control::fds::borrow_all(&files);
-    let mut progress = render::SendProgress::new(!args.json);
-    let result =
-        client::call_with_files(sockets, request, &fds, |event| progress.event(&event)).await;
-    progress.finish();
-    match result {
-        Ok(data) => render::send_result(&data, args.json),
-        Err(e) => {
-            if args.json {
-                render::send_failure(&args.peer, &e)?;
-            }
-            Err(e.into())
-        }
-    }
-}
-
-/// The layout as the control request carries it: entries (matched in
-/// order by the passed files) and the skipped specials as text.
-fn request_layout(layout: &source::Layout) -> (Vec<SendEntry>, Vec<String>) {
-    let entries = layout
-        .entries
-        .iter()
-        .map(|e| SendEntry {
-            path: e.path.clone(),
-            dir: e.dir,
-        })
-        .collect();
-    let skipped = layout.skipped.iter().map(ToString::to_string).collect();
-    (entries, skipped)
 }

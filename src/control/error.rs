@@ -11,6 +11,19 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::history::HistoryError;
+use crate::identity::trust::TrustError;
+use crate::intake::inbox::{InboxError, NextTextError};
+use crate::outgoing::SendError;
+use crate::outgoing::retry::AttemptError;
+use crate::pairing::PairingError;
+use crate::peers::{IdentifyError, LookupError, PeersError, ResolveError};
+use crate::protocol::ErrorCode;
+use crate::queue::QueueError;
+use crate::registry::RegistryError;
+use crate::transfer::TransferError;
+use crate::transport::dial::DialError;
+
 /// What kind of failure a command met: stable, machine-readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -141,78 +154,130 @@ impl CommandError {
 }
 
 // How the errors of the layers below map onto kinds. They live here, in
-// the contract's module, because those layers must not know the control
+// the contract's module, because those layers do not know the control
 // protocol.
 
-impl From<crate::transfer::registry::RegistryError> for CommandError {
-    fn from(e: crate::transfer::registry::RegistryError) -> Self {
-        use crate::transfer::registry::RegistryError;
-        let kind = match &e {
-            RegistryError::NotFound(_) => ErrorKind::NotFound,
-            RegistryError::Ambiguous(_) => ErrorKind::Ambiguous,
-            RegistryError::NotPending { .. } => ErrorKind::Conflict,
-        };
-        Self::new(kind, e.to_string())
-    }
-}
-
-impl From<crate::identity::trust::TrustError> for CommandError {
-    fn from(e: crate::identity::trust::TrustError) -> Self {
-        Self::io(e.to_string())
-    }
-}
-
-impl From<crate::transfer::source::SourceError> for CommandError {
-    fn from(e: crate::transfer::source::SourceError) -> Self {
-        Self::invalid(e.to_string())
-    }
-}
-
-impl From<super::records::TextError> for CommandError {
-    fn from(e: super::records::TextError) -> Self {
-        Self::invalid(e.to_string())
-    }
-}
-
-impl From<crate::transfer::TransferError> for CommandError {
-    /// A transfer that was under way when it ended.
-    fn from(e: crate::transfer::TransferError) -> Self {
-        use crate::protocol::ErrorCode;
-        use crate::transfer::TransferError;
-        let kind = match &e {
-            TransferError::Rejected { .. } => ErrorKind::Rejected,
-            TransferError::Cancelled
-            | TransferError::Peer {
-                code: ErrorCode::Cancelled,
-                ..
-            } => ErrorKind::Cancelled,
-            TransferError::Peer {
-                code: ErrorCode::Busy,
-                ..
+macro_rules! kind_of {
+    ($error:ty, |$e:ident| $kind:expr) => {
+        impl From<$error> for CommandError {
+            fn from($e: $error) -> Self {
+                let kind = $kind;
+                Self::new(kind, $e.to_string())
             }
-            | TransferError::Busy(_) => ErrorKind::Busy,
-            TransferError::Peer {
-                code: ErrorCode::Refused,
-                ..
-            } => ErrorKind::Refused,
-            _ => ErrorKind::Failed,
-        };
-        Self::new(kind, e.to_string())
+        }
+    };
+}
+
+/// The kind of a transfer that ended with `e` once connected.
+fn transfer_kind(e: &TransferError) -> ErrorKind {
+    match e {
+        TransferError::Rejected { .. } => ErrorKind::Rejected,
+        TransferError::Cancelled
+        | TransferError::Peer {
+            code: ErrorCode::Cancelled,
+            ..
+        } => ErrorKind::Cancelled,
+        TransferError::Peer {
+            code: ErrorCode::Busy,
+            ..
+        }
+        | TransferError::Busy(_) => ErrorKind::Busy,
+        TransferError::Peer {
+            code: ErrorCode::Refused,
+            ..
+        } => ErrorKind::Refused,
+        _ => ErrorKind::Failed,
     }
 }
 
-impl CommandError {
-    /// Connecting to `label` failed.
-    pub fn dial(label: &str, e: &crate::transport::dial::DialError) -> Self {
-        use crate::transport::dial::DialError;
-        let kind = match e {
-            DialError::Unavailable(_) => ErrorKind::Invalid,
-            DialError::Refused(_) => ErrorKind::Refused,
-            DialError::Unreachable(_) => ErrorKind::Unreachable,
-        };
-        Self::new(kind, format!("cannot connect to {label}: {e}"))
+/// The kind of a connection that could not be made.
+fn dial_kind(e: &DialError) -> ErrorKind {
+    match e {
+        DialError::Unavailable(_) => ErrorKind::Invalid,
+        DialError::Refused(_) => ErrorKind::Refused,
+        DialError::Unreachable(_) => ErrorKind::Unreachable,
     }
 }
+
+kind_of!(RegistryError, |e| match &e {
+    RegistryError::NotFound(_) => ErrorKind::NotFound,
+    RegistryError::Ambiguous(_) => ErrorKind::Ambiguous,
+    RegistryError::NotPending { .. } => ErrorKind::Conflict,
+});
+
+kind_of!(TrustError, |e| ErrorKind::Io);
+
+kind_of!(HistoryError, |e| ErrorKind::Io);
+
+kind_of!(InboxError, |e| ErrorKind::Io);
+
+kind_of!(NextTextError, |e| match &e {
+    NextTextError::NoneUnread => ErrorKind::NotFound,
+    NextTextError::Timeout(_) => ErrorKind::Timeout,
+    NextTextError::Cancelled => ErrorKind::Cancelled,
+    NextTextError::Inbox(_) => ErrorKind::Io,
+});
+
+kind_of!(ResolveError, |e| resolve_kind(&e));
+
+fn lookup_kind(e: &LookupError) -> ErrorKind {
+    match e {
+        LookupError::NotFound(_) => ErrorKind::NotFound,
+        LookupError::Ambiguous(..) => ErrorKind::Ambiguous,
+    }
+}
+
+fn resolve_kind(e: &ResolveError) -> ErrorKind {
+    match e {
+        ResolveError::Ambiguous { .. } => ErrorKind::Ambiguous,
+        ResolveError::Impostor { .. } => ErrorKind::Refused,
+        _ => ErrorKind::NotFound,
+    }
+}
+
+kind_of!(PeersError, |e| match &e {
+    PeersError::Lookup(e) => lookup_kind(e),
+    PeersError::Resolve(e) => resolve_kind(e),
+    PeersError::Connect {
+        error: IdentifyError::Dial(e),
+        ..
+    } => dial_kind(e),
+    PeersError::Connect { .. } => ErrorKind::Unreachable,
+    PeersError::NotTrusted { .. } => ErrorKind::Conflict,
+    PeersError::NotAnAddress(_) | PeersError::IsSelf(_) => ErrorKind::Invalid,
+    PeersError::NoSuchHost(_) | PeersError::NotListed(_) => ErrorKind::NotFound,
+    PeersError::SeveralListed { .. } => ErrorKind::Ambiguous,
+    PeersError::Save(_) | PeersError::Trust(_) => ErrorKind::Io,
+});
+
+kind_of!(PairingError, |e| match &e {
+    PairingError::Resolve(e) => resolve_kind(e),
+    PairingError::Connect { error, .. } => dial_kind(error),
+    PairingError::NoCode => ErrorKind::Internal,
+    PairingError::NotAsked { .. } => ErrorKind::Failed,
+    PairingError::Busy => ErrorKind::Busy,
+    PairingError::NotFound(_) => ErrorKind::NotFound,
+    PairingError::Ambiguous(_) => ErrorKind::Ambiguous,
+    PairingError::Over { .. } | PairingError::AlreadyAnswered(_) => ErrorKind::Conflict,
+});
+
+kind_of!(QueueError, |e| match &e {
+    QueueError::NoPeer | QueueError::Empty => ErrorKind::Invalid,
+    QueueError::Full | QueueError::TooManyFiles(_) => ErrorKind::Busy,
+    QueueError::Save(_) => ErrorKind::Io,
+    QueueError::NotFound(_) => ErrorKind::NotFound,
+    QueueError::Ambiguous(_) => ErrorKind::Ambiguous,
+});
+
+kind_of!(SendError, |e| match &e {
+    SendError::Empty | SendError::Source(_) | SendError::Text(_) => ErrorKind::Invalid,
+    SendError::Resolve(e) => resolve_kind(e),
+    SendError::Connect { error, .. } => dial_kind(error),
+    SendError::Cancelled => ErrorKind::Cancelled,
+    SendError::Transfer(AttemptError::Dial(_, e)) => dial_kind(e),
+    SendError::Transfer(AttemptError::Transfer(e)) => transfer_kind(e),
+    SendError::Internal(_) => ErrorKind::Internal,
+});
 
 #[cfg(test)]
 mod tests {

@@ -20,26 +20,30 @@
 
 pub(crate) mod budget;
 pub mod client;
-pub mod doctor;
 mod error;
 pub mod fds;
-pub mod records;
 pub mod server;
 
+pub use crate::outgoing::{ResultStatus, SendEvent};
 pub use error::{CommandError, ErrorKind};
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::PeerSource;
+use crate::discovery::InterfaceInfo;
+use crate::doctor::report::DoctorReport;
+use crate::history::HistoryEntry;
 use crate::identity::DeviceId;
-use crate::transfer::receive::AcceptPolicy;
-use crate::transfer::registry::TransferInfo;
+use crate::intake::AcceptPolicy;
+use crate::intake::inbox::InboxText;
+use crate::outgoing::{SendResult, TextResult};
+use crate::pairing::PairingInfo;
+use crate::peers::PeerInfo;
+use crate::queue::QueuedSend;
+use crate::registry::TransferInfo;
 use crate::transport::TransportKind;
 use crate::transport::dial::Preference;
-use doctor::DoctorReport;
-use records::{HistoryEntry, InboxText, PairingInfo, QueuedSend, TextResult};
 
 /// Version of the control protocol; bumped on incompatible changes.
 pub const CONTROL_VERSION: u32 = 1;
@@ -135,7 +139,7 @@ pub enum Request {
         peer: String,
     },
     /// Start pairing with a device; answers at once with the code
-    /// ([`records::PairingInfo`]).
+    /// ([`PairingInfo`]).
     Pair {
         /// Name, device-ID prefix or `HOST:PORT`.
         peer: String,
@@ -310,62 +314,6 @@ pub enum Response {
     Text(InboxText),
 }
 
-/// `status` of a result document: `done` in a success, `failed` in the
-/// document `share ... --json` prints for a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResultStatus {
-    /// It happened: the receiver confirmed.
-    Done,
-    /// It did not (the document also carries `error` and `kind`).
-    Failed,
-}
-
-/// Progress of `share send`, streamed to the CLI.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum SendEvent {
-    /// The files are open and the offer is built.
-    Prepared {
-        /// Number of files.
-        files: usize,
-        /// Total bytes.
-        bytes: u64,
-        /// Special files skipped inside directories.
-        skipped: Vec<String>,
-    },
-    /// Connected and authenticated.
-    Connected {
-        /// Peer name.
-        peer: String,
-        /// Transport won by the race.
-        transport: TransportKind,
-    },
-    /// Waiting for the receiver to accept.
-    Waiting {
-        /// Peer name.
-        peer: String,
-        /// Transfer ID on this side.
-        id: String,
-    },
-    /// The transfer was interrupted and will be retried.
-    Retrying {
-        /// Attempts made so far.
-        attempt: u32,
-        /// Seconds until the next attempt.
-        in_s: u64,
-        /// What went wrong.
-        reason: String,
-    },
-    /// Bytes sent so far.
-    Progress {
-        /// Bytes sent.
-        bytes_done: u64,
-        /// Total.
-        bytes: u64,
-    },
-}
-
 /// `share id`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdInfo {
@@ -419,57 +367,7 @@ pub struct StatusInfo {
     pub warnings: Vec<String>,
     /// The host's interfaces, and which of them discovery uses.
     #[serde(default)]
-    pub interfaces: Vec<crate::discovery::InterfaceInfo>,
-}
-
-/// One line of `share peers`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerInfo {
-    /// Device name.
-    pub name: String,
-    /// Device ID.
-    pub id: DeviceId,
-    /// Dialable `ip:port` addresses.
-    pub addresses: Vec<String>,
-    /// TCP fallback port, if advertised.
-    pub tcp_port: Option<u16>,
-    /// Whether the device is trusted.
-    pub trusted: bool,
-    /// How it was found.
-    pub source: PeerSource,
-    /// Seconds since it was last seen.
-    pub last_seen_s: u64,
-    /// When it was last seen (seconds since the Unix epoch).
-    #[serde(default)]
-    pub last_seen: u64,
-}
-
-/// Result of `share send`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SendResult {
-    /// Always `done` (failures are errors).
-    pub status: ResultStatus,
-    /// Peer name.
-    pub peer: String,
-    /// Peer device ID.
-    pub peer_id: DeviceId,
-    /// Transfer ID.
-    pub id: String,
-    /// Transport used.
-    pub transport: TransportKind,
-    /// Files sent.
-    pub files: usize,
-    /// Bytes of file content.
-    pub bytes: u64,
-    /// Bytes of file data actually sent over the network, over all
-    /// attempts (less than `bytes` when a transfer resumed).
-    pub bytes_sent: u64,
-    /// Connections it took (1 unless interrupted and resumed).
-    pub attempts: u32,
-    /// Wall time from request to `Done`.
-    pub seconds: f64,
-    /// Special files that were skipped.
-    pub skipped: Vec<String>,
+    pub interfaces: Vec<InterfaceInfo>,
 }
 
 /// Result of `share accept` / `reject` / `cancel` / `trust` / `untrust`.

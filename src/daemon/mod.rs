@@ -1,33 +1,29 @@
-//! The daemon: composition root that owns the runtime.
+//! The daemon: the composition root that owns the runtime.
 //!
 //! [`run`] loads the identity and trust store, binds the transports (QUIC
-//! and TCP on one port number), starts discovery and the control socket,
-//! and then serves until the injected `shutdown` future resolves (SIGINT or
-//! SIGTERM in the binary, a oneshot in tests). Under systemd it reports
-//! `READY=1` once everything is up, `STOPPING=1` when the stop begins, and
-//! pings the watchdog (`notify`). Shutdown is complete and bounded (well
-//! inside the unit's 15 s `TimeoutStopSec`): stop accepting, send mDNS
-//! goodbyes, cancel transfers (peers are told), close QUIC and wait for the
-//! close frames, wait for tasks, remove the socket.
+//! and TCP on one port number), starts discovery, builds the features —
+//! each given exactly what it uses — and the control socket, and then
+//! serves until the injected `shutdown` future resolves (SIGINT or SIGTERM
+//! in the binary, a oneshot in tests). Besides composition it keeps two
+//! switchboards: `commands` (every control request, one exhaustive
+//! match) and `incoming` (every incoming session, by its first message).
+//!
+//! Under systemd it reports `READY=1` once everything is up, `STOPPING=1`
+//! when the stop begins, and pings the watchdog (`notify`). Shutdown is
+//! complete and bounded (well inside the unit's 15 s `TimeoutStopSec`):
+//! stop accepting, send mDNS goodbyes, cancel transfers (peers are told),
+//! close QUIC and wait for the close frames, wait for tasks, remove the
+//! socket.
 
 mod commands;
-mod doctor;
-mod everyday;
-mod history;
-mod inbox;
+mod incoming;
 mod notify;
-mod pairing;
 mod peer_slots;
-mod probe;
-mod queue;
-mod remembered;
-mod resolve;
-mod session;
-mod text;
+mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -37,21 +33,33 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control::server::{ControlSocket, SocketAccess};
 use crate::discovery::{Advert, Discovery, DiscoveryOptions, PeerTable};
+use crate::doctor::{self, Doctor};
+use crate::history::History;
 use crate::identity::Identity;
 use crate::identity::trust::TrustStore;
-use crate::protocol::Message;
+use crate::intake::inbox::{Inbox, InboxError};
+use crate::intake::{self, Intake};
+use crate::outgoing::{self, SendService};
+use crate::pairing::Pairings;
+use crate::peers::{self, Connector, Peers, Remembered, Resolver};
+use crate::queue::Queue;
+use crate::registry::Registry;
 use crate::store::DownloadDir;
-use crate::transfer::framed::Framed;
-use crate::transfer::receive::ReceiveContext;
+use crate::transfer::receive::Receiver;
 use crate::transfer::resume::ResumeStore;
-use crate::transfer::{handshake, registry::Registry};
 use crate::transport::dial::Dialer;
 use crate::transport::quic::QuicTransport;
 use crate::transport::tcp::TcpTransport;
-use crate::transport::{Link, MAX_CONNECTIONS, TransportError};
+use crate::transport::{Link, MAX_CONNECTIONS, TransportError, TransportKind};
+use commands::Commands;
+use incoming::Incoming;
+use status::{Setup, Status};
 
 /// How long shutdown waits for tasks before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often forgotten partial transfers are looked for.
+const RESUME_GC_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -76,42 +84,7 @@ pub enum DaemonError {
     Discovery(#[from] crate::discovery::DiscoveryError),
     /// The text inbox in the state directory is unusable.
     #[error(transparent)]
-    Inbox(#[from] inbox::InboxError),
-}
-
-/// State shared by the daemon's tasks and command handlers.
-pub(crate) struct Shared {
-    config: Config,
-    /// Open incoming connections per device.
-    peer_slots: peer_slots::PeerSlots,
-    identity: Identity,
-    trust: TrustStore,
-    peers: PeerTable,
-    registry: Registry,
-    dialer: Dialer,
-    receive: ReceiveContext,
-    port: u16,
-    started: Instant,
-    /// Conditions shown by `share status` (grows if systemd notification
-    /// fails later on).
-    warnings: std::sync::Mutex<Vec<String>>,
-    transports: Vec<crate::transport::TransportKind>,
-    /// What mDNS saw per interface (`None` when mDNS is off or failed).
-    mdns_health: Option<crate::discovery::MdnsHealth>,
-    /// The kernel clamped the QUIC socket buffers (`share doctor`).
-    buffer_warning: Option<String>,
-    /// Reachability probes (`share doctor PEER`).
-    probes: probe::Probes,
-    /// Remembered and manual peers (`peers.json`).
-    remembered: remembered::Remembered,
-    /// Finished transfers, persisted (`share history`).
-    history: Arc<history::History>,
-    /// Received texts (`share inbox`).
-    inbox: inbox::Inbox,
-    /// Pairing attempts (`share pair`).
-    pairings: Arc<pairing::Pairings>,
-    /// Sends waiting for their peer (`share queue`).
-    queue: queue::Queue,
+    Inbox(#[from] InboxError),
 }
 
 /// Runs the daemon until `shutdown` resolves. `ready` is called once
@@ -137,7 +110,7 @@ pub async fn run(
         tracing::warn!("{w}");
         warnings.push(w.clone());
     }
-    let (remembered, w) = remembered::Remembered::load(&config.state_dir);
+    let (remembered, w) = Remembered::load(&config.state_dir);
     if let Some(w) = w {
         tracing::warn!("{w}");
         warnings.push(w);
@@ -145,15 +118,10 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let peers = PeerTable::new();
-    let history = Arc::new(history::History::open(&config.state_dir));
+    let table = PeerTable::new();
+    let history = Arc::new(History::open(&config.state_dir));
     let registry = Registry::with_sink(history.clone());
-    let inbox = inbox::Inbox::open(&config.state_dir)?;
-    let pairings = Arc::new(pairing::Pairings::new(
-        cancel.child_token(),
-        tracker.clone(),
-    ));
-    let queue = queue::Queue::open(&config.state_dir, cancel.child_token());
+    let inbox = Arc::new(Inbox::open(&config.state_dir)?);
     let access = SocketAccess::for_socket(
         &config.socket,
         std::env::var_os("RUNTIME_DIRECTORY")
@@ -173,7 +141,7 @@ pub async fn run(
             interfaces: config.interfaces.clone(),
             ..DiscoveryOptions::default()
         };
-        match Discovery::start(advert, peers.clone(), options) {
+        match Discovery::start(advert, table.clone(), options) {
             Ok(d) => Some(d),
             Err(e) => {
                 let w = format!("mDNS discovery unavailable: {e}");
@@ -188,40 +156,113 @@ pub async fn run(
 
     let mut transports = Vec::new();
     if config.quic {
-        transports.push(crate::transport::TransportKind::Quic);
+        transports.push(TransportKind::Quic);
     }
     if config.tcp {
-        transports.push(crate::transport::TransportKind::Tcp);
+        transports.push(TransportKind::Tcp);
     }
-    let shared = Arc::new(Shared {
-        peer_slots: peer_slots::PeerSlots::default(),
-        receive: ReceiveContext {
-            download,
-            trust: trust.clone(),
+    let started = Instant::now();
+
+    // The features, each given what it uses.
+    let connector = Arc::new(Connector::new(
+        Dialer::new(quic.clone(), tcp.clone()),
+        config.name.clone(),
+        trust.clone(),
+    ));
+    let resolver = Resolver::new(table.clone(), trust.clone(), config.mdns);
+    let intake = Arc::new(Intake::new(
+        intake::Settings {
             policy: config.accept,
-            registry: registry.clone(),
-            resume: ResumeStore::new(&config.state_dir),
             offer_timeout: config.offer_timeout,
             limits: config.limits.clone(),
         },
-        dialer: Dialer::new(quic.clone(), tcp.clone()),
-        config,
-        identity,
-        trust,
-        peers,
-        registry,
-        port,
-        started: Instant::now(),
-        warnings: std::sync::Mutex::new(warnings),
-        transports,
-        mdns_health: discovery.as_ref().map(Discovery::health),
-        buffer_warning,
-        probes: probe::Probes::default(),
+        download,
+        trust.clone(),
+        registry.clone(),
+        inbox.clone(),
+    ));
+    let sends = Arc::new(SendService::new(
+        connector.clone(),
+        resolver.clone(),
+        registry.clone(),
+        outgoing::Settings::new(config.retry_window, config.offer_timeout),
+    ));
+    let peers = Arc::new(Peers::new(
+        table.clone(),
+        trust.clone(),
         remembered,
-        history,
+        connector.clone(),
+        resolver.clone(),
+        identity.id(),
+    ));
+    let pairings = Arc::new(Pairings::new(
+        trust.clone(),
+        connector.clone(),
+        resolver.clone(),
+        cancel.child_token(),
+        tracker.clone(),
+    ));
+    let queue = Arc::new(Queue::open(
+        &config.state_dir,
+        cancel.child_token(),
+        history.clone(),
+        sends.clone(),
+        resolver.clone(),
+        connector.clone(),
+        table.clone(),
+    ));
+    let doctor = Arc::new(Doctor::new(
+        doctor::Facts {
+            name: config.name.clone(),
+            id: identity.id(),
+            port,
+            quic: config.quic,
+            tcp: config.tcp,
+            mdns: config.mdns,
+            interfaces: config.interfaces.clone(),
+            socket: config.socket.clone(),
+            state_dir: config.state_dir.clone(),
+            download_dir: config.download_dir.clone(),
+            started,
+            mdns_health: discovery.as_ref().map(Discovery::health),
+            buffer_warning,
+            unicast_fresh: 2 * peers::PROBE_INTERVAL,
+        },
+        table.clone(),
+        connector.clone(),
+        resolver,
+    ));
+    let status = Arc::new(Status {
+        setup: Setup {
+            name: config.name.clone(),
+            id: identity.id(),
+            port,
+            transports,
+            mdns: config.mdns,
+            interfaces: config.interfaces.clone(),
+            accept: config.accept,
+            download_dir: config.download_dir.clone(),
+            state_dir: config.state_dir.clone(),
+            started,
+        },
+        warnings: Mutex::new(warnings),
+        peers: table,
+        registry: registry.clone(),
+        pairings: pairings.clone(),
+        inbox: inbox.clone(),
+        connector,
+    });
+    let receiver = Receiver::new(intake, ResumeStore::new(&config.state_dir));
+    let commands = Arc::new(Commands {
+        status: status.clone(),
+        registry: registry.clone(),
+        peers: peers.clone(),
+        sends,
+        queue: queue.clone(),
+        pairings: pairings.clone(),
         inbox,
-        pairings,
-        queue,
+        history,
+        doctor: doctor.clone(),
     });
 
     let (links_tx, links_rx) = mpsc::channel::<Link>(16);
@@ -243,44 +284,48 @@ pub async fn run(
         ));
     }
     drop(links_tx);
-    tracker.spawn(incoming(
-        shared.clone(),
-        links_rx,
-        cancel.clone(),
-        tracker.clone(),
-    ));
-    tracker.spawn(expire_resume_state(shared.clone(), cancel.clone()));
-    tracker.spawn(queue::run(shared.clone(), cancel.clone(), tracker.clone()));
-    tracker.spawn(remembered::run(shared.clone(), cancel.clone()));
+    let incoming = Arc::new(Incoming {
+        name: config.name.clone(),
+        trust,
+        peer_slots: peer_slots::PeerSlots::default(),
+        receiver,
+        pairings,
+        peers: peers.clone(),
+        doctor,
+    });
+    tracker.spawn(
+        incoming
+            .clone()
+            .run(links_rx, cancel.clone(), tracker.clone()),
+    );
+    tracker.spawn(expire_partial(incoming, cancel.clone()));
+    tracker.spawn(queue.run(cancel.clone(), tracker.clone()));
+    tracker.spawn(peers.run(cancel.clone()));
     let socket_path = control.path().to_owned();
-    tracker.spawn(control.serve(
-        Arc::new(commands::Commands(shared.clone())),
-        cancel.clone(),
-        tracker.clone(),
-    ));
+    tracker.spawn(control.serve(commands, cancel.clone(), tracker.clone()));
 
     tracing::info!(
-        name = %shared.config.name,
-        id = %shared.identity.id(),
+        name = %config.name,
+        id = %identity.id(),
         port,
         socket = %socket_path.display(),
-        download_dir = %shared.config.download_dir.display(),
+        download_dir = %config.download_dir.display(),
         "lanshare daemon ready"
     );
     ready(&ReadyInfo {
         port,
         socket: socket_path,
     });
-    let status = format!("ready: {} on port {port}", shared.config.name);
-    if let Some(w) = notifier.ready(&status) {
-        shared.warn(w);
+    let status_line = format!("ready: {} on port {port}", config.name);
+    if let Some(w) = notifier.ready(&status_line) {
+        status.warn(w);
     }
     if let Some(interval) = notify::watchdog_interval() {
-        let shared = shared.clone();
+        let status = status.clone();
         tracker.spawn(
             notifier
                 .clone()
-                .watchdog(interval, cancel.clone(), move |w| shared.warn(w)),
+                .watchdog(interval, cancel.clone(), move |w| status.warn(w)),
         );
     }
 
@@ -292,7 +337,7 @@ pub async fn run(
     if let Some(d) = discovery {
         d.shutdown().await;
     }
-    shared.registry.cancel_all();
+    registry.cancel_all();
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
         .await
@@ -313,21 +358,15 @@ pub async fn run(
     Ok(())
 }
 
-impl Shared {
-    /// Adds a warning for `share status`.
-    fn warn(&self, warning: String) {
-        self.warnings
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(warning);
-    }
-
-    /// The warnings so far.
-    fn warnings(&self) -> Vec<String> {
-        self.warnings
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+/// Forgets interrupted incoming transfers never resumed: at start, then
+/// hourly.
+async fn expire_partial(incoming: Arc<Incoming>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(RESUME_GC_INTERVAL);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => incoming.receiver.expire().await,
+        }
     }
 }
 
@@ -380,97 +419,4 @@ async fn bind_transports(config: &Config, identity: &Identity) -> Result<Bound, 
         }
     }
     Err(last_error.unwrap_or_else(|| TransportError::Setup("cannot bind".into())))
-}
-
-/// Handles every authenticated incoming link in its own task.
-async fn incoming(
-    shared: Arc<Shared>,
-    mut links: mpsc::Receiver<Link>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let link = tokio::select! {
-            () = cancel.cancelled() => break,
-            link = links.recv() => match link {
-                Some(link) => link,
-                None => break,
-            },
-        };
-        tracker.spawn(serve_link(shared.clone(), link));
-    }
-}
-
-/// How often forgotten partial transfers are looked for.
-const RESUME_GC_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// Removes the partial data and records of interrupted incoming transfers
-/// older than [`RESUME_MAX_AGE`](crate::transfer::resume::RESUME_MAX_AGE),
-/// at start and then hourly.
-async fn expire_resume_state(shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(RESUME_GC_INTERVAL);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let ctx = &shared.receive;
-        for key in ctx.resume.expired(crate::transfer::resume::RESUME_MAX_AGE) {
-            let Some(_claim) = ctx.resume.claim(&key) else {
-                continue;
-            };
-            // Logged only once both the data and the record are gone.
-            match ctx.forget(&key).await {
-                Ok(removed) => tracing::info!(
-                    key,
-                    removed,
-                    "forgot an interrupted transfer that was never resumed"
-                ),
-                Err(reason) => tracing::warn!(
-                    key,
-                    "cannot remove expired partial data (tried again within the hour): {reason}"
-                ),
-            }
-        }
-    }
-}
-
-/// One incoming connection: hello, then one transfer; then a clean close,
-/// waiting (bounded) for the peer so our last message — a refusal, an
-/// error, `Done` — is delivered before the connection goes away.
-async fn serve_link(shared: Arc<Shared>, link: Link) {
-    let (peer, kind, remote) = (link.peer, link.kind, link.remote);
-    let mut framed = Framed::new(link);
-    let Some(_slot) = shared.peer_slots.acquire(peer) else {
-        tracing::warn!(%peer, %remote, "too many connections from this device; refusing");
-        let busy = crate::transfer::TransferError::Busy(
-            "too many connections from this device; try again later".into(),
-        );
-        framed.send_error(&busy).await;
-        framed
-            .into_link()
-            .wait_delivered(Duration::from_secs(2))
-            .await;
-        return;
-    };
-    match handshake::server(&mut framed, &shared.config.name, &shared.trust).await {
-        Ok(hello) => {
-            tracing::debug!(%peer, %remote, %kind, name = %hello.name, "peer connected");
-            shared.remembered.heard_from(&peer, &shared.peers);
-            // The first message after Hello picks the session type.
-            match framed.recv().await {
-                Ok(Message::Probe { port, nonce }) => {
-                    probe::answer(&shared, &mut framed, port, nonce).await;
-                }
-                Ok(Message::Echo { nonce }) => {
-                    if !shared.probes.echoed(&nonce, peer, kind) {
-                        tracing::debug!(%peer, %remote, "unexpected probe echo");
-                    }
-                }
-                first => shared.serve_session(&mut framed, &hello.name, first).await,
-            }
-        }
-        Err(e) => tracing::info!(%peer, %remote, %kind, "handshake failed: {e}"),
-    }
-    framed.into_link().close(Duration::from_secs(5)).await;
 }

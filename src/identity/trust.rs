@@ -114,6 +114,24 @@ impl TrustStore {
             .cloned()
     }
 
+    /// The trusted device whose name `id` uses without being it: the sign
+    /// of an impostor, or of a device that changed its key. A device the
+    /// user trusted under that very name is none (two trusted devices may
+    /// share a name). Every check of a peer's claimed name uses this.
+    pub fn impostor_of(&self, name: &str, id: &DeviceId) -> Option<TrustedPeer> {
+        let peers = self.read();
+        if peers
+            .get(id)
+            .is_some_and(|p| p.name.eq_ignore_ascii_case(name))
+        {
+            return None;
+        }
+        peers
+            .values()
+            .find(|p| p.id != *id && p.name.eq_ignore_ascii_case(name))
+            .cloned()
+    }
+
     /// Trusted devices called `name` (case-insensitive).
     pub fn find_by_name(&self, name: &str) -> Vec<TrustedPeer> {
         self.read()
@@ -204,6 +222,19 @@ mod tests {
         assert!(!reloaded.is_trusted(&b));
         assert_eq!(reloaded.name_conflict("Desktop", &b).map(|p| p.id), Some(a));
         assert!(reloaded.name_conflict("desktop", &a).is_none());
+        // An impostor uses a trusted name without being that device; a
+        // device trusted under another name is one too, but two devices
+        // the user trusted under one name are not.
+        assert_eq!(reloaded.impostor_of("desktop", &b).map(|p| p.id), Some(a));
+        assert!(reloaded.impostor_of("DESKTOP", &a).is_none());
+        assert!(reloaded.impostor_of("laptop", &b).is_none());
+        reloaded.trust(b, "laptop").unwrap();
+        assert_eq!(reloaded.impostor_of("desktop", &b).map(|p| p.id), Some(a));
+        let c = DeviceId::from_cert_der(b"c");
+        reloaded.trust(c, "Desktop").unwrap();
+        assert!(reloaded.impostor_of("desktop", &c).is_none());
+        reloaded.untrust(&b).unwrap();
+        reloaded.untrust(&c).unwrap();
 
         assert!(reloaded.untrust(&a).unwrap());
         assert!(!TrustStore::load(tmp.path()).unwrap().is_trusted(&a));

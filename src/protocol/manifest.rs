@@ -318,8 +318,9 @@ fn check_path(index: usize, path: &str, max_depth: usize) -> Result<(), Manifest
     Ok(())
 }
 
-/// Formats a byte count with binary units for error messages ("2.0 TiB").
-struct HumanBytes(u64);
+/// A byte count with binary units, for people ("1.5 MiB", "2.0 TiB").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanBytes(pub u64);
 
 impl fmt::Display for HumanBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

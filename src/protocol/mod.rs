@@ -13,8 +13,8 @@ mod manifest;
 mod wire;
 
 pub use manifest::{
-    DEFAULT_BLOCK_SIZE, Entry, EntryKind, MAX_BLOCK_SIZE, MAX_BLOCKS, MIN_BLOCK_SIZE, Manifest,
-    ManifestError, ManifestLimits, blocks_for, choose_block_size,
+    DEFAULT_BLOCK_SIZE, Entry, EntryKind, HumanBytes, MAX_BLOCK_SIZE, MAX_BLOCKS, MIN_BLOCK_SIZE,
+    Manifest, ManifestError, ManifestLimits, blocks_for, choose_block_size,
 };
 pub use wire::{
     BLOCK_VALUE_FRAME_LEN, DATA_HEADER_LEN, DataHeader, DecodeError, EncodeError, decode,

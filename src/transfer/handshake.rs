@@ -6,8 +6,14 @@
 //! arrives, and the server answers `Hello` only after its own checks (the
 //! protocol version, and that the peer is not presenting a new key under
 //! the name of a device the user trusts).
+//!
+//! The peer's name enters here, so it is cleaned here, once, on both
+//! sides ([`crate::discovery::clean_peer_name`]): everything above sees
+//! the cleaned name in [`PeerHello`], and the impostor check compares
+//! what the user sees.
 
 use super::framed::{Framed, RecvError};
+use crate::discovery::clean_peer_name;
 use crate::identity::trust::TrustStore;
 use crate::protocol::{ErrorCode, Message, VERSION};
 use crate::transfer::TransferError;
@@ -18,7 +24,7 @@ use crate::transport::dial::AuthFailure;
 pub struct PeerHello {
     /// Its protocol version.
     pub version: u16,
-    /// Its human-readable name.
+    /// Its human-readable name, cleaned of control characters.
     pub name: String,
 }
 
@@ -33,9 +39,10 @@ pub async fn client(framed: &mut Framed, our_name: &str) -> Result<PeerHello, Au
         .await
         .map_err(|e| AuthFailure::Failed(e.to_string()))?;
     match framed.recv().await {
-        Ok(Message::Hello { version, name }) if version == VERSION => {
-            Ok(PeerHello { version, name })
-        }
+        Ok(Message::Hello { version, name }) if version == VERSION => Ok(PeerHello {
+            version,
+            name: clean_peer_name(&name, &framed.link().peer),
+        }),
         Ok(Message::Hello { version, .. }) => {
             let reason = format!(
                 "the peer speaks protocol version {version}, this device speaks {VERSION}; update lanshare on both"
@@ -63,7 +70,7 @@ pub async fn server(
 ) -> Result<PeerHello, TransferError> {
     let peer_id = framed.link().peer;
     let (version, name) = match framed.recv().await {
-        Ok(Message::Hello { version, name }) => (version, name),
+        Ok(Message::Hello { version, name }) => (version, clean_peer_name(&name, &peer_id)),
         Ok(other) => {
             let e = TransferError::Protocol(format!("expected Hello, got {}", kind(&other)));
             framed.send_error(&e).await;
@@ -87,7 +94,7 @@ pub async fn server(
         refuse(framed, &e.to_string()).await;
         return Err(e);
     }
-    if let Some(trusted) = trust.name_conflict(&name, &peer_id) {
+    if let Some(trusted) = trust.impostor_of(&name, &peer_id) {
         tracing::warn!(
             claimed_name = %name,
             presented = %peer_id,

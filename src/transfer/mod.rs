@@ -1,25 +1,32 @@
-//! Transfers: the offer/consent/data/done exchange on top of a [`Link`].
+//! The lanshare protocol's transfer sessions on top of a [`Link`]: the
+//! offer/consent/data/done exchange for files, and the text exchange.
 //!
 //! * [`framed`] turns a link's byte streams into protocol messages (the one
-//!   framing seam shared by QUIC and TCP).
+//!   framing seam shared by QUIC, TCP and, in tests, in-memory pipes).
 //! * [`handshake`] exchanges `Hello` in both directions; only after the
 //!   peer's `Hello` is a link considered authenticated.
 //! * [`send`] streams files read by [`source`] to a peer, hashing them as
 //!   they go.
-//! * [`receive`] validates an offer, asks for consent, and writes through
-//!   [`crate::store`].
-//! * [`registry`] tracks every transfer for `share transfers`, consent
-//!   (`share accept` / `share reject`) and progress.
+//! * [`receive`] reads an offer, hands it to the [`crate::intake`]
+//!   (checks, consent), and writes through [`crate::store`], keeping
+//!   [`resume`] records for interrupted transfers.
+//! * [`text`] carries a short text either way.
+//!
+//! Everything here runs over any [`Link`], so the sessions are tested
+//! against each other over in-memory pipes with a paused clock (see the
+//! tests in [`send`]).
 //!
 //! [`Link`]: crate::transport::Link
 
 pub mod framed;
 pub mod handshake;
 pub mod receive;
-pub mod registry;
 pub mod resume;
 pub mod send;
 pub mod source;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod text;
 
 use std::time::Duration;
 
@@ -31,6 +38,15 @@ pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long either side waits for the next message during a transfer
 /// before declaring the peer dead (TCP has no transport idle timeout).
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a sending session reports while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The offer is out; the receiver's user has to accept it.
+    Waiting,
+    /// Accepted; data is flowing.
+    Accepted,
+}
 
 /// Why a transfer did not complete.
 #[derive(Debug, thiserror::Error)]

@@ -1,45 +1,41 @@
-//! The receiving side: validate the offer, get consent, write and verify
-//! block by block, commit, answer `Done` — and keep partial data for a
-//! resume when the link, not the peer's content, was the problem.
+//! The lanshare protocol's receiving side: read the offer, hand it to
+//! the [`Intake`] (checks, `share transfers`, consent), then write and
+//! verify block by block, commit, answer `Done` — and keep partial data
+//! for a resume when the link, not the peer's content, was the problem.
 //!
-//! Every byte from the peer is treated as hostile. The manifest is checked
-//! structurally ([`Manifest::validate`]) and its paths are sanitised by
-//! [`crate::store`] before anything is asked of the user or created on
-//! disk. `Data` frames must carry exactly the requested blocks, in order,
-//! each block followed by its `BlockValue`; anything else is a protocol
-//! violation that ends the transfer with an `Error` frame and discards what
-//! was received. Disk writes happen on a blocking thread fed through a
-//! bounded channel, so a slow disk applies back-pressure to the peer
-//! instead of growing memory.
+//! Every byte from the peer is treated as hostile. The intake checks the
+//! manifest and its paths before anything is asked of the user or created
+//! on disk. `Data` frames must carry exactly the requested blocks, in
+//! order, each block followed by its `BlockValue`; anything else is a
+//! protocol violation that ends the transfer with an `Error` frame and
+//! discards what was received. Disk writes happen on a blocking thread fed
+//! through a bounded channel, so a slow disk applies back-pressure to the
+//! peer instead of growing memory.
 //!
 //! Interrupted transfers (connection lost, sender gone, a block that failed
 //! verification) keep their staging directory and a resume record
 //! ([`super::resume`]); when the same sender offers the same unchanged
 //! files again, the offer is accepted without asking again and only the
-//! missing blocks are requested.
+//! missing blocks are requested. [`Receiver::expire`] forgets the ones
+//! never resumed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::framed::{Framed, Incoming, RecvError};
 use super::handshake::kind;
-use super::registry::{Decision, Direction, Handle, NewTransfer, Registry, State};
 use super::resume::{self, Record, ResumeStore};
 use super::{MESSAGE_TIMEOUT, TransferError};
-use crate::identity::trust::TrustStore;
-use crate::protocol::{ErrorCode, MAX_DATA_CHUNK, Manifest, ManifestLimits, Message};
-use crate::store::{DownloadDir, Plan, Staging, StoreError, plan};
+use crate::intake::{Declined, Intake, Offer, Sender, SenderGone};
+use crate::protocol::{ErrorCode, MAX_DATA_CHUNK, Manifest, Message};
+use crate::registry::{Handle, State};
+use crate::store::{Plan, Staging, StoreError};
 
 /// Chunks buffered between the network and the disk writer.
 const PIPELINE_DEPTH: usize = 8;
-
-/// Offers one device may have waiting for consent at once; more are
-/// rejected so a peer cannot flood the user (or memory) with offers.
-pub const MAX_PENDING_PER_PEER: usize = 4;
 
 /// How often the verified-block map is saved while data flows: after this
 /// long, or after [`CHECKPOINT_BYTES`], whichever comes first. Blocks
@@ -50,49 +46,35 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// See [`CHECKPOINT_INTERVAL`].
 const CHECKPOINT_BYTES: u64 = 16 << 20;
 
-/// Which offers are accepted without asking.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum AcceptPolicy {
-    /// Trusted devices automatically; others wait for `share accept`.
-    #[default]
-    Ask,
-    /// Trusted devices automatically; others are rejected at once.
-    Trusted,
-    /// Everything, from anyone (kiosks and tests only).
-    All,
+/// The lanshare protocol's receiver: the intake every offer goes through,
+/// and the resume records only this protocol keeps.
+pub struct Receiver {
+    intake: Arc<Intake>,
+    resume: ResumeStore,
 }
 
-impl AcceptPolicy {
-    /// The lower-case name (as in JSON and the config file).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ask => "ask",
-            Self::Trusted => "trusted",
-            Self::All => "all",
-        }
+/// Why the staged data of an interrupted transfer could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    /// The cleanup task did not finish.
+    #[error("cleanup task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Receiver {
+    /// A receiver feeding `intake`, keeping resume records in `resume`.
+    pub fn new(intake: Arc<Intake>, resume: ResumeStore) -> Self {
+        Self { intake, resume }
     }
-}
 
-/// What the receiver needs from the daemon.
-pub struct ReceiveContext {
-    /// Where files land.
-    pub download: Arc<DownloadDir>,
-    /// Trusted devices.
-    pub trust: TrustStore,
-    /// Consent policy.
-    pub policy: AcceptPolicy,
-    /// Transfer table.
-    pub registry: Registry,
-    /// Interrupted transfers.
-    pub resume: ResumeStore,
-    /// How long a pending offer waits for a decision.
-    pub offer_timeout: Duration,
-    /// Limits on offers.
-    pub limits: ManifestLimits,
-}
+    /// The intake it feeds.
+    pub fn intake(&self) -> &Arc<Intake> {
+        &self.intake
+    }
 
-impl ReceiveContext {
     /// Forgets an interrupted transfer: its staging data first, then its
     /// resume record and value log. If the data cannot be removed, the
     /// record stays, so the daemon's hourly sweep of old records tries
@@ -102,16 +84,157 @@ impl ReceiveContext {
     /// Returns whether staging data existed.
     ///
     /// # Errors
-    /// A description of why the staging data could not be removed.
-    pub async fn forget(&self, key: &str) -> Result<bool, String> {
-        let download = self.download.clone();
+    /// Why the staging data could not be removed.
+    pub async fn forget(&self, key: &str) -> Result<bool, ForgetError> {
+        let download = self.intake.download().clone();
         let staged = key.to_owned();
-        let removed = tokio::task::spawn_blocking(move || download.discard(&staged))
-            .await
-            .map_err(|e| format!("cleanup task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let removed = tokio::task::spawn_blocking(move || download.discard(&staged)).await??;
         self.resume.remove(key);
         Ok(removed)
+    }
+
+    /// Removes the partial data and records of interrupted transfers older
+    /// than [`resume::RESUME_MAX_AGE`] (one sweep; the daemon runs it
+    /// hourly).
+    pub async fn expire(&self) {
+        for key in self.resume.expired(resume::RESUME_MAX_AGE) {
+            let Some(_claim) = self.resume.claim(&key) else {
+                continue;
+            };
+            // Logged only once both the data and the record are gone.
+            match self.forget(&key).await {
+                Ok(removed) => tracing::info!(
+                    key,
+                    removed,
+                    "forgot an interrupted transfer that was never resumed"
+                ),
+                Err(reason) => tracing::warn!(
+                    key,
+                    "cannot remove expired partial data (tried again within the hour): {reason}"
+                ),
+            }
+        }
+    }
+
+    /// Handles one incoming transfer after the `Hello` exchange.
+    pub async fn receive(&self, framed: &mut Framed, sender: &Sender) {
+        let first = framed.recv().await;
+        self.receive_first(framed, sender, first).await;
+    }
+
+    /// [`Self::receive`] when the caller already read the first message
+    /// after `Hello` (the daemon reads it to pick the session type).
+    pub async fn receive_first(
+        &self,
+        framed: &mut Framed,
+        sender: &Sender,
+        first: Result<Message, RecvError>,
+    ) {
+        let peer_id = sender.id;
+        let peer_name = sender.name.as_str();
+        let manifest = match first {
+            Ok(Message::Offer(manifest)) => manifest,
+            Ok(other) => {
+                let e = TransferError::Protocol(format!("expected Offer, got {}", kind(&other)));
+                tracing::warn!(peer = %peer_id, "{e}; disconnecting");
+                framed.send_error(&e).await;
+                return;
+            }
+            // The dialer of an identity check or a lost transport race just
+            // closes after Hello.
+            Err(RecvError::Closed) => return,
+            Err(e) => {
+                let e = TransferError::from(e);
+                tracing::warn!(peer = %peer_id, "no valid offer: {e}; disconnecting");
+                if matches!(e, TransferError::Protocol(_)) {
+                    framed.send_error(&e).await;
+                }
+                return;
+            }
+        };
+
+        let key = resume::key(&peer_id, &manifest);
+        let resuming = self.resume.load(&key).is_some();
+        let plan = match self.intake.check_files(&manifest, resuming) {
+            Ok(plan) => plan,
+            Err(reason) => {
+                tracing::warn!(peer = %peer_id, name = peer_name, "refused offer: {reason}");
+                let reason = reason.to_string();
+                let _ = framed.send(&Message::Reject { reason }).await;
+                return;
+            }
+        };
+
+        let Some(_claim) = self.resume.claim(&key) else {
+            let e = TransferError::Busy(
+                "this transfer is already being received; retry shortly".into(),
+            );
+            framed.send_error(&e).await;
+            return;
+        };
+        let record = self.resume.load(&key).filter(|r| r.peer == peer_id);
+
+        let offer = Offer::Files(&manifest);
+        let handle = self.intake.register(sender, offer);
+        if record.is_some() {
+            tracing::info!(
+                id = handle.id(),
+                "resuming a transfer from {peer_name} accepted earlier"
+            );
+        } else {
+            let consent = {
+                let (mut from_peer, _) = framed.halves();
+                let gone = async move { sender_gone(from_peer.recv().await, peer_name) };
+                self.intake.consent(sender, offer, &handle, gone).await
+            };
+            if let Err(declined) = consent {
+                answer_declined(framed, &declined, "offer").await;
+                return;
+            }
+        }
+
+        handle.active();
+        let record = record.unwrap_or_else(|| Record::new(peer_id, peer_name));
+        let job = Job {
+            key: &key,
+            record,
+            peer_name,
+            receiver: self,
+            handle: &handle,
+        };
+        // The job watches the cancel itself: dropping it half way would leave
+        // its disk writer running, which saves the resume record again after
+        // the cleanup below (a cancelled transfer would then resume unasked).
+        let result = job.run(framed, manifest, plan).await;
+        match result {
+            Ok(saved) => {
+                tracing::info!(id = handle.id(), files = ?saved, "received from {peer_name}");
+                handle.finish(State::Done, None);
+            }
+            Err((e, leftover)) => {
+                tracing::warn!(id = handle.id(), "receiving from {peer_name} failed: {e}");
+                if matches!(leftover, Leftover::Discard)
+                    && let Err(reason) = self.forget(&key).await
+                {
+                    tracing::warn!(
+                        key,
+                        "cannot remove partial data (tried again when its resume record expires): {reason}"
+                    );
+                }
+                let state = match &e {
+                    TransferError::Cancelled => State::Cancelled,
+                    TransferError::Peer {
+                        code: ErrorCode::Cancelled,
+                        ..
+                    } => State::Cancelled,
+                    _ => State::Failed,
+                };
+                if !matches!(e, TransferError::Peer { .. } | TransferError::Link(_)) {
+                    framed.send_error(&e).await;
+                }
+                handle.finish(state, Some(e.to_string()));
+            }
+        }
     }
 }
 
@@ -123,293 +246,44 @@ enum Leftover {
     Discard,
 }
 
-/// Handles one incoming transfer after the `Hello` exchange.
-pub async fn receive(framed: &mut Framed, peer_name: &str, ctx: &ReceiveContext) {
-    let first = framed.recv().await;
-    receive_first(framed, peer_name, ctx, first).await;
+/// What the sender's next message says while it waits for consent: it
+/// only ever sends something to give up (an `Error`) or to break the
+/// protocol.
+pub(super) fn sender_gone(next: Result<Message, RecvError>, peer_name: &str) -> SenderGone {
+    match next {
+        Ok(Message::Error {
+            code: ErrorCode::Cancelled,
+            message,
+        }) => SenderGone::Cancelled(
+            TransferError::Peer {
+                peer: peer_name.to_owned(),
+                code: ErrorCode::Cancelled,
+                message,
+            }
+            .to_string(),
+        ),
+        Ok(Message::Error { message, .. }) => SenderGone::GaveUp(message),
+        Ok(other) => SenderGone::BrokeProtocol(kind(&other).to_owned()),
+        Err(e) => SenderGone::Lost(e.to_string()),
+    }
 }
 
-/// [`receive`] when the caller already read the first message after
-/// `Hello` (the daemon reads it to pick the session type: a transfer, or a
-/// reachability probe).
-pub async fn receive_first(
-    framed: &mut Framed,
-    peer_name: &str,
-    ctx: &ReceiveContext,
-    first: Result<Message, RecvError>,
-) {
-    let peer_id = framed.link().peer;
-    let manifest = match first {
-        Ok(Message::Offer(manifest)) => manifest,
-        Ok(other) => {
-            let e = TransferError::Protocol(format!("expected Offer, got {}", kind(&other)));
-            tracing::warn!(peer = %peer_id, "{e}; disconnecting");
+/// Tells the sender of a `declined` offer what it needs to know: a
+/// `Reject` with the reason, "cancelled" after this side's `share cancel`,
+/// or the protocol violation it committed. A sender that gave up gets
+/// nothing (an `Error` is never answered).
+pub(super) async fn answer_declined(framed: &mut Framed, declined: &Declined, noun: &str) {
+    match (&declined.state, &declined.gone) {
+        (State::Rejected, _) => {
+            let reason = declined.reason.clone();
+            let _ = framed.send(&Message::Reject { reason }).await;
+        }
+        (State::Cancelled, None) => framed.send_error(&TransferError::Cancelled).await,
+        (_, Some(SenderGone::BrokeProtocol(what))) => {
+            let e = TransferError::Protocol(format!(
+                "sender sent {what} before the {noun} was accepted"
+            ));
             framed.send_error(&e).await;
-            return;
-        }
-        // The dialer of an identity check or a lost transport race just
-        // closes after Hello.
-        Err(RecvError::Closed) => return,
-        Err(e) => {
-            let e = TransferError::from(e);
-            tracing::warn!(peer = %peer_id, "no valid offer: {e}; disconnecting");
-            if matches!(e, TransferError::Protocol(_)) {
-                framed.send_error(&e).await;
-            }
-            return;
-        }
-    };
-
-    let key = resume::key(&peer_id, &manifest);
-    let resuming = ctx.resume.load(&key).is_some();
-    let plan = match check_offer(&manifest, ctx, resuming) {
-        Ok(plan) => plan,
-        Err(reason) => {
-            tracing::warn!(peer = %peer_id, name = peer_name, "refused offer: {reason}");
-            let _ = framed.send(&Message::Reject { reason }).await;
-            return;
-        }
-    };
-
-    let Some(_claim) = ctx.resume.claim(&key) else {
-        let e =
-            TransferError::Busy("this transfer is already being received; retry shortly".into());
-        framed.send_error(&e).await;
-        return;
-    };
-    let record = ctx.resume.load(&key).filter(|r| r.peer == peer_id);
-
-    let handle = ctx.registry.start(NewTransfer {
-        direction: Direction::In,
-        peer: peer_name.to_owned(),
-        peer_id,
-        files: manifest.file_count(),
-        bytes: manifest.total_bytes(),
-        transport: framed.link().kind,
-        names: top_level_names(&manifest),
-    });
-
-    let consent = if record.is_some() {
-        tracing::info!(
-            id = handle.id(),
-            "resuming a transfer from {peer_name} accepted earlier"
-        );
-        Ok(())
-    } else {
-        consent(framed, Subject::Files(&manifest), peer_name, ctx, &handle).await
-    };
-    if let Err((state, reason)) = consent {
-        let what = match state {
-            State::Cancelled => "cancelled",
-            _ => "rejected",
-        };
-        tracing::info!(id = handle.id(), "offer from {peer_name} {what}: {reason}");
-        refused(framed, &handle, state, reason).await;
-        return;
-    }
-
-    handle.active();
-    let record = record.unwrap_or_else(|| Record::new(peer_id, peer_name));
-    let job = Job {
-        key: &key,
-        record,
-        peer_name,
-        ctx,
-        handle: &handle,
-    };
-    // The job watches the cancel itself: dropping it half way would leave
-    // its disk writer running, which saves the resume record again after
-    // the cleanup below (a cancelled transfer would then resume unasked).
-    let result = job.run(framed, manifest, plan).await;
-    match result {
-        Ok(saved) => {
-            tracing::info!(id = handle.id(), files = ?saved, "received from {peer_name}");
-            handle.finish(State::Done, None);
-        }
-        Err((e, leftover)) => {
-            tracing::warn!(id = handle.id(), "receiving from {peer_name} failed: {e}");
-            if matches!(leftover, Leftover::Discard)
-                && let Err(reason) = ctx.forget(&key).await
-            {
-                tracing::warn!(
-                    key,
-                    "cannot remove partial data (tried again when its resume record expires): {reason}"
-                );
-            }
-            let state = match &e {
-                TransferError::Cancelled => State::Cancelled,
-                TransferError::Peer {
-                    code: ErrorCode::Cancelled,
-                    ..
-                } => State::Cancelled,
-                _ => State::Failed,
-            };
-            if !matches!(e, TransferError::Peer { .. } | TransferError::Link(_)) {
-                framed.send_error(&e).await;
-            }
-            handle.finish(state, Some(e.to_string()));
-        }
-    }
-}
-
-/// Structural and path checks, plus free space for a new transfer. `Ok`
-/// is the checked path plan (staging reuses it); `Err` is the reason sent
-/// back to the peer.
-fn check_offer(manifest: &Manifest, ctx: &ReceiveContext, resuming: bool) -> Result<Plan, String> {
-    manifest.validate(&ctx.limits).map_err(|e| e.to_string())?;
-    let plan = plan(manifest, ctx.limits.max_depth).map_err(|e| e.to_string())?;
-    if resuming {
-        // The space was reserved by the first attempt.
-        return Ok(plan);
-    }
-    let needed = manifest.total_bytes();
-    match ctx.download.free_space() {
-        Ok(free) if free < needed => Err(format!(
-            "not enough space on the receiver: {} needed, {} free",
-            human_bytes(needed),
-            human_bytes(free)
-        )),
-        Ok(_) => Ok(plan),
-        Err(e) => Err(format!("receiver cannot check its download directory: {e}")),
-    }
-}
-
-/// What a sender asks the user to accept.
-#[derive(Debug, Clone, Copy)]
-pub enum Subject<'a> {
-    /// Files and directories.
-    Files(&'a Manifest),
-    /// A short text message.
-    Text,
-}
-
-impl Subject<'_> {
-    fn noun(self) -> &'static str {
-        match self {
-            Self::Files(_) => "offer",
-            Self::Text => "text",
-        }
-    }
-
-    fn things(self) -> &'static str {
-        match self {
-            Self::Files(_) => "files",
-            Self::Text => "texts",
-        }
-    }
-}
-
-/// Decides whether to go ahead: policy, trust, or the user's answer.
-/// `Err` holds the final state and the reason: `Rejected` (answer with a
-/// `Reject`), `Cancelled` by either side while waiting, or `Failed` when
-/// the sender gave up or broke the protocol (nothing to answer; a
-/// violation has already been answered with `Error(Protocol)`).
-pub async fn consent(
-    framed: &mut Framed,
-    subject: Subject<'_>,
-    peer_name: &str,
-    ctx: &ReceiveContext,
-    handle: &Handle,
-) -> Result<(), (State, String)> {
-    let rejected = |reason: String| (State::Rejected, reason);
-    let peer = framed.link().peer;
-    let trusted = ctx.trust.is_trusted(&peer);
-    match ctx.policy {
-        AcceptPolicy::All => return Ok(()),
-        _ if trusted => return Ok(()),
-        AcceptPolicy::Trusted => {
-            return Err(rejected(format!(
-                "this device only accepts {} from trusted devices",
-                subject.things()
-            )));
-        }
-        AcceptPolicy::Ask => {}
-    }
-    let pending = ctx
-        .registry
-        .list()
-        .iter()
-        .filter(|t| t.peer_id == peer && t.state == State::Pending && t.id != handle.id())
-        .count();
-    if pending >= MAX_PENDING_PER_PEER {
-        return Err(rejected(format!(
-            "too many offers waiting for consent from this device (limit {MAX_PENDING_PER_PEER})"
-        )));
-    }
-    let noun = subject.noun();
-    let (files, bytes) = match subject {
-        Subject::Files(manifest) => (manifest.file_count(), manifest.total_bytes()),
-        Subject::Text => (0, 0),
-    };
-    tracing::info!(
-        id = handle.id(),
-        files,
-        bytes,
-        "{noun} from {peer_name} waiting: share accept {} / share reject {}",
-        handle.id(),
-        handle.id()
-    );
-    let decision = handle.pending();
-    let timeout = ctx.offer_timeout;
-    // While waiting, the sender may give up (closes or sends Error).
-    let (mut from_peer, _) = framed.halves();
-    let cancel = handle.cancelled();
-    let expired = || {
-        format!(
-            "{noun} expired: not accepted within {} s",
-            timeout.as_secs()
-        )
-    };
-    let mut violation = None;
-    let outcome = tokio::select! {
-        d = tokio::time::timeout(timeout, decision) => match d {
-            Ok(Ok(Decision::Accept)) => Ok(()),
-            Ok(Ok(Decision::Reject(reason))) => Err(rejected(reason)),
-            Ok(Err(_)) => Err(rejected("the receiving daemon is shutting down".into())),
-            Err(_) => Err(rejected(expired())),
-        },
-        // `share cancel` on a pending offer.
-        () = cancel.cancelled() => Err((State::Cancelled, TransferError::Cancelled.to_string())),
-        m = from_peer.recv() => Err(match m {
-            Ok(Message::Error { code: ErrorCode::Cancelled, message }) => {
-                let e = TransferError::Peer {
-                    peer: peer_name.to_owned(),
-                    code: ErrorCode::Cancelled,
-                    message,
-                };
-                (State::Cancelled, e.to_string())
-            }
-            // The sender is gone or broke the protocol: nothing to answer
-            // with a Reject (an Error is never answered).
-            Ok(Message::Error { message, .. }) => (State::Failed, format!("sender gave up: {message}")),
-            Ok(other) => {
-                violation = Some(TransferError::Protocol(format!(
-                    "sender sent {} before the {noun} was accepted",
-                    kind(&other)
-                )));
-                (State::Failed, "the sender broke the protocol".to_owned())
-            }
-            Err(e) => (State::Failed, format!("sender went away: {e}")),
-        }),
-    };
-    if let Some(e) = violation {
-        framed.send_error(&e).await;
-    }
-    outcome
-}
-
-/// Records the outcome of a [`consent`] that did not say yes and tells the
-/// sender what it needs to know: a `Reject` with the reason, or "cancelled
-/// by peer" after a local `share cancel`. A sender that gave up or broke
-/// the protocol gets nothing (an `Error` is never answered).
-pub async fn refused(framed: &mut Framed, handle: &Handle, state: State, reason: String) {
-    handle.finish(state, Some(reason.clone()));
-    match state {
-        State::Rejected => {
-            let _ = framed.send(&Message::Reject { reason }).await;
-        }
-        State::Cancelled if handle.cancelled().is_cancelled() => {
-            framed.send_error(&TransferError::Cancelled).await;
         }
         _ => {}
     }
@@ -420,7 +294,7 @@ struct Job<'a> {
     key: &'a str,
     record: Record,
     peer_name: &'a str,
-    ctx: &'a ReceiveContext,
+    receiver: &'a Receiver,
     handle: &'a Handle,
 }
 
@@ -435,10 +309,10 @@ impl Job<'_> {
         manifest: Manifest,
         plan: Plan,
     ) -> Result<Vec<String>, JobError> {
-        let download = self.ctx.download.clone();
+        let download = self.receiver.intake.download().clone();
         let key = self.key.to_owned();
         let map = self.record.verified_map();
-        let resume = self.ctx.resume.clone();
+        let resume = self.receiver.resume.clone();
         let staging_task = tokio::task::spawn_blocking(move || {
             let mut staging = download.stage(&plan, &manifest, &key)?;
             if map.contains(&true) {
@@ -466,7 +340,7 @@ impl Job<'_> {
         self.handle.set_resumed(present);
         let mut record = self.record.clone();
         record.set_verified(staging.verified_map());
-        self.ctx
+        self.receiver
             .resume
             .save(self.key, &record)
             .map_err(|e| internal(format!("cannot save resume state: {e}")))?;
@@ -486,7 +360,7 @@ impl Job<'_> {
         let (tx, rx) = mpsc::channel::<Chunk>(PIPELINE_DEPTH);
         let (recycle, free) = mpsc::channel::<Vec<u8>>(PIPELINE_DEPTH + 1);
         let (done, sent) = self.handle.counters();
-        let resume = self.ctx.resume.clone();
+        let resume = self.receiver.resume.clone();
         let key = self.key.to_owned();
         let values = resume
             .value_log(&key)
@@ -528,7 +402,7 @@ impl Job<'_> {
             .await
             .map_err(|e| internal(format!("commit task failed: {e}")))?
             .map_err(|e| store_error(e, Leftover::Discard))?;
-        self.ctx.resume.remove(self.key);
+        self.receiver.resume.remove(self.key);
         framed
             .send(&Message::Done)
             .await
@@ -807,33 +681,6 @@ fn store_error(e: StoreError, leftover: Leftover) -> JobError {
     (error, leftover)
 }
 
-fn top_level_names(manifest: &Manifest) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for entry in &manifest.entries {
-        let top = entry.path.split('/').next().unwrap_or_default();
-        if !names.iter().any(|n| n == top) {
-            names.push(top.to_owned());
-        }
-    }
-    names
-}
-
-/// `1.5 MiB`-style sizes for messages.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;
@@ -841,29 +688,11 @@ mod tests {
     use super::*;
     use crate::identity::Identity;
     use crate::protocol::{Entry, EntryKind};
-    use crate::transfer::registry::{FinishSink, TransferInfo};
-
-    struct NoHistory;
-    impl FinishSink for NoHistory {
-        fn finished(&self, _: &TransferInfo, _: Duration) {}
-    }
-
-    fn context(root: &std::path::Path) -> ReceiveContext {
-        let download = root.join("downloads");
-        std::fs::create_dir(&download).unwrap();
-        ReceiveContext {
-            download: Arc::new(DownloadDir::open(&download).unwrap()),
-            trust: TrustStore::load(root).unwrap(),
-            policy: AcceptPolicy::Ask,
-            registry: Registry::with_sink(Arc::new(NoHistory)),
-            resume: ResumeStore::new(root),
-            offer_timeout: Duration::from_secs(1),
-            limits: ManifestLimits::default(),
-        }
-    }
+    use crate::store::plan;
+    use crate::transfer::testing;
 
     /// An interrupted transfer: staged data under `key` and its record.
-    fn interrupted(ctx: &ReceiveContext, key: &str) {
+    fn interrupted(receiver: &Receiver, key: &str) {
         let manifest = Manifest {
             entries: vec![Entry {
                 path: "a.bin".into(),
@@ -874,20 +703,24 @@ mod tests {
             }],
             ..Manifest::default()
         };
-        let plan = plan(&manifest, ctx.limits.max_depth).unwrap();
-        ctx.download.stage(&plan, &manifest, key).unwrap().keep();
+        let plan = plan(&manifest, receiver.intake.limits().max_depth).unwrap();
+        let download = receiver.intake.download();
+        download.stage(&plan, &manifest, key).unwrap().keep();
         let peer = Identity::generate().unwrap().id();
-        ctx.resume.save(key, &Record::new(peer, "laptop")).unwrap();
+        receiver
+            .resume
+            .save(key, &Record::new(peer, "laptop"))
+            .unwrap();
     }
 
     #[tokio::test]
     async fn forget_removes_the_staged_data_and_then_the_record() {
         let tmp = tempfile::tempdir().unwrap();
-        let ctx = context(tmp.path());
+        let ctx = testing::receiver(tmp.path(), crate::intake::AcceptPolicy::Ask);
         interrupted(&ctx, "k1");
-        assert_eq!(ctx.forget("k1").await, Ok(true));
+        assert!(ctx.forget("k1").await.unwrap());
         assert!(ctx.resume.load("k1").is_none(), "record left behind");
-        assert_eq!(ctx.forget("k1").await, Ok(false), "staged data left behind");
+        assert!(!ctx.forget("k1").await.unwrap(), "staged data left behind");
     }
 
     /// A record is the only way the daemon finds staged data again, so it
@@ -895,7 +728,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_stays_while_its_staged_data_cannot_be_removed() {
         let tmp = tempfile::tempdir().unwrap();
-        let ctx = context(tmp.path());
+        let ctx = testing::receiver(tmp.path(), crate::intake::AcceptPolicy::Ask);
         interrupted(&ctx, "k1");
         // Swap the staging directory for a symlink: the store refuses to
         // follow it, so the data cannot be removed through it.

@@ -20,16 +20,16 @@ use bytes::{Bytes, BytesMut};
 use rustix::buffer::spare_capacity;
 use tokio::sync::mpsc;
 
-use super::TransferError;
 use super::framed::Framed;
 use super::handshake::kind;
-use super::registry::Handle;
 use super::source::{OfferedFile, Source, Version};
+use super::{SessionEvent, TransferError};
 use crate::protocol::hash::BlockHasher;
 use crate::protocol::{
     BLOCK_VALUE_FRAME_LEN, BlockRange, DATA_HEADER_LEN, EntryKind, MAX_DATA_CHUNK, Message,
     blocks_for, encode, encode_data_header,
 };
+use crate::registry::Handle;
 
 /// How long the sender waits for `Done` after the last byte: the receiver
 /// verifies and syncs everything first, which can take a while on slow disks.
@@ -37,15 +37,6 @@ pub const DONE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Chunks buffered between the disk reader and the network writer.
 const PIPELINE_DEPTH: usize = 8;
-
-/// Progress notifications for the user interface.
-#[derive(Debug, Clone)]
-pub enum SendEvent {
-    /// The offer is out; the receiver's user has to accept it.
-    Waiting,
-    /// Accepted; data is flowing.
-    Accepted,
-}
 
 /// Sends `source` over an authenticated link and waits for the receiver's
 /// `Done`. `consent_timeout` bounds the wait for accept/reject.
@@ -55,7 +46,7 @@ pub async fn send(
     source: &Source,
     handle: &Handle,
     consent_timeout: Duration,
-    events: mpsc::UnboundedSender<SendEvent>,
+    events: mpsc::UnboundedSender<SessionEvent>,
 ) -> Result<(), TransferError> {
     // `run` watches the cancel only between frames: cutting a frame short
     // would garble the `Error(Cancelled)` sent after it, and the receiver
@@ -78,12 +69,12 @@ async fn run(
     source: &Source,
     handle: &Handle,
     consent_timeout: Duration,
-    events: mpsc::UnboundedSender<SendEvent>,
+    events: mpsc::UnboundedSender<SessionEvent>,
 ) -> Result<(), TransferError> {
     framed
         .send(&Message::Offer(source.manifest.clone()))
         .await?;
-    let _ = events.send(SendEvent::Waiting);
+    let _ = events.send(SessionEvent::Waiting);
     let cancel = handle.cancelled();
     let reply = tokio::select! {
         r = framed.recv_within(consent_timeout) => r?,
@@ -114,7 +105,7 @@ async fn run(
     let segments = plan_segments(source, &need)?;
     let needed: u64 = segments.iter().map(|s| s.len).sum();
     handle.set_resumed(source.manifest.total_bytes().saturating_sub(needed));
-    let _ = events.send(SendEvent::Accepted);
+    let _ = events.send(SessionEvent::Accepted);
 
     let (tx, mut rx) = mpsc::channel::<Result<Frame, TransferError>>(PIPELINE_DEPTH);
     let block_size = source.manifest.block_size;

@@ -43,24 +43,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use crate::control::{Ack, CommandError, ErrorKind};
+use super::connect::{Answered, IdentifyError};
+use super::{Peers, PeersError};
 use crate::discovery::{Peer, PeerSource, PeerTable};
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
 use crate::transport::dial::{Preference, Target};
 
 /// File name inside the state directory.
-pub(super) const PEERS_FILE: &str = "peers.json";
+pub const PEERS_FILE: &str = "peers.json";
 
 /// How often peers mDNS does not see are probed by unicast.
-pub(super) const PROBE_INTERVAL: Duration = Duration::from_secs(30);
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How often the list is brought up to date with the peer table.
 const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A `last_seen` change alone is written only when it moved this much.
-const LAST_SEEN_SLACK: u64 = 600;
+pub const LAST_SEEN_SLACK: u64 = 600;
 
 /// Most entries kept (the oldest-seen remembered ones go first).
 const MAX_ENTRIES: usize = 256;
@@ -68,24 +68,10 @@ const MAX_ENTRIES: usize = 256;
 /// Most addresses kept per entry.
 const MAX_ADDRS: usize = 8;
 
-/// Budget for one unicast probe (both transports, all addresses).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
-
-/// Why a remembered peer did not answer a probe.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum NoAnswer {
-    /// Nothing within [`PROBE_TIMEOUT`].
-    #[error("no answer")]
-    Timeout,
-    /// The dial failed.
-    #[error(transparent)]
-    Dial(crate::transport::dial::DialError),
-}
-
 /// Why the list could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {action} {path}: {source}")]
-pub(super) struct SaveError {
+pub struct SaveError {
     action: &'static str,
     path: PathBuf,
     source: std::io::Error,
@@ -93,22 +79,22 @@ pub(super) struct SaveError {
 
 /// One remembered or manual peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Entry {
-    pub(super) id: DeviceId,
-    pub(super) name: String,
+pub(crate) struct Entry {
+    pub(crate) id: DeviceId,
+    pub(crate) name: String,
     /// QUIC (UDP) addresses, preferred first.
-    pub(super) addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<SocketAddr>,
     /// TCP port on the same IPs.
-    pub(super) tcp_port: Option<u16>,
+    pub(crate) tcp_port: Option<u16>,
     /// Added with `share peers add` (kept listed even when offline).
     #[serde(default)]
-    pub(super) manual: bool,
+    pub(crate) manual: bool,
     /// Seconds since the Unix epoch when it last answered or was seen.
-    pub(super) last_seen: u64,
+    pub(crate) last_seen: u64,
 }
 
 impl Entry {
-    fn target(&self) -> Target {
+    pub(super) fn target(&self) -> Target {
         Target::device(self.id, &self.addrs, self.tcp_port)
     }
 
@@ -120,7 +106,7 @@ impl Entry {
         }
     }
 
-    fn to_peer(&self) -> Peer {
+    pub(super) fn to_peer(&self) -> Peer {
         Peer {
             id: self.id,
             name: self.name.clone(),
@@ -140,7 +126,7 @@ struct PeersFile {
 }
 
 /// The remembered and manual peers, persisted in `peers.json`.
-pub(super) struct Remembered {
+pub struct Remembered {
     path: PathBuf,
     entries: Mutex<BTreeMap<DeviceId, Entry>>,
     /// Asks the maintenance loop for a probe round now.
@@ -164,7 +150,7 @@ impl Remembered {
     /// Loads `peers.json` from `state_dir`. A missing file is an empty
     /// list; an unreadable or corrupt one is moved aside and reported in
     /// the returned warning.
-    pub(super) fn load(state_dir: &Path) -> (Self, Option<String>) {
+    pub fn load(state_dir: &Path) -> (Self, Option<String>) {
         let path = state_dir.join(PEERS_FILE);
         let mut warning = None;
         let entries = match fs::read(&path) {
@@ -214,19 +200,19 @@ impl Remembered {
 
     /// An authenticated connection from `id` arrived: if it is a
     /// remembered or manual peer the table does not list, probe now.
-    pub(super) fn heard_from(&self, id: &DeviceId, peers: &PeerTable) {
+    pub(crate) fn heard_from(&self, id: &DeviceId, peers: &PeerTable) {
         if peers.get(id).is_none() && self.lock().contains_key(id) {
             self.wake.notify_one();
         }
     }
 
     /// All entries.
-    pub(super) fn list(&self) -> Vec<Entry> {
+    pub(crate) fn list(&self) -> Vec<Entry> {
         self.lock().values().cloned().collect()
     }
 
     /// Writes the list atomically.
-    pub(super) fn save(&self) -> Result<(), SaveError> {
+    pub(crate) fn save(&self) -> Result<(), SaveError> {
         let file = PeersFile {
             version: 1,
             peers: self.list(),
@@ -271,7 +257,7 @@ impl Remembered {
     /// manual) devices mDNS sees get their current addresses; remembered
     /// devices that are no longer trusted are forgotten. Returns whether
     /// the file needs writing.
-    pub(super) fn sync(&self, peers: &PeerTable, trust: &TrustStore) -> bool {
+    pub(crate) fn sync(&self, peers: &PeerTable, trust: &TrustStore) -> bool {
         let mut entries = self.lock();
         let before = entries.len();
         entries.retain(|id, e| e.manual || trust.is_trusted(id));
@@ -313,116 +299,91 @@ impl Remembered {
     }
 }
 
-/// Keeps the list in sync and re-probes peers mDNS does not see, until
-/// `cancel`; writes the list one last time on the way out.
-pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
-    // Manual peers are listed from the start, online or not.
-    for entry in shared.remembered.list() {
-        if entry.manual {
-            shared.peers.upsert_unicast(entry.to_peer());
-        }
-    }
-    let mut changes = shared.peers.subscribe();
-    let mut sync_tick = tokio::time::interval(SYNC_INTERVAL);
-    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
-    probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            _ = sync_tick.tick() => sync(&shared),
-            r = changes.changed() => {
-                if r.is_err() {
-                    break;
+impl Peers {
+    /// Keeps the list in sync and re-probes peers mDNS does not see, until
+    /// `cancel`; writes the list one last time on the way out.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut changes = self.table.subscribe();
+        let mut sync_tick = tokio::time::interval(SYNC_INTERVAL);
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = sync_tick.tick() => self.sync(),
+                r = changes.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    self.sync();
                 }
-                sync(&shared);
-            }
-            _ = probe_tick.tick() => {
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = probe_all(&shared) => {}
+                _ = probe_tick.tick() => {
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = self.probe_all() => {}
+                    }
                 }
-            }
-            () = shared.remembered.wake.notified() => {
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = probe_all(&shared) => {}
+                () = self.remembered.wake.notified() => {
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = self.probe_all() => {}
+                    }
                 }
             }
         }
+        self.sync();
     }
-    if shared.remembered.sync(&shared.peers, &shared.trust) {
-        save(&shared);
-    }
-}
 
-fn sync(shared: &Shared) {
-    if shared.remembered.sync(&shared.peers, &shared.trust) {
-        save(shared);
-    }
-}
-
-fn save(shared: &Shared) {
-    if let Err(e) = shared.remembered.save() {
-        tracing::warn!("{e}");
-    }
-}
-
-/// Probes, concurrently, every entry mDNS does not see.
-async fn probe_all(shared: &Arc<Shared>) {
-    let mut probes = tokio::task::JoinSet::new();
-    for entry in shared.remembered.list() {
-        if shared.peers.seen_by_mdns(&entry.id) || entry.addrs.is_empty() {
-            continue;
+    fn sync(&self) {
+        if self.remembered.sync(&self.table, &self.trust) {
+            self.save();
         }
-        let shared = shared.clone();
-        probes.spawn(async move {
-            let result = shared.probe_entry(&entry).await;
-            (entry, result)
-        });
-    }
-    let mut dirty = false;
-    while let Some(joined) = probes.join_next().await {
-        let Ok((entry, result)) = joined else {
-            continue;
-        };
-        dirty |= shared.apply_probe(entry, result);
-    }
-    if dirty {
-        save(shared);
-    }
-}
-
-impl Shared {
-    /// Connects to an entry's last addresses, pinned to its ID; `Hello`,
-    /// then a clean close. Returns its current name and the address that
-    /// answered.
-    async fn probe_entry(&self, entry: &Entry) -> Result<(String, SocketAddr), NoAnswer> {
-        let target = entry.target();
-        let dial = self
-            .dialer
-            .dial(&target, Preference::Auto, |link| self.hello(link));
-        let ((framed, hello), _) = tokio::time::timeout(PROBE_TIMEOUT, dial)
-            .await
-            .map_err(|_| NoAnswer::Timeout)?
-            .map_err(NoAnswer::Dial)?;
-        let remote = framed.link().remote;
-        framed.into_link().close(Duration::from_secs(1)).await;
-        Ok((hello.name, remote))
     }
 
-    /// Folds a probe result into the list and the peer table. Returns
-    /// whether the list needs writing.
-    fn apply_probe(
-        &self,
-        mut entry: Entry,
-        result: Result<(String, SocketAddr), NoAnswer>,
-    ) -> bool {
+    fn save(&self) {
+        if let Err(e) = self.remembered.save() {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// Probes, concurrently, every entry mDNS does not see.
+    async fn probe_all(self: &Arc<Self>) {
+        let mut probes = tokio::task::JoinSet::new();
+        for entry in self.remembered.list() {
+            if self.table.seen_by_mdns(&entry.id) || entry.addrs.is_empty() {
+                continue;
+            }
+            let peers = self.clone();
+            probes.spawn(async move {
+                let result = peers
+                    .connector
+                    .identify(&entry.target(), Preference::Auto, super::IDENTIFY_TIMEOUT)
+                    .await;
+                (entry, result)
+            });
+        }
+        let mut dirty = false;
+        while let Some(joined) = probes.join_next().await {
+            let Ok((entry, result)) = joined else {
+                continue;
+            };
+            dirty |= self.apply_probe(entry, result);
+        }
+        if dirty {
+            self.save();
+        }
+    }
+
+    /// Folds a probe of an entry's last addresses (pinned to its ID) into
+    /// the list and the peer table. Returns whether the list needs writing.
+    fn apply_probe(&self, mut entry: Entry, result: Result<Answered, IdentifyError>) -> bool {
         match result {
-            Ok((name, remote)) => {
+            Ok(answered) => {
+                let remote = answered.remote;
                 tracing::debug!(peer = %entry.name, id = %entry.id.short(), %remote, "remembered peer answered");
-                let mut dirty = entry.name != name;
-                entry.name = crate::discovery::clean_peer_name(&name, &entry.id);
+                let mut dirty = entry.name != answered.name;
+                entry.name = answered.name;
                 // The address that answered goes first (QUIC port).
                 if let Some(udp) = entry.addrs.iter().find(|a| a.ip() == remote.ip()).copied()
                     && entry.addrs.first() != Some(&udp)
@@ -434,17 +395,17 @@ impl Shared {
                 let now = unix_now();
                 dirty |= now.saturating_sub(entry.last_seen) > LAST_SEEN_SLACK;
                 entry.last_seen = now;
-                if !self.peers.seen_by_mdns(&entry.id) {
-                    self.peers.upsert_unicast(entry.to_peer());
+                if !self.table.seen_by_mdns(&entry.id) {
+                    self.table.upsert_unicast(entry.to_peer());
                 }
-                self.peers
+                self.table
                     .touch_unicast(&entry.id, UNIX_EPOCH + Duration::from_secs(now));
                 self.remembered.upsert(entry) && dirty
             }
             Err(e) => {
                 tracing::debug!(peer = %entry.name, id = %entry.id.short(), "remembered peer did not answer: {e}");
                 if !entry.manual {
-                    self.peers.remove_manual(&entry.id);
+                    self.table.remove_manual(&entry.id);
                 }
                 false
             }
@@ -452,48 +413,34 @@ impl Shared {
     }
 
     /// `share peers add HOST:PORT`: learns the device there and keeps it
-    /// as a manual peer.
-    pub(super) async fn add_peer(&self, text: &str) -> Result<Ack, CommandError> {
+    /// as a manual peer. Returns what was done, in words.
+    ///
+    /// # Errors
+    /// Not an address, nobody there, this device, an impostor, or the
+    /// list could not be saved.
+    pub async fn add(&self, text: &str) -> Result<String, PeersError> {
         let addr = parse_addr(text).await?;
         let target = Target {
             expected: None,
             quic: vec![addr],
             tcp: vec![addr],
         };
-        let dial = self
-            .dialer
-            .dial(&target, Preference::Auto, |link| self.hello(link));
-        let ((framed, hello), transport) = tokio::time::timeout(PROBE_TIMEOUT, dial)
+        let answered = self
+            .connector
+            .identify(&target, Preference::Auto, super::IDENTIFY_TIMEOUT)
             .await
-            .map_err(|_| {
-                CommandError::new(
-                    ErrorKind::Unreachable,
-                    format!(
-                        "no lanshare daemon answered at {addr} within {} s",
-                        PROBE_TIMEOUT.as_secs()
-                    ),
-                )
-            })?
-            .map_err(|e| CommandError::dial(&addr.to_string(), &e))?;
-        let id = framed.link().peer;
-        framed.into_link().close(Duration::from_secs(1)).await;
-        if id == self.identity.id() {
-            return Err(CommandError::invalid(format!("{addr} is this device")));
-        }
-        let peer_name = crate::discovery::clean_peer_name(&hello.name, &id);
-        if let Some(trusted) = self.trust.name_conflict(&peer_name, &id)
-            && !self.trust.is_trusted(&id)
-        {
-            tracing::warn!(name = %peer_name, presented = %id, trusted = %trusted.id,
-                "REFUSED: a device uses the name of a trusted device with a different identity");
-            return Err(CommandError::new(
-                ErrorKind::Refused,
-                format!(
-                    "identity mismatch: \"{peer_name}\" is trusted with ID {} but the device at {addr} has ID {}",
-                    trusted.id.short(),
-                    id.short()
-                ),
-            ));
+            .map_err(|error| PeersError::Connect {
+                label: addr.to_string(),
+                error,
+            })?;
+        let Answered {
+            id,
+            name: peer_name,
+            transport,
+            ..
+        } = answered;
+        if id == self.own_id {
+            return Err(PeersError::IsSelf(addr));
         }
         let mut addrs = vec![addr];
         if let Some(old) = self.remembered.list().into_iter().find(|e| e.id == id) {
@@ -509,21 +456,21 @@ impl Shared {
             last_seen: unix_now(),
         };
         self.remembered.upsert(entry.clone());
-        self.remembered
-            .save()
-            .map_err(|e| CommandError::io(e.to_string()))?;
-        self.peers.upsert_manual(entry.to_peer());
+        self.remembered.save()?;
+        self.table.upsert_manual(entry.to_peer());
         tracing::info!(peer = %peer_name, %id, %addr, %transport, "manual peer added");
-        Ok(Ack {
-            message: format!(
-                "added {peer_name} ({id}) at {addr}; it is kept across restarts and re-checked every {} s",
-                PROBE_INTERVAL.as_secs()
-            ),
-        })
+        Ok(format!(
+            "added {peer_name} ({id}) at {addr}; it is kept across restarts and re-checked every {} s",
+            PROBE_INTERVAL.as_secs()
+        ))
     }
 
     /// `share peers remove PEER`: forgets a manual or remembered peer.
-    pub(super) fn remove_peer(&self, text: &str) -> Result<Ack, CommandError> {
+    /// Returns what was done, in words.
+    ///
+    /// # Errors
+    /// No or several entries match, or the list could not be saved.
+    pub fn remove(&self, text: &str) -> Result<String, PeersError> {
         let text = text.trim();
         let by_addr = text.parse::<SocketAddr>().ok();
         let full_id = text.parse::<DeviceId>().ok();
@@ -542,56 +489,40 @@ impl Shared {
                     || (text.len() >= 4 && e.id.matches_prefix(text))
             })
             .collect();
-        let entry = match found.as_slice() {
-            [] => {
-                return Err(CommandError::not_found(format!(
-                    "no manual or remembered peer matches \"{text}\"; `share peers` lists them (source manual or remembered)"
-                )));
-            }
-            [one] => one.clone(),
-            more => {
-                let ids: Vec<String> = more.iter().map(|e| e.id.short()).collect();
-                return Err(CommandError::new(
-                    ErrorKind::Ambiguous,
-                    format!(
-                        "{} peers match \"{text}\" ({}); use a device-ID prefix",
-                        more.len(),
-                        ids.join(", ")
-                    ),
-                ));
+        let entry = match <[Entry; 1]>::try_from(found) {
+            Ok([one]) => one,
+            Err(none) if none.is_empty() => return Err(PeersError::NotListed(text.to_owned())),
+            Err(more) => {
+                return Err(PeersError::SeveralListed {
+                    text: text.to_owned(),
+                    ids: more.iter().map(|e| e.id.short()).collect(),
+                });
             }
         };
         self.remembered.remove(&entry.id);
-        self.remembered
-            .save()
-            .map_err(|e| CommandError::io(e.to_string()))?;
-        self.peers.remove_manual(&entry.id);
-        Ok(Ack {
-            message: format!(
-                "forgot {} ({}); it is no longer probed (mDNS may still find it)",
-                entry.name, entry.id
-            ),
-        })
+        self.remembered.save()?;
+        self.table.remove_manual(&entry.id);
+        Ok(format!(
+            "forgot {} ({}); it is no longer probed (mDNS may still find it)",
+            entry.name, entry.id
+        ))
     }
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`.
-async fn parse_addr(text: &str) -> Result<SocketAddr, CommandError> {
+async fn parse_addr(text: &str) -> Result<SocketAddr, PeersError> {
     let text = text.trim();
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
     if !text.contains(':') {
-        return Err(CommandError::invalid(format!(
-            "\"{text}\" is not HOST:PORT (the port is the peer's service port, {} by default)",
-            crate::config::DEFAULT_PORT
-        )));
+        return Err(PeersError::NotAnAddress(text.to_owned()));
     }
     tokio::net::lookup_host(text)
         .await
-        .map_err(|e| CommandError::not_found(format!("cannot resolve {text}: {e}")))?
+        .map_err(|e| PeersError::NoSuchHost(format!("cannot resolve {text}: {e}")))?
         .next()
-        .ok_or_else(|| CommandError::not_found(format!("{text} has no address")))
+        .ok_or_else(|| PeersError::NoSuchHost(format!("{text} has no address")))
 }
 
 #[cfg(test)]
@@ -687,7 +618,7 @@ mod tests {
         );
         assert!(parse_addr("[::1]:5").await.is_ok());
         let err = parse_addr("desktop").await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Invalid);
-        assert!(err.message.contains("HOST:PORT"), "{err}");
+        assert!(matches!(err, PeersError::NotAnAddress(_)), "{err}");
+        assert!(err.to_string().contains("HOST:PORT"), "{err}");
     }
 }

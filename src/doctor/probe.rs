@@ -11,7 +11,7 @@
 //!    connection at `port`, once over QUIC and once over TCP, each with a
 //!    short timeout, pinned to our device ID; on each dial-back that
 //!    authenticates it sends `Echo { nonce }`, which our acceptor records
-//!    ([`Probes::echoed`]). Then it answers `ProbeResult`.
+//!    ([`Doctor::echoed`]). Then it answers `ProbeResult`.
 //!
 //! 3. Last, it dials the peer over QUIC (outbound).
 //!
@@ -38,26 +38,26 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::Shared;
-use crate::control::doctor::Reach;
+use super::Doctor;
+use super::report::Reach;
 use crate::identity::DeviceId;
+use crate::peers::{Answered, Connected, Connector, IdentifyError};
 use crate::protocol::{ErrorCode, Message, PROBE_NONCE_LEN};
 use crate::transfer::TransferError;
-use crate::transfer::framed::Framed;
-use crate::transfer::framed::RecvError;
+use crate::transfer::framed::{Framed, RecvError};
 use crate::transfer::handshake;
 use crate::transport::TransportKind;
-use crate::transport::dial::{AuthFailure, DialError, Preference, Target};
+use crate::transport::dial::{DialError, Preference, Target};
 
 /// At most one probe answered per device ID and per source address in
 /// this interval.
-pub(super) const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Most probes being answered at once.
-const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 4;
 
 /// Budget of one dial-back (connect, handshake, `Hello`, `Echo`).
 const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -160,12 +160,7 @@ impl Probes {
 
     /// An `Echo` arrived on an incoming connection from `peer` over `kind`.
     /// Returns whether it answered one of our probes.
-    pub(super) fn echoed(
-        &self,
-        nonce: &[u8; PROBE_NONCE_LEN],
-        peer: DeviceId,
-        kind: TransportKind,
-    ) -> bool {
+    fn echoed(&self, nonce: &[u8; PROBE_NONCE_LEN], peer: DeviceId, kind: TransportKind) -> bool {
         let mut state = self.lock();
         match state.pending.get_mut(nonce) {
             Some(pending) if pending.peer == peer => {
@@ -180,80 +175,97 @@ impl Probes {
     }
 }
 
-/// Answers a `Probe` received on `framed` (acceptor side).
-pub(super) async fn answer(
-    shared: &Shared,
-    framed: &mut Framed,
-    port: u16,
-    nonce: [u8; PROBE_NONCE_LEN],
-) {
-    let (peer, remote) = (framed.link().peer, framed.link().remote);
-    if port == 0 {
-        let _ = framed
-            .send(&Message::Error {
-                code: ErrorCode::Protocol,
-                message: "a probe must name a port".into(),
-            })
-            .await;
-        return;
-    }
-    let _slot = match shared.probes.admit(peer, remote.ip(), Instant::now()) {
-        Ok(slot) => slot,
-        Err(wait) => {
-            tracing::info!(%peer, %remote, "reachability probe refused: rate limit");
+impl Doctor {
+    /// Answers a `Probe` received on `framed` (acceptor side).
+    pub async fn answer_probe(&self, framed: &mut Framed, port: u16, nonce: [u8; PROBE_NONCE_LEN]) {
+        let (peer, remote) = (framed.link().peer, framed.link().remote);
+        if port == 0 {
             let _ = framed
                 .send(&Message::Error {
-                    code: ErrorCode::Busy,
-                    message: format!(
-                        "one reachability probe per {} s; retry in {wait} s",
-                        PROBE_INTERVAL.as_secs()
-                    ),
+                    code: ErrorCode::Protocol,
+                    message: "a probe must name a port".into(),
                 })
                 .await;
             return;
         }
-    };
-    let back = dial_back_addr(remote, port);
-    let target = Target {
-        expected: Some(peer),
-        quic: vec![back],
-        tcp: vec![back],
-    };
-    let (quic, tcp) = tokio::join!(
-        dial_back(shared, &target, Preference::Quic, nonce),
-        dial_back(shared, &target, Preference::Tcp, nonce),
-    );
-    tracing::info!(%peer, %back, quic, tcp, "answered a reachability probe");
-    let _ = framed.send(&Message::ProbeResult { quic, tcp }).await;
-}
+        let _slot = match self.probes.admit(peer, remote.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(wait) => {
+                tracing::info!(%peer, %remote, "reachability probe refused: rate limit");
+                let _ = framed
+                    .send(&Message::Error {
+                        code: ErrorCode::Busy,
+                        message: format!(
+                            "one reachability probe per {} s; retry in {wait} s",
+                            PROBE_INTERVAL.as_secs()
+                        ),
+                    })
+                    .await;
+                return;
+            }
+        };
+        let back = dial_back_addr(remote, port);
+        let target = Target {
+            expected: Some(peer),
+            quic: vec![back],
+            tcp: vec![back],
+        };
+        let (quic, tcp) = tokio::join!(
+            self.dial_back(&target, Preference::Quic, nonce),
+            self.dial_back(&target, Preference::Tcp, nonce),
+        );
+        tracing::info!(%peer, %back, quic, tcp, "answered a reachability probe");
+        let _ = framed.send(&Message::ProbeResult { quic, tcp }).await;
+    }
 
-/// One dial-back: connect, `Hello`, `Echo`, clean close.
-async fn dial_back(
-    shared: &Shared,
-    target: &Target,
-    preference: Preference,
-    nonce: [u8; PROBE_NONCE_LEN],
-) -> bool {
-    let dial = shared.dialer.dial(target, preference, |link| async move {
-        let (mut framed, _) = shared.hello(link).await?;
-        framed
-            .send(&Message::Echo { nonce })
-            .await
-            .map_err(|e| AuthFailure::Failed(e.to_string()))?;
-        Ok(framed)
-    });
-    match tokio::time::timeout(DIAL_BACK_TIMEOUT, dial).await {
-        Ok(Ok((framed, _))) => {
-            framed.into_link().close(Duration::from_secs(2)).await;
-            true
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(?preference, "probe dial-back failed: {e}");
-            false
-        }
-        Err(_) => {
-            tracing::debug!(?preference, "probe dial-back timed out");
-            false
+    /// An `Echo` arrived on an incoming connection from `peer` over
+    /// `kind`. Returns whether it answered one of our probes.
+    pub fn echoed(
+        &self,
+        nonce: &[u8; PROBE_NONCE_LEN],
+        peer: DeviceId,
+        kind: TransportKind,
+    ) -> bool {
+        self.probes.echoed(nonce, peer, kind)
+    }
+
+    /// One dial-back: connect, `Hello`, `Echo`, clean close.
+    async fn dial_back(
+        &self,
+        target: &Target,
+        preference: Preference,
+        nonce: [u8; PROBE_NONCE_LEN],
+    ) -> bool {
+        let echo = async {
+            let mut connected = self
+                .connector
+                .open(target, preference)
+                .await
+                .map_err(ProbeError::Dial)?;
+            connected
+                .framed
+                .send(&Message::Echo { nonce })
+                .await
+                .map_err(ProbeError::NotSent)?;
+            Ok::<_, ProbeError>(connected)
+        };
+        match tokio::time::timeout(DIAL_BACK_TIMEOUT, echo).await {
+            Ok(Ok(connected)) => {
+                connected
+                    .framed
+                    .into_link()
+                    .close(Duration::from_secs(2))
+                    .await;
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(?preference, "probe dial-back failed: {e}");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(?preference, "probe dial-back timed out");
+                false
+            }
         }
     }
 }
@@ -261,7 +273,7 @@ async fn dial_back(
 /// Why one reachability test failed (the text goes into the report's
 /// `errors`).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ProbeError {
+enum ProbeError {
     /// No answer within the test's budget.
     #[error("no answer within {} s", .0.as_secs())]
     Timeout(Duration),
@@ -288,27 +300,19 @@ pub(super) enum ProbeError {
     NoAnswer(RecvError),
 }
 
-/// What answered an outbound test dial: device ID, name, address.
-type Answered = (DeviceId, String, SocketAddr);
-
 /// Connects over one transport, exchanges `Hello`, closes cleanly.
 async fn dial_out(
-    shared: &Shared,
+    connector: &Connector,
     target: &Target,
     preference: Preference,
 ) -> Result<Answered, ProbeError> {
-    let dial = shared
-        .dialer
-        .dial(target, preference, |link| shared.hello(link));
-    match tokio::time::timeout(OUT_TIMEOUT, dial).await {
-        Ok(Ok(((framed, hello), _))) => {
-            let (id, remote) = (framed.link().peer, framed.link().remote);
-            framed.into_link().close(Duration::from_secs(1)).await;
-            Ok((id, hello.name, remote))
-        }
-        Ok(Err(e)) => Err(ProbeError::Dial(e)),
-        Err(_) => Err(ProbeError::Timeout(OUT_TIMEOUT)),
-    }
+    connector
+        .identify(target, preference, OUT_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            IdentifyError::Timeout(limit) => ProbeError::Timeout(limit),
+            IdentifyError::Dial(e) => ProbeError::Dial(e),
+        })
 }
 
 /// Notes one outbound test in `slot` (and `errors`); the first success
@@ -342,15 +346,15 @@ fn nonce() -> Result<[u8; PROBE_NONCE_LEN], ProbeError> {
     Ok(nonce)
 }
 
-impl Shared {
+impl Doctor {
     /// Measures reachability between this device and `text` (a name, ID
     /// prefix or `HOST:PORT`) in both directions and over both transports.
-    pub(super) async fn reach(self: &Arc<Self>, text: &str) -> Reach {
+    pub(super) async fn reach(&self, text: &str) -> Reach {
         let mut reach = Reach {
             peer: text.to_owned(),
             ..Reach::default()
         };
-        let resolved = match self.resolve(text).await {
+        let resolved = match self.resolver.resolve(text).await {
             Ok(resolved) => resolved,
             Err(e) => {
                 reach.errors.push(e.to_string());
@@ -365,7 +369,7 @@ impl Shared {
         // peer's QUIC dial-back (a stateful firewall would let that in as
         // a "reply" to our own traffic and hide a block).
         if !target.tcp.is_empty() {
-            let result = dial_out(self, &target, Preference::Tcp).await;
+            let result = dial_out(&self.connector, &target, Preference::Tcp).await;
             record(
                 result,
                 &mut reach.tcp_out,
@@ -376,7 +380,7 @@ impl Shared {
         }
         let mut quic_tested = false;
         if learned.is_none() && !target.quic.is_empty() {
-            let result = dial_out(self, &target, Preference::Quic).await;
+            let result = dial_out(&self.connector, &target, Preference::Quic).await;
             record(
                 result,
                 &mut reach.udp_out,
@@ -386,11 +390,14 @@ impl Shared {
             );
             quic_tested = true;
         }
-        let Some((id, name, remote)) = learned else {
+        let Some(Answered {
+            id, name, remote, ..
+        }) = learned
+        else {
             return reach;
         };
         reach.id = Some(id);
-        reach.name = Some(crate::discovery::clean_peer_name(&name, &id));
+        reach.name = Some(name);
         reach.address = Some(remote.to_string());
         reach.mdns = self.peers.seen_by_mdns(&id);
         target.expected = Some(id);
@@ -417,13 +424,13 @@ impl Shared {
         );
         match probe {
             Ok((quic, tcp)) => {
-                reach.udp_in = self.config.quic.then_some(quic);
-                reach.tcp_in = self.config.tcp.then_some(tcp);
+                reach.udp_in = self.facts.quic.then_some(quic);
+                reach.tcp_in = self.facts.tcp.then_some(tcp);
             }
             Err(e) => reach.errors.push(e.to_string()),
         }
         if !quic_tested && !target.quic.is_empty() {
-            let result = dial_out(self, &target, Preference::Quic).await;
+            let result = dial_out(&self.connector, &target, Preference::Quic).await;
             record(
                 result,
                 &mut reach.udp_out,
@@ -462,12 +469,12 @@ impl Shared {
         nonce: [u8; PROBE_NONCE_LEN],
         carrier: Preference,
     ) -> Result<(bool, bool), ProbeError> {
-        let dial = self.dialer.dial(target, carrier, |link| self.hello(link));
-        let ((mut framed, _), _) = tokio::time::timeout(OUT_TIMEOUT, dial)
+        let dial = self.connector.open(target, carrier);
+        let Connected { mut framed, .. } = tokio::time::timeout(OUT_TIMEOUT, dial)
             .await
             .map_err(|_| ProbeError::NoCarrier(None))?
             .map_err(|e| ProbeError::NoCarrier(Some(e)))?;
-        let port = self.port;
+        let port = self.facts.port;
         framed
             .send(&Message::Probe { port, nonce })
             .await

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::DeviceId;
-use crate::transfer::receive::human_bytes;
+use crate::protocol::HumanBytes;
 
 /// Free space below which the download directory is a warning.
 const LOW_SPACE: u64 = 1 << 30;
@@ -136,7 +136,7 @@ pub fn check_download_dir(dir: &Path) -> Check {
             .fix("fix its permissions, or choose another with `share daemon --download-dir DIR`");
     }
     let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-    let message = format!("{shown}: {} free", human_bytes(free));
+    let message = format!("{shown}: {} free", HumanBytes(free));
     if free < NO_SPACE {
         Check::new(name, Verdict::Fail, message)
             .fix("free some space, or choose another directory with --download-dir")

@@ -1,14 +1,18 @@
-//! The registry of transfers: what `share transfers` lists, where
-//! `share accept` / `share reject` deliver their decision, and where
-//! progress counters live.
+//! The registry of transfers, in both directions and whatever protocol
+//! carries them: what `share transfers` lists, where `share accept` /
+//! `share reject` deliver their decision, and where progress counters and
+//! cancellation live.
 //!
-//! Each transfer gets a short random ID (8 hex digits) that users type;
+//! Each transfer gets a short ID ([`crate::ids`]) that users type;
 //! prefixes are accepted when unique. Finished transfers stay listed (the
 //! most recent [`KEEP_FINISHED`]) so scripts can inspect outcomes.
 //!
 //! Every transfer reaches a final state exactly once, here, whoever ends
 //! it (sender, receiver, user, expiry); so this is where a [`FinishSink`]
-//! (the daemon's persistent history) hears about each one.
+//! (the daemon's persistent history) hears about each one. For the same
+//! reason this is the place to publish transfer events to subscribers
+//! (desktop notifications): every state change passes through
+//! `set_state` and [`Handle::pending`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::DeviceId;
+use crate::ids::{self, PrefixError};
 use crate::transport::TransportKind;
 
 /// How many finished transfers are remembered.
@@ -226,12 +231,7 @@ impl Registry {
     /// Registers a transfer in state `Active` (or `Pending` via [`Handle::pending`]).
     pub fn start(&self, new: NewTransfer) -> Handle {
         let mut inner = self.lock();
-        let id = loop {
-            let candidate = random_id();
-            if !inner.slots.contains_key(&candidate) {
-                break candidate;
-            }
-        };
+        let id = ids::unused_id(|id| inner.slots.contains_key(id));
         inner.seq += 1;
         let seq = inner.seq;
         let bytes_done = Arc::new(AtomicU64::new(0));
@@ -383,32 +383,11 @@ impl Registry {
 }
 
 fn resolve(inner: &Inner, prefix: &str) -> Result<String, RegistryError> {
-    let prefix = prefix.trim().to_ascii_lowercase();
-    if inner.slots.contains_key(&prefix) {
-        return Ok(prefix);
+    match ids::find_by_prefix(inner.slots.keys().map(String::as_str), prefix) {
+        Ok(id) => Ok(id.to_owned()),
+        Err(PrefixError::NotFound(p)) => Err(RegistryError::NotFound(p)),
+        Err(PrefixError::Ambiguous(p)) => Err(RegistryError::Ambiguous(p)),
     }
-    let mut matches = inner
-        .slots
-        .keys()
-        .filter(|k| !prefix.is_empty() && k.starts_with(&prefix));
-    match (matches.next(), matches.next()) {
-        (Some(id), None) => Ok(id.clone()),
-        (Some(_), Some(_)) => Err(RegistryError::Ambiguous(prefix)),
-        (None, _) => Err(RegistryError::NotFound(prefix)),
-    }
-}
-
-fn random_id() -> String {
-    let mut bytes = [0u8; 4];
-    // A failing system RNG is not something we can continue without.
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        bytes = nanos.to_be_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Handle {

@@ -12,17 +12,37 @@ use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::control::records::InboxText;
 use crate::identity::DeviceId;
 
+/// One received text (`share inbox`, `share receive --text`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxText {
+    /// Short ID.
+    pub id: String,
+    /// The sender's name.
+    pub peer: String,
+    /// The sender's device ID.
+    pub peer_id: DeviceId,
+    /// When it arrived, seconds since the Unix epoch.
+    pub received: u64,
+    /// The text, exactly as sent.
+    pub text: String,
+    /// Whether `share receive --text` has printed it.
+    pub read: bool,
+}
+
 /// Directory of the inbox inside the state directory.
-pub(super) const INBOX_DIR: &str = "inbox";
+pub const INBOX_DIR: &str = "inbox";
 /// Most texts kept; older ones are deleted as new ones arrive.
-pub(super) const MAX_INBOX: usize = 1000;
+pub const MAX_INBOX: usize = 1000;
+/// Longest wait of `share receive --text --wait`.
+pub const MAX_TEXT_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Errors of the inbox.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +59,25 @@ pub enum InboxError {
     },
 }
 
+/// Why [`Inbox::next_unread`] has no text.
+#[derive(Debug, thiserror::Error)]
+pub enum NextTextError {
+    /// None unread, and no wait was asked for.
+    #[error("no unread text; `share inbox` lists earlier ones, `--wait SECS` waits for the next")]
+    NoneUnread,
+    /// None arrived within the wait.
+    #[error("no text arrived within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// The caller went away.
+    #[error("cancelled")]
+    Cancelled,
+    /// The inbox could not be read.
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+}
+
 /// The texts of one state directory.
-pub(super) struct Inbox {
+pub struct Inbox {
     dir: PathBuf,
     /// Serialises changes (store, mark read, prune).
     lock: Mutex<()>,
@@ -49,7 +86,7 @@ pub(super) struct Inbox {
 
 impl Inbox {
     /// Opens (creating, mode 0700) `state_dir/inbox`.
-    pub(super) fn open(state_dir: &Path) -> Result<Self, InboxError> {
+    pub fn open(state_dir: &Path) -> Result<Self, InboxError> {
         let dir = state_dir.join(INBOX_DIR);
         fs::DirBuilder::new()
             .recursive(true)
@@ -69,7 +106,7 @@ impl Inbox {
     }
 
     /// Saves a new, unread text and wakes waiting readers.
-    pub(super) fn store(
+    pub fn store(
         &self,
         id: &str,
         peer: &str,
@@ -98,7 +135,7 @@ impl Inbox {
     }
 
     /// Every text, oldest first.
-    pub(super) fn list(&self) -> Result<Vec<InboxText>, InboxError> {
+    pub fn list(&self) -> Result<Vec<InboxText>, InboxError> {
         let _guard = self.lock();
         Ok(self
             .files()?
@@ -108,12 +145,12 @@ impl Inbox {
     }
 
     /// How many texts are unread.
-    pub(super) fn unread(&self) -> Result<usize, InboxError> {
+    pub fn unread(&self) -> Result<usize, InboxError> {
         Ok(self.list()?.iter().filter(|t| !t.read).count())
     }
 
     /// The newest unread text, now marked read.
-    pub(super) fn take_unread(&self) -> Result<Option<InboxText>, InboxError> {
+    pub fn take_unread(&self) -> Result<Option<InboxText>, InboxError> {
         let _guard = self.lock();
         let newest = self
             .files()?
@@ -129,8 +166,42 @@ impl Inbox {
     }
 
     /// Changes whenever a text arrives; subscribe before checking.
-    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.arrived.subscribe()
+    }
+
+    /// The newest unread text, marked read; if there is none, waits up to
+    /// `wait` (at most [`MAX_TEXT_WAIT`]) for one to arrive, or until
+    /// `cancel`.
+    ///
+    /// # Errors
+    /// No text (now, or within the wait), cancelled, or the inbox is
+    /// unreadable.
+    pub async fn next_unread(
+        &self,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<InboxText, NextTextError> {
+        let wait = wait.min(MAX_TEXT_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut arrived = self.subscribe();
+        loop {
+            arrived.borrow_and_update();
+            if let Some(text) = self.take_unread()? {
+                return Ok(text);
+            }
+            if wait.is_zero() {
+                return Err(NextTextError::NoneUnread);
+            }
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, arrived.changed()) => {
+                    if changed.is_err() {
+                        return Err(NextTextError::Timeout(wait));
+                    }
+                }
+                () = cancel.cancelled() => return Err(NextTextError::Cancelled),
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -210,6 +281,40 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert!(list.iter().all(|t| t.read));
         assert_eq!(list[0].text, "first");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_unread_waits_for_a_text_or_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = std::sync::Arc::new(Inbox::open(dir.path()).unwrap());
+        let cancel = CancellationToken::new();
+        assert!(matches!(
+            inbox.next_unread(Duration::ZERO, &cancel).await,
+            Err(NextTextError::NoneUnread)
+        ));
+        // Paused clock: the wait runs out without real time passing.
+        assert!(matches!(
+            inbox.next_unread(Duration::from_secs(60), &cancel).await,
+            Err(NextTextError::Timeout(_))
+        ));
+        let writer = inbox.clone();
+        let arrives = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            writer
+                .store("00000004", "p", DeviceId::from_cert_der(b"p"), "hello")
+                .unwrap();
+        });
+        let got = inbox
+            .next_unread(Duration::from_secs(60), &cancel)
+            .await
+            .unwrap();
+        assert_eq!((got.text.as_str(), got.read), ("hello", true));
+        arrives.await.unwrap();
+        cancel.cancel();
+        assert!(matches!(
+            inbox.next_unread(Duration::from_secs(60), &cancel).await,
+            Err(NextTextError::Cancelled)
+        ));
     }
 
     #[test]

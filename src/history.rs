@@ -22,21 +22,65 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::control::records::HistoryEntry;
-use crate::transfer::registry::{FinishSink, TransferInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::DeviceId;
+use crate::registry::{Direction, FinishSink, State, TransferInfo, TransferKind};
+use crate::transport::TransportKind;
+
+/// One finished transfer in the persistent history (`share history`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The transfer's ID on this device (or the queue ID for a queued
+    /// send that never connected).
+    pub id: String,
+    /// When it ended, seconds since the Unix epoch.
+    pub time: u64,
+    /// When it started, seconds since the Unix epoch.
+    pub started: u64,
+    /// Wall time from start to end, in seconds.
+    pub duration_s: f64,
+    /// `in` or `out`.
+    pub direction: Direction,
+    /// Files or a text.
+    pub kind: TransferKind,
+    /// The peer's name.
+    pub peer: String,
+    /// The peer's device ID, if a connection was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_id: Option<DeviceId>,
+    /// `done`, `failed`, `rejected` or `cancelled`.
+    pub outcome: State,
+    /// Why it failed, was rejected or cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Top-level names offered (a preview for a text).
+    pub names: Vec<String>,
+    /// Number of files.
+    pub files: usize,
+    /// Total bytes offered (file content, or the text's length).
+    pub bytes: u64,
+    /// Bytes known to be at the receiver when it ended.
+    pub bytes_done: u64,
+    /// Bytes carried over the network, over all attempts.
+    pub bytes_sent: u64,
+    /// Transport of the last attempt, if a connection was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportKind>,
+}
 
 /// The current history file in the state directory.
-pub(super) const HISTORY_FILE: &str = "history.jsonl";
+pub(crate) const HISTORY_FILE: &str = "history.jsonl";
 /// The previous, rotated history file.
-pub(super) const HISTORY_OLD_FILE: &str = "history.1.jsonl";
+pub(crate) const HISTORY_OLD_FILE: &str = "history.1.jsonl";
 /// Records per file before it is rotated.
-pub(super) const ROTATE_AT: usize = 5_000;
+pub const ROTATE_AT: usize = 5_000;
 /// Most records kept (both files together).
-pub(super) const MAX_HISTORY: usize = 2 * ROTATE_AT;
+pub const MAX_HISTORY: usize = 2 * ROTATE_AT;
 
 /// Errors reading the history.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum HistoryError {
+pub enum HistoryError {
     /// A history file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -48,7 +92,7 @@ pub(super) enum HistoryError {
 }
 
 /// The history files of one state directory.
-pub(super) struct History {
+pub struct History {
     dir: PathBuf,
     /// Records in the current file; serialises writers.
     lines: Mutex<usize>,
@@ -57,7 +101,7 @@ pub(super) struct History {
 impl History {
     /// Opens the history in `state_dir` (the files are created on the
     /// first record).
-    pub(super) fn open(state_dir: &Path) -> Self {
+    pub fn open(state_dir: &Path) -> Self {
         let dir = state_dir.to_owned();
         let lines = count_lines(&dir.join(HISTORY_FILE));
         Self {
@@ -68,7 +112,7 @@ impl History {
 
     /// Appends one record, rotating first if the file is full. Failures
     /// are logged: losing a history line must not fail a transfer.
-    pub(super) fn record(&self, entry: &HistoryEntry) {
+    pub fn record(&self, entry: &HistoryEntry) {
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = self.append(entry, &mut lines) {
             tracing::warn!(
@@ -109,7 +153,7 @@ impl History {
     }
 
     /// The last `limit` records (all with `None`), oldest first.
-    pub(super) fn read(&self, limit: Option<usize>) -> Result<Vec<HistoryEntry>, HistoryError> {
+    pub fn read(&self, limit: Option<usize>) -> Result<Vec<HistoryEntry>, HistoryError> {
         // Hold the writer lock so a rotation cannot happen between reading
         // the two files.
         let _lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,7 +190,7 @@ impl FinishSink for History {
 }
 
 /// Seconds since the Unix epoch.
-pub(super) fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -199,8 +243,6 @@ fn read_file(path: &Path) -> Result<Vec<HistoryEntry>, HistoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::DeviceId;
-    use crate::transfer::registry::{Direction, State, TransferKind};
 
     fn entry(i: usize) -> HistoryEntry {
         HistoryEntry {
@@ -219,7 +261,7 @@ mod tests {
             bytes: 3,
             bytes_done: 3,
             bytes_sent: 3,
-            transport: Some(crate::transport::TransportKind::Quic),
+            transport: Some(TransportKind::Quic),
         }
     }
 

@@ -5,14 +5,16 @@
 //! devices is an error listing their IDs, unless exactly one of them is
 //! trusted. A name that belongs to a trusted device but is now announced by
 //! a different ID is refused loudly: that is what an impostor looks like.
+//!
+//! The [`Resolver`] reads the live peer table and the trust store; every
+//! command that takes a PEER goes through it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::Shared;
-use crate::control::{CommandError, ErrorKind};
-use crate::discovery::Peer;
+use crate::discovery::{Peer, PeerTable};
 use crate::identity::DeviceId;
+use crate::identity::trust::TrustStore;
 use crate::transport::dial::Target;
 
 /// How long `share send NAME` waits for a peer that discovery has not
@@ -21,7 +23,7 @@ const DISCOVERY_GRACE: Duration = Duration::from_secs(3);
 
 /// Why what the user typed does not name one reachable device.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ResolveError {
+pub enum ResolveError {
     /// Several devices match a name or ID prefix.
     #[error("{} devices match \"{text}\" ({}); use a device-ID prefix instead", ids.len(), ids.join(", "))]
     Ambiguous {
@@ -57,28 +59,47 @@ pub(super) enum ResolveError {
     MdnsOff(String),
 }
 
-impl From<ResolveError> for CommandError {
-    fn from(e: ResolveError) -> Self {
-        let kind = match e {
-            ResolveError::Ambiguous { .. } => ErrorKind::Ambiguous,
-            ResolveError::Impostor { .. } => ErrorKind::Refused,
-            ResolveError::TrustedNotVisible(_)
-            | ResolveError::NotFound(_)
-            | ResolveError::MdnsOff(_) => ErrorKind::NotFound,
-        };
-        Self::new(kind, e.to_string())
-    }
+/// Why a device name or ID prefix names no single device.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// Nothing matches.
+    #[error("no device matches \"{0}\"; see `share peers`")]
+    NotFound(String),
+    /// Several match.
+    #[error("{1} devices match \"{0}\"; use a longer device-ID prefix")]
+    Ambiguous(String, usize),
 }
 
 /// A resolved peer: where to dial and what to call it.
-pub(super) struct Resolved {
-    pub(super) target: Target,
-    pub(super) label: String,
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Where to dial, and the identity to require when known.
+    pub target: Target,
+    /// What to call it in messages.
+    pub label: String,
 }
 
-impl Shared {
+/// Resolves what users type against the peer table and the trust store.
+#[derive(Clone)]
+pub struct Resolver {
+    peers: PeerTable,
+    trust: TrustStore,
+    /// Whether discovery runs (names can appear) or only addresses work.
+    mdns: bool,
+}
+
+impl Resolver {
+    /// A resolver over `peers` and `trust`; `mdns` says whether discovery
+    /// runs (otherwise only addresses can be resolved).
+    pub fn new(peers: PeerTable, trust: TrustStore, mdns: bool) -> Self {
+        Self { peers, trust, mdns }
+    }
+
     /// Resolves `text`, waiting briefly for discovery if needed.
-    pub(super) async fn resolve(&self, text: &str) -> Result<Resolved, ResolveError> {
+    ///
+    /// # Errors
+    /// Nothing or several match, or the match is an impostor.
+    pub async fn resolve(&self, text: &str) -> Result<Resolved, ResolveError> {
         let text = text.trim();
         if let Ok(addr) = text.parse::<SocketAddr>() {
             return Ok(self.resolve_addr(addr));
@@ -94,7 +115,7 @@ impl Shared {
                 Err(e) => return Err(e),
                 Ok(None) => {}
             }
-            if !self.config.mdns || tokio::time::Instant::now() >= deadline {
+            if !self.mdns || tokio::time::Instant::now() >= deadline {
                 return Err(self.not_found(text));
             }
             if tokio::time::timeout_at(deadline, changes.changed())
@@ -149,17 +170,13 @@ impl Shared {
                 }
             }
         };
-        if let Some(trusted) = self.trust.name_conflict(&peer.name, &peer.id)
-            && !self.trust.is_trusted(&peer.id)
-        {
-            {
-                tracing::warn!(name = %peer.name, announced = %peer.id, trusted = %trusted.id, "a device announces the name of a trusted device with a different identity");
-                return Err(ResolveError::Impostor {
-                    name: peer.name,
-                    trusted: trusted.id,
-                    announced: peer.id,
-                });
-            }
+        if let Some(trusted) = self.trust.impostor_of(&peer.name, &peer.id) {
+            tracing::warn!(name = %peer.name, announced = %peer.id, trusted = %trusted.id, "a device announces the name of a trusted device with a different identity");
+            return Err(ResolveError::Impostor {
+                name: peer.name,
+                trusted: trusted.id,
+                announced: peer.id,
+            });
         }
         Ok(Some(Resolved {
             label: peer.name.clone(),
@@ -171,7 +188,7 @@ impl Shared {
         let text = text.to_owned();
         if !self.trust.find_by_name(&text).is_empty() {
             ResolveError::TrustedNotVisible(text)
-        } else if self.config.mdns {
+        } else if self.mdns {
             ResolveError::NotFound(text)
         } else {
             ResolveError::MdnsOff(text)
@@ -180,7 +197,10 @@ impl Shared {
 
     /// Finds a device by name, ID prefix or full ID among visible peers
     /// and the trust store (for `share trust` / `untrust`).
-    pub(super) fn find_device(&self, text: &str) -> Result<(DeviceId, String), CommandError> {
+    ///
+    /// # Errors
+    /// Nothing or several match.
+    pub fn find_device(&self, text: &str) -> Result<(DeviceId, String), LookupError> {
         if let Ok(id) = text.parse::<DeviceId>() {
             let name = self
                 .peers
@@ -224,16 +244,8 @@ impl Shared {
         }
         match <[(DeviceId, String); 1]>::try_from(found) {
             Ok([one]) => Ok(one),
-            Err(found) if found.is_empty() => Err(CommandError::not_found(format!(
-                "no device matches \"{text}\"; see `share peers`"
-            ))),
-            Err(found) => Err(CommandError::new(
-                ErrorKind::Ambiguous,
-                format!(
-                    "{} devices match \"{text}\"; use a longer device-ID prefix",
-                    found.len()
-                ),
-            )),
+            Err(found) if found.is_empty() => Err(LookupError::NotFound(text.to_owned())),
+            Err(found) => Err(LookupError::Ambiguous(text.to_owned(), found.len())),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! interface policy, what mDNS saw on each interface
 //! ([`crate::discovery::MdnsHealth`]), the peer table, the socket buffer
 //! sizes it got, the download directory — into one verdict and one
-//! sentence of advice. With a peer, [`super::probe`] measures reachability
+//! sentence of advice. With a peer, [`probe`] measures reachability
 //! in both directions over both transports, so "UDP blocked, TCP works"
 //! and "it can reach me but I cannot reach it" are named as such instead
 //! of "the transfer was slow" or "it failed".
@@ -12,14 +12,20 @@
 //! The wording matters more than the mechanics: each message says what was
 //! observed, and each fix is a command or a concrete setting.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+pub mod probe;
+pub mod report;
 
-use super::Shared;
-use crate::control::doctor::{Check, DoctorReport, Reach, Verdict, check_download_dir};
-use crate::discovery::{InterfaceInfo, PeerSource, interfaces};
-use crate::transfer::receive::human_bytes;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::discovery::{InterfaceInfo, MdnsHealth, PeerSource, PeerTable, interfaces};
+use crate::identity::DeviceId;
+use crate::peers::{Connector, Resolver};
+use crate::protocol::HumanBytes;
 use crate::transport::UDP_BUFFER_SIZE;
+use probe::Probes;
+use report::{Check, DoctorReport, Reach, Verdict, check_download_dir};
 
 /// How long after start mDNS gets before a silent interface counts.
 const MDNS_SETTLE: Duration = Duration::from_secs(3);
@@ -28,9 +34,86 @@ const MDNS_SETTLE: Duration = Duration::from_secs(3);
 const ALLOW_MDNS: &str = "allow mDNS (UDP port 5353, multicast 224.0.0.251 / ff02::fb) in and out: \
      `sudo firewall-cmd --add-service=mdns --permanent && sudo firewall-cmd --reload` or `sudo ufw allow 5353/udp`";
 
-impl Shared {
+/// What the daemon knows about itself, for the checks.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// This device's name.
+    pub name: String,
+    /// This device's ID.
+    pub id: DeviceId,
+    /// The service port.
+    pub port: u16,
+    /// QUIC accepts connections.
+    pub quic: bool,
+    /// TCP accepts connections.
+    pub tcp: bool,
+    /// mDNS discovery is on.
+    pub mdns: bool,
+    /// The interfaces mDNS was limited to (`--interface`), if any.
+    pub interfaces: Vec<String>,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The download directory.
+    pub download_dir: PathBuf,
+    /// When the daemon started.
+    pub started: Instant,
+    /// What mDNS saw per interface (`None`: off or failed to start).
+    pub mdns_health: Option<MdnsHealth>,
+    /// The kernel clamped the QUIC socket buffers.
+    pub buffer_warning: Option<String>,
+    /// A peer found only by unicast counts as answering if it did within
+    /// this long (twice the remembered peers' probe interval).
+    pub unicast_fresh: Duration,
+}
+
+/// `share doctor`: the daemon's checks, and the reachability probes in
+/// both directions.
+pub struct Doctor {
+    facts: Facts,
+    peers: PeerTable,
+    connector: Arc<Connector>,
+    resolver: Resolver,
+    probes: Probes,
+}
+
+/// The host's interfaces and what discovery does with each (also shown
+/// by `share status`).
+pub fn interface_report(only: &[String], mdns: bool) -> Vec<InterfaceInfo> {
+    let policy = interfaces::InterfacePolicy {
+        only: only.to_vec(),
+        allow_loopback: false,
+    };
+    let mut list = interfaces::report(&policy);
+    if !mdns {
+        for intf in &mut list {
+            intf.used = false;
+            intf.reason = Some("mDNS is off (--no-mdns)".into());
+        }
+    }
+    list
+}
+
+impl Doctor {
+    /// The doctor of a daemon described by `facts`.
+    pub fn new(
+        facts: Facts,
+        peers: PeerTable,
+        connector: Arc<Connector>,
+        resolver: Resolver,
+    ) -> Self {
+        Self {
+            facts,
+            peers,
+            connector,
+            resolver,
+            probes: Probes::default(),
+        }
+    }
+
     /// Runs every check (and, with `peer`, the reachability probe).
-    pub(super) async fn doctor(self: &Arc<Self>, peer: Option<&str>) -> DoctorReport {
+    pub async fn run(&self, peer: Option<&str>) -> DoctorReport {
         let mut checks = vec![
             self.check_daemon(),
             self.check_identity(),
@@ -47,7 +130,7 @@ impl Shared {
             reach = Some(measured);
         }
         checks.push(self.check_buffers());
-        checks.push(check_download_dir(&self.config.download_dir));
+        checks.push(check_download_dir(&self.facts.download_dir));
         let mut report = DoctorReport {
             ok: false,
             checks,
@@ -57,23 +140,8 @@ impl Shared {
         report
     }
 
-    /// The host's interfaces and what discovery does with each.
-    pub(super) fn interface_report(&self) -> Vec<InterfaceInfo> {
-        let mut list = interfaces::report(&self.discovery_policy());
-        if !self.config.mdns {
-            for intf in &mut list {
-                intf.used = false;
-                intf.reason = Some("mDNS is off (--no-mdns)".into());
-            }
-        }
-        list
-    }
-
-    fn discovery_policy(&self) -> interfaces::InterfacePolicy {
-        interfaces::InterfacePolicy {
-            only: self.config.interfaces.clone(),
-            allow_loopback: false,
-        }
+    fn interface_report(&self) -> Vec<InterfaceInfo> {
+        interface_report(&self.facts.interfaces, self.facts.mdns)
     }
 
     fn check_daemon(&self) -> Check {
@@ -82,8 +150,8 @@ impl Shared {
             Verdict::Ok,
             format!(
                 "running for {} s at {} (lanshare {}, protocol {})",
-                self.started.elapsed().as_secs(),
-                self.config.socket.display(),
+                self.facts.started.elapsed().as_secs(),
+                self.facts.socket.display(),
                 env!("CARGO_PKG_VERSION"),
                 crate::protocol::VERSION
             ),
@@ -96,27 +164,27 @@ impl Shared {
             Verdict::Ok,
             format!(
                 "\"{}\" with device ID {} (kept in {})",
-                self.config.name,
-                self.identity.id(),
-                self.config.state_dir.display()
+                self.facts.name,
+                self.facts.id,
+                self.facts.state_dir.display()
             ),
         )
     }
 
     fn check_listening(&self) -> Check {
         let mut what = Vec::new();
-        if self.config.quic {
-            what.push(format!("UDP {} (QUIC)", self.port));
+        if self.facts.quic {
+            what.push(format!("UDP {} (QUIC)", self.facts.port));
         }
-        if self.config.tcp {
-            what.push(format!("TCP {} (fallback)", self.port));
+        if self.facts.tcp {
+            what.push(format!("TCP {} (fallback)", self.facts.port));
         }
         let check = Check::new(
             "listening",
             Verdict::Ok,
             format!("accepting connections on {}", what.join(" and ")),
         );
-        if self.config.quic && self.config.tcp {
+        if self.facts.quic && self.facts.tcp {
             check
         } else {
             Check {
@@ -138,7 +206,7 @@ impl Shared {
         } else {
             format!("; ignores {}", ignored.join(", "))
         };
-        if !self.config.mdns {
+        if !self.facts.mdns {
             return Check::new(
                 "interfaces",
                 Verdict::Warn,
@@ -146,7 +214,7 @@ impl Shared {
             )
             .fix("peers must be added with `share peers add HOST:PORT`, or run the daemon without --no-mdns");
         }
-        if self.mdns_health.is_none() {
+        if self.facts.mdns_health.is_none() {
             return Check::new(
                 "interfaces",
                 Verdict::Fail,
@@ -160,13 +228,13 @@ impl Shared {
             .map(|i| format!("{} ({})", i.name, i.addresses.join(", ")))
             .collect();
         if used.is_empty() {
-            let fix = if self.config.interfaces.is_empty() {
+            let fix = if self.facts.interfaces.is_empty() {
                 "connect to a network, or choose an interface with `share daemon --interface NAME`"
                     .to_owned()
             } else {
                 format!(
                     "none of the selected interfaces ({}) is up with an address; check the names with `ip link`",
-                    self.config.interfaces.join(", ")
+                    self.facts.interfaces.join(", ")
                 )
             };
             return Check::new(
@@ -186,11 +254,11 @@ impl Shared {
     /// One check per interface discovery uses: did our own announcement
     /// come back, and did peers answer?
     fn check_multicast(&self, list: &[InterfaceInfo]) -> Vec<Check> {
-        let Some(health) = &self.mdns_health else {
+        let Some(health) = &self.facts.mdns_health else {
             return Vec::new();
         };
         let evidence = health.interfaces();
-        let settling = self.started.elapsed() < MDNS_SETTLE;
+        let settling = self.facts.started.elapsed() < MDNS_SETTLE;
         let mdns_peers: Vec<_> = self
             .peers
             .list()
@@ -282,11 +350,11 @@ impl Shared {
                 // Only ones that answered recently prove the path works.
                 SystemTime::now()
                     .duration_since(p.last_seen)
-                    .is_ok_and(|age| age < 2 * super::remembered::PROBE_INTERVAL)
+                    .is_ok_and(|age| age < self.facts.unicast_fresh)
             })
             .map(|p| p.name.clone())
             .collect();
-        if !self.config.mdns {
+        if !self.facts.mdns {
             return Check::new(
                 "discovery",
                 Verdict::Warn,
@@ -332,7 +400,7 @@ impl Shared {
     fn check_reach(&self, r: &Reach) -> Vec<Check> {
         let who = r.name.clone().unwrap_or_else(|| r.peer.clone());
         let name = format!("reach {}", r.peer);
-        let port = self.port;
+        let port = self.facts.port;
         let errors = if r.errors.is_empty() {
             String::new()
         } else {
@@ -446,7 +514,7 @@ impl Shared {
             .fix(firewall_here)
         };
         checks.push(check);
-        if self.config.mdns {
+        if self.facts.mdns {
             let where_ = r.address.clone().unwrap_or_else(|| r.peer.clone());
             checks.push(if r.mdns {
                 Check::new(
@@ -477,11 +545,12 @@ impl Shared {
                 .and_then(|s| s.trim().parse::<u64>().ok())
         };
         let (rmem, wmem) = (read("rmem_max"), read("wmem_max"));
-        let show = |v: Option<u64>| v.map_or_else(|| "unknown".to_owned(), human_bytes);
+        let show =
+            |v: Option<u64>| v.map_or_else(|| "unknown".to_owned(), |v| HumanBytes(v).to_string());
         let limits = format!("net.core.rmem_max {}, wmem_max {}", show(rmem), show(wmem));
         let fix = "sudo sysctl -w net.core.rmem_max=7500000 net.core.wmem_max=7500000 \
                    (the lanshare package installs this as /usr/lib/sysctl.d/60-lanshare.conf)";
-        if let Some(warning) = &self.buffer_warning {
+        if let Some(warning) = &self.facts.buffer_warning {
             return Check::new(
                 "udp buffers",
                 Verdict::Warn,
@@ -494,7 +563,7 @@ impl Shared {
             return Check::new(
                 "udp buffers",
                 Verdict::Warn,
-                format!("{limits}: below the {} QUIC asks for", human_bytes(wanted)),
+                format!("{limits}: below the {} QUIC asks for", HumanBytes(wanted)),
             )
             .fix(fix);
         }
@@ -503,7 +572,7 @@ impl Shared {
             Verdict::Ok,
             format!(
                 "the QUIC socket got its {} buffers ({limits})",
-                human_bytes(wanted)
+                HumanBytes(wanted)
             ),
         )
     }

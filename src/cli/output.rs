@@ -1,0 +1,81 @@
+//! What every command's output shares: stdout that reports a closed pipe
+//! instead of panicking, one JSON document for `--json`, and the formats
+//! of times and durations.
+
+use anyhow::Result;
+use serde::de::DeserializeOwned;
+
+/// `writeln!` to stdout that returns an error instead of panicking when
+/// stdout is closed (`share peers | head -1`); `main` treats a broken
+/// pipe as success.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+pub(super) use outln;
+
+/// The daemon's answer as the type the command expects.
+pub(super) fn parse<T: DeserializeOwned>(data: serde_json::Value) -> Result<T> {
+    Ok(serde_json::from_value(data)?)
+}
+
+/// `--json`: the document on one line.
+pub(super) fn json(data: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    outln!("{}", serde_json::to_string(data)?);
+    Ok(())
+}
+
+/// "12 s ago", "3 min ago", "2 h ago", "4 d ago".
+pub(super) fn ago(seconds: u64) -> String {
+    match seconds {
+        0..=1 => "now".into(),
+        2..=119 => format!("{seconds} s ago"),
+        120..=7199 => format!("{} min ago", seconds / 60),
+        7200..=172_799 => format!("{} h ago", seconds / 3600),
+        _ => format!("{} d ago", seconds / 86_400),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) for seconds since the Unix epoch.
+pub(super) fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc(1_795_664_161), "2026-11-26 03:36");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(ago(1), "now");
+        assert_eq!(ago(59), "59 s ago");
+        assert_eq!(ago(600), "10 min ago");
+        assert_eq!(ago(7200), "2 h ago");
+        assert_eq!(ago(3 * 86_400), "3 d ago");
+    }
+}

@@ -1,0 +1,338 @@
+//! `share send`: files and directories (opened here, as the user, and
+//! passed to the daemon as open descriptors), `--text`, and `--queue`;
+//! the progress bar and the result.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::output::{json, outln, parse};
+use crate::control::client::{self, ClientError};
+use crate::control::{Request, ResultStatus, SendEntry, SendEvent};
+use crate::outgoing::{SendResult, TextResult};
+use crate::protocol::{HumanBytes, MAX_TEXT_LEN};
+use crate::queue::QueuedSend;
+use crate::transfer::source::{self, Layout};
+use crate::transport::dial::Preference;
+
+/// `share send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Device name, device-ID prefix, or HOST:PORT.
+    pub peer: String,
+    /// Files and directories to send.
+    #[arg(required_unless_present = "text")]
+    pub paths: Vec<PathBuf>,
+    /// Send this short text instead of files (at most 64 KiB; `-` reads
+    /// it from stdin).
+    #[arg(long, value_name = "TEXT", conflicts_with = "paths")]
+    pub text: Option<String>,
+    /// Queue the send and return at once; it goes out when the peer is
+    /// reachable, even after a daemon restart (`share queue` lists it).
+    #[arg(long, conflicts_with = "text")]
+    pub queue: bool,
+    /// Transport: race QUIC and TCP (auto), or force one.
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
+    pub transport: TransportArg,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--transport` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TransportArg {
+    /// QUIC with TCP fallback.
+    Auto,
+    /// QUIC only.
+    Quic,
+    /// TCP+TLS only.
+    Tcp,
+}
+
+impl From<TransportArg> for Preference {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Auto => Self::Auto,
+            TransportArg::Quic => Self::Quic,
+            TransportArg::Tcp => Self::Tcp,
+        }
+    }
+}
+
+/// `share send ...`.
+pub(super) async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
+    if let Some(text) = &args.text {
+        return send_text(sockets, &args, text).await;
+    }
+    // Walk the tree and open every file here, with the user's own
+    // permissions; the daemon gets open files, never paths (the system
+    // service cannot read home directories, and must never read a file
+    // for a user who could not). A file the user cannot read fails here,
+    // named, before anything is sent. (`main` raised the open-file limit
+    // for `share send` before any thread started.)
+    let paths = args.paths.clone();
+    let (layout, files) = tokio::task::spawn_blocking(move || {
+        let layout = source::walk(&paths)?;
+        let files = layout
+            .entries
+            .iter()
+            .filter(|e| !e.dir)
+            .map(source::LayoutEntry::open)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, source::SourceError>((layout, files))
+    })
+    .await
+    .context("internal error: the file scan stopped")??;
+    if args.queue {
+        return queue_send(sockets, &args, &layout, &files).await;
+    }
+    let (entries, skipped) = request_layout(&layout);
+    let request = Request::Send {
+        peer: args.peer.clone(),
+        entries,
+        skipped,
+        transport: args.transport.into(),
+        retry_for_s: None,
+    };
+    let fds = crate::control::fds::borrow_all(&files);
+    let mut progress = SendProgress::new(!args.json);
+    let result =
+        client::call_with_files(sockets, request, &fds, |event| progress.event(&event)).await;
+    progress.finish();
+    match result {
+        Ok(data) => send_result(data, args.json),
+        Err(e) => {
+            if args.json {
+                send_failure(&args.peer, &e)?;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The layout as the control request carries it: entries (matched in
+/// order by the passed files) and the skipped specials as text.
+fn request_layout(layout: &source::Layout) -> (Vec<SendEntry>, Vec<String>) {
+    let entries = layout
+        .entries
+        .iter()
+        .map(|e| SendEntry {
+            path: e.path.clone(),
+            dir: e.dir,
+        })
+        .collect();
+    let skipped = layout.skipped.iter().map(ToString::to_string).collect();
+    (entries, skipped)
+}
+
+/// `share send` result.
+fn send_result(data: serde_json::Value, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(&data);
+    }
+    let r: SendResult = parse(data)?;
+    let rate = if r.seconds > 0.0 {
+        format!(", {}/s", HumanBytes((r.bytes as f64 / r.seconds) as u64))
+    } else {
+        String::new()
+    };
+    outln!(
+        "sent {} file{} ({}) to {} over {} in {:.2} s{rate}",
+        r.files,
+        if r.files == 1 { "" } else { "s" },
+        HumanBytes(r.bytes),
+        r.peer,
+        r.transport,
+        r.seconds
+    );
+    Ok(())
+}
+
+/// `share send --json` when the send failed: one document with `status`
+/// `failed`, the peer as given, the message and its kind.
+fn send_failure(peer: &str, error: &ClientError) -> Result<()> {
+    let document = serde_json::json!({
+        "status": ResultStatus::Failed,
+        "peer": peer,
+        "error": error.to_string(),
+        "kind": error.kind(),
+    });
+    json(&document)
+}
+
+/// Progress display for `share send` on a terminal.
+struct SendProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl SendProgress {
+    /// Shows progress only if `enabled` and stderr is a terminal.
+    fn new(enabled: bool) -> Self {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_message("preparing…");
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+
+    /// Updates the display for one event.
+    fn event(&mut self, event: &SendEvent) {
+        let Some(bar) = &self.bar else {
+            match event {
+                SendEvent::Prepared { skipped, .. } => {
+                    for s in skipped {
+                        eprintln!("warning: skipped {s}");
+                    }
+                }
+                SendEvent::Retrying { in_s, reason, .. } => {
+                    eprintln!("interrupted: {reason}; resuming in {in_s} s");
+                }
+                _ => {}
+            }
+            return;
+        };
+        match event {
+            SendEvent::Prepared { bytes, skipped, .. } => {
+                for s in skipped {
+                    bar.println(format!("warning: skipped {s}"));
+                }
+                bar.set_length(*bytes);
+            }
+            SendEvent::Connected { peer, transport } => {
+                bar.set_message(format!("connected to {peer} over {transport}"));
+            }
+            SendEvent::Waiting { peer, .. } => {
+                bar.set_message(format!("waiting for {peer} to accept…"));
+            }
+            SendEvent::Retrying { in_s, reason, .. } => {
+                bar.println(format!("interrupted: {reason}; resuming in {in_s} s"));
+            }
+            SendEvent::Progress { bytes_done, bytes } => {
+                if bar.length() != Some(*bytes) || bar.position() == 0 && *bytes_done > 0 {
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    bar.set_length(*bytes);
+                }
+                bar.set_position(*bytes_done);
+            }
+        }
+    }
+
+    /// Removes the bar.
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Reads the text of `share send --text`: the argument, or stdin for `-`,
+/// refusing more than [`MAX_TEXT_LEN`] bytes without reading further.
+fn text_argument(text: &str) -> Result<String> {
+    let text = if text == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(MAX_TEXT_LEN as u64 + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read the text from stdin")?;
+        if bytes.len() > MAX_TEXT_LEN {
+            bail!(
+                "the text on stdin is more than {MAX_TEXT_LEN} bytes (64 KiB), the limit for texts; send it as a file instead"
+            );
+        }
+        String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("stdin is not UTF-8 text; send it as a file instead"))?
+    } else {
+        text.to_owned()
+    };
+    if let Err(reason) = crate::transfer::text::check_text(&text) {
+        bail!("{reason}");
+    }
+    Ok(text)
+}
+
+/// `share send PEER --text TEXT`.
+async fn send_text(sockets: &[PathBuf], args: &SendArgs, text: &str) -> Result<()> {
+    let text = text_argument(text)?;
+    let request = Request::SendText {
+        peer: args.peer.clone(),
+        text,
+        transport: args.transport.into(),
+    };
+    let mut progress = SendProgress::new(!args.json);
+    let result = client::call(sockets, request, |event| progress.event(&event)).await;
+    progress.finish();
+    match result {
+        Ok(data) if args.json => json(&data),
+        Ok(data) => {
+            let r: TextResult = parse(data)?;
+            outln!(
+                "sent text ({}) to {} over {} in {:.2} s",
+                HumanBytes(r.bytes),
+                r.peer,
+                r.transport,
+                r.seconds
+            );
+            Ok(())
+        }
+        Err(e) => {
+            if args.json {
+                send_failure(&args.peer, &e)?;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `share send --queue PEER PATH...`: hand the open files and the paths to
+/// the daemon, which keeps them until the peer is reachable.
+async fn queue_send(
+    sockets: &[PathBuf],
+    args: &SendArgs,
+    layout: &Layout,
+    files: &[std::fs::File],
+) -> Result<()> {
+    let roots = args
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let (entries, skipped) = request_layout(layout);
+    let request = Request::QueueSend {
+        peer: args.peer.clone(),
+        entries,
+        skipped,
+        transport: args.transport.into(),
+        roots,
+    };
+    for s in &layout.skipped {
+        eprintln!("warning: skipped {s}");
+    }
+    let fds = crate::control::fds::borrow_all(files);
+    let data = client::call_with_files(sockets, request, &fds, |_| {}).await?;
+    if args.json {
+        return json(&data);
+    }
+    let q: QueuedSend = parse(data)?;
+    outln!(
+        "queued send {} to {}: {} ({} file{}); it goes out when {} is reachable (`share queue` lists it)",
+        q.id,
+        q.peer,
+        q.names.join(", "),
+        q.files,
+        if q.files == 1 { "" } else { "s" },
+        q.peer
+    );
+    Ok(())
+}

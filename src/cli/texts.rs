@@ -1,0 +1,72 @@
+//! Received texts: `share inbox` and `share receive --text`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::output::{json, outln, parse, utc};
+use crate::control::{Request, client};
+use crate::intake::inbox::InboxText;
+
+/// `share receive`.
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Print the newest unread text to stdout, exactly as sent, and mark it read.
+    #[arg(long, required = true)]
+    pub text: bool,
+    /// If no text is unread, wait up to SECS for the next one.
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<u64>,
+    /// Print one JSON document (sender, time, text) instead of the bare text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `share inbox`.
+pub(super) async fn inbox(sockets: &[PathBuf], as_json: bool) -> Result<()> {
+    let data = client::call(sockets, Request::Inbox, |_| {}).await?;
+    if as_json {
+        return json(&data);
+    }
+    let texts: Vec<InboxText> = parse(data)?;
+    if texts.is_empty() {
+        outln!("no texts received");
+        return Ok(());
+    }
+    outln!("ID        RECEIVED (UTC)    NEW  FROM            TEXT");
+    for t in texts {
+        let first = t.text.lines().next().unwrap_or("");
+        let mut shown: String = first.chars().filter(|c| !c.is_control()).take(60).collect();
+        if first.chars().count() > 60 || t.text.lines().nth(1).is_some() {
+            shown.push('…');
+        }
+        outln!(
+            "{:8}  {:16}  {:3}  {:14}  {}",
+            t.id,
+            utc(t.received),
+            if t.read { "" } else { "*" },
+            t.peer,
+            shown
+        );
+    }
+    Ok(())
+}
+
+/// `share receive --text [--wait SECS]`.
+pub(super) async fn receive(sockets: &[PathBuf], args: ReceiveArgs) -> Result<()> {
+    let data = client::call(sockets, Request::ReceiveText { wait_s: args.wait }, |_| {}).await?;
+    if args.json {
+        return json(&data);
+    }
+    let text: InboxText = parse(data)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.text.as_bytes())?;
+    // Exact bytes for pipes; a final newline for a terminal prompt.
+    if out.is_terminal() && !text.text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! `share id` and `share status`: what the daemon is, and a summary of
+//! what it is doing, gathered from each feature.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use crate::control::{IdInfo, StatusInfo};
+use crate::discovery::PeerTable;
+use crate::doctor::interface_report;
+use crate::identity::DeviceId;
+use crate::intake::AcceptPolicy;
+use crate::intake::inbox::Inbox;
+use crate::pairing::Pairings;
+use crate::peers::Connector;
+use crate::registry::{Direction, Registry, State};
+use crate::transport::TransportKind;
+
+/// What `share status` reports about the daemon's set-up.
+#[derive(Debug, Clone)]
+pub(super) struct Setup {
+    pub(super) name: String,
+    pub(super) id: DeviceId,
+    pub(super) port: u16,
+    pub(super) transports: Vec<TransportKind>,
+    pub(super) mdns: bool,
+    pub(super) interfaces: Vec<String>,
+    pub(super) accept: AcceptPolicy,
+    pub(super) download_dir: PathBuf,
+    pub(super) state_dir: PathBuf,
+    pub(super) started: Instant,
+}
+
+/// The sources of `share status`.
+pub(super) struct Status {
+    pub(super) setup: Setup,
+    /// Conditions worth a user's attention; grows if systemd notification
+    /// fails later on.
+    pub(super) warnings: Mutex<Vec<String>>,
+    pub(super) peers: PeerTable,
+    pub(super) registry: Registry,
+    pub(super) pairings: Arc<Pairings>,
+    pub(super) inbox: Arc<Inbox>,
+    pub(super) connector: Arc<Connector>,
+}
+
+impl Status {
+    /// Adds a warning for `share status`.
+    pub(super) fn warn(&self, warning: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(warning);
+    }
+
+    /// `share id`.
+    pub(super) fn id(&self) -> IdInfo {
+        IdInfo {
+            name: self.setup.name.clone(),
+            id: self.setup.id,
+        }
+    }
+
+    /// `share status`.
+    pub(super) fn report(&self) -> StatusInfo {
+        let transfers = self.registry.list();
+        let active = transfers
+            .iter()
+            .filter(|t| matches!(t.state, State::Pending | State::Active))
+            .count();
+        let offers_to_answer = transfers
+            .iter()
+            .filter(|t| t.direction == Direction::In && t.state == State::Pending)
+            .count();
+        let setup = &self.setup;
+        StatusInfo {
+            name: setup.name.clone(),
+            id: setup.id,
+            port: setup.port,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: crate::protocol::VERSION,
+            uptime_s: setup.started.elapsed().as_secs(),
+            transports: setup.transports.clone(),
+            mdns: setup.mdns,
+            accept: setup.accept,
+            peers: self.peers.list().len(),
+            active_transfers: active,
+            offers_to_answer,
+            pairings_to_confirm: self.pairings.to_confirm(),
+            unread_texts: self.inbox.unread().unwrap_or(0),
+            quic_broken_paths: self.connector.broken_paths(),
+            download_dir: setup.download_dir.clone(),
+            state_dir: setup.state_dir.clone(),
+            warnings: self
+                .warnings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            interfaces: interface_report(&setup.interfaces, setup.mdns),
+        }
+    }
+}

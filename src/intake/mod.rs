@@ -1,0 +1,272 @@
+//! The intake: where every incoming offer goes, whatever wire protocol
+//! delivered it.
+//!
+//! A receiving session (the lanshare protocol's in [`crate::transfer`]
+//! today, LocalSend's later) turns what its peer sent into the terms here
+//! and leaves every decision to the [`Intake`]:
+//!
+//! 1. [`Intake::check_files`]: the offer's structure against the limits,
+//!    its paths through the store's sanitiser, and free space, before
+//!    anything is asked of the user or created on disk;
+//! 2. [`Intake::register`]: the offer appears in `share transfers` (the
+//!    [`Registry`]) with its progress counters and cancel token, and the
+//!    history records how it ends;
+//! 3. [`Intake::consent`]: policy, trust, or the user's `share accept` /
+//!    `share reject` before the offer expires ([`consent`]);
+//! 4. the data lands through the staging store ([`Intake::download`]), or a
+//!    text in the inbox ([`Intake::deliver_text`]).
+//!
+//! The session keeps what only its protocol knows: framing, how data and
+//! checksums arrive, resume records, and how to answer its sender. The
+//! offer is described by a [`Manifest`] (names, kinds and sizes); a
+//! protocol whose offers have no lanshare version tags or block size
+//! (LocalSend: names, sizes, optional SHA-256) fills those fields with
+//! its own values and verifies its data its own way before commit.
+//!
+//! Who offers is a [`Sender`]: the identity the transport proved (a
+//! certificate hash) and the name the peer gave, already cleaned at the
+//! handshake. A cleaned-name type slots in there.
+
+pub mod consent;
+pub mod inbox;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use consent::{AcceptPolicy, Declined, MAX_PENDING_PER_PEER, Offering, SenderGone};
+use inbox::{Inbox, InboxError, InboxText};
+
+use crate::identity::DeviceId;
+use crate::identity::trust::TrustStore;
+use crate::protocol::{HumanBytes, Manifest, ManifestError, ManifestLimits};
+use crate::registry::{Direction, Handle, NewTransfer, Registry, TransferKind};
+use crate::store::{DownloadDir, PathError, Plan, StoreError, plan};
+use crate::transfer::text::preview;
+use crate::transport::TransportKind;
+
+/// Who offers something: proven identity, given name, transport.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// The identity the transport's handshake proved.
+    pub id: DeviceId,
+    /// The name it gave (cleaned of control characters).
+    pub name: String,
+    /// How it reached us.
+    pub transport: TransportKind,
+}
+
+/// What is offered.
+#[derive(Debug, Clone, Copy)]
+pub enum Offer<'a> {
+    /// Files and directories.
+    Files(&'a Manifest),
+    /// A short text.
+    Text(&'a str),
+}
+
+/// Why an offer of files is refused before anyone is asked; the text is
+/// what the sender is told.
+#[derive(Debug, thiserror::Error)]
+pub enum OfferRefused {
+    /// Too many entries, too large, malformed.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A path that cannot be written safely.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The download directory's file system lacks room.
+    #[error("not enough space on the receiver: {} needed, {} free", HumanBytes(*needed), HumanBytes(*free))]
+    NoSpace {
+        /// Bytes offered.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+    },
+    /// Free space could not be checked.
+    #[error("receiver cannot check its download directory: {0}")]
+    Unchecked(StoreError),
+}
+
+/// How the intake behaves (from the daemon's configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Which offers are accepted without asking.
+    pub policy: AcceptPolicy,
+    /// How long an offer waits for a decision before it expires.
+    pub offer_timeout: Duration,
+    /// Limits on offers.
+    pub limits: ManifestLimits,
+}
+
+/// Incoming offers: consent, the transfer table, the inbox and the
+/// staging store, behind one interface.
+pub struct Intake {
+    settings: Settings,
+    download: Arc<DownloadDir>,
+    trust: TrustStore,
+    registry: Registry,
+    inbox: Arc<Inbox>,
+}
+
+impl Intake {
+    /// An intake writing into `download` and `inbox`, listing offers in
+    /// `registry` and trusting what `trust` says.
+    pub fn new(
+        settings: Settings,
+        download: Arc<DownloadDir>,
+        trust: TrustStore,
+        registry: Registry,
+        inbox: Arc<Inbox>,
+    ) -> Self {
+        Self {
+            settings,
+            download,
+            trust,
+            registry,
+            inbox,
+        }
+    }
+
+    /// The download directory, where staged data lands.
+    pub fn download(&self) -> &Arc<DownloadDir> {
+        &self.download
+    }
+
+    /// The offer limits.
+    pub fn limits(&self) -> &ManifestLimits {
+        &self.settings.limits
+    }
+
+    /// The received texts.
+    pub fn inbox(&self) -> &Arc<Inbox> {
+        &self.inbox
+    }
+
+    /// Checks an offer of files: structure and limits, every path, and
+    /// (unless it resumes one that reserved its space before) free space.
+    /// `Ok` is the checked path plan that staging takes.
+    ///
+    /// # Errors
+    /// Why the offer is refused, in words for the sender.
+    pub fn check_files(&self, manifest: &Manifest, resuming: bool) -> Result<Plan, OfferRefused> {
+        let limits = &self.settings.limits;
+        manifest.validate(limits)?;
+        let plan = plan(manifest, limits.max_depth)?;
+        if resuming {
+            return Ok(plan);
+        }
+        let needed = manifest.total_bytes();
+        match self.download.free_space() {
+            Ok(free) if free < needed => Err(OfferRefused::NoSpace { needed, free }),
+            Ok(_) => Ok(plan),
+            Err(e) => Err(OfferRefused::Unchecked(e)),
+        }
+    }
+
+    /// Lists an offer in the transfer table (active until [`Self::consent`]
+    /// makes it pending); its [`Handle`] carries progress and cancel, and
+    /// its final state reaches the history.
+    pub fn register(&self, sender: &Sender, offer: Offer<'_>) -> Handle {
+        let (files, bytes, names, kind) = match offer {
+            Offer::Files(manifest) => (
+                manifest.file_count(),
+                manifest.total_bytes(),
+                top_level_names(manifest),
+                TransferKind::Files,
+            ),
+            Offer::Text(text) => (
+                0,
+                text.len() as u64,
+                vec![preview(text)],
+                TransferKind::Text,
+            ),
+        };
+        let handle = self.registry.start(NewTransfer {
+            direction: Direction::In,
+            peer: sender.name.clone(),
+            peer_id: sender.id,
+            files,
+            bytes,
+            transport: sender.transport,
+            names,
+        });
+        handle.set_kind(kind);
+        handle
+    }
+
+    /// Whether the offer registered as `handle` goes ahead (see
+    /// [`consent`]). A declined offer is recorded as such here; the
+    /// session answers its sender.
+    ///
+    /// # Errors
+    /// The final state and why, when it does not go ahead.
+    pub async fn consent(
+        &self,
+        sender: &Sender,
+        offer: Offer<'_>,
+        handle: &Handle,
+        gone: impl Future<Output = SenderGone>,
+    ) -> Result<(), Declined> {
+        let rules = consent::Rules {
+            policy: self.settings.policy,
+            trust: &self.trust,
+            registry: &self.registry,
+            offer_timeout: self.settings.offer_timeout,
+        };
+        let offering = match offer {
+            Offer::Files(manifest) => Offering::Files {
+                files: manifest.file_count(),
+                bytes: manifest.total_bytes(),
+            },
+            Offer::Text(_) => Offering::Text,
+        };
+        let result = consent::decide(&rules, sender, offering, handle, gone).await;
+        if let Err(declined) = &result {
+            tracing::info!(
+                id = handle.id(),
+                "{} from {} not accepted: {}",
+                offering.noun(),
+                sender.name,
+                declined.reason
+            );
+            handle.finish(declined.state, Some(declined.reason.clone()));
+        }
+        result
+    }
+
+    /// Stores an accepted text in the inbox and counts it as carried.
+    ///
+    /// # Errors
+    /// The inbox could not be written.
+    pub fn deliver_text(
+        &self,
+        handle: &Handle,
+        sender: &Sender,
+        text: &str,
+    ) -> Result<InboxText, InboxError> {
+        let stored = self
+            .inbox
+            .store(handle.id(), &sender.name, sender.id, text)?;
+        handle.add_sent(text.len() as u64);
+        tracing::info!(
+            id = handle.id(),
+            bytes = text.len(),
+            "text from {} in the inbox (share receive --text)",
+            sender.name
+        );
+        Ok(stored)
+    }
+}
+
+/// The distinct first path components, in offer order.
+fn top_level_names(manifest: &Manifest) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for entry in &manifest.entries {
+        let top = entry.path.split('/').next().unwrap_or_default();
+        if !names.iter().any(|n| n == top) {
+            names.push(top.to_owned());
+        }
+    }
+    names
+}

@@ -1,0 +1,514 @@
+//! Outgoing sends: one service that every sender shares (`share send`,
+//! `share send --text`, the send queue), whatever carries the bytes.
+//!
+//! A [`SendJob`] names the peer as the user typed it, what to send and how
+//! hard to try; [`SendService::send`] resolves the peer, prepares the
+//! payload (the daemon never opens a path a user names: files arrive as
+//! open descriptors, see [`crate::transfer::source`]), and makes attempts
+//! (`native`: the lanshare protocol) until one succeeds or
+//! [`retry`] says to stop. Progress streams to the caller as
+//! [`SendEvent`]s; the result is a [`SendReport`] or a [`SendError`] that
+//! says how far the send got ([`SendError::reached_peer`]), which is all
+//! the queue needs to know.
+//!
+//! A second protocol (LocalSend) plugs in beside `native`: resolution
+//! picks the protocol, and its attempt function registers and reports
+//! the same way.
+
+mod native;
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::DeviceId;
+use crate::peers::{Connector, ResolveError, Resolver};
+use crate::registry::{Handle, Registry, State, TransferKind};
+use crate::transfer::source::{self, Source, SourceError, SourceFile};
+use crate::transfer::text::{TextError, check_text, preview};
+use crate::transfer::{MESSAGE_TIMEOUT, TransferError};
+use crate::transport::TransportKind;
+use crate::transport::dial::{DialError, Preference};
+use retry::{AttemptError, Next, RetryPlan};
+
+/// Progress of `share send`, streamed to the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SendEvent {
+    /// The files are open and the offer is built.
+    Prepared {
+        /// Number of files.
+        files: usize,
+        /// Total bytes.
+        bytes: u64,
+        /// Special files skipped inside directories.
+        skipped: Vec<String>,
+    },
+    /// Connected and authenticated.
+    Connected {
+        /// Peer name.
+        peer: String,
+        /// Transport won by the race.
+        transport: TransportKind,
+    },
+    /// Waiting for the receiver to accept.
+    Waiting {
+        /// Peer name.
+        peer: String,
+        /// Transfer ID on this side.
+        id: String,
+    },
+    /// The transfer was interrupted and will be retried.
+    Retrying {
+        /// Attempts made so far.
+        attempt: u32,
+        /// Seconds until the next attempt.
+        in_s: u64,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Bytes sent so far.
+    Progress {
+        /// Bytes sent.
+        bytes_done: u64,
+        /// Total.
+        bytes: u64,
+    },
+}
+
+/// Result of `share send`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendResult {
+    /// Always `done` (failures are errors).
+    pub status: ResultStatus,
+    /// Peer name.
+    pub peer: String,
+    /// Peer device ID.
+    pub peer_id: DeviceId,
+    /// Transfer ID.
+    pub id: String,
+    /// Transport used.
+    pub transport: TransportKind,
+    /// Files sent.
+    pub files: usize,
+    /// Bytes of file content.
+    pub bytes: u64,
+    /// Bytes of file data actually sent over the network, over all
+    /// attempts (less than `bytes` when a transfer resumed).
+    pub bytes_sent: u64,
+    /// Connections it took (1 unless interrupted and resumed).
+    pub attempts: u32,
+    /// Wall time from request to `Done`.
+    pub seconds: f64,
+    /// Special files that were skipped.
+    pub skipped: Vec<String>,
+}
+
+/// Result of `share send --text`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TextResult {
+    /// Always `done` (failures are errors).
+    pub status: ResultStatus,
+    /// Peer name.
+    pub peer: String,
+    /// Peer device ID.
+    pub peer_id: DeviceId,
+    /// Transfer ID on this side.
+    pub id: String,
+    /// Transport used.
+    pub transport: TransportKind,
+    /// Length of the text in bytes.
+    pub bytes: u64,
+    /// Wall time from request to the receiver's confirmation.
+    pub seconds: f64,
+}
+
+/// `status` of a result document: `done` in a success, `failed` in the
+/// document `share ... --json` prints for a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultStatus {
+    /// It happened: the receiver confirmed.
+    Done,
+    /// It did not (the document also carries `error` and `kind`).
+    Failed,
+}
+
+/// What to send.
+#[derive(Debug)]
+pub enum Payload {
+    /// Files and directories: each entry's offered name and, for a file,
+    /// the open file the CLI passed; plus the special files the CLI left
+    /// out of named directories.
+    Files {
+        /// The entries, parents before children.
+        what: Vec<(String, Option<SourceFile>)>,
+        /// Left out, as text for the user.
+        skipped: Vec<String>,
+    },
+    /// A short text.
+    Text(String),
+}
+
+/// One send: to whom, what, how.
+#[derive(Debug)]
+pub struct SendJob {
+    /// Name, device-ID prefix or `HOST:PORT`, as the user typed it.
+    pub peer: String,
+    /// What to send.
+    pub payload: Payload,
+    /// Which transports to use.
+    pub preference: Preference,
+    /// How long an interrupted file transfer keeps retrying; `None` = the
+    /// daemon's `retry_s`. Texts are not retried.
+    pub retry_for: Option<Duration>,
+}
+
+/// A send that completed: the receiver confirmed.
+#[derive(Debug, Clone)]
+pub enum SendReport {
+    /// Files, verified and in place at the receiver.
+    Files(SendResult),
+    /// A text, in the receiver's inbox.
+    Text(TextResult),
+}
+
+/// Why a send did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Nothing to send.
+    #[error("nothing to send: give at least one file or directory")]
+    Empty,
+    /// A file cannot be sent (the descriptor is not a readable file, a
+    /// name is not sendable).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The text cannot be sent.
+    #[error(transparent)]
+    Text(#[from] TextError),
+    /// The peer could not be resolved.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// No connection could be made.
+    #[error("cannot connect to {label}: {error}")]
+    Connect {
+        /// What was dialed.
+        label: String,
+        /// Why.
+        error: DialError,
+    },
+    /// Cancelled before anything reached the peer.
+    #[error("cancelled")]
+    Cancelled,
+    /// It reached the peer (the transfer is in `share transfers` and the
+    /// history) and then failed for good.
+    #[error(transparent)]
+    Transfer(AttemptError),
+    /// A task of the daemon failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SendError {
+    /// Whether the send reached the peer: its outcome is recorded, and
+    /// sending again would be a new transfer. A queued send that did not
+    /// reach its peer keeps waiting for it.
+    pub fn reached_peer(&self) -> bool {
+        matches!(self, Self::Transfer(_))
+    }
+
+    /// Whether the job itself is at fault: sending again cannot help.
+    pub fn is_bad_job(&self) -> bool {
+        matches!(self, Self::Empty | Self::Source(_) | Self::Text(_))
+    }
+}
+
+/// How the service behaves (from the daemon's configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long an interrupted file transfer keeps retrying by default.
+    pub retry_window: Duration,
+    /// How long the receiver's user has to accept (the receiver's offer
+    /// timeout, which we cannot know, is at most this; plus slack).
+    pub consent_timeout: Duration,
+}
+
+impl Settings {
+    /// Settings for a daemon whose own offers expire after
+    /// `offer_timeout`: a peer configured alike answers within it.
+    pub fn new(retry_window: Duration, offer_timeout: Duration) -> Self {
+        Self {
+            retry_window,
+            consent_timeout: offer_timeout + MESSAGE_TIMEOUT,
+        }
+    }
+}
+
+/// The outgoing-send service.
+pub struct SendService {
+    connector: Arc<Connector>,
+    resolver: Resolver,
+    registry: Registry,
+    settings: Settings,
+}
+
+/// A payload ready to offer.
+#[derive(Debug)]
+enum Prepared {
+    Files {
+        source: Source,
+        /// Top-level names, for listings.
+        names: Vec<String>,
+        skipped: Vec<String>,
+    },
+    Text(String),
+}
+
+impl Prepared {
+    fn file_count(&self) -> usize {
+        match self {
+            Self::Files { source, .. } => source.manifest.file_count(),
+            Self::Text(_) => 0,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            Self::Files { source, .. } => source.manifest.total_bytes(),
+            Self::Text(text) => text.len() as u64,
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self {
+            Self::Files { names, .. } => names.clone(),
+            Self::Text(text) => vec![preview(text)],
+        }
+    }
+
+    fn kind(&self) -> TransferKind {
+        match self {
+            Self::Files { .. } => TransferKind::Files,
+            Self::Text(_) => TransferKind::Text,
+        }
+    }
+}
+
+impl SendService {
+    /// A service dialing with `connector`, resolving with `resolver` and
+    /// listing sends in `registry`.
+    pub fn new(
+        connector: Arc<Connector>,
+        resolver: Resolver,
+        registry: Registry,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            connector,
+            resolver,
+            registry,
+            settings,
+        }
+    }
+
+    /// Runs `job` to the end, streaming progress to `events`; `cancel`
+    /// stops it (the receiver is told).
+    ///
+    /// # Errors
+    /// Why it did not complete, and how far it got.
+    pub async fn send(
+        &self,
+        job: SendJob,
+        events: mpsc::UnboundedSender<SendEvent>,
+        cancel: CancellationToken,
+    ) -> Result<SendReport, SendError> {
+        let started = Instant::now();
+        let (payload, mut plan) = match job.payload {
+            Payload::Files { what, skipped } => {
+                if what.is_empty() {
+                    return Err(SendError::Empty);
+                }
+                let window = job.retry_for.unwrap_or(self.settings.retry_window);
+                (
+                    PayloadIn::Files { what, skipped },
+                    RetryPlan::new(started, window),
+                )
+            }
+            Payload::Text(text) => {
+                check_text(&text)?;
+                (PayloadIn::Text(text), RetryPlan::never(started))
+            }
+        };
+        let mut target = self.resolver.resolve(&job.peer).await?;
+        let payload = prepare(payload).await?;
+        if let Prepared::Files {
+            source, skipped, ..
+        } = &payload
+        {
+            if !skipped.is_empty() {
+                tracing::warn!(skipped = ?skipped, "special files are not sent");
+            }
+            let _ = events.send(SendEvent::Prepared {
+                files: source.manifest.file_count(),
+                bytes: source.manifest.total_bytes(),
+                skipped: skipped.clone(),
+            });
+        }
+
+        let mut handle: Option<Handle> = None;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let result = native::attempt(
+                native::Attempt {
+                    connector: &self.connector,
+                    registry: &self.registry,
+                    target: &target,
+                    preference: job.preference,
+                    payload: &payload,
+                    consent_timeout: self.settings.consent_timeout,
+                    events: &events,
+                    cancel: &cancel,
+                },
+                &mut handle,
+            )
+            .await;
+            let error = match result {
+                Ok(delivered) => {
+                    let Some(handle) = handle else {
+                        return Err(SendError::Internal("no transfer handle".into()));
+                    };
+                    handle.finish(State::Done, None);
+                    return Ok(report(
+                        &payload, delivered, &handle, attempts, started, &events,
+                    ));
+                }
+                Err(e) => e,
+            };
+            let next = if cancel.is_cancelled() {
+                Next::GiveUp
+            } else {
+                plan.after(&error, handle.is_some(), Instant::now())
+            };
+            let Next::RetryIn(wait) = next else {
+                return Err(match &handle {
+                    Some(handle) => {
+                        handle.finish(error.final_state(), Some(error.to_string()));
+                        SendError::Transfer(error)
+                    }
+                    None => match error {
+                        AttemptError::Dial(label, error) => SendError::Connect { label, error },
+                        AttemptError::Transfer(TransferError::Cancelled) => SendError::Cancelled,
+                        other => SendError::Transfer(other),
+                    },
+                });
+            };
+            tracing::info!(
+                attempt = attempts,
+                retry_in_s = wait.as_secs(),
+                "send interrupted: {error}; retrying"
+            );
+            let _ = events.send(SendEvent::Retrying {
+                attempt: attempts,
+                in_s: wait.as_secs(),
+                reason: error.to_string(),
+            });
+            if let Some(handle) = &handle {
+                handle.waiting();
+            }
+            let transfer_cancel = handle.as_ref().map(Handle::cancelled).unwrap_or_default();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = cancel.cancelled() => {}
+                () = transfer_cancel.cancelled() => {}
+            }
+            // The peer may have come back elsewhere (new address, restarted daemon).
+            if let Ok(again) = self.resolver.resolve(&job.peer).await {
+                target = again;
+            }
+        }
+    }
+}
+
+/// A payload as the job gives it.
+enum PayloadIn {
+    Files {
+        what: Vec<(String, Option<SourceFile>)>,
+        skipped: Vec<String>,
+    },
+    Text(String),
+}
+
+/// Builds the offer from the open files (on a blocking thread: it
+/// inspects every descriptor), or takes the text as it is.
+async fn prepare(payload: PayloadIn) -> Result<Prepared, SendError> {
+    match payload {
+        PayloadIn::Files { what, skipped } => {
+            let source = tokio::task::spawn_blocking(move || source::prepare(what))
+                .await
+                .map_err(|e| SendError::Internal(e.to_string()))??;
+            let names = source
+                .manifest
+                .entries
+                .iter()
+                .filter(|e| !e.path.contains('/'))
+                .map(|e| e.path.clone())
+                .collect();
+            Ok(Prepared::Files {
+                source,
+                names,
+                skipped,
+            })
+        }
+        PayloadIn::Text(text) => Ok(Prepared::Text(text)),
+    }
+}
+
+/// The report of a send that completed.
+fn report(
+    payload: &Prepared,
+    delivered: native::Delivered,
+    handle: &Handle,
+    attempts: u32,
+    started: Instant,
+    events: &mpsc::UnboundedSender<SendEvent>,
+) -> SendReport {
+    let bytes = payload.bytes();
+    let seconds = started.elapsed().as_secs_f64();
+    match payload {
+        Prepared::Files {
+            source, skipped, ..
+        } => {
+            let _ = events.send(SendEvent::Progress {
+                bytes_done: bytes,
+                bytes,
+            });
+            SendReport::Files(SendResult {
+                status: ResultStatus::Done,
+                peer: delivered.peer,
+                peer_id: delivered.peer_id,
+                id: handle.id().to_owned(),
+                transport: delivered.transport,
+                files: source.manifest.file_count(),
+                bytes,
+                bytes_sent: handle.bytes_sent(),
+                attempts,
+                seconds,
+                skipped: skipped.clone(),
+            })
+        }
+        Prepared::Text(_) => SendReport::Text(TextResult {
+            status: ResultStatus::Done,
+            peer: delivered.peer,
+            peer_id: delivered.peer_id,
+            id: handle.id().to_owned(),
+            transport: delivered.transport,
+            bytes,
+            seconds,
+        }),
+    }
+}

@@ -1,0 +1,161 @@
+//! One attempt of a send over the lanshare protocol: dial and `Hello`
+//! ([`Connector`]), register the transfer on the first connection, run the
+//! files session ([`transfer::send`]) or the text exchange
+//! ([`transfer::text`]), and meanwhile forward progress to the caller and
+//! turn the caller's cancel into the transfer's.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::retry::AttemptError;
+use super::{Prepared, SendEvent};
+use crate::identity::DeviceId;
+use crate::peers::{Connected, Connector, Resolved};
+use crate::registry::{Direction, Handle, NewTransfer, Registry};
+use crate::transfer::{self, SessionEvent, TransferError};
+use crate::transport::TransportKind;
+use crate::transport::dial::Preference;
+
+/// How often `share send` gets a progress line.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long the end of a link waits for the peer to take our last frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Whom an attempt reached.
+pub(super) struct Delivered {
+    pub(super) peer: String,
+    pub(super) peer_id: DeviceId,
+    pub(super) transport: TransportKind,
+}
+
+/// What one attempt needs.
+pub(super) struct Attempt<'a> {
+    pub(super) connector: &'a Connector,
+    pub(super) registry: &'a Registry,
+    pub(super) target: &'a Resolved,
+    pub(super) preference: Preference,
+    pub(super) payload: &'a Prepared,
+    /// How long the receiver's user may take to answer.
+    pub(super) consent_timeout: Duration,
+    pub(super) events: &'a mpsc::UnboundedSender<SendEvent>,
+    /// The caller's cancel (the CLI went away, the queue item was removed).
+    pub(super) cancel: &'a CancellationToken,
+}
+
+/// One connection: dial, hello, then the session. `handle` is the
+/// transfer's registration, made on the first attempt that connects and
+/// kept across attempts.
+pub(super) async fn attempt(
+    a: Attempt<'_>,
+    handle: &mut Option<Handle>,
+) -> Result<Delivered, AttemptError> {
+    let transfer_cancel = handle.as_ref().map(Handle::cancelled).unwrap_or_default();
+    let dial = a.connector.open(&a.target.target, a.preference);
+    let Connected {
+        mut framed,
+        hello,
+        transport,
+    } = tokio::select! {
+        r = dial => r.map_err(|e| AttemptError::Dial(a.target.label.clone(), e))?,
+        () = a.cancel.cancelled() => return Err(AttemptError::Transfer(TransferError::Cancelled)),
+        () = transfer_cancel.cancelled() => return Err(AttemptError::Transfer(TransferError::Cancelled)),
+    };
+    let peer_name = hello.name;
+    let peer_id = framed.link().peer;
+    let _ = a.events.send(SendEvent::Connected {
+        peer: peer_name.clone(),
+        transport,
+    });
+    let handle = handle.get_or_insert_with(|| {
+        let handle = a.registry.start(NewTransfer {
+            direction: Direction::Out,
+            peer: peer_name.clone(),
+            peer_id,
+            files: a.payload.file_count(),
+            bytes: a.payload.bytes(),
+            transport,
+            names: a.payload.names(),
+        });
+        handle.set_kind(a.payload.kind());
+        handle
+    });
+    handle.set_transport(transport);
+    let id = handle.id().to_owned();
+    let bytes = a.payload.bytes();
+
+    // Run the session; meanwhile forward its events and progress, and turn
+    // a vanished caller into a cancel.
+    let (session_tx, mut session_rx) = mpsc::unbounded_channel();
+    let transfer_cancel = handle.cancelled();
+    let result = {
+        let session = async {
+            match a.payload {
+                Prepared::Files { source, .. } => {
+                    transfer::send::send(
+                        &mut framed,
+                        &peer_name,
+                        source,
+                        handle,
+                        a.consent_timeout,
+                        session_tx,
+                    )
+                    .await
+                }
+                Prepared::Text(text) => {
+                    let sent = transfer::text::send(
+                        &mut framed,
+                        &peer_name,
+                        text,
+                        handle,
+                        a.consent_timeout,
+                        &session_tx,
+                    )
+                    .await;
+                    if sent.is_ok() {
+                        handle.add_sent(bytes);
+                    }
+                    sent
+                }
+            }
+        };
+        tokio::pin!(session);
+        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        let mut caller_gone = false;
+        loop {
+            tokio::select! {
+                r = &mut session => break r,
+                () = a.cancel.cancelled(), if !caller_gone => {
+                    caller_gone = true;
+                    transfer_cancel.cancel();
+                }
+                // `None` only once the session has returned.
+                Some(e) = session_rx.recv() => match e {
+                    SessionEvent::Waiting => {
+                        handle.waiting();
+                        let _ = a.events.send(SendEvent::Waiting { peer: peer_name.clone(), id: id.clone() });
+                    }
+                    SessionEvent::Accepted => handle.active(),
+                },
+                _ = tick.tick(), if matches!(a.payload, Prepared::Files { .. }) => {
+                    let _ = a.events.send(SendEvent::Progress { bytes_done: handle.bytes_done(), bytes });
+                }
+            }
+        }
+    };
+    let mut link = framed.into_link();
+    let _ = link.finish().await;
+    if result.is_err() || matches!(a.payload, Prepared::Text(_)) {
+        // Let our last frame reach the receiver before closing.
+        link.wait_peer_closed(LINGER).await;
+    }
+    result
+        .map(|()| Delivered {
+            peer: peer_name,
+            peer_id,
+            transport,
+        })
+        .map_err(AttemptError::Transfer)
+}

@@ -1,0 +1,236 @@
+//! Peers as the user names them: `share peers` (and `add` / `remove`),
+//! `share trust` / `share untrust`, and turning a typed PEER into a
+//! device to dial.
+//!
+//! - [`resolve`]: a name, device-ID prefix or `HOST:PORT` to a dial target,
+//!   refusing an impostor ([`Resolver`]);
+//! - [`connect`]: dialing with `Hello` and the impostor check, for every
+//!   outgoing session ([`Connector`]);
+//! - [`remembered`]: the peers kept in `peers.json` for when multicast
+//!   fails, and the loop that probes them.
+//!
+//! [`Peers`] holds what these commands need: the live peer table
+//! (discovery's), the trust store, the remembered list and a connector.
+
+pub mod connect;
+pub mod remembered;
+pub mod resolve;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub use connect::{Answered, Connected, Connector, IdentifyError};
+pub use remembered::{PROBE_INTERVAL, Remembered, SaveError};
+pub use resolve::{LookupError, ResolveError, Resolved, Resolver};
+
+use crate::discovery::{PeerSource, PeerTable};
+use crate::identity::DeviceId;
+use crate::identity::trust::{TrustError, TrustStore};
+use crate::transport::dial::Preference;
+
+/// Budget for learning who answers at an address (`share peers add`,
+/// `share trust HOST:PORT`, the remembered-peer probes, the queue's check
+/// that a peer is up): both transports, all addresses.
+pub const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// One line of `share peers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Device name.
+    pub name: String,
+    /// Device ID.
+    pub id: DeviceId,
+    /// Dialable `ip:port` addresses.
+    pub addresses: Vec<String>,
+    /// TCP fallback port, if advertised.
+    pub tcp_port: Option<u16>,
+    /// Whether the device is trusted.
+    pub trusted: bool,
+    /// How it was found.
+    pub source: PeerSource,
+    /// Seconds since it was last seen.
+    pub last_seen_s: u64,
+    /// When it was last seen (seconds since the Unix epoch).
+    #[serde(default)]
+    pub last_seen: u64,
+}
+
+/// Why a peers command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeersError {
+    /// No single device matches a name or ID prefix.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// A PEER could not be resolved to a device.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// Connecting to learn who is there failed.
+    #[error("cannot connect to {label}: {error}")]
+    Connect {
+        /// What was dialed.
+        label: String,
+        /// Why.
+        error: IdentifyError,
+    },
+    /// `share untrust` of a device that was not trusted.
+    #[error("{name} ({id}) was not trusted")]
+    NotTrusted {
+        /// Its name.
+        name: String,
+        /// Its ID.
+        id: DeviceId,
+    },
+    /// Not `HOST:PORT`.
+    #[error(
+        "\"{0}\" is not HOST:PORT (the port is the peer's service port, {port} by default)",
+        port = crate::config::DEFAULT_PORT
+    )]
+    NotAnAddress(String),
+    /// A host name that does not resolve.
+    #[error("{0}")]
+    NoSuchHost(String),
+    /// The address is this device's.
+    #[error("{0} is this device")]
+    IsSelf(SocketAddr),
+    /// No manual or remembered peer matches.
+    #[error(
+        "no manual or remembered peer matches \"{0}\"; `share peers` lists them (source manual or remembered)"
+    )]
+    NotListed(String),
+    /// Several manual or remembered peers match.
+    #[error("{} peers match \"{text}\" ({}); use a device-ID prefix", ids.len(), ids.join(", "))]
+    SeveralListed {
+        /// What the user typed.
+        text: String,
+        /// Short IDs of the matches.
+        ids: Vec<String>,
+    },
+    /// The remembered list could not be saved.
+    #[error(transparent)]
+    Save(#[from] SaveError),
+    /// The trust store could not be saved.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+}
+
+/// The peers feature: the table, the trust store, the remembered list.
+pub struct Peers {
+    table: PeerTable,
+    trust: TrustStore,
+    remembered: Remembered,
+    connector: Arc<Connector>,
+    resolver: Resolver,
+    /// This device, which `share peers add` must not add.
+    own_id: DeviceId,
+}
+
+impl Peers {
+    /// The peers of a daemon whose identity is `own_id`. Manual peers are
+    /// listed in `table` from now on, online or not.
+    pub fn new(
+        table: PeerTable,
+        trust: TrustStore,
+        remembered: Remembered,
+        connector: Arc<Connector>,
+        resolver: Resolver,
+        own_id: DeviceId,
+    ) -> Self {
+        for entry in remembered.list() {
+            if entry.manual {
+                table.upsert_unicast(entry.to_peer());
+            }
+        }
+        Self {
+            table,
+            trust,
+            remembered,
+            connector,
+            resolver,
+            own_id,
+        }
+    }
+
+    /// `share peers`: every known peer.
+    pub fn list(&self) -> Vec<PeerInfo> {
+        let now = SystemTime::now();
+        self.table
+            .list()
+            .into_iter()
+            .map(|p| PeerInfo {
+                trusted: self.trust.is_trusted(&p.id),
+                addresses: p.addrs.iter().map(ToString::to_string).collect(),
+                tcp_port: p.tcp_port,
+                source: p.source,
+                last_seen_s: now
+                    .duration_since(p.last_seen)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                last_seen: p
+                    .last_seen
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                name: p.name,
+                id: p.id,
+            })
+            .collect()
+    }
+
+    /// An authenticated connection from `id` arrived: a remembered peer
+    /// the table does not list is probed now, so both sides list each
+    /// other within a second.
+    pub fn heard_from(&self, id: &DeviceId) {
+        self.remembered.heard_from(id, &self.table);
+    }
+
+    /// `share trust PEER`: pins a device found by name or ID, or the one
+    /// that answers at `HOST:PORT`. Returns what was done, in words.
+    ///
+    /// # Errors
+    /// Nothing or several match, nobody answers, or the trust store could
+    /// not be saved.
+    pub async fn trust(&self, text: &str) -> Result<String, PeersError> {
+        let (id, name) = match self.resolver.find_device(text) {
+            Ok(found) => found,
+            Err(not_visible) => {
+                // `share trust HOST:PORT`: learn the identity by connecting.
+                let Ok(resolved) = self.resolver.resolve(text).await else {
+                    return Err(not_visible.into());
+                };
+                let answered = self
+                    .connector
+                    .identify(&resolved.target, Preference::Auto, IDENTIFY_TIMEOUT)
+                    .await
+                    .map_err(|error| PeersError::Connect {
+                        label: resolved.label,
+                        error,
+                    })?;
+                (answered.id, answered.name)
+            }
+        };
+        if let Some(other) = self.trust.name_conflict(&name, &id) {
+            tracing::warn!(%name, new = %id, trusted = %other.id, "trusting a second device under an existing name");
+        }
+        Ok(if self.trust.trust(id, &name)? {
+            format!("trusted {name} ({id})")
+        } else {
+            format!("{name} ({id}) was already trusted")
+        })
+    }
+
+    /// `share untrust PEER`. Returns what was done, in words.
+    ///
+    /// # Errors
+    /// Nothing or several match, it was not trusted, or the trust store
+    /// could not be saved.
+    pub fn untrust(&self, text: &str) -> Result<String, PeersError> {
+        let (id, name) = self.resolver.find_device(text)?;
+        if !self.trust.untrust(&id)? {
+            return Err(PeersError::NotTrusted { name, id });
+        }
+        Ok(format!("{name} ({id}) is no longer trusted"))
+    }
+}
