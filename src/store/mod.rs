@@ -21,22 +21,35 @@
 //! * **No temporary data is left behind** on failure: dropping an
 //!   uncommitted [`Staging`] removes its directory, without following
 //!   symlinks.
+//! * **Committed means on the disk**: when [`Staging::commit`] returns, every
+//!   file's data and every directory entry of the transfer, the final names
+//!   included, has been flushed. The flushing is scoped to the transfer's
+//!   own files, so another program's unwritten data never delays it, and
+//!   runs while the data is still arriving, so that little is left to wait
+//!   for at the end (`write_behind`, `syncer`). All of it goes through one
+//!   seam, [`Flush`], which tests use to check the order and to inject the
+//!   errors of a failing disk.
 //!
 //! The API is blocking; the async transfer layer calls it from a blocking
 //! thread (`tokio::task::spawn_blocking`).
 
+mod flush;
 pub mod path;
 mod staging;
+mod syncer;
 mod sys;
+mod write_behind;
 
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags};
 
+pub use flush::{Flush, SystemFlush};
 pub use path::{PathError, Plan, PlannedEntry, SafePath, TopLevel, plan, sanitize};
 pub use staging::{FileWriter, MAX_FILES_IN_PROGRESS, Staging};
 
@@ -85,6 +98,20 @@ pub enum StoreError {
     /// The offer contains a path that is unsafe or conflicting.
     #[error(transparent)]
     Path(#[from] PathError),
+    /// The disk failed to store received data: a writeback or sync
+    /// reported an error (`EIO` from a failing disk, `ENOSPC` from
+    /// thin-provisioned or network storage that ran out of space after
+    /// accepting the writes). Nothing was placed under a final name.
+    #[error(
+        "the disk failed to store {what}: {source}; nothing was saved under its final name. Check the disk and its free space (the kernel log, `dmesg`, may say more), then send again"
+    )]
+    Flush {
+        /// What was being flushed: an entry's path, or the new names.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// An earlier write failed, so the staged data can only be discarded.
     #[error("the transfer already failed and can only be discarded")]
     Aborted,
@@ -101,6 +128,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the disk or the user's quota is full: [`Self::NoSpace`], or
+    /// a flush that failed with `ENOSPC` / `EDQUOT`.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::NoSpace { .. } => true,
+            Self::Flush { source, .. } => sys::is_no_space(source),
+            _ => false,
+        }
+    }
+
     /// Wraps an OS error with what the store was doing.
     pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
         Self::Io {
@@ -116,6 +153,7 @@ impl StoreError {
 pub struct DownloadDir {
     path: PathBuf,
     fd: OwnedFd,
+    flush: Arc<dyn Flush>,
 }
 
 impl fmt::Debug for DownloadDir {
@@ -134,6 +172,16 @@ impl DownloadDir {
     /// # Errors
     /// [`StoreError::Io`] if it cannot be created or opened as a directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, Arc::new(SystemFlush))
+    }
+
+    /// [`open`](Self::open), with every writeback and sync of received data
+    /// going through `flush` instead of straight to the kernel (tests
+    /// record the order of flushes or make them fail).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with(path: &Path, flush: Arc<dyn Flush>) -> Result<Self, StoreError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(DOWNLOAD_DIR_MODE)
@@ -158,6 +206,7 @@ impl DownloadDir {
         Ok(Self {
             path: path.to_owned(),
             fd,
+            flush,
         })
     }
 
@@ -215,5 +264,10 @@ impl DownloadDir {
     /// The directory fd, for the staging code.
     fn fd(&self) -> &OwnedFd {
         &self.fd
+    }
+
+    /// How received data is flushed, for the staging code.
+    fn flush(&self) -> &Arc<dyn Flush> {
+        &self.flush
     }
 }

@@ -666,7 +666,7 @@ fn internal(message: String) -> JobError {
 /// Maps storage failures onto what the peer is told.
 fn store_error(e: StoreError, leftover: Leftover) -> JobError {
     let code = match &e {
-        StoreError::NoSpace { .. } => ErrorCode::NoSpace,
+        _ if e.is_no_space() => ErrorCode::NoSpace,
         StoreError::Integrity { .. } => ErrorCode::Integrity,
         StoreError::Protocol(_) | StoreError::Path(_) => ErrorCode::Protocol,
         _ => ErrorCode::Io,
