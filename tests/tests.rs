@@ -11,6 +11,7 @@ mod control;
 mod discovery;
 mod docs;
 mod doctor;
+mod durability;
 mod fallback;
 mod firewall;
 mod history;
