@@ -200,6 +200,10 @@ pub struct Env {
     pub state_directory_downloads: Option<PathBuf>,
     /// `$RUNTIME_DIRECTORY` (set by systemd `RuntimeDirectory=`).
     pub runtime_directory: Option<PathBuf>,
+    /// `/run/user/UID` when it exists, belongs to the user and is private
+    /// (logind's runtime directory, which `XDG_RUNTIME_DIR` names in a
+    /// session): found even where the variable is unset (cron, `su`).
+    pub user_runtime_dir: Option<PathBuf>,
     /// Effective user ID.
     pub uid: u32,
 }
@@ -225,6 +229,7 @@ impl Env {
             })
         };
         let state_dirs = split_state_directory(var("STATE_DIRECTORY"));
+        let uid = rustix::process::geteuid().as_raw();
         Self {
             home: var("HOME"),
             xdg_state_home: var("XDG_STATE_HOME"),
@@ -234,7 +239,8 @@ impl Env {
             state_directory: state_dirs.0,
             state_directory_downloads: state_dirs.1,
             runtime_directory: first(var("RUNTIME_DIRECTORY")),
-            uid: rustix::process::geteuid().as_raw(),
+            user_runtime_dir: private_user_runtime_dir(uid),
+            uid,
         }
     }
 
@@ -254,17 +260,65 @@ impl Env {
             .map(|d| d.join("lanshare/config.toml"))
     }
 
-    /// The default control socket of a daemon started by this user.
+    /// The default control socket of a daemon started by this user, in a
+    /// directory no other user can create first:
+    ///
+    /// 1. `$RUNTIME_DIRECTORY/share.sock` (a systemd unit's own directory);
+    /// 2. `$XDG_RUNTIME_DIR/lanshare/share.sock`;
+    /// 3. for root, the system service's socket;
+    /// 4. `/run/user/UID/lanshare/share.sock` if that directory is there;
+    /// 5. `lanshare/share.sock` in the state home (`$XDG_STATE_HOME`, or
+    ///    `~/.local/state`);
+    /// 6. only without a home: `$TMPDIR/lanshare-UID/share.sock`, which
+    ///    both the daemon and the CLI refuse if someone else made it.
     pub fn user_socket(&self) -> PathBuf {
         if let Some(dir) = &self.runtime_directory {
             return dir.join("share.sock");
         }
-        match &self.xdg_runtime_dir {
-            Some(dir) => dir.join("lanshare/share.sock"),
-            None if self.uid == 0 => PathBuf::from(SYSTEM_SOCKET),
+        if let Some(dir) = &self.xdg_runtime_dir {
+            return dir.join("lanshare/share.sock");
+        }
+        if self.uid == 0 {
+            return PathBuf::from(SYSTEM_SOCKET);
+        }
+        if let Some(dir) = &self.user_runtime_dir {
+            return dir.join("lanshare/share.sock");
+        }
+        match self.state_home_socket() {
+            Some(socket) => socket,
             None => std::env::temp_dir().join(format!("lanshare-{}/share.sock", self.uid)),
         }
     }
+
+    /// `lanshare/share.sock` in the state home, if there is a home.
+    fn state_home_socket(&self) -> Option<PathBuf> {
+        let state_home = self
+            .xdg_state_home
+            .clone()
+            .or_else(|| self.home.as_ref().map(|h| h.join(".local/state")))?;
+        Some(state_home.join("lanshare/share.sock"))
+    }
+
+    /// The sockets the CLI tries, in order: [`Env::user_socket`], the
+    /// state-home socket (where a daemon started without a session put
+    /// it), then the system service's.
+    pub fn socket_candidates(&self) -> Vec<PathBuf> {
+        let mut sockets = vec![self.user_socket()];
+        sockets.extend(self.state_home_socket());
+        sockets.push(PathBuf::from(SYSTEM_SOCKET));
+        let mut seen = std::collections::HashSet::new();
+        sockets.retain(|s| seen.insert(s.clone()));
+        sockets
+    }
+}
+
+/// `/run/user/UID`, if it is a directory of `uid`'s that nobody else may
+/// enter.
+fn private_user_runtime_dir(uid: u32) -> Option<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = PathBuf::from(format!("/run/user/{uid}"));
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o077 == 0).then_some(dir)
 }
 
 /// Splits `$STATE_DIRECTORY` into (state, downloads). systemd lists the
@@ -399,6 +453,58 @@ mod tests {
             uid: 1000,
             ..Env::default()
         }
+    }
+
+    /// Without `XDG_RUNTIME_DIR` the socket goes where other users cannot
+    /// create it first; a shared temporary directory only without a home.
+    #[test]
+    fn socket_without_a_session_avoids_shared_directories() {
+        let env = Env {
+            home: Some("/home/u".into()),
+            uid: 1000,
+            ..Env::default()
+        };
+        assert_eq!(
+            env.user_socket(),
+            Path::new("/home/u/.local/state/lanshare/share.sock")
+        );
+        assert_eq!(
+            env.socket_candidates(),
+            [
+                Path::new("/home/u/.local/state/lanshare/share.sock"),
+                Path::new(SYSTEM_SOCKET)
+            ]
+        );
+        let logind = Env {
+            user_runtime_dir: Some("/run/user/1000".into()),
+            ..env.clone()
+        };
+        assert_eq!(
+            logind.user_socket(),
+            Path::new("/run/user/1000/lanshare/share.sock")
+        );
+        let session = Env {
+            xdg_runtime_dir: Some("/run/user/1000".into()),
+            ..env.clone()
+        };
+        assert_eq!(
+            session.socket_candidates(),
+            [
+                Path::new("/run/user/1000/lanshare/share.sock"),
+                Path::new("/home/u/.local/state/lanshare/share.sock"),
+                Path::new(SYSTEM_SOCKET)
+            ]
+        );
+        let homeless = Env {
+            uid: 1000,
+            ..Env::default()
+        };
+        assert!(homeless.user_socket().ends_with("lanshare-1000/share.sock"));
+        let root = Env {
+            home: Some("/root".into()),
+            ..Env::default()
+        };
+        assert_eq!(root.user_socket(), Path::new(SYSTEM_SOCKET));
     }
 
     #[test]

@@ -463,7 +463,7 @@ fn random_clients_never_break_the_control_socket() {
     use crate::systemd::Daemon;
 
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("share.sock");
+    let socket = dir.path().join("run/share.sock");
     // A small descriptor limit, so the budgets are reached.
     let mut cmd = Command::new("prlimit");
     cmd.args(["--nofile=2048:2048", "--", crate::common::share_bin()]);

@@ -129,7 +129,7 @@ fn notifies_systemd_ready_watchdog_and_stopping() {
     notify
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let socket = dir.path().join("share.sock");
+    let socket = dir.path().join("run/share.sock");
     let mut cmd = Command::new(share_bin());
     cmd.env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "400000");
@@ -206,7 +206,7 @@ fn journal_lines_carry_priorities_without_timestamps() {
             .arg("--download-dir")
             .arg(dir.path().join("dl"))
             .arg("--socket")
-            .arg(dir.path().join("s.sock"))
+            .arg(dir.path().join("run/s.sock"))
             .env("JOURNAL_STREAM", format!("{}:{ino}", stat.st_dev))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -268,7 +268,7 @@ fn socket_mode_depends_on_service_kind() {
     drop(system);
 
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("user.sock");
+    let socket = dir.path().join("run/user.sock");
     let user = Daemon::spawn(Command::new(share_bin()), dir.path(), &socket);
     let mode = std::fs::metadata(&user.socket)
         .unwrap()
@@ -378,14 +378,16 @@ pub(crate) fn assert_can_run_as_other_users() {
     );
 }
 
-/// `share ARGS` as `user` (with that user's groups).
-pub(crate) fn share_as(user: &str, bin: &Path, socket: &Path, args: &[&str]) -> Output {
+/// `share ARGS` as `user` (with that user's groups), for a daemon that
+/// runs as `service` (trusted like the `lanshare` user).
+fn share_as(user: &str, service: &str, bin: &Path, socket: &Path, args: &[&str]) -> Output {
     Command::new("runuser")
         .args(["-u", user, "--"])
         .arg(bin)
         .arg("--socket")
         .arg(socket)
         .args(args)
+        .env("SHARE_SERVICE_USER", service)
         .env("RUST_LOG", "warn")
         .env("HOME", "/")
         .stdin(Stdio::null())
@@ -461,6 +463,7 @@ fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
     // Alice: her CLI opens the file; the daemon sends what it was handed.
     let out = share_as(
         &alice,
+        &daemon_user,
         &bin,
         &socket,
         &["send", &receiver.addr(), secret.to_str().unwrap()],
@@ -484,6 +487,7 @@ fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
     let sends_before = daemon.log().matches("command=\"send\"").count();
     let out = share_as(
         &bob,
+        &daemon_user,
         &bin,
         &socket,
         &["send", &receiver.addr(), secret.to_str().unwrap()],
@@ -498,11 +502,11 @@ fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
         "the daemon must not see bob's request"
     );
     // Bob can still use the daemon for everything else.
-    let out = share_as(&bob, &bin, &socket, &["status"]);
+    let out = share_as(&bob, &daemon_user, &bin, &socket, &["status"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     // Carol is not in the group: she cannot even connect.
-    let out = share_as(&carol, &bin, &socket, &["status"]);
+    let out = share_as(&carol, &daemon_user, &bin, &socket, &["status"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -510,4 +514,150 @@ fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
         "{err}"
     );
     assert!(err.contains("usermod -aG lanshare"), "{err}");
+}
+
+/// Runs `bin ARGS` as `user` with a bare environment: no `HOME`, no
+/// `XDG_RUNTIME_DIR` (as under cron or `su`), `TMPDIR=tmp`.
+fn run_without_session(user: &str, tmp: &Path, bin: &Path, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["30", "runuser", "-u", user, "--", "env", "-i"])
+        .arg(format!("TMPDIR={}", tmp.display()))
+        .args(["PATH=/usr/bin:/bin", "RUST_LOG=warn"])
+        .arg(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run runuser")
+}
+
+/// Socket hijack (issue 13 item 1). Mallory creates the directory where
+/// Alice's CLI and daemon look for their socket when no session gives them
+/// `XDG_RUNTIME_DIR` (`$TMPDIR/lanshare-UID`, with `TMPDIR` world-writable
+/// like /tmp) and listens there. Alice's CLI refuses that directory and
+/// sends nothing; Alice's daemon refuses to bind in it. Moved into a
+/// directory Alice does trust, Mallory's socket is still refused, because
+/// its server runs as Mallory: `share send` passes no request and no file.
+#[test]
+#[ignore = "needs root: creates users and runs the CLI as them"]
+fn a_socket_prepared_by_another_user_gets_nothing() {
+    assert_can_run_as_other_users();
+    let prefix = format!("lshj{}", std::process::id() % 100_000);
+    let users = Users::new(&prefix, &["a", "m"], &[]);
+    let (alice, mallory) = (users.user("a"), users.user("m"));
+    let (alice_uid, alice_gid) = (users.id(&alice, "-u"), users.id(&alice, "-g"));
+    let (mallory_uid, mallory_gid) = (users.id(&mallory, "-u"), users.id(&mallory, "-g"));
+
+    // A shared temporary directory, like /tmp.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let bin = tmp.path().join("share");
+    std::fs::copy(share_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let private_dir = |name: &str, uid, gid| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        chown(&dir, uid, gid);
+        dir
+    };
+    let alice_home = private_dir("alice", alice_uid, alice_gid);
+    let secret = alice_home.join("secret.txt");
+    std::fs::write(&secret, b"alice's eyes only\n").unwrap();
+    chown(&secret, alice_uid, alice_gid);
+
+    // Mallory's trap: the directory Alice's tools will look in, and a
+    // listening socket inside, opened up to everyone.
+    let trap = private_dir(&format!("lanshare-{alice_uid}"), mallory_uid, mallory_gid);
+    let mallory_home = private_dir("mallory", mallory_uid, mallory_gid);
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", &mallory_uid.to_string()])
+        .args(["--regid", &mallory_gid.to_string(), "--clear-groups", "--"])
+        .arg(&bin);
+    let listener = Daemon::spawn(cmd, &mallory_home, &trap.join("share.sock"));
+    std::fs::set_permissions(&trap, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        trap.join("share.sock"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+
+    let secret_arg = secret.to_str().unwrap();
+    let out = run_without_session(
+        &alice,
+        tmp.path(),
+        &bin,
+        &["send", "127.0.0.1:9", secret_arg],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("refusing to use the control socket"), "{err}");
+    assert!(err.contains(&format!("belongs to user {mallory}")), "{err}");
+    assert!(err.contains("nothing was sent"), "{err}");
+
+    // Alice's daemon will not bind there either.
+    let alice_state = alice_home.join("state");
+    let out = run_without_session(
+        &alice,
+        tmp.path(),
+        &bin,
+        &[
+            "daemon",
+            "--no-mdns",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--state-dir",
+            alice_state.to_str().unwrap(),
+            "--download-dir",
+            alice_home.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "alice's daemon started: {err}");
+    assert!(
+        err.contains("refusing to put the control socket in"),
+        "{err}"
+    );
+    assert!(err.contains(&trap.display().to_string()), "{err}");
+
+    // A directory others may write to is refused for what it is, too.
+    let in_tmp = tmp.path().join("x.sock");
+    let out = run_without_session(
+        &alice,
+        tmp.path(),
+        &bin,
+        &["--socket", in_tmp.to_str().unwrap(), "status"],
+    );
+    let err = stderr(&out);
+    assert!(err.contains("other users can create files in it"), "{err}");
+
+    // Mallory's socket in a directory Alice trusts (root's, 0755): its
+    // server is still Mallory.
+    let trusted = tmp.path().join("trusted");
+    std::fs::create_dir(&trusted).unwrap();
+    std::fs::set_permissions(&trusted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(trap.join("share.sock"), trusted.join("share.sock")).unwrap();
+    let moved = trusted.join("share.sock");
+    let out = run_without_session(
+        &alice,
+        tmp.path(),
+        &bin,
+        &[
+            "--socket",
+            moved.to_str().unwrap(),
+            "send",
+            "127.0.0.1:9",
+            secret_arg,
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("runs as user {mallory}")), "{err}");
+    assert!(err.contains("nothing was sent"), "{err}");
+
+    // Mallory heard nothing at all.
+    let log = listener.log();
+    assert!(!log.contains("control command"), "{log}");
+    assert!(!log.contains("refused control request"), "{log}");
 }

@@ -56,7 +56,9 @@ Identity (private key and certificate), trusted devices, resume state.
 Received files (system service; per\-user daemon).
 .TP
 \fI/run/lanshare/share.sock\fR, \fI$XDG_RUNTIME_DIR/lanshare/share.sock\fR
-Control sockets of the system service and of a per\-user daemon.
+Control sockets of the system service and of a per\-user daemon (without
+\fBXDG_RUNTIME_DIR\fR: \fI/run/user/UID/lanshare/share.sock\fR if it exists, else
+\fI~/.local/state/lanshare/share.sock\fR).
 .TP
 \fI/usr/lib/sysctl.d/60\-lanshare.conf\fR
 Raises the UDP socket buffer limits QUIC needs at LAN speed.
@@ -64,6 +66,10 @@ Raises the UDP socket buffer limits QUIC needs at LAN speed.
 .TP
 \fBSHARE_SOCKET\fR
 Control socket to use (as \fB\-\-socket\fR).
+.TP
+\fBSHARE_SERVICE_USER\fR
+The system service's user (default \fBlanshare\fR): besides you and root, the only
+user the CLI lets own the socket's directory and serve the socket.
 .TP
 \fBRUST_LOG\fR
 Log filter, e.g. \fBdebug\fR or \fBlanshare=debug\fR (default: info for the daemon, warn otherwise).

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, Env, FileConfig};
+use crate::config::{Config, Env, FileConfig};
 use crate::control::client::{self, ClientError};
 use crate::control::{IdInfo, Request};
 use crate::intake::AcceptPolicy;
@@ -233,13 +233,7 @@ fn socket_candidates(explicit: Option<PathBuf>) -> Vec<PathBuf> {
     if let Some(path) = explicit {
         return vec![path];
     }
-    let user = Env::from_process().user_socket();
-    let system = PathBuf::from(config::SYSTEM_SOCKET);
-    if user == system {
-        vec![user]
-    } else {
-        vec![user, system]
-    }
+    Env::from_process().socket_candidates()
 }
 
 /// Runs a client subcommand.

@@ -1,6 +1,10 @@
 //! The CLI side of the control socket: connect to the first socket that
 //! answers, send one request (plus, for `send`, the open files it names;
 //! see [`super::fds`]), and read progress events until the final reply.
+//!
+//! Before anything is sent, the socket's directory and the user serving
+//! it are checked ([`super::ownership`]): a socket another user could have
+//! put there, or a server running as a stranger, gets nothing.
 
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
@@ -8,6 +12,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use super::ownership::{Distrust, TrustedUsers};
 use super::{CONTROL_VERSION, CommandError, ErrorKind, Reply, Request, RequestEnvelope, SendEvent};
 
 /// Why a command could not be run.
@@ -26,6 +31,17 @@ pub enum ClientError {
         "permission denied: add yourself to group lanshare to use {0} (run `sudo usermod -aG lanshare $USER`, then log out and back in)"
     )]
     Permission(PathBuf),
+    /// The socket's directory or its server is not to be trusted: nothing
+    /// was sent.
+    #[error(
+        "refusing to use the control socket {socket}: {why}, so another user could be posing as the daemon; nothing was sent. Remove it or fix its owner and mode, or pass --socket"
+    )]
+    Untrusted {
+        /// The socket.
+        socket: PathBuf,
+        /// What is wrong.
+        why: Distrust,
+    },
     /// The daemon answered with an error.
     #[error(transparent)]
     Daemon(CommandError),
@@ -39,23 +55,42 @@ impl ClientError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::NoDaemon { .. } => ErrorKind::NoDaemon,
-            Self::Permission(_) => ErrorKind::Permission,
+            Self::Permission(_) | Self::Untrusted { .. } => ErrorKind::Permission,
             Self::Daemon(e) => e.kind,
             Self::Protocol(_) => ErrorKind::Control,
         }
     }
 }
 
-/// Connects to the first socket in `candidates` that answers.
+/// Connects to the first socket in `candidates` that answers, checking
+/// that its directory and its server can be trusted. An untrusted one is
+/// an error, not skipped: the user should hear about it.
 pub async fn connect(candidates: &[PathBuf]) -> Result<(UnixStream, PathBuf), ClientError> {
+    let trusted = TrustedUsers::of_this_process();
+    let untrusted = |socket: &Path, why| ClientError::Untrusted {
+        socket: socket.to_owned(),
+        why,
+    };
     for path in candidates {
-        match UnixStream::connect(path).await {
-            Ok(stream) => return Ok((stream, path.clone())),
+        match trusted.check_directory(path) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(why) => return Err(untrusted(path, why)),
+        }
+        let stream = match UnixStream::connect(path).await {
+            Ok(stream) => stream,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Err(ClientError::Permission(path.clone()));
             }
-            Err(_) => {}
-        }
+            Err(_) => continue,
+        };
+        let server = stream.peer_cred().map_err(|e| {
+            ClientError::Protocol(format!("cannot tell who serves {}: {e}", path.display()))
+        })?;
+        trusted
+            .check_server(path, server.uid())
+            .map_err(|why| untrusted(path, why))?;
+        return Ok((stream, path.clone()));
     }
     Err(ClientError::NoDaemon {
         tried: candidates

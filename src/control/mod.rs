@@ -22,6 +22,7 @@ pub(crate) mod budget;
 pub mod client;
 mod error;
 pub mod fds;
+pub mod ownership;
 pub mod server;
 
 pub use crate::outgoing::{ResultStatus, SendEvent};

@@ -29,7 +29,7 @@
 //! whole connection (`EPOLLHUP`, watched on a duplicate of the socket).
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Lease, Limits};
 use super::fds::{FdReader, ReadError};
+use super::ownership::{Distrust, check_own_directory};
 use super::{
     CONTROL_VERSION, CommandError, ErrorKind, MAX_REQUEST_LEN, Reply, Request, RequestEnvelope,
     Response, SendEvent,
@@ -64,6 +65,19 @@ pub enum ControlError {
         "another lanshare daemon is already running on {0}; stop it first or pick another --socket"
     )]
     InUse(PathBuf),
+    /// The socket's directory is not private to the daemon.
+    #[error(
+        "refusing to put the control socket in {dir}: {why}, so other users could reach or replace the socket; use a directory of your own with mode 0700 (or remove this one and let the daemon create it)"
+    )]
+    UnsafeDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        why: Distrust,
+    },
+    /// Something that is not a socket is in the way.
+    #[error("{0} exists and is not a socket; remove it or pick another --socket")]
+    NotASocket(PathBuf),
     /// Filesystem or socket error.
     #[error("cannot {action} {path}: {source}")]
     Io {
@@ -152,19 +166,35 @@ impl ControlSocket {
             path: path.to_owned(),
             source,
         };
-        if let Some(dir) = path.parent()
-            && !dir.exists()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| io("set permissions on the directory of", e))?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let unsafe_dir = |why| ControlError::UnsafeDirectory {
+            dir: dir.to_owned(),
+            why,
+        };
+        let exists = check_own_directory(dir, access == SocketAccess::Group).map_err(unsafe_dir)?;
+        if !exists {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io("create directory for", e))?;
+            // The umask may have taken bits away, never added any; the
+            // directory is ours unless someone raced us to it.
+            check_own_directory(dir, false).map_err(unsafe_dir)?;
         }
-        if path.exists() {
-            if UnixStream::connect(path).await.is_ok() {
-                return Err(ControlError::InUse(path.to_owned()));
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if UnixStream::connect(path).await.is_ok() {
+                    return Err(ControlError::InUse(path.to_owned()));
+                }
+                tracing::info!(path = %path.display(), "removing stale control socket");
+                std::fs::remove_file(path).map_err(|e| io("remove stale socket", e))?;
             }
-            tracing::info!(path = %path.display(), "removing stale control socket");
-            std::fs::remove_file(path).map_err(|e| io("remove stale socket", e))?;
+            Ok(_) => return Err(ControlError::NotASocket(path.to_owned())),
+            Err(_) => {}
         }
         let listener = UnixListener::bind(path).map_err(|e| io("bind", e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode()))

@@ -122,7 +122,8 @@ impl Builder {
         let download = self
             .download_dir
             .unwrap_or_else(|| dir.path().join("downloads"));
-        let socket = dir.path().join("share.sock");
+        // In a directory the daemon creates private (0700), as it requires.
+        let socket = dir.path().join("run/share.sock");
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
