@@ -31,5 +31,6 @@ pub mod registry;
 pub mod shutdown;
 pub mod state_file;
 pub mod store;
+pub mod tally;
 pub mod transfer;
 pub mod transport;

@@ -34,9 +34,10 @@ use lanshare::transfer::framed::Framed;
 use lanshare::transfer::receive::Receiver;
 use lanshare::transfer::resume::ResumeStore;
 use lanshare::transfer::{handshake, send, source};
+use lanshare::transport::admission::{HandshakeLimits, Handshakes};
 use lanshare::transport::quic::QuicTransport;
 use lanshare::transport::{Transport, TransportKind};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -476,7 +477,7 @@ impl Session {
             let cancel = CancellationToken::new();
             tokio::spawn(receiver.clone().serve(
                 links,
-                Arc::new(Semaphore::new(4)),
+                Handshakes::new(HandshakeLimits::default()),
                 cancel.clone(),
                 TaskTracker::new(),
             ));
@@ -487,6 +488,7 @@ impl Session {
                 let hello = handshake::server(&mut framed, "bob", &trust).await.unwrap();
                 let sender = Sender {
                     id: framed.link().peer,
+                    address: framed.link().remote.ip(),
                     name: hello.name,
                     transport: TransportKind::Quic,
                 };

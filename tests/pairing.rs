@@ -216,7 +216,7 @@ fn a_man_in_the_middle_gets_different_codes() {
         let tracker = tokio_util::task::TaskTracker::new();
         tokio::spawn(relay.clone().serve(
             links_tx,
-            std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
+            lanshare::transport::admission::Handshakes::new(Default::default()),
             cancel,
             tracker,
         ));

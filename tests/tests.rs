@@ -14,6 +14,7 @@ mod doctor;
 mod durability;
 mod fallback;
 mod firewall;
+mod flood;
 mod history;
 mod hostile;
 mod loopback_fallback;

@@ -1,4 +1,4 @@
-//! Incoming connections: the per-device cap, the `Hello` exchange, and
+//! Incoming connections: the connection slots, the `Hello` exchange, and
 //! the one place that knows what a session can be. The first message
 //! after `Hello` picks it:
 //!
@@ -42,7 +42,7 @@ pub(super) struct Incoming {
     /// This device's name, for our `Hello`.
     pub(super) name: String,
     pub(super) trust: TrustStore,
-    /// Open incoming connections per device.
+    /// Open incoming connections, trusted devices apart from strangers.
     pub(super) peer_slots: PeerSlots,
     pub(super) receiver: Receiver,
     pub(super) pairings: Arc<Pairings>,
@@ -78,14 +78,22 @@ impl Incoming {
     async fn serve(self: Arc<Self>, link: Link) {
         let (peer, kind, remote) = (link.peer, link.kind, link.remote);
         let mut framed = Framed::new(link);
-        let Some(_slot) = self.peer_slots.acquire(peer) else {
-            tracing::warn!(%peer, %remote, "too many connections from this device; refusing");
-            let busy = TransferError::Busy(
-                "too many connections from this device; try again later".into(),
-            );
-            framed.send_error(&busy).await;
-            framed.into_link().wait_delivered(REFUSAL_LINGER).await;
-            return;
+        let trusted = self.trust.is_trusted(&peer);
+        let _slot = match self.peer_slots.acquire(peer, remote.ip(), trusted) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // Strangers over their bounds are routine under a flood:
+                // not worth a warning each.
+                if trusted {
+                    tracing::warn!(%peer, %remote, "{refusal}; refusing a trusted device");
+                } else {
+                    tracing::debug!(%peer, %remote, "{refusal}; refusing");
+                }
+                let busy = TransferError::Busy(format!("{refusal}; try again later"));
+                framed.send_error(&busy).await;
+                framed.into_link().wait_delivered(REFUSAL_LINGER).await;
+                return;
+            }
         };
         match handshake::server(&mut framed, &self.name, &self.trust).await {
             Ok(hello) => {
@@ -93,6 +101,7 @@ impl Incoming {
                 self.peers.heard_from(&peer);
                 let sender = Sender {
                     id: peer,
+                    address: remote.ip(),
                     name: hello.name,
                     transport: kind,
                 };

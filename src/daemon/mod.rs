@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,10 +47,11 @@ use crate::registry::Registry;
 use crate::store::DownloadDir;
 use crate::transfer::receive::Receiver;
 use crate::transfer::resume::ResumeStore;
+use crate::transport::admission::{HandshakeLimits, Handshakes};
 use crate::transport::dial::Dialer;
 use crate::transport::quic::QuicTransport;
 use crate::transport::tcp::TcpTransport;
-use crate::transport::{Link, MAX_CONNECTIONS, TransportError, TransportKind};
+use crate::transport::{Link, TransportError, TransportKind};
 use commands::Commands;
 use incoming::Incoming;
 use status::{Setup, Status};
@@ -266,11 +267,11 @@ pub async fn run(
     });
 
     let (links_tx, links_rx) = mpsc::channel::<Link>(16);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let handshakes = Handshakes::new(HandshakeLimits::default());
     if let Some(q) = &quic {
         tracker.spawn(q.clone().serve(
             links_tx.clone(),
-            slots.clone(),
+            handshakes.clone(),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -278,7 +279,7 @@ pub async fn run(
     if let Some(t) = &tcp {
         tracker.spawn(t.clone().serve(
             links_tx.clone(),
-            slots.clone(),
+            handshakes.clone(),
             cancel.clone(),
             tracker.clone(),
         ));

@@ -11,12 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::pending::PendingOffers;
 use crate::identity::trust::TrustStore;
-use crate::registry::{Decision, Handle, Registry, State};
-
-/// Offers one device may have waiting for consent at once; more are
-/// rejected so a peer cannot flood the user (or memory) with offers.
-pub const MAX_PENDING_PER_PEER: usize = 4;
+use crate::registry::{Decision, Handle, State};
 
 /// Which offers are accepted without asking.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -120,7 +117,7 @@ impl Declined {
 pub(super) struct Rules<'a> {
     pub(super) policy: AcceptPolicy,
     pub(super) trust: &'a TrustStore,
-    pub(super) registry: &'a Registry,
+    pub(super) pending: &'a PendingOffers,
     pub(super) offer_timeout: Duration,
 }
 
@@ -147,17 +144,10 @@ pub(super) async fn decide(
         }
         AcceptPolicy::Ask => {}
     }
-    let pending = rules
-        .registry
-        .list()
-        .iter()
-        .filter(|t| t.peer_id == sender.id && t.state == State::Pending && t.id != handle.id())
-        .count();
-    if pending >= MAX_PENDING_PER_PEER {
-        return Err(Declined::rejected(format!(
-            "too many offers waiting for consent from this device (limit {MAX_PENDING_PER_PEER})"
-        )));
-    }
+    let _place = rules
+        .pending
+        .wait(sender.id, sender.address)
+        .map_err(|e| Declined::rejected(e.to_string()))?;
     let noun = offering.noun();
     let (files, bytes) = match offering {
         Offering::Files { files, bytes } => (files, bytes),

@@ -12,7 +12,8 @@
 //!    [`Registry`]) with its progress counters and cancel token, and the
 //!    history records how it ends;
 //! 3. [`Intake::consent`]: policy, trust, or the user's `share accept` /
-//!    `share reject` before the offer expires ([`consent`]);
+//!    `share reject` before the offer expires ([`consent`]), with the
+//!    offers waiting at once bounded ([`pending`]);
 //! 4. the data lands through the staging store ([`Intake::download`]), or a
 //!    text in the inbox ([`Intake::deliver_text`]).
 //!
@@ -29,13 +30,16 @@
 
 pub mod consent;
 pub mod inbox;
+pub mod pending;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use consent::{AcceptPolicy, Declined, MAX_PENDING_PER_PEER, Offering, SenderGone};
+pub use consent::{AcceptPolicy, Declined, Offering, SenderGone};
 use inbox::{Inbox, InboxError, InboxText};
+use pending::{PendingLimits, PendingOffers};
 
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
@@ -50,6 +54,9 @@ use crate::transport::TransportKind;
 pub struct Sender {
     /// The identity the transport's handshake proved.
     pub id: DeviceId,
+    /// The address it connected from (a bound on waiting offers is per
+    /// address: fresh identities from one host share it).
+    pub address: IpAddr,
     /// The name it gave (cleaned of control characters).
     pub name: String,
     /// How it reached us.
@@ -107,6 +114,7 @@ pub struct Intake {
     trust: TrustStore,
     registry: Registry,
     inbox: Arc<Inbox>,
+    pending: PendingOffers,
 }
 
 impl Intake {
@@ -125,6 +133,7 @@ impl Intake {
             trust,
             registry,
             inbox,
+            pending: PendingOffers::new(PendingLimits::default()),
         }
     }
 
@@ -211,7 +220,7 @@ impl Intake {
         let rules = consent::Rules {
             policy: self.settings.policy,
             trust: &self.trust,
-            registry: &self.registry,
+            pending: &self.pending,
             offer_timeout: self.settings.offer_timeout,
         };
         let offering = match offer {

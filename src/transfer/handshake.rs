@@ -62,14 +62,17 @@ pub async fn client(framed: &mut Framed, our_name: &str) -> Result<PeerHello, Au
     }
 }
 
-/// Acceptor side: wait for the dialer's `Hello`, check it, answer ours.
+/// Acceptor side: wait for the dialer's `Hello` (no longer than
+/// [`Link::hello_wait`](crate::transport::Link::hello_wait)), check it,
+/// answer ours.
 pub async fn server(
     framed: &mut Framed,
     our_name: &str,
     trust: &TrustStore,
 ) -> Result<PeerHello, TransferError> {
     let peer_id = framed.link().peer;
-    let (version, name) = match framed.recv().await {
+    let wait = framed.link().hello_wait();
+    let (version, name) = match framed.recv_within(wait).await {
         Ok(Message::Hello { version, name }) => (version, clean_peer_name(&name, &peer_id)),
         Ok(other) => {
             let e = TransferError::Protocol(format!("expected Hello, got {}", kind(&other)));

@@ -9,6 +9,9 @@
 //! this module (framing, transfers) sees only `Link` and the [`Transport`]
 //! trait, never quinn or TCP.
 //!
+//! [`admission`] bounds the handshakes in flight, so connections that never
+//! authenticate cannot crowd out those that do.
+//!
 //! [`dial`] races the two (QUIC first, TCP after a 250 ms head start) and
 //! remembers paths on which QUIC is broken.
 //!
@@ -16,6 +19,7 @@
 //! client certificate, so a `Link` is *not yet* authorized: the layer above
 //! must wait for the peer's first application message before trusting it.
 
+pub mod admission;
 pub mod dial;
 pub mod quic;
 pub mod tcp;
@@ -37,9 +41,9 @@ use crate::identity::DeviceId;
 /// whole idle timeout on a black-holed port.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How long an incoming connection may take to complete its handshake, and
-/// how long a dialer whose own handshake is done waits for the peer's
-/// `Hello`. The peer has answered by then, so only loss recovery delays
+/// How long an incoming connection may take from its first packet to its
+/// `Hello` (transport handshake included), and how long a dialer whose own
+/// handshake is done waits for the peer's `Hello`. The peer has answered by then, so only loss recovery delays
 /// it: in TLS 1.3 the server completes only when the client's last
 /// handshake message arrives, after the client has completed, and a lost
 /// client `Finished` or `Hello` costs a retransmission timeout that on a
@@ -53,9 +57,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Keep-alive interval; must be well below [`IDLE_TIMEOUT`].
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-
-/// Most connections (both transports together) a daemon serves at once.
-pub const MAX_CONNECTIONS: usize = 128;
 
 /// Target size of UDP socket buffers (the kernel may clamp it, see the
 /// `net.core.rmem_max` sysctl).
@@ -216,8 +217,10 @@ pub struct Link {
     /// Bytes to the peer.
     pub writer: LinkWriter,
     guard: Guard,
-    /// Held by incoming links: one of the daemon's [`MAX_CONNECTIONS`] slots.
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// When an incoming connection's first packet arrived (`None` for a
+    /// link we dialled): its whole authentication, transport handshake and
+    /// `Hello`, must finish within [`HANDSHAKE_TIMEOUT`] of it.
+    accepted: Option<tokio::time::Instant>,
 }
 
 impl fmt::Debug for Link {
@@ -231,6 +234,19 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
+    /// How long the peer may still take to send its `Hello`: for an
+    /// incoming link, what is left of [`HANDSHAKE_TIMEOUT`] since its first
+    /// packet (an unauthenticated connection is held no longer than that,
+    /// see [`admission`]); for a link we dialled, [`HANDSHAKE_TIMEOUT`].
+    pub fn hello_wait(&self) -> Duration {
+        match self.accepted {
+            Some(at) => {
+                (at + HANDSHAKE_TIMEOUT).saturating_duration_since(tokio::time::Instant::now())
+            }
+            None => HANDSHAKE_TIMEOUT,
+        }
+    }
+
     /// Finishes our sending direction: everything written so far will be
     /// delivered, then the peer reads end-of-stream.
     pub async fn finish(&mut self) -> std::io::Result<()> {

@@ -43,10 +43,11 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::Handshakes;
 use super::{
     BoxFuture, CONNECT_TIMEOUT, Guard, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, KEEP_ALIVE, Link,
     LinkWriter, Transport, TransportError, TransportKind, UDP_BUFFER_SIZE, canonical, tls,
@@ -214,11 +215,14 @@ impl QuicTransport {
 
     /// Accepts connections until `cancel`, handing authenticated links to
     /// `links`. Each handshake runs in its own task so a slow or hostile
-    /// client never blocks others; `slots` bounds concurrent connections.
+    /// client never blocks others; `handshakes` bounds the ones in flight
+    /// (see [`super::admission`]): under load a new client must first
+    /// prove its address with a Retry, one address gets only its share,
+    /// and a full budget evicts the oldest handshake.
     pub async fn serve(
         self: Arc<Self>,
         links: mpsc::Sender<Link>,
-        slots: Arc<Semaphore>,
+        handshakes: Handshakes,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) {
@@ -230,17 +234,36 @@ impl QuicTransport {
                     None => break,
                 },
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(remote = %incoming.remote_address(), "too many connections; refusing QUIC connection");
-                incoming.refuse();
+            let started = tokio::time::Instant::now();
+            let remote = canonical(incoming.remote_address());
+            if !incoming.remote_address_validated() && handshakes.must_validate() {
+                // Stateless: the client comes back with a token from the
+                // address it claims, or never (a forged address).
+                let _ = incoming.retry();
                 continue;
+            }
+            let ticket = match handshakes.admit(remote.ip()) {
+                Ok(ticket) => ticket,
+                Err(refusal) => {
+                    tracing::debug!(%remote, "refusing QUIC connection: {refusal}");
+                    incoming.refuse();
+                    continue;
+                }
             };
             let links = links.clone();
             tracker.spawn(async move {
-                let remote = canonical(incoming.remote_address());
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_one(incoming)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_one(incoming));
+                let outcome = tokio::select! {
+                    outcome = handshake => outcome,
+                    () = ticket.evicted() => {
+                        tracing::debug!(%remote, "QUIC handshake evicted: too many in flight");
+                        return;
+                    }
+                };
+                drop(ticket);
+                match outcome {
                     Ok(Ok(mut link)) => {
-                        link._permit = Some(permit);
+                        link.accepted = Some(started);
                         let _ = links.send(link).await;
                     }
                     Ok(Err(e)) => tracing::info!(%remote, "QUIC connection failed: {e}"),
@@ -290,7 +313,7 @@ impl QuicTransport {
             reader: Box::new(recv),
             writer: LinkWriter::Quic(send),
             guard: Guard::Quic(conn),
-            _permit: None,
+            accepted: None,
         })
     }
 }
@@ -338,7 +361,7 @@ async fn accept_one(incoming: quinn::Incoming) -> Result<Link, TransportError> {
         reader: Box::new(recv),
         writer: LinkWriter::Quic(send),
         guard: Guard::Quic(conn),
-        _permit: None,
+        accepted: None,
     })
 }
 
@@ -394,6 +417,9 @@ pub(crate) mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    use crate::transport::admission::HandshakeLimits;
 
     /// A listening QUIC transport on loopback with a fresh identity, the
     /// links it accepts, and the token that stops it. Needs a runtime.
@@ -403,18 +429,112 @@ pub(crate) mod tests {
         mpsc::Receiver<Link>,
         CancellationToken,
     ) {
+        let (transport, identity, incoming, cancel, _) = listening_with(HandshakeLimits::default());
+        (transport, identity, incoming, cancel)
+    }
+
+    /// [`listening_on_loopback`] with a handshake budget of `limits`,
+    /// which is returned too.
+    fn listening_with(
+        limits: HandshakeLimits,
+    ) -> (
+        Arc<QuicTransport>,
+        Identity,
+        mpsc::Receiver<Link>,
+        CancellationToken,
+        Handshakes,
+    ) {
         let identity = Identity::generate().unwrap();
         let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let transport = Arc::new(QuicTransport::bind(lo, &identity, true).unwrap());
         let (links, incoming) = mpsc::channel(1);
         let cancel = CancellationToken::new();
+        let handshakes = Handshakes::new(limits);
         tokio::spawn(transport.clone().serve(
             links,
-            Arc::new(Semaphore::new(1)),
+            handshakes.clone(),
             cancel.clone(),
             TaskTracker::new(),
         ));
-        (transport, identity, incoming, cancel)
+        (transport, identity, incoming, cancel, handshakes)
+    }
+
+    /// The first datagram of a new client connection to `server`: a
+    /// genuine Initial, from a client that will never answer.
+    fn initial_to(server: SocketAddr) -> Vec<u8> {
+        let identity = Identity::generate().unwrap();
+        let crypto =
+            QuicClientConfig::try_from(tls::client_config(&identity, None).unwrap()).unwrap();
+        let mut client = quinn_proto::Endpoint::new(
+            Arc::new(quinn_proto::EndpointConfig::default()),
+            None,
+            false,
+            None,
+        );
+        let now = Instant::now();
+        let config = quinn::ClientConfig::new(Arc::new(crypto));
+        let (_, mut conn) = client
+            .connect(now, config, server, tls::SERVER_NAME)
+            .unwrap();
+        let mut buf = Vec::new();
+        let transmit = conn.poll_transmit(now, 1, &mut buf).unwrap();
+        buf.truncate(transmit.size);
+        buf
+    }
+
+    /// Sends `initial` from `socket` to `server` and returns the type of
+    /// the first long-header packet that comes back (RFC 9000 §17.2:
+    /// 0 Initial, 3 Retry).
+    async fn answer_to(socket: &tokio::net::UdpSocket, server: SocketAddr, initial: &[u8]) -> u8 {
+        socket.send_to(initial, server).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+            .await
+            .expect("the server answers an Initial")
+            .unwrap();
+        assert!(n > 0 && buf[0] & 0x80 != 0, "not a long header");
+        (buf[0] >> 4) & 0x03
+    }
+
+    /// Under load, a client that has not proven its address gets a Retry
+    /// and no handshake slot, so Initials that are never followed up (or
+    /// come from forged addresses) cost one stateless answer each; an
+    /// honest client follows the Retry and connects as usual.
+    #[tokio::test]
+    async fn under_load_an_initial_gets_a_retry_and_no_slot() {
+        let limits = HandshakeLimits {
+            validate_above: 1,
+            ..HandshakeLimits::default()
+        };
+        let (server, server_id, mut incoming, cancel, handshakes) = listening_with(limits);
+        let addr = server.local_addr().unwrap();
+        let raw = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+        // Not under load: the Initial is answered with the server's own
+        // Initial, and its handshake holds a slot.
+        assert_eq!(answer_to(&raw, addr, &initial_to(addr)).await, 0);
+        assert_eq!(handshakes.in_flight(), 1);
+        // Now under load: a Retry, and no second slot.
+        let raw2 = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(answer_to(&raw2, addr, &initial_to(addr)).await, 3);
+        assert_eq!(handshakes.in_flight(), 1);
+
+        let client = QuicTransport::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &Identity::generate().unwrap(),
+            false,
+        )
+        .unwrap();
+        let link = client.connect(addr, Some(server_id.id())).await;
+        let mut link = link.expect("an honest client connects after the Retry");
+        // The stream shows at the server with its first bytes.
+        link.writer.write_all(b"x").await.unwrap();
+        let accepted = incoming
+            .recv()
+            .await
+            .expect("the server hands over the link");
+        assert_eq!(accepted.peer, client.identity.id());
+        cancel.cancel();
     }
 
     /// On a path that carries them (loopback here), MTU discovery climbs

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::Handshakes;
 use super::{
     BoxFuture, CONNECT_TIMEOUT, Guard, HANDSHAKE_TIMEOUT, Link, LinkWriter, Transport,
     TransportError, TransportKind, canonical, tls,
@@ -68,11 +69,12 @@ impl TcpTransport {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Accepts connections until `cancel`; see [`super::quic::QuicTransport::serve`].
+    /// Accepts connections until `cancel`; see [`super::quic::QuicTransport::serve`]
+    /// (without address validation, which TCP's own handshake provides).
     pub async fn serve(
         self: Arc<Self>,
         links: mpsc::Sender<Link>,
-        slots: Arc<Semaphore>,
+        handshakes: Handshakes,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) {
@@ -92,10 +94,15 @@ impl TcpTransport {
                     }
                 },
             };
+            let started = tokio::time::Instant::now();
             let remote = canonical(remote);
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, "too many connections; refusing TCP connection");
-                continue;
+            let ticket = match handshakes.admit(remote.ip()) {
+                Ok(ticket) => ticket,
+                Err(refusal) => {
+                    // Dropping the stream closes it.
+                    tracing::debug!(%remote, "refusing TCP connection: {refusal}");
+                    continue;
+                }
             };
             let acceptor = self.acceptor.clone();
             let links = links.clone();
@@ -113,9 +120,17 @@ impl TcpTransport {
                         remote,
                     ))
                 };
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                let outcome = tokio::select! {
+                    outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => outcome,
+                    () = ticket.evicted() => {
+                        tracing::debug!(%remote, "TLS handshake evicted: too many in flight");
+                        return;
+                    }
+                };
+                drop(ticket);
+                match outcome {
                     Ok(Ok(mut link)) => {
-                        link._permit = Some(permit);
+                        link.accepted = Some(started);
                         let _ = links.send(link).await;
                     }
                     Ok(Err(e)) => tracing::info!(%remote, "TCP connection failed: {e}"),
@@ -193,7 +208,7 @@ fn link(stream: tokio_rustls::TlsStream<TcpIo>, peer: DeviceId, remote: SocketAd
         reader: Box::new(reader),
         writer: LinkWriter::Tcp(writer),
         guard: Guard::Tcp { pairing_exporter },
-        _permit: None,
+        accepted: None,
     }
 }
 
