@@ -157,3 +157,138 @@ pub(super) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::identity::DeviceId;
+    use crate::registry::Direction;
+    use crate::transport::{Link, TransportKind};
+
+    /// One device's side of a pairing: its table, trust store, and the
+    /// pairing it registered.
+    struct Side {
+        table: Table,
+        trust: TrustStore,
+        id: String,
+        _dir: tempfile::TempDir,
+    }
+
+    fn side(link: &Link, direction: Direction, peer: &str) -> (Side, oneshot::Receiver<bool>) {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Table::new(CancellationToken::new());
+        let code = link.pairing_code().unwrap();
+        let (id, decision) = table
+            .register(direction, peer, link.peer, code, link.kind)
+            .unwrap();
+        let trust = TrustStore::load(dir.path()).unwrap();
+        let side = Side {
+            table,
+            trust,
+            id,
+            _dir: dir,
+        };
+        (side, decision)
+    }
+
+    /// Runs both sides' sessions over one in-memory link while each user
+    /// answers as `answers` says (`None`: never); returns both sides.
+    async fn pair(answers: (Option<bool>, Option<bool>)) -> (Side, Side) {
+        let (alice_id, bob_id) = (DeviceId::from_cert_der(b"a"), DeviceId::from_cert_der(b"b"));
+        let (to_bob, to_alice) = Link::pipe(alice_id, bob_id, TransportKind::Tcp, [3; 8]);
+        let (alice, alice_decision) = side(&to_bob, Direction::Out, "bob");
+        let (bob, bob_decision) = side(&to_alice, Direction::In, "alice");
+        let (mut to_bob, mut to_alice) = (Framed::new(to_bob), Framed::new(to_alice));
+        for (side, answer) in [(&alice, answers.0), (&bob, answers.1)] {
+            if let Some(accept) = answer {
+                side.table.decide(&side.id, accept).unwrap();
+            }
+        }
+        tokio::join!(
+            run(
+                &alice.table,
+                &alice.trust,
+                &mut to_bob,
+                &alice.id,
+                alice_decision,
+                "bob"
+            ),
+            run(
+                &bob.table,
+                &bob.trust,
+                &mut to_alice,
+                &bob.id,
+                bob_decision,
+                "alice"
+            ),
+        );
+        (alice, bob)
+    }
+
+    fn state(side: &Side) -> PairingState {
+        side.table.get(&side.id).unwrap().state
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_confirm_and_each_trusts_the_other() {
+        let (alice, bob) = pair((Some(true), Some(true))).await;
+        assert_eq!(
+            (state(&alice), state(&bob)),
+            (PairingState::Paired, PairingState::Paired)
+        );
+        assert!(alice.trust.is_trusted(&DeviceId::from_cert_der(b"b")));
+        assert!(bob.trust.is_trusted(&DeviceId::from_cert_der(b"a")));
+        let listed = bob.table.get(&bob.id).unwrap();
+        assert_eq!(
+            (listed.you_confirmed, listed.peer_confirmed),
+            (Some(true), Some(true))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_decline_pairs_nobody() {
+        let (alice, bob) = pair((Some(true), Some(false))).await;
+        assert_eq!(
+            (state(&alice), state(&bob)),
+            (PairingState::Rejected, PairingState::Rejected)
+        );
+        assert!(alice.trust.list().is_empty() && bob.trust.list().is_empty());
+        let reason = alice.table.get(&alice.id).unwrap().reason.unwrap();
+        assert!(reason.contains("declined on bob"), "{reason}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_pairings_expire_on_both_sides() {
+        let started = tokio::time::Instant::now();
+        let (alice, bob) = pair((Some(true), None)).await;
+        assert!(started.elapsed() >= PAIRING_TIMEOUT);
+        // Whichever side's deadline fires first expires and tells the
+        // other, which ends with the peer's word for it.
+        for side in [&alice, &bob] {
+            let info = side.table.get(&side.id).unwrap();
+            assert!(
+                matches!(info.state, PairingState::Expired | PairingState::Failed),
+                "{info:?}"
+            );
+            assert!(
+                info.reason.unwrap().contains("not confirmed"),
+                "{:?}",
+                side.id
+            );
+        }
+        assert!([state(&alice), state(&bob)].contains(&PairingState::Expired));
+        assert!(alice.trust.list().is_empty() && bob.trust.list().is_empty());
+    }
+
+    #[test]
+    fn the_code_comes_from_the_session_keys() {
+        let (a, b) = (DeviceId::from_cert_der(b"a"), DeviceId::from_cert_der(b"b"));
+        let (one, other) = Link::pipe(a, b, TransportKind::Quic, [5; 8]);
+        assert_eq!(one.pairing_code(), other.pairing_code());
+        // A relay holds two sessions with different keys: the codes differ.
+        let (relayed, _) = Link::pipe(a, b, TransportKind::Quic, [6; 8]);
+        assert_ne!(one.pairing_code(), relayed.pairing_code());
+    }
+}

@@ -145,3 +145,52 @@ pub fn kind(message: &Message) -> &'static str {
         Message::ProbeResult { .. } => "ProbeResult",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::DeviceId;
+    use crate::transport::{Link, TransportKind};
+
+    /// Runs `client` (as device `a`, named `a_name`) against `server` (as
+    /// `b`, with `trust`) over an in-memory link.
+    async fn hello(
+        a_name: &str,
+        trust: &TrustStore,
+    ) -> (
+        Result<PeerHello, AuthFailure>,
+        Result<PeerHello, TransferError>,
+    ) {
+        let (a, b) = (DeviceId::from_cert_der(b"a"), DeviceId::from_cert_der(b"b"));
+        let (to_b, to_a) = Link::pipe(a, b, TransportKind::Tcp, [0; 8]);
+        let (mut to_b, mut to_a) = (Framed::new(to_b), Framed::new(to_a));
+        tokio::join!(client(&mut to_b, a_name), server(&mut to_a, "bob", trust))
+    }
+
+    #[tokio::test]
+    async fn names_arrive_cleaned_on_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = TrustStore::load(dir.path()).unwrap();
+        let (ours, theirs) = hello(" lap\u{1b}[31mtop\n", &trust).await;
+        assert_eq!(ours.unwrap().name, "bob");
+        assert_eq!(theirs.unwrap().name, "lap[31mtop");
+    }
+
+    #[tokio::test]
+    async fn a_trusted_name_with_another_identity_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = TrustStore::load(dir.path()).unwrap();
+        trust
+            .trust(DeviceId::from_cert_der(b"the real laptop"), "laptop")
+            .unwrap();
+        // Control characters do not get an impostor past the check.
+        let (ours, theirs) = hello("lap\u{7}top", &trust).await;
+        match ours {
+            Err(AuthFailure::Refused(reason)) => {
+                assert!(reason.contains("identity mismatch"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(matches!(theirs, Err(TransferError::Rejected { .. })));
+    }
+}

@@ -13,8 +13,8 @@
 //! * [`text`] carries a short text either way.
 //!
 //! Everything here runs over any [`Link`], so the sessions are tested
-//! against each other over in-memory pipes with a paused clock (see the
-//! tests in [`send`]).
+//! against each other over in-memory pipes with a paused clock (the
+//! `tests` module beside this one).
 //!
 //! [`Link`]: crate::transport::Link
 
@@ -26,6 +26,8 @@ pub mod send;
 pub mod source;
 #[cfg(test)]
 pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 pub mod text;
 
 use std::time::Duration;

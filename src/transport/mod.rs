@@ -128,6 +128,9 @@ pub enum LinkWriter {
     Quic(quinn::SendStream),
     /// The write half of a TLS-over-TCP stream.
     Tcp(tokio::io::WriteHalf<tokio_rustls::TlsStream<tcp::TcpIo>>),
+    /// The write half of an in-memory pipe ([`Link::pipe`], tests only).
+    #[cfg(test)]
+    Pipe(tokio::io::WriteHalf<tokio::io::DuplexStream>),
 }
 
 impl LinkWriter {
@@ -137,6 +140,8 @@ impl LinkWriter {
         match self {
             Self::Quic(stream) => stream.write_chunk(data).await.map_err(std::io::Error::from),
             Self::Tcp(stream) => stream.write_all(&data).await,
+            #[cfg(test)]
+            Self::Pipe(stream) => stream.write_all(&data).await,
         }
     }
 }
@@ -152,6 +157,8 @@ impl AsyncWrite for LinkWriter {
                 .poll_write(cx, buf)
                 .map_err(std::io::Error::from),
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(test)]
+            Self::Pipe(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -162,6 +169,8 @@ impl AsyncWrite for LinkWriter {
         match self.get_mut() {
             Self::Quic(s) => Pin::new(s).poll_flush(cx),
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(test)]
+            Self::Pipe(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -172,6 +181,8 @@ impl AsyncWrite for LinkWriter {
         match self.get_mut() {
             Self::Quic(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(test)]
+            Self::Pipe(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -183,6 +194,11 @@ enum Guard {
     /// pairing code ([`Link::pairing_code`]) is taken after the handshake.
     Tcp {
         pairing_exporter: Option<[u8; 8]>,
+    },
+    /// An in-memory pipe: the exporter output both ends were given.
+    #[cfg(test)]
+    Pipe {
+        pairing_exporter: [u8; 8],
     },
 }
 
@@ -267,6 +283,8 @@ impl Link {
                 out
             }
             Guard::Tcp { pairing_exporter } => (*pairing_exporter)?,
+            #[cfg(test)]
+            Guard::Pipe { pairing_exporter } => *pairing_exporter,
         };
         Some(crate::protocol::pairing_code(exporter))
     }
@@ -314,6 +332,38 @@ impl Link {
             }
         };
         let _ = tokio::time::timeout(limit, settle).await;
+    }
+}
+
+#[cfg(test)]
+impl Link {
+    /// Both ends of an in-memory link between device `a` (the first end,
+    /// whose peer is `b`) and device `b`, with `kind` and loopback
+    /// addresses for show, and `pairing_exporter` as both ends' keying
+    /// material. Sessions run over it exactly as over QUIC or TCP, so they
+    /// are tested without sockets (and under a paused clock).
+    pub(crate) fn pipe(
+        a: DeviceId,
+        b: DeviceId,
+        kind: TransportKind,
+        pairing_exporter: [u8; 8],
+    ) -> (Link, Link) {
+        // Room for several data frames in flight, as on a real link.
+        const PIPE_BUFFER: usize = 4 << 20;
+        let (one, other) = tokio::io::duplex(PIPE_BUFFER);
+        let end = |stream: tokio::io::DuplexStream, peer: DeviceId, port: u16| {
+            let (reader, writer) = tokio::io::split(stream);
+            Link {
+                peer,
+                kind,
+                remote: SocketAddr::from(([127, 0, 0, 1], port)),
+                reader: Box::new(reader),
+                writer: LinkWriter::Pipe(writer),
+                guard: Guard::Pipe { pairing_exporter },
+                _permit: None,
+            }
+        };
+        (end(one, b, 2), end(other, a, 1))
     }
 }
 

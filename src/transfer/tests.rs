@@ -1,0 +1,419 @@
+//! The sessions against each other, without sockets: a sender and a
+//! receiver joined by an in-memory [`Link`](crate::transport::Link).
+//! Where the other side must misbehave (stop half way, send a bad block)
+//! it is played frame by frame.
+//!
+//! Waits for consent run under tokio's paused clock, so a 120 s expiry
+//! takes no real time. Tests that move data run on the real clock under a
+//! [`bounded`] deadline instead: the receiver's disk writer is a blocking
+//! task, during which a paused clock never advances, so a session that
+//! wrongly waits for a frame would hang rather than time out.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::framed::Framed;
+use super::source::Source;
+use super::testing::{
+    Bob, OFFER_TIMEOUT, alice_as_sender, bob_receiving, framed_pipe, outgoing, random_file,
+    source_of,
+};
+use super::{SessionEvent, TransferError, send, text};
+use crate::intake::AcceptPolicy;
+use crate::protocol::hash::block_hash;
+use crate::protocol::{BlockRange, ErrorCode, MAX_DATA_CHUNK, Message};
+use crate::registry::{Decision, Registry, State, TransferInfo};
+
+/// How long the sender waits for consent (as the send service allows).
+const CONSENT: Duration = Duration::from_secs(150);
+
+/// `session` within a minute of real time: a hang is a failure.
+async fn bounded<T>(session: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), session)
+        .await
+        .expect("the sessions hung")
+}
+
+/// Runs a real sender of `source` against Bob's receiver over one pipe;
+/// returns the sender's result and its registry entry.
+async fn send_to(bob: &Bob, source: &Source) -> (Result<(), TransferError>, TransferInfo) {
+    let (mut ours, mut theirs) = framed_pipe();
+    let registry = Registry::default();
+    let handle = outgoing(&registry, source);
+    let (events, _) = mpsc::unbounded_channel();
+    let sending = async {
+        let result = send::send(&mut ours, "bob", source, &handle, CONSENT, events).await;
+        ours.into_link().close(Duration::from_secs(1)).await;
+        result
+    };
+    let receiving = async {
+        bob.receiver.receive(&mut theirs, &alice_as_sender()).await;
+        theirs.into_link().close(Duration::from_secs(1)).await;
+    };
+    let (result, ()) = tokio::join!(sending, receiving);
+    (result, registry.list().remove(0))
+}
+
+/// The receiver's transfers.
+fn incoming(bob: &Bob) -> Vec<TransferInfo> {
+    bob.registry.list()
+}
+
+/// Everything in Bob's download directory, hidden entries included.
+fn downloads(bob: &Bob) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&bob.downloads)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn files_and_folders_arrive_byte_identical() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("photos");
+    std::fs::create_dir_all(tree.join("2024")).unwrap();
+    let big = random_file(&tree.join("2024/big.bin"), (3 << 20) + 7, 1);
+    let small = random_file(&tree.join("note.txt"), 17, 2);
+    let empty = random_file(&src.path().join("empty.bin"), 0, 3);
+    let source = source_of(&[tree, src.path().join("empty.bin")]);
+    let bob = bob_receiving(AcceptPolicy::All);
+
+    let (result, ours) = bounded(send_to(&bob, &source)).await;
+    result.unwrap();
+    assert_eq!(ours.bytes_sent, (3 << 20) + 7 + 17);
+    let got = |rel: &str| std::fs::read(bob.downloads.join(rel)).unwrap();
+    assert!(got("photos/2024/big.bin") == big, "big.bin differs");
+    assert_eq!(got("photos/note.txt"), small);
+    assert_eq!(got("empty.bin"), empty);
+    assert_eq!(downloads(&bob), ["empty.bin", "photos"]);
+    let theirs = incoming(&bob);
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].state, State::Done);
+    assert_eq!(theirs[0].bytes_done, (3 << 20) + 7 + 17);
+    assert_eq!(theirs[0].names, ["photos", "empty.bin"]);
+}
+
+#[tokio::test]
+async fn an_offer_waits_for_the_user_and_goes_ahead_when_accepted() {
+    let src = tempfile::tempdir().unwrap();
+    let data = random_file(&src.path().join("a.bin"), 100_000, 4);
+    let source = source_of(&[src.path().join("a.bin")]);
+    let bob = bob_receiving(AcceptPolicy::Ask);
+    let user = async {
+        loop {
+            if let Some(offer) = incoming(&bob)
+                .into_iter()
+                .find(|t| t.state == State::Pending)
+            {
+                bob.registry
+                    .decide(&offer.id[..4], Decision::Accept)
+                    .unwrap();
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let ((result, _), ()) = bounded(async { tokio::join!(send_to(&bob, &source), user) }).await;
+    result.unwrap();
+    assert_eq!(std::fs::read(bob.downloads.join("a.bin")).unwrap(), data);
+    assert_eq!(incoming(&bob)[0].state, State::Done);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_offer_expires_as_rejected_and_writes_nothing() {
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("a.bin"), 1000, 5);
+    let source = source_of(&[src.path().join("a.bin")]);
+    let bob = bob_receiving(AcceptPolicy::Ask);
+    let started = tokio::time::Instant::now();
+
+    let (result, ours) = send_to(&bob, &source).await;
+    let waited = started.elapsed();
+    match result {
+        Err(TransferError::Rejected { reason, .. }) => {
+            assert!(reason.contains("expired"), "{reason}");
+        }
+        other => panic!("expected an expiry, got {other:?}"),
+    }
+    assert!(waited >= OFFER_TIMEOUT && waited < CONSENT, "{waited:?}");
+    assert_eq!(
+        ours.state,
+        State::Active,
+        "the send service records the end"
+    );
+    assert_eq!(incoming(&bob)[0].state, State::Rejected);
+    assert_eq!(downloads(&bob), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_trusted_sender_is_accepted_without_asking() {
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("a.bin"), 1000, 6);
+    let source = source_of(&[src.path().join("a.bin")]);
+    let bob = bob_receiving(AcceptPolicy::Trusted);
+    // Not trusted yet: refused at once.
+    let (result, _) = bounded(send_to(&bob, &source)).await;
+    assert!(
+        matches!(&result, Err(TransferError::Rejected { reason, .. }) if reason.contains("trusted")),
+        "{result:?}"
+    );
+    bob.trust.trust(super::testing::alice(), "alice").unwrap();
+    let (result, _) = bounded(send_to(&bob, &source)).await;
+    result.unwrap();
+    assert!(bob.downloads.join("a.bin").exists());
+}
+
+#[tokio::test]
+async fn a_cancel_between_frames_stops_both_sides_and_leaves_nothing() {
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("big.bin"), 16 << 20, 7);
+    let source = source_of(&[src.path().join("big.bin")]);
+    let bob = bob_receiving(AcceptPolicy::All);
+    let (mut ours, mut theirs) = framed_pipe();
+    let registry = Registry::default();
+    let handle = outgoing(&registry, &source);
+    let (events, mut accepted) = mpsc::unbounded_channel();
+    let sending = async { send::send(&mut ours, "bob", &source, &handle, CONSENT, events).await };
+    // The user cancels as soon as data flows.
+    let cancel = async {
+        while let Some(event) = accepted.recv().await {
+            if event == SessionEvent::Accepted {
+                handle.cancelled().cancel();
+            }
+        }
+    };
+    let alice = alice_as_sender();
+    let receiving = bob.receiver.receive(&mut theirs, &alice);
+    let (result, (), ()) = bounded(async { tokio::join!(sending, cancel, receiving) }).await;
+    assert!(
+        matches!(result, Err(TransferError::Cancelled)),
+        "{result:?}"
+    );
+    assert!(
+        handle.bytes_sent() < 16 << 20,
+        "cancelled after everything was sent"
+    );
+    let theirs = incoming(&bob);
+    assert_eq!(theirs[0].state, State::Cancelled, "{theirs:?}");
+    assert_eq!(downloads(&bob), Vec::<String>::new(), "partial data kept");
+}
+
+/// Plays a sender that offers `source` and sends only `blocks` of file 0:
+/// each with its right value, or a wrong one where `bad` says so; then it
+/// reads what the receiver says, and hangs up. Returns the blocks the
+/// receiver asked for and its last message (if any before the hang-up).
+async fn partial_sender(
+    framed: &mut Framed,
+    source: &Source,
+    content: &[u8],
+    blocks: &[(u64, bool)],
+) -> (Vec<BlockRange>, Option<Message>) {
+    framed
+        .send(&Message::Offer(source.manifest.clone()))
+        .await
+        .unwrap();
+    let Message::Accept { need } = framed.recv().await.unwrap() else {
+        panic!("not accepted");
+    };
+    let bs = u64::from(source.manifest.block_size);
+    for &(block, bad) in blocks {
+        let start = block * bs;
+        let end = ((block + 1) * bs).min(content.len() as u64);
+        let mut offset = start;
+        while offset < end {
+            let len = (end - offset).min(MAX_DATA_CHUNK as u64);
+            let data = Bytes::copy_from_slice(&content[offset as usize..(offset + len) as usize]);
+            framed
+                .send(&Message::Data {
+                    file: 0,
+                    offset,
+                    data,
+                })
+                .await
+                .unwrap();
+            offset += len;
+        }
+        let mut value = block_hash(
+            &content[start as usize..end as usize],
+            content.len() as u64,
+            source.manifest.block_size,
+            block,
+        );
+        if bad {
+            value[0] ^= 1;
+        }
+        framed
+            .send(&Message::BlockValue {
+                file: 0,
+                block,
+                value,
+            })
+            .await
+            .unwrap();
+    }
+    let last = if blocks.iter().any(|(_, bad)| *bad) {
+        framed.recv().await.ok()
+    } else {
+        None
+    };
+    (need, last)
+}
+
+/// Bob receiving from a [`partial_sender`], then from a real sender of the
+/// same offer: what the first attempt ended with, and the bytes the real
+/// sender had to send.
+async fn interrupted_then_resumed(
+    bob: &Bob,
+    source: &Source,
+    content: &[u8],
+    blocks: &[(u64, bool)],
+) -> (Vec<BlockRange>, Option<Message>, u64) {
+    let (mut ours, mut theirs) = framed_pipe();
+    let first = async {
+        let answer = partial_sender(&mut ours, source, content, blocks).await;
+        drop(ours);
+        answer
+    };
+    let alice = alice_as_sender();
+    let receiving = bob.receiver.receive(&mut theirs, &alice);
+    let ((need, last), ()) = tokio::join!(first, receiving);
+    drop(theirs);
+    assert_eq!(incoming(bob)[0].state, State::Failed);
+    let (result, ours) = send_to(bob, source).await;
+    result.unwrap();
+    (need, last, ours.bytes_sent)
+}
+
+#[tokio::test]
+async fn an_interrupted_transfer_resumes_with_only_the_missing_blocks() {
+    let src = tempfile::tempdir().unwrap();
+    let path: PathBuf = src.path().join("video.bin");
+    let content = random_file(&path, (3 << 20) + 5, 8);
+    // One offer, kept for both attempts, as the send service keeps it.
+    let source = source_of(&[path]);
+    let bs = u64::from(source.manifest.block_size);
+    assert!(content.len() as u64 > 2 * bs, "needs at least three blocks");
+    let bob = bob_receiving(AcceptPolicy::All);
+
+    let (need, _, resent) = bounded(interrupted_then_resumed(
+        &bob,
+        &source,
+        &content,
+        &[(0, false)],
+    ))
+    .await;
+    let blocks = (content.len() as u64).div_ceil(bs);
+    assert_eq!(
+        need,
+        [BlockRange {
+            file: 0,
+            first: 0,
+            count: blocks
+        }],
+        "the first attempt asks for everything"
+    );
+    assert_eq!(resent, content.len() as u64 - bs, "block 0 was sent again");
+    assert_eq!(
+        std::fs::read(bob.downloads.join("video.bin")).unwrap(),
+        content
+    );
+    assert_eq!(incoming(&bob)[1].state, State::Done);
+}
+
+#[tokio::test]
+async fn a_block_that_fails_verification_is_refused_and_fetched_again() {
+    let src = tempfile::tempdir().unwrap();
+    let path: PathBuf = src.path().join("video.bin");
+    let content = random_file(&path, (3 << 20) + 5, 9);
+    let source = source_of(&[path]);
+    let bs = u64::from(source.manifest.block_size);
+    let bob = bob_receiving(AcceptPolicy::All);
+
+    let blocks = [(0, false), (1, true)];
+    let (_, last, resent) =
+        bounded(interrupted_then_resumed(&bob, &source, &content, &blocks)).await;
+    assert!(
+        matches!(
+            last,
+            Some(Message::Error {
+                code: ErrorCode::Integrity,
+                ..
+            })
+        ),
+        "{last:?}"
+    );
+    let first = &incoming(&bob)[0];
+    assert!(
+        first.reason.as_deref().is_some_and(|r| r.contains("block")),
+        "{first:?}"
+    );
+    // Block 0 was verified and kept; the bad block 1 and the rest came again.
+    assert_eq!(resent, content.len() as u64 - bs);
+    assert_eq!(
+        std::fs::read(bob.downloads.join("video.bin")).unwrap(),
+        content
+    );
+}
+
+/// Sends `text` to Bob's receiver; returns the sender's result.
+async fn text_to(bob: &Bob, text: &str) -> Result<(), TransferError> {
+    let (mut ours, mut theirs) = framed_pipe();
+    let registry = Registry::default();
+    let handle = registry.start(crate::registry::NewTransfer {
+        direction: crate::registry::Direction::Out,
+        peer: "bob".into(),
+        peer_id: super::testing::bob(),
+        files: 0,
+        bytes: text.len() as u64,
+        transport: crate::transport::TransportKind::Quic,
+        names: Vec::new(),
+    });
+    let (events, _) = mpsc::unbounded_channel();
+    let sending = async {
+        let result = text::send(&mut ours, "bob", text, &handle, CONSENT, &events).await;
+        ours.into_link().close(Duration::from_secs(1)).await;
+        result
+    };
+    let receiving = async {
+        let Ok(Message::Text { text }) = theirs.recv().await else {
+            panic!("no text");
+        };
+        text::receive(&mut theirs, bob.receiver.intake(), &alice_as_sender(), text).await;
+        theirs.into_link().close(Duration::from_secs(1)).await;
+    };
+    let (result, ()) = tokio::join!(sending, receiving);
+    result
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_text_lands_in_the_inbox_exactly_as_sent() {
+    let bob = bob_receiving(AcceptPolicy::All);
+    let text = "grüße\n\tzweite Zeile ✓";
+    text_to(&bob, text).await.unwrap();
+    let inbox = bob.receiver.intake().inbox().list().unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(
+        (inbox[0].text.as_str(), inbox[0].peer.as_str()),
+        (text, "alice")
+    );
+    let theirs = incoming(&bob);
+    assert_eq!(theirs[0].state, State::Done);
+    assert_eq!(theirs[0].names, ["text: grüße…"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_text_expires_and_is_not_stored() {
+    let bob = bob_receiving(AcceptPolicy::Ask);
+    let result = text_to(&bob, "hello").await;
+    assert!(
+        matches!(&result, Err(TransferError::Rejected { reason, .. }) if reason.contains("text expired")),
+        "{result:?}"
+    );
+    assert!(bob.receiver.intake().inbox().list().unwrap().is_empty());
+    assert_eq!(incoming(&bob)[0].state, State::Rejected);
+}
