@@ -42,6 +42,7 @@ pub(crate) fn framed_pipe() -> (Framed, Framed) {
 pub(crate) fn alice_as_sender() -> Sender {
     Sender {
         id: alice(),
+        address: std::net::Ipv4Addr::LOCALHOST.into(),
         name: "alice".into(),
         transport: TransportKind::Quic,
     }

@@ -360,7 +360,7 @@ impl Link {
                 reader: Box::new(reader),
                 writer: LinkWriter::Pipe(writer),
                 guard: Guard::Pipe { pairing_exporter },
-                _permit: None,
+                accepted: None,
             }
         };
         (end(one, b, 2), end(other, a, 1))
