@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::netns::{Lan, has_id, in_ns, peer_with_id, peers, sh, wait_peers};
-use crate::common::{TestDaemon, share_bin};
+use crate::common::{TestDaemon, eventually, share_bin};
 
 /// Time allowed for a started peer to be listed.
 const APPEAR_LIMIT: Duration = Duration::from_secs(5);
@@ -149,10 +149,11 @@ fn doctor_is_green_on_a_healthy_lan() {
     let ready = Instant::now();
     wait_peers(&a, ready, APPEAR_LIMIT, "beta", |p| has_id(p, &b_id));
     wait_peers(&b, ready, APPEAR_LIMIT, "alpha", |p| has_id(p, &a_id));
-    // mDNS has settled (the doctor says so for its first 3 s).
-    std::thread::sleep(Duration::from_secs(3).saturating_sub(ready.elapsed()));
-
-    let (ok, report) = doctor(&a, &[]);
+    // Until mDNS has settled the doctor says so; wait for its verdict.
+    let (ok, report) = eventually("mDNS to settle", Duration::from_secs(10), || {
+        let (ok, report) = doctor(&a, &[]);
+        (!report.to_string().contains("has not settled yet")).then_some((ok, report))
+    });
     for name in [
         "daemon",
         "identity",

@@ -256,7 +256,7 @@ fn text_argument(text: &str) -> Result<String> {
     } else {
         text.to_owned()
     };
-    if let Err(reason) = crate::transfer::text::check_text(&text) {
+    if let Err(reason) = crate::intake::text::check_text(&text) {
         bail!("{reason}");
     }
     Ok(text)

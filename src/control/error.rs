@@ -12,7 +12,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::history::HistoryError;
-use crate::identity::trust::TrustError;
 use crate::intake::inbox::{InboxError, NextTextError};
 use crate::outgoing::SendError;
 use crate::outgoing::retry::AttemptError;
@@ -131,26 +130,6 @@ impl CommandError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Invalid, message)
     }
-
-    /// [`ErrorKind::NotFound`].
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::NotFound, message)
-    }
-
-    /// [`ErrorKind::Conflict`].
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Conflict, message)
-    }
-
-    /// [`ErrorKind::Io`].
-    pub fn io(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Io, message)
-    }
-
-    /// [`ErrorKind::Internal`], for what should not happen.
-    pub fn internal(message: impl std::fmt::Display) -> Self {
-        Self::new(ErrorKind::Internal, format!("internal error: {message}"))
-    }
 }
 
 // How the errors of the layers below map onto kinds. They live here, in
@@ -199,13 +178,28 @@ fn dial_kind(e: &DialError) -> ErrorKind {
     }
 }
 
+/// The kind of a name or ID prefix that names no single device.
+fn lookup_kind(e: &LookupError) -> ErrorKind {
+    match e {
+        LookupError::NotFound(_) => ErrorKind::NotFound,
+        LookupError::Ambiguous(..) => ErrorKind::Ambiguous,
+    }
+}
+
+/// The kind of a PEER that could not be resolved.
+fn resolve_kind(e: &ResolveError) -> ErrorKind {
+    match e {
+        ResolveError::Ambiguous { .. } => ErrorKind::Ambiguous,
+        ResolveError::Impostor { .. } => ErrorKind::Refused,
+        _ => ErrorKind::NotFound,
+    }
+}
+
 kind_of!(RegistryError, |e| match &e {
     RegistryError::NotFound(_) => ErrorKind::NotFound,
     RegistryError::Ambiguous(_) => ErrorKind::Ambiguous,
     RegistryError::NotPending { .. } => ErrorKind::Conflict,
 });
-
-kind_of!(TrustError, |e| ErrorKind::Io);
 
 kind_of!(HistoryError, |e| ErrorKind::Io);
 
@@ -217,23 +211,6 @@ kind_of!(NextTextError, |e| match &e {
     NextTextError::Cancelled => ErrorKind::Cancelled,
     NextTextError::Inbox(_) => ErrorKind::Io,
 });
-
-kind_of!(ResolveError, |e| resolve_kind(&e));
-
-fn lookup_kind(e: &LookupError) -> ErrorKind {
-    match e {
-        LookupError::NotFound(_) => ErrorKind::NotFound,
-        LookupError::Ambiguous(..) => ErrorKind::Ambiguous,
-    }
-}
-
-fn resolve_kind(e: &ResolveError) -> ErrorKind {
-    match e {
-        ResolveError::Ambiguous { .. } => ErrorKind::Ambiguous,
-        ResolveError::Impostor { .. } => ErrorKind::Refused,
-        _ => ErrorKind::NotFound,
-    }
-}
 
 kind_of!(PeersError, |e| match &e {
     PeersError::Lookup(e) => lookup_kind(e),

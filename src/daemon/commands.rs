@@ -49,103 +49,92 @@ impl Handler for Commands {
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
     ) -> BoxFuture<'_, Result<Response, CommandError>> {
-        Box::pin(self.run(request, caller, files, events, cancel))
-    }
-}
-
-impl Commands {
-    async fn run(
-        &self,
-        request: Request,
-        caller: Caller,
-        files: Vec<std::fs::File>,
-        events: mpsc::UnboundedSender<SendEvent>,
-        cancel: CancellationToken,
-    ) -> Result<Response, CommandError> {
-        Ok(match request {
-            Request::Id => Response::Id(self.status.id()),
-            Request::Status => Response::Status(Box::new(self.status.report())),
-            Request::Peers => Response::Peers(self.peers.list()),
-            Request::PeersAdd { addr } => ack(self.peers.add(&addr).await?),
-            Request::PeersRemove { peer } => ack(self.peers.remove(&peer)?),
-            Request::Trust { peer } => ack(self.peers.trust(&peer).await?),
-            Request::Untrust { peer } => ack(self.peers.untrust(&peer)?),
-            Request::Doctor { peer } => {
-                Response::Doctor(Box::new(self.doctor.run(peer.as_deref()).await))
-            }
-            Request::Transfers => Response::Transfers(self.registry.list()),
-            Request::Accept { id } => {
-                let id = self.registry.decide(&id, Decision::Accept)?;
-                ack(format!("accepted transfer {id}"))
-            }
-            Request::Reject { id, reason } => {
-                let reason = reason.unwrap_or_else(|| "declined by the user".into());
-                let id = self.registry.decide(&id, Decision::Reject(reason))?;
-                ack(format!("rejected transfer {id}"))
-            }
-            Request::Cancel { id } => {
-                let id = self.registry.cancel(&id)?;
-                ack(format!("cancelled transfer {id}"))
-            }
-            Request::Send {
-                peer,
-                entries,
-                skipped,
-                transport,
-                retry_for_s,
-            } => {
-                let what = attach_files(entries, files)?;
-                tracing::debug!(uid = caller.uid, entries = what.len(), "send request");
-                let job = SendJob {
+        Box::pin(async move {
+            Ok(match request {
+                Request::Id => Response::Id(self.status.id()),
+                Request::Status => Response::Status(Box::new(self.status.report())),
+                Request::Peers => Response::Peers(self.peers.list()),
+                Request::PeersAdd { addr } => ack(self.peers.add(&addr).await?),
+                Request::PeersRemove { peer } => ack(self.peers.remove(&peer)?),
+                Request::Trust { peer } => ack(self.peers.trust(&peer).await?),
+                Request::Untrust { peer } => ack(self.peers.untrust(&peer)?),
+                Request::Doctor { peer } => {
+                    Response::Doctor(Box::new(self.doctor.run(peer.as_deref()).await))
+                }
+                Request::Transfers => Response::Transfers(self.registry.list()),
+                Request::Accept { id } => {
+                    let id = self.registry.decide(&id, Decision::Accept)?;
+                    ack(format!("accepted transfer {id}"))
+                }
+                Request::Reject { id, reason } => {
+                    let reason = reason.unwrap_or_else(|| "declined by the user".into());
+                    let id = self.registry.decide(&id, Decision::Reject(reason))?;
+                    ack(format!("rejected transfer {id}"))
+                }
+                Request::Cancel { id } => {
+                    let id = self.registry.cancel(&id)?;
+                    ack(format!("cancelled transfer {id}"))
+                }
+                Request::Send {
                     peer,
-                    payload: Payload::Files { what, skipped },
-                    preference: transport,
-                    retry_for: retry_for_s.map(Duration::from_secs),
-                };
-                sent(self.sends.send(job, events, cancel).await?)
-            }
-            Request::SendText {
-                peer,
-                text,
-                transport,
-            } => {
-                let job = SendJob {
+                    entries,
+                    skipped,
+                    transport,
+                    retry_for_s,
+                } => {
+                    let what = attach_files(entries, files)?;
+                    tracing::debug!(uid = caller.uid, entries = what.len(), "send request");
+                    let job = SendJob {
+                        peer,
+                        payload: Payload::Files { what, skipped },
+                        preference: transport,
+                        retry_for: retry_for_s.map(Duration::from_secs),
+                    };
+                    sent(self.sends.send(job, events, cancel).await?)
+                }
+                Request::SendText {
                     peer,
-                    payload: Payload::Text(text),
-                    preference: transport,
-                    retry_for: None,
-                };
-                sent(self.sends.send(job, events, cancel).await?)
-            }
-            Request::QueueSend {
-                peer,
-                entries,
-                skipped,
-                transport,
-                roots,
-            } => Response::Queued(self.queue.add(NewQueued {
-                peer,
-                what: attach_files(entries, files)?,
-                skipped,
-                transport,
-                roots,
-                uid: caller.uid,
-            })?),
-            Request::Queue => Response::Queue(self.queue.list()),
-            Request::QueueCancel { id } => ack(self.queue.cancel(&id)?),
-            Request::Pair { peer, transport } => {
-                Response::Pairing(self.pairings.start(&peer, transport).await?)
-            }
-            Request::Pairings => Response::Pairings(self.pairings.list()),
-            Request::PairDecide { id, accept, wait } => {
-                Response::Pairing(self.pairings.decide(&id, accept, wait).await?)
-            }
-            Request::History { limit } => Response::History(self.history.read(limit)?),
-            Request::Inbox => Response::Inbox(self.inbox.list()?),
-            Request::ReceiveText { wait_s } => {
-                let wait = Duration::from_secs(wait_s.unwrap_or(0));
-                Response::Text(self.inbox.next_unread(wait, &cancel).await?)
-            }
+                    text,
+                    transport,
+                } => {
+                    let job = SendJob {
+                        peer,
+                        payload: Payload::Text(text),
+                        preference: transport,
+                        retry_for: None,
+                    };
+                    sent(self.sends.send(job, events, cancel).await?)
+                }
+                Request::QueueSend {
+                    peer,
+                    entries,
+                    skipped,
+                    transport,
+                    roots,
+                } => Response::Queued(self.queue.add(NewQueued {
+                    peer,
+                    what: attach_files(entries, files)?,
+                    skipped,
+                    transport,
+                    roots,
+                    uid: caller.uid,
+                })?),
+                Request::Queue => Response::Queue(self.queue.list()),
+                Request::QueueCancel { id } => ack(self.queue.cancel(&id)?),
+                Request::Pair { peer, transport } => {
+                    Response::Pairing(self.pairings.start(&peer, transport).await?)
+                }
+                Request::Pairings => Response::Pairings(self.pairings.list()),
+                Request::PairDecide { id, accept, wait } => {
+                    Response::Pairing(self.pairings.decide(&id, accept, wait).await?)
+                }
+                Request::History { limit } => Response::History(self.history.read(limit)?),
+                Request::Inbox => Response::Inbox(self.inbox.list()?),
+                Request::ReceiveText { wait_s } => {
+                    let wait = Duration::from_secs(wait_s.unwrap_or(0));
+                    Response::Text(self.inbox.next_unread(wait, &cancel).await?)
+                }
+            })
         })
     }
 }

@@ -31,6 +31,7 @@
 pub mod consent;
 pub mod inbox;
 pub mod pending;
+pub mod text;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -40,13 +41,13 @@ use std::time::Duration;
 pub use consent::{AcceptPolicy, Declined, Offering, SenderGone};
 use inbox::{Inbox, InboxError, InboxText};
 use pending::{PendingLimits, PendingOffers};
+use text::preview;
 
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
 use crate::protocol::{HumanBytes, Manifest, ManifestError, ManifestLimits};
 use crate::registry::{Direction, Handle, NewTransfer, Registry, TransferKind};
 use crate::store::{DownloadDir, PathError, Plan, StoreError, plan};
-use crate::transfer::text::preview;
 use crate::transport::TransportKind;
 
 /// Who offers something: proven identity, given name, transport.

@@ -26,10 +26,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::DeviceId;
+use crate::intake::text::{TextError, check_text, preview};
 use crate::peers::{Connector, ResolveError, Resolver};
 use crate::registry::{Handle, Registry, State, TransferKind};
 use crate::transfer::source::{self, Source, SourceError, SourceFile};
-use crate::transfer::text::{TextError, check_text, preview};
 use crate::transfer::{MESSAGE_TIMEOUT, TransferError};
 use crate::transport::TransportKind;
 use crate::transport::dial::{DialError, Preference};

@@ -40,13 +40,6 @@ pub struct Connected {
     pub transport: TransportKind,
 }
 
-impl Connected {
-    /// The peer's proven device ID.
-    pub fn peer_id(&self) -> DeviceId {
-        self.framed.link().peer
-    }
-}
-
 /// Who answered at a target.
 #[derive(Debug, Clone)]
 pub struct Answered {

@@ -4,9 +4,9 @@
 //! answered with `Done` (stored in the inbox) or `Reject`. It goes through
 //! the same intake as files (consent, `share transfers`, `share accept` /
 //! `share reject`, history, kind `text`). The size limit
-//! ([`MAX_TEXT_LEN`]) is enforced by the sending CLI, by the sending
-//! daemon ([`check_text`]), and by the receiver's codec, which refuses an
-//! over-long `Text` frame before reading it.
+//! ([`crate::protocol::MAX_TEXT_LEN`]) is enforced by the sending CLI, by
+//! the sending daemon ([`check_text`]), and by the receiver's codec, which
+//! refuses an over-long `Text` frame before reading it.
 
 use std::time::Duration;
 
@@ -16,55 +16,10 @@ use super::framed::Framed;
 use super::handshake::kind;
 use super::receive::sender_gone;
 use super::{SessionEvent, TransferError};
+use crate::intake::text::check_text;
 use crate::intake::{Intake, Offer, Sender};
-use crate::protocol::{ErrorCode, MAX_TEXT_LEN, Message};
+use crate::protocol::{ErrorCode, Message};
 use crate::registry::{Handle, State};
-
-/// Characters of a text shown in `share transfers` and the history.
-const PREVIEW_CHARS: usize = 40;
-
-/// Why a text cannot be sent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TextError {
-    /// Nothing to send.
-    #[error("the text is empty; nothing to send")]
-    Empty,
-    /// More than [`MAX_TEXT_LEN`] bytes.
-    #[error(
-        "the text is {0} bytes, more than the limit of {MAX_TEXT_LEN} bytes (64 KiB); send it as a file instead"
-    )]
-    TooLong(usize),
-}
-
-/// Checks a text before it is sent (by the CLI, and again by the daemon):
-/// not empty, at most [`MAX_TEXT_LEN`] bytes.
-///
-/// # Errors
-/// Why it cannot be sent.
-pub fn check_text(text: &str) -> Result<(), TextError> {
-    if text.is_empty() {
-        return Err(TextError::Empty);
-    }
-    if text.len() > MAX_TEXT_LEN {
-        return Err(TextError::TooLong(text.len()));
-    }
-    Ok(())
-}
-
-/// The first line of `text`, shortened and without control characters,
-/// for listings.
-pub fn preview(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("");
-    let mut out: String = line
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(PREVIEW_CHARS)
-        .collect();
-    if line.chars().count() > PREVIEW_CHARS || text.lines().nth(1).is_some() {
-        out.push('…');
-    }
-    format!("text: {out}")
-}
 
 /// Receiving side: a `Text` arrived instead of an `Offer`. Checks it,
 /// asks the intake for consent, stores it, answers `Done` (or the
@@ -162,26 +117,4 @@ pub async fn send(
 async fn cancelled(framed: &mut Framed) -> TransferError {
     framed.send_error(&TransferError::Cancelled).await;
     TransferError::Cancelled
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits_and_previews() {
-        assert_eq!(check_text(""), Err(TextError::Empty));
-        assert!(check_text(&"é".repeat(MAX_TEXT_LEN / 2)).is_ok());
-        let err = check_text(&"x".repeat(MAX_TEXT_LEN + 1))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("65537 bytes"), "{err}");
-        assert_eq!(preview("hello"), "text: hello");
-        assert_eq!(preview("one\ntwo"), "text: one…");
-        assert_eq!(
-            preview(&"ü".repeat(50)),
-            format!("text: {}…", "ü".repeat(40))
-        );
-        assert_eq!(preview("a\tb\u{1b}[31m"), "text: ab[31m");
-    }
 }
