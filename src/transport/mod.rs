@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod dial;
+mod path_mtu;
 pub mod quic;
 pub mod tcp;
 pub mod tls;
@@ -189,25 +190,24 @@ impl AsyncWrite for LinkWriter {
 
 /// Keeps transport state alive for as long as the link is used.
 enum Guard {
-    Quic(quinn::Connection),
+    /// The connection, and where to remember the MTU it discovered.
+    Quic(quinn::Connection, std::sync::Arc<path_mtu::PathMtus>),
     /// The TLS stream is split into halves, so the exporter output for the
     /// pairing code ([`Link::pairing_code`]) is taken after the handshake.
-    Tcp {
-        pairing_exporter: Option<[u8; 8]>,
-    },
+    Tcp { pairing_exporter: Option<[u8; 8]> },
     /// An in-memory pipe: the exporter output both ends were given.
     #[cfg(test)]
-    Pipe {
-        pairing_exporter: [u8; 8],
-    },
+    Pipe { pairing_exporter: [u8; 8] },
 }
 
 impl Drop for Guard {
     /// Logs what the QUIC path ended as: the first thing to look at when a
     /// transfer is slower than the link (an MTU stuck low, heavy loss).
+    /// Remembers its MTU for the next connection to that peer.
     fn drop(&mut self) {
-        if let Guard::Quic(conn) = self {
+        if let Guard::Quic(conn, mtus) = self {
             let path = conn.stats().path;
+            mtus.record(conn.remote_address().ip(), path.current_mtu);
             tracing::debug!(
                 remote = %canonical(conn.remote_address()),
                 mtu = path.current_mtu,
@@ -276,7 +276,7 @@ impl Link {
     /// see different codes. `None` if the exporter is unavailable.
     pub fn pairing_code(&self) -> Option<u32> {
         let exporter = match &self.guard {
-            Guard::Quic(conn) => {
+            Guard::Quic(conn, _) => {
                 let mut out = [0u8; 8];
                 conn.export_keying_material(&mut out, crate::protocol::PAIRING_EXPORTER_LABEL, b"")
                     .ok()?;
@@ -292,7 +292,7 @@ impl Link {
     /// Closes the link at once with a short reason for the peer's logs.
     /// Unsent data is discarded; use [`Link::finish`] first for a clean end.
     pub fn abort(self, reason: &str) {
-        if let Guard::Quic(conn) = &self.guard {
+        if let Guard::Quic(conn, _) = &self.guard {
             conn.close(quinn::VarInt::from_u32(1), reason.as_bytes());
         }
     }
