@@ -1,16 +1,33 @@
 //! The `share` binary: parse arguments, set up logging, run the daemon or
-//! a client command, and map the outcome to an exit code (0 success, 2
-//! usage error from clap, 1 anything else with a one-line reason).
+//! a client command, and map the outcome to an exit code: 0 success, 2
+//! usage error (from clap), 78 a daemon that cannot start until its
+//! configuration or files are fixed ([`EXIT_CONFIG`]), 1 anything else,
+//! each failure with a one-line reason.
+//!
+//! Under systemd the reason is one journal entry at priority `err`, and so
+//! is a panic (a bug): multi-line text would otherwise become several
+//! entries at the stream's default priority, info.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use lanshare::cli::{Cli, Command};
 
+/// Exit status of a daemon that cannot start because of its configuration
+/// or its files (a config error, a corrupt trust store or identity, an
+/// unusable download or socket directory): `EX_CONFIG` of sysexits(3).
+/// The units name it in `RestartPreventExitStatus=`, so systemd does not
+/// restart into the same error every two seconds; errors that may pass
+/// (a port in use) keep status 1 and are retried.
+const EXIT_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_daemon = matches!(cli.command, Command::Daemon(_));
-    init_tracing(is_daemon);
+    let journal = init_tracing(is_daemon);
+    if journal {
+        install_journal_panic_hook();
+    }
     if matches!(cli.command, Command::Daemon(_) | Command::Send(_)) {
         // Before the runtime starts threads; see the function's docs.
         lanshare::control::fds::prepare_descriptor_table();
@@ -18,7 +35,7 @@ fn main() -> ExitCode {
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("share: cannot start the async runtime: {e}");
+            fatal(&format!("cannot start the async runtime: {e}"), journal);
             return ExitCode::FAILURE;
         }
     };
@@ -40,10 +57,58 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("share: {e:#}");
-            ExitCode::FAILURE
+            fatal(&format!("{e:#}"), journal);
+            if is_daemon && needs_admin(&e) {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Whether the daemon failed in a way only a change of its configuration
+/// or files can fix ([`EXIT_CONFIG`]).
+fn needs_admin(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<lanshare::config::ConfigError>()
+        .is_some()
+        || error
+            .downcast_ref::<lanshare::daemon::DaemonError>()
+            .is_some_and(lanshare::daemon::DaemonError::needs_admin)
+}
+
+/// Reports why the program stops: `share: REASON` on stderr, as one
+/// journal entry at `err` under systemd.
+fn fatal(reason: &str, journal: bool) {
+    if journal {
+        eprintln!("{}", journal::line(3, &format!("share: {reason}")));
+    } else {
+        eprintln!("share: {reason}");
+    }
+}
+
+/// Reports a panic as one journal entry at `err` (the default hook writes
+/// several lines, each an entry at info), naming it a bug.
+fn install_journal_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let text = format!(
+            "share: internal error (a bug, please report it): thread '{}' panicked{place}: {message}",
+            thread.name().unwrap_or("unnamed")
+        );
+        eprintln!("{}", journal::line(3, &text));
+    }));
 }
 
 /// The async runtime, with half the cores (at least one) as worker
@@ -88,8 +153,8 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 /// with its syslog priority (`<4>` for a warning, ...), which journald
 /// turns into the entry's priority, so `journalctl -p warning` works.
 /// `RUST_LOG` filters as usual; the default is `info` for the daemon and
-/// `warn` for client commands.
-fn init_tracing(is_daemon: bool) {
+/// `warn` for client commands. Returns whether stderr is the journal.
+fn init_tracing(is_daemon: bool) -> bool {
     use tracing_subscriber::EnvFilter;
     let default = if is_daemon { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -108,6 +173,7 @@ fn init_tracing(is_daemon: bool) {
     } else {
         builder.init();
     }
+    journal
 }
 
 /// Whether stderr goes to the journal: systemd sets `JOURNAL_STREAM` to
@@ -136,6 +202,18 @@ mod journal {
     use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
     use tracing_subscriber::registry::LookupSpan;
 
+    /// `text` as one journal entry of `priority`: journald starts a new
+    /// entry (at the stream's default priority) at every newline, so line
+    /// breaks become ` / `.
+    pub(super) fn line(priority: u8, text: &str) -> String {
+        let flat: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        format!("<{priority}>{}", flat.join(" / "))
+    }
+
     /// Wraps a formatter, prefixing each event with its priority.
     pub(super) struct Priority<F>(pub(super) F);
 
@@ -160,5 +238,52 @@ mod journal {
             write!(writer, "<{priority}>")?;
             self.0.format_event(ctx, writer, event)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_lines_are_one_entry() {
+        let text = "invalid config file x: TOML parse error at line 1, column 8\n  |\n1 | name =\n  |       ^\r\n";
+        let line = journal::line(3, text);
+        assert_eq!(
+            line,
+            "<3>invalid config file x: TOML parse error at line 1, column 8 / | / 1 | name = / |       ^"
+        );
+        assert!(!line.contains(['\n', '\r']));
+    }
+
+    /// A panic under journald is one line at `err`: run in a child process
+    /// (this test binary again), whose stderr is checked.
+    #[test]
+    fn a_panic_is_one_journal_entry_at_err() {
+        const CHILD: &str = "LANSHARE_TEST_PANIC_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            install_journal_panic_hook();
+            std::thread::Builder::new()
+                .name("worker".into())
+                .spawn(|| panic!("first line\nsecond line"))
+                .unwrap()
+                .join()
+                .unwrap_err();
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tests::a_panic_is_one_journal_entry_at_err"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].starts_with("<3>share: internal error (a bug, please report it): thread 'worker' panicked at src/main.rs:"),
+            "{stderr}"
+        );
+        assert!(lines[0].ends_with(": first line / second line"), "{stderr}");
     }
 }

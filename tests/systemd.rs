@@ -661,3 +661,75 @@ fn a_socket_prepared_by_another_user_gets_nothing() {
     assert!(!log.contains("control command"), "{log}");
     assert!(!log.contains("refused control request"), "{log}");
 }
+
+/// Runs `share daemon ARGS` with stderr as its journal stream (like
+/// systemd's `JOURNAL_STREAM`); returns the exit code and the stderr lines.
+fn daemon_under_journal(dir: &Path, args: &[&str]) -> (Option<i32>, Vec<String>) {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let (mut read, write) = std::io::pipe().unwrap();
+    let stat = rustix::fs::fstat(write.as_fd()).unwrap();
+    let mut child = Command::new(share_bin())
+        .args(["daemon", "--name", "j", "--no-mdns", "--bind", "127.0.0.1"])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--download-dir")
+        .arg(dir.join("dl"))
+        .arg("--socket")
+        .arg(dir.join("run/s.sock"))
+        .args(args)
+        .env("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write))
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    read.read_to_string(&mut text).unwrap();
+    let status = child.wait().unwrap();
+    (status.code(), text.lines().map(str::to_owned).collect())
+}
+
+/// A daemon that cannot start says why in exactly one journal entry at
+/// priority err (a multi-line TOML error used to become several entries
+/// at info) and exits with 78 when only an admin can fix it (config file,
+/// corrupt trust store), which the units exclude from restarting; a busy
+/// port, which may pass, exits with 1.
+#[test]
+fn startup_failures_are_one_entry_at_err_and_permanent_ones_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "name = \nport = 47000\n").unwrap();
+    let corrupt_trust = tempfile::tempdir().unwrap();
+    std::fs::create_dir(corrupt_trust.path().join("state")).unwrap();
+    std::fs::write(corrupt_trust.path().join("state/trusted.json"), "{oops").unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port().to_string();
+    let udp = std::net::UdpSocket::bind(("127.0.0.1", busy.local_addr().unwrap().port()));
+
+    let cases: Vec<(&Path, Vec<&str>, i32, &str)> = vec![
+        (
+            dir.path(),
+            vec!["--port", "0", "--config", config.to_str().unwrap()],
+            78,
+            "invalid config file",
+        ),
+        (corrupt_trust.path(), vec!["--port", "0"], 78, "is corrupt"),
+        (dir.path(), vec!["--port", &busy_port], 1, "cannot listen"),
+    ];
+    for (dir, args, code, reason) in cases {
+        let (status, lines) = daemon_under_journal(dir, &args);
+        assert_eq!(status, Some(code), "{args:?}: {lines:#?}");
+        let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("<3>")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {lines:#?}");
+        assert!(errors[0].starts_with("<3>share: "), "{lines:#?}");
+        assert!(errors[0].contains(reason), "{lines:#?}");
+        let unprefixed: Vec<&String> = lines.iter().filter(|l| !l.starts_with('<')).collect();
+        assert!(
+            unprefixed.is_empty(),
+            "lines without a priority: {unprefixed:#?}"
+        );
+    }
+    drop((busy, udp));
+}

@@ -88,6 +88,24 @@ pub enum DaemonError {
     Inbox(#[from] InboxError),
 }
 
+impl DaemonError {
+    /// Whether only a change of the configuration or of the daemon's files
+    /// can fix this (a corrupt identity or trust store, an unusable
+    /// download, state or socket directory), so restarting is pointless;
+    /// a busy port or a network without multicast may pass.
+    pub fn needs_admin(&self) -> bool {
+        use crate::control::server::ControlError;
+        match self {
+            Self::Identity(_) | Self::Trust(_) | Self::Store(_) | Self::Inbox(_) => true,
+            Self::Control(e) => matches!(
+                e,
+                ControlError::UnsafeDirectory { .. } | ControlError::NotASocket(_)
+            ),
+            Self::Transport(_) | Self::Discovery(_) => false,
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves. `ready` is called once
 /// every listener is up (for sd_notify and tests).
 pub async fn run(
