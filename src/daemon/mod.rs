@@ -83,6 +83,10 @@ pub enum DaemonError {
     /// mDNS could not start.
     #[error(transparent)]
     Discovery(#[from] crate::discovery::DiscoveryError),
+    /// The download directory does not exist and cannot be created: its
+    /// file system is read-only for the daemon.
+    #[error("{}; {}", .0.problem(), .0.fix())]
+    ReadOnlyDownloads(crate::doctor::ReadOnly),
     /// The text inbox in the state directory is unusable.
     #[error(transparent)]
     Inbox(#[from] InboxError),
@@ -96,7 +100,11 @@ impl DaemonError {
     pub fn needs_admin(&self) -> bool {
         use crate::control::server::ControlError;
         match self {
-            Self::Identity(_) | Self::Trust(_) | Self::Store(_) | Self::Inbox(_) => true,
+            Self::Identity(_)
+            | Self::Trust(_)
+            | Self::Store(_)
+            | Self::ReadOnlyDownloads(_)
+            | Self::Inbox(_) => true,
             Self::Control(e) => matches!(
                 e,
                 ControlError::UnsafeDirectory { .. } | ControlError::NotASocket(_)
@@ -118,6 +126,12 @@ pub async fn run(
     crate::identity::ensure_private_dir(&config.state_dir)?;
     let identity = Identity::load_or_create(&config.state_dir)?;
     let trust = TrustStore::load(&config.state_dir)?;
+    let read_only = crate::doctor::ReadOnly::check(&config.download_dir);
+    if let Some(read_only) = &read_only
+        && !config.download_dir.exists()
+    {
+        return Err(DaemonError::ReadOnlyDownloads(read_only.clone()));
+    }
     let download = Arc::new(DownloadDir::open(&config.download_dir)?);
     let (quic, tcp, port) = bind_transports(&config, &identity).await?;
     let mut warnings: Vec<String> = notify_warning.into_iter().collect();
@@ -128,6 +142,11 @@ pub async fn run(
     if let Some(w) = &buffer_warning {
         tracing::warn!("{w}");
         warnings.push(w.clone());
+    }
+    if let Some(read_only) = read_only {
+        let w = format!("{}; {}", read_only.problem(), read_only.fix());
+        tracing::warn!("{w}");
+        warnings.push(w);
     }
     let (remembered, w) = Remembered::load(&config.state_dir);
     if let Some(w) = w {

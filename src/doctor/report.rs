@@ -131,6 +131,9 @@ pub fn check_download_dir(dir: &Path) -> Check {
                 .fix("create it, or choose another with `share daemon --download-dir DIR`");
         }
     };
+    if let Some(read_only) = ReadOnly::check(dir) {
+        return Check::new(name, Verdict::Fail, read_only.problem()).fix(read_only.fix());
+    }
     if let Err(e) = rustix::fs::access(dir, rustix::fs::Access::WRITE_OK) {
         return Check::new(name, Verdict::Fail, format!("{shown} is not writable: {e}"))
             .fix("fix its permissions, or choose another with `share daemon --download-dir DIR`");
@@ -148,6 +151,57 @@ pub fn check_download_dir(dir: &Path) -> Check {
     }
 }
 
+/// A download directory the daemon cannot write to because its mount is
+/// read-only for it: typically a directory outside the service's own,
+/// under the unit's `ProtectSystem=strict`, which needs `ReadWritePaths=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOnly {
+    dir: std::path::PathBuf,
+    /// The daemon runs as a systemd service (`INVOCATION_ID` is set).
+    under_systemd: bool,
+}
+
+impl ReadOnly {
+    /// `Some` if `dir` (or, while it does not exist, the nearest directory
+    /// above it) is on a mount that is read-only for this process.
+    pub fn check(dir: &Path) -> Option<Self> {
+        let existing = dir.ancestors().find(|d| d.exists())?;
+        let stat = rustix::fs::statvfs(existing).ok()?;
+        stat.f_flag
+            .contains(rustix::fs::StatVfsMountFlags::RDONLY)
+            .then(|| Self {
+                dir: dir.to_owned(),
+                under_systemd: std::env::var_os("INVOCATION_ID").is_some(),
+            })
+    }
+
+    /// What is wrong, in one sentence.
+    pub fn problem(&self) -> String {
+        let dir = self.dir.display();
+        if self.under_systemd {
+            format!(
+                "the download directory {dir} is read-only for the daemon: the service's sandbox (ProtectSystem=strict) lets it write only to its own directories, so nothing can be received"
+            )
+        } else {
+            format!(
+                "the download directory {dir} is on a read-only file system, so nothing can be received"
+            )
+        }
+    }
+
+    /// What to do about it.
+    pub fn fix(&self) -> String {
+        let dir = self.dir.display();
+        if self.under_systemd {
+            format!(
+                "allow it with a drop-in: `sudo systemctl edit lanshare`, add `[Service]` and `ReadWritePaths={dir}` on their own lines, then `sudo systemctl restart lanshare`"
+            )
+        } else {
+            "choose another with `download_dir` in the config file or `share daemon --download-dir DIR`".to_owned()
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -162,6 +216,27 @@ mod tests {
         let missing = check_download_dir(&dir.path().join("nope"));
         assert_eq!(missing.verdict, Verdict::Fail);
         assert!(missing.fix.is_some());
+    }
+
+    /// Under systemd the advice is the drop-in the unit needs.
+    #[test]
+    fn read_only_download_dir_advice() {
+        let dir = Path::new("/srv/incoming");
+        let service = ReadOnly {
+            dir: dir.to_owned(),
+            under_systemd: true,
+        };
+        assert!(service.problem().contains("ProtectSystem=strict"));
+        assert!(service.fix().contains("ReadWritePaths=/srv/incoming"));
+        let by_hand = ReadOnly {
+            under_systemd: false,
+            ..service
+        };
+        assert!(by_hand.problem().contains("read-only file system"));
+        assert!(by_hand.fix().contains("--download-dir"));
+        // /proc/sys is read-only in most environments; a temporary
+        // directory is not.
+        assert_eq!(ReadOnly::check(&std::env::temp_dir()), None);
     }
 
     #[test]
