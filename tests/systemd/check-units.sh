@@ -6,7 +6,13 @@
 #    with ExecStart pointed at a built `share` and the man page it prints
 #    on MANPATH, so the Documentation=man:share(1) check is real;
 #  * `systemd-analyze security --offline=true` rates the system service at
-#    an exposure of at most $MAX_EXPOSURE (default 2.0);
+#    an exposure of at most $MAX_EXPOSURE (default 1.4);
+#  * no unit sets RestrictSUIDSGID=yes (systemd enforces it by making
+#    openat2 fail with ENOSYS, and receiving needs openat2), and every
+#    service names exit status 78 (configuration error) in
+#    RestartPreventExitStatus= and has a start limit;
+#  * the system service cannot write its configuration (no
+#    ConfigurationDirectory=) and has NoExecPaths=, MemoryMax=, TasksMax=;
 #  * no value carries an inline comment (systemd has none: the text would
 #    become part of the value);
 #  * the sysctl drop-in only holds `key = value` lines for the keys we mean.
@@ -16,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 BIN=${1:-target/debug/share}
-MAX_EXPOSURE=${MAX_EXPOSURE:-2.0}
+MAX_EXPOSURE=${MAX_EXPOSURE:-1.4}
 command -v systemd-analyze >/dev/null || { echo "check-units: systemd-analyze is missing (apt-get install systemd)" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "check-units: $BIN is not built (cargo build)" >&2; exit 1; }
 BIN=$(realpath "$BIN")
@@ -56,6 +62,14 @@ for unit in systemd/*.service systemd/*.socket systemd/*.timer; do
         fail "$name has an inline comment (systemd would keep it as part of the value):"
         grep -nE '^[A-Za-z]+=.*[[:space:]][#;]' "$unit" >&2
     fi
+    if [[ $name == *.service ]]; then
+        if grep -qE '^RestrictSUIDSGID=(yes|true|1)' "$unit"; then
+            fail "$name sets RestrictSUIDSGID=yes: openat2 fails with ENOSYS under it, so nothing can be received"
+        fi
+        grep -qE '^RestartPreventExitStatus=.*\b78\b' "$unit" ||
+            fail "$name does not name exit status 78 (configuration error) in RestartPreventExitStatus="
+        grep -qE '^StartLimitBurst=' "$unit" || fail "$name has no start limit (StartLimitBurst=)"
+    fi
     case "$name" in
     *-user.service)
         # Installed as lanshare.service in the user unit directory.
@@ -65,6 +79,14 @@ for unit in systemd/*.service systemd/*.socket systemd/*.timer; do
     *)
         stage "$unit" "$work/units/$name"
         check_verify "$name" "$work/units/$name"
+        if [[ $name == *.service ]]; then
+            if grep -qE '^ConfigurationDirectory=' "$unit"; then
+                fail "$name has ConfigurationDirectory=, which makes /etc/lanshare writable by the daemon"
+            fi
+            for key in NoExecPaths MemoryMax TasksMax; do
+                grep -qE "^$key=" "$unit" || fail "$name does not set $key="
+            done
+        fi
         if [[ $name == *.service ]]; then
             report=$(systemd-analyze security --offline=true "$work/units/$name" 2>&1 || true)
             score=$(printf '%s\n' "$report" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')

@@ -6,14 +6,23 @@
 # reaches the real network; mDNS stays between the two), installs the .deb
 # built by `cargo deb`, and checks what a user of the package relies on:
 #
-#  1. `systemctl enable --now lanshare` brings the service to "active"
+#  1. a configuration error stops the start for good: exit status 78,
+#     no restart loop, one journal entry at priority err;
+#  2. `systemctl enable --now lanshare` brings the service to "active"
 #     (Type=notify: READY=1 came);
-#  2. a member of group lanshare can run `share status`; another user is
+#  3. a member of group lanshare can run `share status`; another user is
 #     refused with "permission denied: add yourself to group lanshare";
-#  3. the second container discovers the first over mDNS, and a file in a
+#  4. the sandbox: /etc/lanshare read-only, nothing the daemon writes is
+#     executable, memory and task limits set;
+#  5. the second container discovers the first over mDNS, and a file in a
 #     user's private home (which the hardened daemon cannot read) is sent
 #     with `share send` and arrives intact;
-#  4. `systemctl stop lanshare` finishes quickly and leaves no socket.
+#  6. a download directory outside the service's own is reported by
+#     `share status` and `share doctor` with the drop-in it needs, and
+#     works once the drop-in is there;
+#  7. `systemctl stop lanshare` finishes quickly and leaves no socket;
+#  8. the per-user unit, installed as the docs say, receives a file and
+#     sends one.
 #
 # Usage: tests/systemd/container-test.sh [path/to/lanshare.deb]
 # Without an argument the package is built from the debug binary
@@ -67,14 +76,17 @@ DEB=$(realpath "$DEB")
 
 # ----------------------------------------------------------------- rootfs
 ROOTFS=${LANSHARE_ROOTFS:-$ROOT/target/systemd-test/rootfs-bookworm}
-if [ ! -x "$ROOTFS/usr/lib/systemd/systemd" ]; then
+# libpam-systemd: logind sessions, so that lingering starts user managers
+# (the per-user unit's test); present on any normal Debian install.
+if [ ! -x "$ROOTFS/usr/lib/systemd/systemd" ] || ! compgen -G "$ROOTFS/usr/lib/*/security/pam_systemd.so" >/dev/null; then
     mirror=$( (grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -m1 '/debian/\?$') ||
         (grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | grep -m1 '/debian/\?$') || true)
     mirror=${mirror:-http://deb.debian.org/debian}
     log "building the container root file system from $mirror (cached in $ROOTFS)"
     rm -rf "$ROOTFS.tmp"
     mkdir -p "$(dirname "$ROOTFS")"
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,adduser,iproute2 \
+    rm -rf "$ROOTFS"
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,libpam-systemd,adduser,iproute2 \
         bookworm "$ROOTFS.tmp" "$mirror" >"$ROOTFS.log" 2>&1 ||
         { tail -20 "$ROOTFS.log" >&2; echo "container-test: FAIL: debootstrap failed" >&2; exit 1; }
     # No console login prompt needed; keep the boot short.
@@ -195,6 +207,25 @@ for name in "${NAMES[@]}"; do
 done
 pass "package installed: user and group lanshare created, service neither enabled nor started"
 
+# ------------------------------------------------------ permanent errors
+# A broken configuration file: the start fails once, with status 78 that
+# RestartPreventExitStatus= names (no restart every RestartSec), and the
+# reason is one journal entry at err (a TOML error spans several lines).
+in_ct lsct-a sh -c 'mkdir -p /etc/lanshare && printf "name = \nport = 47000\n" > /etc/lanshare/config.toml'
+timeout 60 nsenter -t "${LEADER[lsct-a]}" -a systemctl start lanshare >/dev/null 2>&1 &&
+    die "lanshare started with a broken configuration"
+show=$(in_ct lsct-a systemctl show lanshare -p ActiveState -p SubState -p ExecMainStatus -p NRestarts)
+for want in ActiveState=failed SubState=failed ExecMainStatus=78 NRestarts=0; do
+    echo "$show" | grep -qx "$want" || die "after a configuration error, want $want: $(echo $show)"
+done
+errors=$(in_ct lsct-a journalctl -u lanshare -p err -o cat --no-pager SYSLOG_IDENTIFIER=share)
+log "journalctl -u lanshare -p err (the daemon's entries): $errors"
+[ "$(printf '%s\n' "$errors" | grep -c .)" = 1 ] || die "want one err entry from the daemon, got: $errors"
+echo "$errors" | grep -q "^share: invalid config file /etc/lanshare/config.toml" || die "unexpected err entry: $errors"
+pass "a configuration error: status 78, failed without restarts, one journal entry at err"
+in_ct lsct-a rm /etc/lanshare/config.toml
+in_ct lsct-a systemctl reset-failed lanshare
+
 # The receiving side accepts offers without asking (test setup).
 in_ct lsct-b sh -c 'mkdir -p /etc/lanshare && echo "accept = \"all\"" > /etc/lanshare/config.toml'
 
@@ -231,6 +262,26 @@ in_ct lsct-a journalctl -u lanshare --no-pager | grep -q "control command uid=$(
     die "the daemon did not log alice's uid"
 pass "the daemon logs the caller's uid"
 
+# ---------------------------------------------------------------- sandbox
+# Looked at from inside the service's own mount namespace, as root (who
+# would bypass permissions, not read-only or noexec mounts).
+main_pid=$(in_ct lsct-a systemctl show lanshare -p MainPID --value)
+in_sandbox() { in_ct lsct-a nsenter -t "$main_pid" -m -- "$@"; }
+out=$(in_sandbox sh -c 'touch /etc/lanshare/probe' 2>&1) && die "the daemon can write /etc/lanshare"
+echo "$out" | grep -q "Read-only file system" || die "writing /etc/lanshare: $out"
+owner=$(in_ct lsct-a stat -c %U /etc/lanshare)
+[ "$owner" = root ] || die "/etc/lanshare belongs to $owner (ConfigurationDirectory=?)"
+for dir in /var/lib/lanshare/incoming /var/lib/lanshare/state /run/lanshare; do
+    out=$(in_sandbox sh -c "cp /bin/true $dir/.probe && $dir/.probe" 2>&1) && die "programs in $dir can be run"
+    echo "$out" | grep -q "Permission denied" || die "running a program in $dir: $out"
+    in_sandbox rm -f "$dir/.probe"
+done
+limits=$(in_ct lsct-a systemctl show lanshare -p MemoryMax -p TasksMax -p LimitNOFILE)
+for want in MemoryMax=2147483648 TasksMax=1024 LimitNOFILE=524288; do
+    echo "$limits" | grep -qx "$want" || die "want $want: $(echo $limits)"
+done
+pass "sandbox: /etc/lanshare read-only and root's, no execution from state, downloads or runtime dir, limits set"
+
 # --------------------------------------------------------- discover + send
 found=""
 for _ in $(seq 60); do
@@ -259,6 +310,34 @@ perms=$(in_ct lsct-b stat -c '%a %U %G' /var/lib/lanshare/state /var/lib/lanshar
 [ "$perms" = "700 lanshare lanshare 750 lanshare lanshare " ] || die "state/incoming permissions: $perms"
 pass "received files are readable by group lanshare; the state directory is private ($perms)"
 
+# --------------------------------------- a download directory of one's own
+in_ct lsct-b sh -c 'mkdir -p /srv/incoming && chown lanshare:lanshare /srv/incoming && chmod 750 /srv/incoming'
+in_ct lsct-b sh -c 'printf "accept = \"all\"\ndownload_dir = \"/srv/incoming\"\n" > /etc/lanshare/config.toml'
+in_ct lsct-b systemctl restart lanshare
+out=$(in_ct lsct-b share status --json) || die "share status on lsct-b failed: $out"
+echo "$out" | grep -q 'ReadWritePaths=/srv/incoming' || die "share status does not explain the read-only download directory: $out"
+out=$(in_ct lsct-b share doctor 2>&1 || true)
+echo "$out" | grep -q 'ReadWritePaths=/srv/incoming' || die "share doctor does not explain it: $out"
+pass "a download directory outside the sandbox: status and doctor name the ReadWritePaths= drop-in"
+in_ct lsct-b sh -c 'mkdir -p /etc/systemd/system/lanshare.service.d &&
+    printf "[Service]\nReadWritePaths=/srv/incoming\n" > /etc/systemd/system/lanshare.service.d/downloads.conf &&
+    systemctl daemon-reload && systemctl restart lanshare'
+out=$(in_ct lsct-b share status --json) || die "share status on lsct-b failed: $out"
+echo "$out" | grep -q '"warnings": *\[\]' || die "warnings left after the drop-in: $out"
+in_ct lsct-a runuser -u alice -- sh -c 'echo "for /srv" > ~/report.txt'
+sent=""
+for _ in $(seq 20); do
+    if timeout 60 nsenter -t "${LEADER[lsct-a]}" -a -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/home/alice \
+        runuser -u alice -- share send lsct-b /home/alice/report.txt >/dev/null 2>&1; then
+        sent=1
+        break
+    fi
+    sleep 0.5
+done
+[ -n "$sent" ] || die "share send to lsct-b after its restart failed"
+[ "$(in_ct lsct-b cat /srv/incoming/report.txt)" = "for /srv" ] || die "report.txt did not arrive in /srv/incoming"
+pass "with the drop-in the warning is gone and files arrive in /srv/incoming"
+
 # -------------------------------------------------------------------- stop
 t=$(date +%s.%N)
 timeout 30 nsenter -t "${LEADER[lsct-a]}" -a systemctl stop lanshare || die "systemctl stop failed"
@@ -269,6 +348,53 @@ result=$(in_ct lsct-a systemctl show lanshare -p Result --value)
 [ "$result" = success ] || die "service result after stop: $result"
 in_ct lsct-a journalctl -u lanshare --no-pager | grep -q "stopped seconds=" || die "no graceful stop in the journal"
 pass "systemctl stop took $took s, clean result, no socket left"
+
+# ------------------------------------------------------- per-user service
+# As docs/service.md says: the package installed the user unit, the user
+# enables it (lingering keeps her manager running without a login).
+alice_uid=$(in_ct lsct-a id -u alice)
+in_ct lsct-a loginctl enable-linger alice
+for _ in $(seq 100); do
+    in_ct lsct-a test -S "/run/user/$alice_uid/systemd/private" && break
+    sleep 0.1
+done
+in_ct lsct-a test -S "/run/user/$alice_uid/systemd/private" ||
+    die "alice's user manager did not start: $(in_ct lsct-a systemctl status "user@$alice_uid" --no-pager 2>&1 | tail -20)"
+as_alice() {
+    timeout 60 nsenter -t "${LEADER[lsct-a]}" -a -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        runuser -u alice -- env "XDG_RUNTIME_DIR=/run/user/$alice_uid" "$@"
+}
+as_alice sh -c 'mkdir -p ~/.config/lanshare && echo "accept = \"all\"" > ~/.config/lanshare/config.toml'
+out=$(as_alice systemctl --user enable --now lanshare 2>&1) || die "systemctl --user enable --now lanshare failed: $out"
+[ "$(as_alice systemctl --user is-active lanshare)" = active ] || die "the user unit is not active"
+mode=$(in_ct lsct-a stat -c '%a %U' "/run/user/$alice_uid/lanshare/share.sock")
+[ "$mode" = "600 alice" ] || die "user socket is '$mode', want '600 alice'"
+user_id=$(as_alice share id --json | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
+[ -n "$user_id" ] || die "share id failed for the user daemon"
+pass "per-user unit active, socket private to its user"
+in_ct lsct-b sh -c 'head -c 1000000 /dev/urandom > /root/gift.bin'
+found=""
+for _ in $(seq 60); do
+    if in_ct lsct-b share peers --json 2>/dev/null | grep -q "\"$user_id\""; then
+        found=1
+        break
+    fi
+    sleep 0.5
+done
+[ -n "$found" ] || die "lsct-b did not discover the user daemon over mDNS within 30 s"
+out=$(timeout 60 nsenter -t "${LEADER[lsct-b]}" -a -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+    share send "${user_id:0:14}" /root/gift.bin 2>&1) || die "sending to the user daemon failed: $out"
+sum_b=$(in_ct lsct-b sha256sum /root/gift.bin | cut -d' ' -f1)
+sum_a=$(in_ct lsct-a sha256sum /home/alice/Downloads/gift.bin | cut -d' ' -f1) || die "gift.bin did not arrive in ~alice/Downloads"
+[ "$sum_a" = "$sum_b" ] || die "gift.bin differs after the transfer"
+pass "the user daemon receives into ~/Downloads"
+as_alice sh -c 'echo "from alice'"'"'s own daemon" > ~/from-user.txt'
+out=$(as_alice share send lsct-b /home/alice/from-user.txt 2>&1) || die "the user daemon's send failed: $out"
+[ "$(in_ct lsct-b cat /srv/incoming/from-user.txt)" = "from alice's own daemon" ] || die "from-user.txt did not arrive"
+pass "the user daemon sends"
+as_alice systemctl --user disable --now lanshare >/dev/null 2>&1 || die "systemctl --user stop failed"
+in_ct lsct-a loginctl disable-linger alice
+
 if in_ct lsct-a journalctl --no-pager | grep -iE "lanshare.*(seccomp|code=killed|core-dump)"; then
     die "the sandbox killed the daemon"
 fi
