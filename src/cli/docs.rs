@@ -77,7 +77,8 @@ Log filter, e.g. \fBdebug\fR or \fBlanshare=debug\fR (default: info for the daem
 \fBTOKIO_WORKER_THREADS\fR
 Async worker threads of the daemon (default: half the cores, at least one).
 .SH "EXIT STATUS"
-0 on success, 2 for a usage error, 1 for any other failure (one line on stderr).
+0 on success, 2 for a usage error, 78 for a daemon that cannot start until its configuration
+or files are fixed, 1 for any other failure (one line on stderr).
 .SH "SEE ALSO"
 \fBsystemctl\fR(1), \fBjournalctl\fR(1)
 "#;
