@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::DeviceId;
 use crate::registry::{Direction, FinishSink, State, TransferInfo, TransferKind};
+use crate::safe_text::{CleanText, PeerName};
 use crate::transport::TransportKind;
 
 /// One finished transfer in the persistent history (`share history`).
@@ -45,7 +46,7 @@ pub struct HistoryEntry {
     /// Files or a text.
     pub kind: TransferKind,
     /// The peer's name.
-    pub peer: String,
+    pub peer: PeerName,
     /// The peer's device ID, if a connection was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_id: Option<DeviceId>,
@@ -53,9 +54,9 @@ pub struct HistoryEntry {
     pub outcome: State,
     /// Why it failed, was rejected or cancelled.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<CleanText>,
     /// Top-level names offered (a preview for a text).
-    pub names: Vec<String>,
+    pub names: Vec<CleanText>,
     /// Number of files.
     pub files: usize,
     /// Total bytes offered (file content, or the text's length).

@@ -28,6 +28,7 @@ pub mod peers;
 pub mod protocol;
 pub mod queue;
 pub mod registry;
+pub mod safe_text;
 pub mod shutdown;
 pub mod state_file;
 pub mod store;

@@ -81,10 +81,12 @@ fn needs_admin(error: &anyhow::Error) -> bool {
 /// Reports why the program stops: `share: REASON` on stderr, as one
 /// journal entry at `err` under systemd.
 fn fatal(reason: &str, journal: bool) {
+    use lanshare::safe_text::{printable, printable_lines};
     if journal {
-        eprintln!("{}", journal::line(3, &format!("share: {reason}")));
+        let line = journal::line(3, &format!("share: {reason}"));
+        eprintln!("{}", printable(&line));
     } else {
-        eprintln!("share: {reason}");
+        eprintln!("share: {}", printable_lines(reason));
     }
 }
 
@@ -153,7 +155,9 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 /// with its syslog priority (`<4>` for a warning, ...), which journald
 /// turns into the entry's priority, so `journalctl -p warning` works.
 /// `RUST_LOG` filters as usual; the default is `info` for the daemon and
-/// `warn` for client commands. Returns whether stderr is the journal.
+/// `warn` for client commands. Every logged value is escaped, so one event
+/// is one line ([`lanshare::safe_text::log_fields`]). Returns whether
+/// stderr is the journal.
 fn init_tracing(is_daemon: bool) -> bool {
     use tracing_subscriber::EnvFilter;
     let default = if is_daemon { "info" } else { "warn" };
@@ -161,6 +165,7 @@ fn init_tracing(is_daemon: bool) -> bool {
     let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .fmt_fields(lanshare::safe_text::log_fields())
         .with_writer(std::io::stderr)
         .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::identity::DeviceId;
 use crate::ids::{self, PrefixError};
+use crate::safe_text::{CleanText, PeerName};
 use crate::transport::TransportKind;
 
 /// How many finished transfers are remembered.
@@ -112,7 +113,7 @@ pub struct TransferInfo {
     /// `in` or `out`.
     pub direction: Direction,
     /// The peer's name.
-    pub peer: String,
+    pub peer: PeerName,
     /// The peer's device ID.
     pub peer_id: DeviceId,
     /// Current state.
@@ -129,11 +130,11 @@ pub struct TransferInfo {
     pub bytes_sent: u64,
     /// Transport used.
     pub transport: TransportKind,
-    /// Top-level names in the offer.
-    pub names: Vec<String>,
+    /// Top-level names in the offer (a preview for a text).
+    pub names: Vec<CleanText>,
     /// Why it failed or was rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<CleanText>,
     /// Start time, seconds since the Unix epoch.
     pub started: u64,
     /// Files or a text.
@@ -147,7 +148,7 @@ pub enum Decision {
     /// Go ahead.
     Accept,
     /// Decline with a reason.
-    Reject(String),
+    Reject(CleanText),
 }
 
 /// Errors from `accept` / `reject` / `cancel`.
@@ -198,7 +199,7 @@ pub struct NewTransfer {
     /// Direction.
     pub direction: Direction,
     /// Peer name.
-    pub peer: String,
+    pub peer: PeerName,
     /// Peer device ID.
     pub peer_id: DeviceId,
     /// Number of files.
@@ -208,7 +209,7 @@ pub struct NewTransfer {
     /// Transport.
     pub transport: TransportKind,
     /// Top-level names.
-    pub names: Vec<String>,
+    pub names: Vec<CleanText>,
 }
 
 /// The owner's handle on one registered transfer.
@@ -343,7 +344,7 @@ impl Registry {
         if let Some(slot) = inner.slots.get_mut(id) {
             let was_finished = slot.info.state.finished();
             slot.info.state = state;
-            slot.info.reason = reason;
+            slot.info.reason = reason.as_deref().map(CleanText::from);
             if state.finished() {
                 slot.decision = None;
                 if !was_finished {

@@ -520,7 +520,7 @@ impl Session {
                 let (events, _) = mpsc::unbounded_channel();
                 let result = send::send(
                     &mut framed,
-                    "bob",
+                    &"bob".into(),
                     &source,
                     &handle,
                     Duration::from_secs(10),

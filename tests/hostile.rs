@@ -111,8 +111,10 @@ impl Mallory {
     fn answer(&self, framed: &mut Framed) -> Answer {
         match self.rt.block_on(framed.recv_within(ANSWER_LIMIT)) {
             Ok(Message::Accept { need }) => Answer::Accept(need),
-            Ok(Message::Reject { reason }) => Answer::Reject(reason),
-            Ok(Message::Error { code, message }) => Answer::Error(code, message),
+            Ok(Message::Reject { reason }) => Answer::Reject(reason.clean().to_string()),
+            Ok(Message::Error { code, message }) => {
+                Answer::Error(code, message.clean().to_string())
+            }
             Ok(Message::Done) => Answer::Done,
             Ok(other) => Answer::Other(other),
             Err(RecvError::Timeout(_)) => {

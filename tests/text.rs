@@ -210,6 +210,7 @@ fn receiver_rejects_an_over_limit_text() {
         panic!("expected Error, got {reply:?}");
     };
     assert_eq!(code, ErrorCode::Protocol);
+    let message = message.clean();
     assert!(
         message.contains("text of 65537 bytes exceeds the 65536-byte limit"),
         "{message}"

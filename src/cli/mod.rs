@@ -25,6 +25,7 @@ use crate::config::{Config, Env, FileConfig};
 use crate::control::client::{self, ClientError};
 use crate::control::{IdInfo, Request};
 use crate::intake::AcceptPolicy;
+use crate::safe_text::CleanText;
 pub use send::{SendArgs, TransportArg};
 
 /// Peer-to-peer file sharing on your LAN.
@@ -262,7 +263,10 @@ pub async fn run_client(socket: Option<PathBuf>, command: Command) -> Result<()>
         Command::Transfers(flag) => render::transfers(call(Request::Transfers).await?, flag.json),
         Command::Send(args) => send::send(&sockets, args).await,
         Command::Accept { id } => render::ack(call(Request::Accept { id }).await?),
-        Command::Reject { id, reason } => render::ack(call(Request::Reject { id, reason }).await?),
+        Command::Reject { id, reason } => {
+            let reason = reason.as_deref().map(CleanText::from);
+            render::ack(call(Request::Reject { id, reason }).await?)
+        }
         Command::Cancel { id } => render::ack(call(Request::Cancel { id }).await?),
         Command::Trust { peer } => render::ack(call(Request::Trust { peer }).await?),
         Command::Untrust { peer } => render::ack(call(Request::Untrust { peer }).await?),

@@ -1,29 +1,50 @@
-//! What every command's output shares: stdout that reports a closed pipe
-//! instead of panicking, one JSON document for `--json`, and the formats
-//! of times and durations.
+//! What every command's output shares: lines for people that cannot carry
+//! terminal escapes, stdout that reports a closed pipe instead of
+//! panicking, one JSON document for `--json`, and the formats of times and
+//! durations.
+//!
+//! Names, reasons and messages from peers arrive cleaned
+//! ([`crate::safe_text`]); what else a line shows (local file names, the
+//! daemon's messages quoting input) is escaped here, by [`outln!`] and
+//! [`errln!`], so that no line a command prints for people holds a control
+//! character, a bidirectional override or an invisible one.
 
 use anyhow::Result;
 use serde::de::DeserializeOwned;
 
-/// `writeln!` to stdout that returns an error instead of panicking when
-/// stdout is closed (`share peers | head -1`); `main` treats a broken
-/// pipe as success.
+/// One line to stdout, [escaped](crate::safe_text::printable) (a line
+/// feed in a value shows as `\n`, so one call is one line). Returns an
+/// error instead of panicking when stdout is closed (`share peers | head
+/// -1`); `main` treats a broken pipe as success.
 macro_rules! outln {
     ($($arg:tt)*) => {
-        writeln!(std::io::stdout().lock(), $($arg)*)?
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            $crate::safe_text::printable(&format!($($arg)*))
+        )?
     };
 }
 pub(super) use outln;
+
+/// One line to stderr, escaped like [`outln!`].
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        eprintln!("{}", $crate::safe_text::printable(&format!($($arg)*)))
+    };
+}
+pub(super) use errln;
 
 /// The daemon's answer as the type the command expects.
 pub(super) fn parse<T: DeserializeOwned>(data: serde_json::Value) -> Result<T> {
     Ok(serde_json::from_value(data)?)
 }
 
-/// `--json`: the document on one line.
+/// `--json`: the document on one line, as serde wrote it (it escapes
+/// control characters in strings itself).
 pub(super) fn json(data: &serde_json::Value) -> Result<()> {
     use std::io::Write;
-    outln!("{}", serde_json::to_string(data)?);
+    writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(data)?)?;
     Ok(())
 }
 

@@ -8,9 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::TransportArg;
-use super::output::{json, outln, parse};
+use super::output::{errln, json, outln, parse};
 use crate::control::{Request, client};
 use crate::pairing::{PairingInfo, PairingState};
+use crate::safe_text::printable;
 
 /// `share pair`.
 #[derive(Debug, Args)]
@@ -97,14 +98,17 @@ pub(super) async fn pair(sockets: &[PathBuf], args: PairArgs) -> Result<()> {
         );
         return Ok(());
     }
-    eprintln!(
+    errln!(
         "{} lists this request under `share pair --list`; confirm it there too.",
         info.peer
     );
     eprint!(
-        "Does {} show the code {}? [y/N] ",
-        info.peer,
-        spaced(&info.code)
+        "{}",
+        printable(&format!(
+            "Does {} show the code {}? [y/N] ",
+            info.peer,
+            spaced(&info.code)
+        ))
     );
     let answer = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
@@ -115,7 +119,7 @@ pub(super) async fn pair(sockets: &[PathBuf], args: PairArgs) -> Result<()> {
     .context("cannot read the answer")?;
     let accept = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
     if accept {
-        eprintln!("waiting for {} to confirm…", info.peer);
+        errln!("waiting for {} to confirm…", info.peer);
     }
     let data = call(Request::PairDecide {
         id: info.id,
@@ -173,7 +177,7 @@ fn list_pairings(list: &[PairingInfo]) -> Result<()> {
     };
     for p in list {
         let expires = if p.state.finished() {
-            p.reason.clone().unwrap_or_default()
+            p.reason.as_deref().unwrap_or_default().to_owned()
         } else {
             format!("{} s", p.expires_in_s)
         };

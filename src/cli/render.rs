@@ -19,7 +19,8 @@ pub(super) fn id(data: serde_json::Value, as_json: bool) -> Result<()> {
         return json(&data);
     }
     let info: IdInfo = parse(data)?;
-    outln!("{}\n{}", info.name, info.id);
+    outln!("{}", info.name);
+    outln!("{}", info.id);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::output::{json, outln, parse};
+use super::output::{errln, json, outln, parse};
 use crate::control::client::{self, ClientError};
 use crate::control::{Request, ResultStatus, SendEntry, SendEvent};
 use crate::outgoing::{SendResult, TextResult};
@@ -169,6 +169,12 @@ struct SendProgress {
     bar: Option<ProgressBar>,
 }
 
+/// A line for the progress bar, [escaped](crate::safe_text::printable)
+/// like every other line the CLI prints.
+fn escaped(line: String) -> String {
+    crate::safe_text::printable(&line).into_owned()
+}
+
 impl SendProgress {
     /// Shows progress only if `enabled` and stderr is a terminal.
     fn new(enabled: bool) -> Self {
@@ -187,11 +193,11 @@ impl SendProgress {
             match event {
                 SendEvent::Prepared { skipped, .. } => {
                     for s in skipped {
-                        eprintln!("warning: skipped {s}");
+                        errln!("warning: skipped {s}");
                     }
                 }
                 SendEvent::Retrying { in_s, reason, .. } => {
-                    eprintln!("interrupted: {reason}; resuming in {in_s} s");
+                    errln!("interrupted: {reason}; resuming in {in_s} s");
                 }
                 _ => {}
             }
@@ -200,18 +206,20 @@ impl SendProgress {
         match event {
             SendEvent::Prepared { bytes, skipped, .. } => {
                 for s in skipped {
-                    bar.println(format!("warning: skipped {s}"));
+                    bar.println(escaped(format!("warning: skipped {s}")));
                 }
                 bar.set_length(*bytes);
             }
             SendEvent::Connected { peer, transport } => {
-                bar.set_message(format!("connected to {peer} over {transport}"));
+                bar.set_message(escaped(format!("connected to {peer} over {transport}")));
             }
             SendEvent::Waiting { peer, .. } => {
-                bar.set_message(format!("waiting for {peer} to accept…"));
+                bar.set_message(escaped(format!("waiting for {peer} to accept…")));
             }
             SendEvent::Retrying { in_s, reason, .. } => {
-                bar.println(format!("interrupted: {reason}; resuming in {in_s} s"));
+                bar.println(escaped(format!(
+                    "interrupted: {reason}; resuming in {in_s} s"
+                )));
             }
             SendEvent::Progress { bytes_done, bytes } => {
                 if bar.length() != Some(*bytes) || bar.position() == 0 && *bytes_done > 0 {
@@ -317,7 +325,7 @@ async fn queue_send(
         roots,
     };
     for s in &layout.skipped {
-        eprintln!("warning: skipped {s}");
+        errln!("warning: skipped {s}");
     }
     let fds = crate::control::fds::borrow_all(files);
     let data = client::call_with_files(sockets, request, &fds, |_| {}).await?;

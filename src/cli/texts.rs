@@ -9,11 +9,14 @@ use clap::Args;
 use super::output::{json, outln, parse, utc};
 use crate::control::{Request, client};
 use crate::intake::inbox::InboxText;
+use crate::safe_text::{CleanText, printable_lines};
 
 /// `share receive`.
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
-    /// Print the newest unread text to stdout, exactly as sent, and mark it read.
+    /// Print the newest unread text to stdout and mark it read: exactly as
+    /// sent into a pipe or file, with control characters escaped on a
+    /// terminal.
     #[arg(long, required = true)]
     pub text: bool,
     /// If no text is unread, wait up to SECS for the next one.
@@ -38,10 +41,11 @@ pub(super) async fn inbox(sockets: &[PathBuf], as_json: bool) -> Result<()> {
     outln!("ID        RECEIVED (UTC)    NEW  FROM            TEXT");
     for t in texts {
         let first = t.text.lines().next().unwrap_or("");
-        let mut shown: String = first.chars().filter(|c| !c.is_control()).take(60).collect();
+        let mut shown: String = first.chars().take(60).collect();
         if first.chars().count() > 60 || t.text.lines().nth(1).is_some() {
             shown.push('…');
         }
+        let shown = CleanText::new(&shown);
         outln!(
             "{:8}  {:16}  {:3}  {:14}  {}",
             t.id,
@@ -62,10 +66,17 @@ pub(super) async fn receive(sockets: &[PathBuf], args: ReceiveArgs) -> Result<()
     }
     let text: InboxText = parse(data)?;
     let mut out = std::io::stdout().lock();
-    out.write_all(text.text.as_bytes())?;
-    // Exact bytes for pipes; a final newline for a terminal prompt.
-    if out.is_terminal() && !text.text.ends_with('\n') {
-        out.write_all(b"\n")?;
+    if out.is_terminal() {
+        // Lines as lines, but no escape sequence reaches the terminal;
+        // and a final newline for the prompt.
+        let shown = printable_lines(&text.text);
+        out.write_all(shown.as_bytes())?;
+        if !shown.ends_with('\n') {
+            out.write_all(b"\n")?;
+        }
+    } else {
+        // Exact bytes for pipes and files.
+        out.write_all(text.text.as_bytes())?;
     }
     out.flush()?;
     Ok(())

@@ -43,6 +43,7 @@ use crate::pairing::PairingInfo;
 use crate::peers::PeerInfo;
 use crate::queue::QueuedSend;
 use crate::registry::TransferInfo;
+use crate::safe_text::CleanText;
 use crate::transport::TransportKind;
 use crate::transport::dial::Preference;
 
@@ -103,9 +104,9 @@ pub enum Request {
     Reject {
         /// Transfer ID (prefix).
         id: String,
-        /// Reason shown to the sender.
+        /// Reason shown to the sender (cleaned as it is read).
         #[serde(default)]
-        reason: Option<String>,
+        reason: Option<CleanText>,
     },
     /// Cancel a pending or active transfer.
     Cancel {

@@ -12,10 +12,9 @@ use tracing::{debug, info, trace, warn};
 
 use super::Advert;
 use super::health::MdnsHealth;
-use super::peers::{
-    Applied, ApplyPolicy, BrowseEvent, IgnoreReason, PeerTable, ResolvedInstance, truncate_utf8,
-};
+use super::peers::{Applied, ApplyPolicy, BrowseEvent, IgnoreReason, PeerTable, ResolvedInstance};
 use crate::identity::DeviceId;
+use crate::safe_text::clean;
 
 /// The DNS-SD service type.
 pub(crate) const SERVICE_TYPE: &str = "_lanshare._udp.local.";
@@ -67,8 +66,8 @@ pub(crate) fn host_name(id: &DeviceId) -> String {
     format!("lanshare-{}.local.", &canonical[..12])
 }
 
-/// The DNS-SD instance name for a device name: no control characters, at
-/// most 63 bytes, never empty, and no `.` or `\` (replaced by `-`).
+/// The DNS-SD instance name for a device name: [cleaned](clean), at most
+/// 63 bytes, never empty, and no `.` or `\` (replaced by `-`).
 ///
 /// DNS-SD allows dots in instance labels and mdns-sd escapes them when
 /// sending, but its decoder does not re-escape them, so a browser's follow-up
@@ -77,26 +76,21 @@ pub(crate) fn host_name(id: &DeviceId) -> String {
 /// be dropped by every liveness check (measured). The full name is in TXT
 /// `name` anyway.
 pub(crate) fn instance_name(device_name: &str) -> String {
-    let cleaned: String = device_name
+    let label: String = clean(device_name, MAX_LABEL_BYTES)
         .chars()
-        .filter(|c| !c.is_control())
         .map(|c| if c == '.' || c == '\\' { '-' } else { c })
         .collect();
-    let truncated = truncate_utf8(cleaned.trim(), MAX_LABEL_BYTES).trim_end();
-    if truncated.is_empty() {
+    if label.is_empty() {
         DEFAULT_INSTANCE.to_string()
     } else {
-        truncated.to_string()
+        label
     }
 }
 
-/// The TXT `name` value: the device name without control characters, cut to
-/// fit one TXT string.
+/// The TXT `name` value: the device name [cleaned](clean), cut to fit one
+/// TXT string.
 fn txt_name(device_name: &str) -> String {
-    let cleaned: String = device_name.chars().filter(|c| !c.is_control()).collect();
-    truncate_utf8(cleaned.trim(), MAX_TXT_NAME_BYTES)
-        .trim_end()
-        .to_string()
+    clean(device_name, MAX_TXT_NAME_BYTES)
 }
 
 /// Builds the advertisement. Addresses are left empty and tracked

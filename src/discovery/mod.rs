@@ -114,7 +114,7 @@ use crate::identity::DeviceId;
 
 pub use health::{InterfaceEvidence, MdnsHealth};
 pub use interfaces::{InterfaceInfo, InterfacePolicy};
-pub use peers::{Peer, PeerSource, PeerTable, clean_peer_name};
+pub use peers::{Peer, PeerSource, PeerTable};
 
 /// The DNS-SD service type we announce and browse.
 pub const SERVICE_TYPE: &str = mdns::SERVICE_TYPE;

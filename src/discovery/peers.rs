@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::SERVICE_TYPE;
 use crate::identity::DeviceId;
+use crate::safe_text::PeerName;
 
 /// Where a peer entry came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,7 +45,7 @@ pub struct Peer {
     /// The peer's device ID (from the TXT `id`; authenticated later by the TLS pin).
     pub id: DeviceId,
     /// Human-readable device name. Not unique: several peers may share it.
-    pub name: String,
+    pub name: PeerName,
     /// Dialable UDP (QUIC) addresses, preferred first: IPv4, routable IPv6,
     /// IPv4 link-local, IPv6 link-local (which carry their `scope_id`).
     pub addrs: Vec<SocketAddr>,
@@ -103,7 +104,7 @@ struct Instance {
     /// As received (original case), for `ServiceDaemon::verify`.
     fullname: String,
     id: DeviceId,
-    name: String,
+    name: PeerName,
     addrs: Vec<SocketAddr>,
     tcp_port: Option<u16>,
     version: u16,
@@ -198,9 +199,6 @@ pub(crate) enum IgnoreReason {
     /// Removal of a fullname we never accepted.
     UnknownInstance,
 }
-
-/// Longest device name we keep from a peer (a TXT string is at most 255 bytes).
-const MAX_NAME_BYTES: usize = 255;
 
 impl PeerTable {
     /// An empty table.
@@ -464,14 +462,11 @@ impl State {
             .get("tcp")
             .and_then(|t| t.trim().parse::<u16>().ok())
             .filter(|p| *p != 0);
-        let name = resolved
-            .txt
-            .get("name")
-            .map(|n| clean_name(n))
-            .filter(|n| !n.is_empty())
-            .or_else(|| Some(clean_name(&instance_label(&resolved.fullname))))
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| id.short());
+        let label = PeerName::new(&instance_label(&resolved.fullname), &id.short());
+        let name = match resolved.txt.get("name") {
+            Some(name) => PeerName::new(name, &label),
+            None => label,
+        };
 
         let existed = self.merged.contains_key(&id);
         let last_seen = now;
@@ -613,39 +608,6 @@ fn sort_addrs(addrs: &mut Vec<SocketAddr>) {
     }
     addrs.sort_by_key(|a| (rank(a), *a));
     addrs.dedup();
-}
-
-/// A peer-supplied device name made safe to show: control characters
-/// removed, at most 255 bytes, the short device ID if nothing is left.
-pub fn clean_peer_name(name: &str, id: &DeviceId) -> String {
-    let cleaned = clean_name(name);
-    if cleaned.is_empty() {
-        id.short()
-    } else {
-        cleaned
-    }
-}
-
-/// A peer-supplied name made safe to print: no control characters (no
-/// terminal escapes), trimmed, at most [`MAX_NAME_BYTES`].
-fn clean_name(name: &str) -> String {
-    let cleaned: String = name.chars().filter(|c| !c.is_control()).collect();
-    truncate_utf8(cleaned.trim(), MAX_NAME_BYTES)
-        .trim_end()
-        .to_string()
-}
-
-/// The longest prefix of `text` that is at most `max` bytes and ends on a
-/// character boundary.
-pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// The instance label of a fullname: everything before `._lanshare._udp.local.`
@@ -1079,7 +1041,11 @@ mod tests {
                 t0(),
             );
         }
-        let names: Vec<String> = table.list().into_iter().map(|p| p.name).collect();
+        let names: Vec<String> = table
+            .list()
+            .into_iter()
+            .map(|p| p.name.to_string())
+            .collect();
         assert_eq!(names[0].to_lowercase(), "alpha");
         assert_eq!(names[1].to_lowercase(), "alpha");
         assert_eq!(names[2..], ["beta".to_string(), "zeta".to_string()]);
@@ -1108,7 +1074,7 @@ mod tests {
         let c = id("c");
         table.apply(&policy(), resolved("c", c, &long, &[v4(10, 0, 0, 4)]), t0());
         let name = table.get(&c).unwrap().name;
-        assert!(name.len() <= MAX_NAME_BYTES && name.chars().all(|ch| ch == 'é'));
+        assert!(name.len() <= crate::safe_text::MAX_NAME_BYTES && name.chars().all(|ch| ch == 'é'));
     }
 
     #[test]
@@ -1222,7 +1188,6 @@ mod tests {
         assert_eq!(table.get(&b).unwrap().source, PeerSource::Manual);
         assert!(table.remove_manual(&a) && table.remove_manual(&b));
         assert!(table.is_empty());
-        assert_eq!(clean_peer_name("\u{7}", &a), a.short());
     }
 
     #[tokio::test]

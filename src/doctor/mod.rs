@@ -273,7 +273,7 @@ impl Doctor {
             let answering: Vec<String> = mdns_peers
                 .iter()
                 .filter(|p| seen.is_some_and(|e| e.peers.iter().any(|(id, _)| *id == p.id)))
-                .map(|p| p.name.clone())
+                .map(|p| p.name.to_string())
                 .collect();
             let own = seen.and_then(|e| e.own_seen);
             let check = match own {
@@ -353,7 +353,7 @@ impl Doctor {
                     .duration_since(p.last_seen)
                     .is_ok_and(|age| age < self.facts.unicast_fresh)
             })
-            .map(|p| p.name.clone())
+            .map(|p| p.name.to_string())
             .collect();
         if !self.facts.mdns {
             return Check::new(
@@ -399,7 +399,10 @@ impl Doctor {
 
     /// The `reach` and per-peer discovery checks from a measurement.
     fn check_reach(&self, r: &Reach) -> Vec<Check> {
-        let who = r.name.clone().unwrap_or_else(|| r.peer.clone());
+        let who = r
+            .name
+            .as_ref()
+            .map_or_else(|| r.peer.clone(), ToString::to_string);
         let name = format!("reach {}", r.peer);
         let port = self.facts.port;
         let errors = if r.errors.is_empty() {

@@ -46,6 +46,7 @@ use super::report::Reach;
 use crate::identity::DeviceId;
 use crate::peers::{Answered, Connected, Connector, IdentifyError};
 use crate::protocol::{ErrorCode, Message, PROBE_NONCE_LEN};
+use crate::safe_text::CleanText;
 use crate::transfer::TransferError;
 use crate::transfer::framed::{Framed, RecvError};
 use crate::transfer::handshake;
@@ -198,7 +199,8 @@ impl Doctor {
                         message: format!(
                             "one reachability probe per {} s; retry in {wait} s",
                             PROBE_INTERVAL.as_secs()
-                        ),
+                        )
+                        .into(),
                     })
                     .await;
                 return;
@@ -291,7 +293,7 @@ enum ProbeError {
     NotSent(TransferError),
     /// The peer answered with an `Error`.
     #[error("the peer refused the probe: {0}")]
-    Refused(String),
+    Refused(CleanText),
     /// The peer answered something else.
     #[error("the peer answered the probe with {0} (an older lanshare?)")]
     Unexpected(&'static str),
@@ -483,7 +485,7 @@ impl Doctor {
         framed.into_link().close(Duration::from_secs(1)).await;
         match answer {
             Ok(Message::ProbeResult { quic, tcp }) => Ok((quic, tcp)),
-            Ok(Message::Error { message, .. }) => Err(ProbeError::Refused(message)),
+            Ok(Message::Error { message, .. }) => Err(ProbeError::Refused(message.clean())),
             Ok(other) => Err(ProbeError::Unexpected(handshake::kind(&other))),
             Err(e) => Err(ProbeError::NoAnswer(e)),
         }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::DeviceId;
 use crate::protocol::HumanBytes;
+use crate::safe_text::PeerName;
 
 /// Free space below which the download directory is a warning.
 const LOW_SPACE: u64 = 1 << 30;
@@ -83,7 +84,7 @@ pub struct Reach {
     /// The peer's device ID, once a connection authenticated.
     pub id: Option<DeviceId>,
     /// The peer's name from its `Hello`.
-    pub name: Option<String>,
+    pub name: Option<PeerName>,
     /// The address (`IP:PORT`, service port) that answered.
     pub address: Option<String>,
     /// This device could connect to the peer over QUIC (UDP).

@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::DeviceId;
+use crate::safe_text::PeerName;
 
 /// File name of the trust store inside the state directory.
 pub const TRUST_FILE: &str = "trusted.json";
@@ -49,7 +50,7 @@ pub struct TrustedPeer {
     /// The pinned device ID.
     pub id: DeviceId,
     /// The name the device had when it was trusted.
-    pub name: String,
+    pub name: PeerName,
     /// When it was trusted (seconds since the Unix epoch).
     pub since: u64,
 }
@@ -144,7 +145,7 @@ impl TrustStore {
     /// Pins `id` under `name` and saves. Returns false if it was already
     /// trusted. If saving fails, nothing changes: a device is never
     /// trusted (and auto-accepted) in memory while the file says otherwise.
-    pub fn trust(&self, id: DeviceId, name: &str) -> Result<bool, TrustError> {
+    pub fn trust(&self, id: DeviceId, name: &PeerName) -> Result<bool, TrustError> {
         let mut peers = self.write();
         if peers.contains_key(&id) {
             return Ok(false);
@@ -158,7 +159,7 @@ impl TrustStore {
             id,
             TrustedPeer {
                 id,
-                name: name.to_owned(),
+                name: name.clone(),
                 since,
             },
         );
@@ -214,8 +215,8 @@ mod tests {
         let a = DeviceId::from_cert_der(b"a");
         let b = DeviceId::from_cert_der(b"b");
         let store = TrustStore::load(tmp.path()).unwrap();
-        assert!(store.trust(a, "desktop").unwrap());
-        assert!(!store.trust(a, "desktop").unwrap());
+        assert!(store.trust(a, &"desktop".into()).unwrap());
+        assert!(!store.trust(a, &"desktop".into()).unwrap());
 
         let reloaded = TrustStore::load(tmp.path()).unwrap();
         assert!(reloaded.is_trusted(&a));
@@ -228,10 +229,10 @@ mod tests {
         assert_eq!(reloaded.impostor_of("desktop", &b).map(|p| p.id), Some(a));
         assert!(reloaded.impostor_of("DESKTOP", &a).is_none());
         assert!(reloaded.impostor_of("laptop", &b).is_none());
-        reloaded.trust(b, "laptop").unwrap();
+        reloaded.trust(b, &"laptop".into()).unwrap();
         assert_eq!(reloaded.impostor_of("desktop", &b).map(|p| p.id), Some(a));
         let c = DeviceId::from_cert_der(b"c");
-        reloaded.trust(c, "Desktop").unwrap();
+        reloaded.trust(c, &"Desktop".into()).unwrap();
         assert!(reloaded.impostor_of("desktop", &c).is_none());
         reloaded.untrust(&b).unwrap();
         reloaded.untrust(&c).unwrap();
@@ -249,12 +250,12 @@ mod tests {
         let a = DeviceId::from_cert_der(b"a");
         let b = DeviceId::from_cert_der(b"b");
         let store = TrustStore::load(tmp.path()).unwrap();
-        assert!(store.trust(a, "laptop").unwrap());
+        assert!(store.trust(a, &"laptop".into()).unwrap());
         let blocker = tmp.path().join(format!(".{TRUST_FILE}.tmp"));
         fs::create_dir(&blocker).unwrap();
 
         assert!(matches!(
-            store.trust(b, "desktop"),
+            store.trust(b, &"desktop".into()),
             Err(TrustError::Io { .. })
         ));
         assert!(!store.is_trusted(&b), "trusted in memory, not on disk");

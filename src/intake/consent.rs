@@ -168,7 +168,7 @@ pub(super) async fn decide(
     tokio::select! {
         d = tokio::time::timeout(timeout, decision) => match d {
             Ok(Ok(Decision::Accept)) => Ok(()),
-            Ok(Ok(Decision::Reject(reason))) => Err(Declined::rejected(reason)),
+            Ok(Ok(Decision::Reject(reason))) => Err(Declined::rejected(reason.to_string())),
             Ok(Err(_)) => Err(Declined::rejected("the receiving daemon is shutting down".into())),
             Err(_) => Err(Declined::rejected(format!(
                 "{noun} expired: not accepted within {} s",

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::DeviceId;
+use crate::safe_text::PeerName;
 
 /// One received text (`share inbox`, `share receive --text`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +27,7 @@ pub struct InboxText {
     /// Short ID.
     pub id: String,
     /// The sender's name.
-    pub peer: String,
+    pub peer: PeerName,
     /// The sender's device ID.
     pub peer_id: DeviceId,
     /// When it arrived, seconds since the Unix epoch.
@@ -109,7 +110,7 @@ impl Inbox {
     pub fn store(
         &self,
         id: &str,
-        peer: &str,
+        peer: &PeerName,
         peer_id: DeviceId,
         text: &str,
     ) -> Result<InboxText, InboxError> {
@@ -118,7 +119,7 @@ impl Inbox {
             .unwrap_or_default();
         let entry = InboxText {
             id: id.to_owned(),
-            peer: peer.to_owned(),
+            peer: peer.clone(),
             peer_id,
             received: now.as_secs(),
             text: text.to_owned(),
@@ -268,9 +269,13 @@ mod tests {
         let inbox = Inbox::open(dir.path()).unwrap();
         let id = DeviceId::from_cert_der(b"p");
         assert_eq!(inbox.take_unread().unwrap(), None);
-        inbox.store("00000001", "laptop", id, "first").unwrap();
+        inbox
+            .store("00000001", &"laptop".into(), id, "first")
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2));
-        inbox.store("00000002", "laptop", id, "zweite — ✓").unwrap();
+        inbox
+            .store("00000002", &"laptop".into(), id, "zweite — ✓")
+            .unwrap();
         let got = inbox.take_unread().unwrap().unwrap();
         assert_eq!((got.text.as_str(), got.read), ("zweite — ✓", true));
         assert_eq!(inbox.take_unread().unwrap().unwrap().text, "first");
@@ -301,7 +306,12 @@ mod tests {
         let arrives = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
             writer
-                .store("00000004", "p", DeviceId::from_cert_der(b"p"), "hello")
+                .store(
+                    "00000004",
+                    &"p".into(),
+                    DeviceId::from_cert_der(b"p"),
+                    "hello",
+                )
                 .unwrap();
         });
         let got = inbox
@@ -324,7 +334,7 @@ mod tests {
         let rx = inbox.subscribe();
         assert!(!rx.has_changed().unwrap());
         inbox
-            .store("00000003", "p", DeviceId::from_cert_der(b"p"), "x")
+            .store("00000003", &"p".into(), DeviceId::from_cert_der(b"p"), "x")
             .unwrap();
         assert!(rx.has_changed().unwrap());
     }

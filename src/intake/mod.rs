@@ -47,6 +47,7 @@ use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
 use crate::protocol::{HumanBytes, Manifest, ManifestError, ManifestLimits};
 use crate::registry::{Direction, Handle, NewTransfer, Registry, TransferKind};
+use crate::safe_text::{CleanText, PeerName};
 use crate::store::{DownloadDir, PathError, Plan, StoreError, plan};
 use crate::transport::TransportKind;
 
@@ -58,8 +59,8 @@ pub struct Sender {
     /// The address it connected from (a bound on waiting offers is per
     /// address: fresh identities from one host share it).
     pub address: IpAddr,
-    /// The name it gave (cleaned of control characters).
-    pub name: String,
+    /// The name it gave, cleaned.
+    pub name: PeerName,
     /// How it reached us.
     pub transport: TransportKind,
 }
@@ -270,12 +271,12 @@ impl Intake {
 }
 
 /// The distinct first path components, in offer order.
-fn top_level_names(manifest: &Manifest) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
+fn top_level_names(manifest: &Manifest) -> Vec<CleanText> {
+    let mut names: Vec<CleanText> = Vec::new();
     for entry in &manifest.entries {
-        let top = entry.path.split('/').next().unwrap_or_default();
-        if !names.iter().any(|n| n == top) {
-            names.push(top.to_owned());
+        let top = CleanText::from(entry.path.split('/').next().unwrap_or_default());
+        if !names.contains(&top) {
+            names.push(top);
         }
     }
     names

@@ -3,6 +3,7 @@
 //! shown in listings ([`preview`]).
 
 use crate::protocol::MAX_TEXT_LEN;
+use crate::safe_text::CleanText;
 
 /// Characters of a text shown in `share transfers` and the history.
 const PREVIEW_CHARS: usize = 40;
@@ -35,19 +36,14 @@ pub fn check_text(text: &str) -> Result<(), TextError> {
     Ok(())
 }
 
-/// The first line of `text`, shortened and without control characters,
-/// for listings.
-pub fn preview(text: &str) -> String {
+/// The first line of `text`, shortened and cleaned, for listings.
+pub fn preview(text: &str) -> CleanText {
     let line = text.lines().next().unwrap_or("");
-    let mut out: String = line
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(PREVIEW_CHARS)
-        .collect();
+    let mut out: String = line.chars().take(PREVIEW_CHARS).collect();
     if line.chars().count() > PREVIEW_CHARS || text.lines().nth(1).is_some() {
         out.push('…');
     }
-    format!("text: {out}")
+    CleanText::new(&format!("text: {out}"))
 }
 
 #[cfg(test)]
@@ -65,9 +61,9 @@ mod tests {
         assert_eq!(preview("hello"), "text: hello");
         assert_eq!(preview("one\ntwo"), "text: one…");
         assert_eq!(
-            preview(&"ü".repeat(50)),
+            preview(&"ü".repeat(50)).as_str(),
             format!("text: {}…", "ü".repeat(40))
         );
-        assert_eq!(preview("a\tb\u{1b}[31m"), "text: ab[31m");
+        assert_eq!(preview("a\tb\u{1b}[31m"), "text: a b[31m");
     }
 }

@@ -22,9 +22,9 @@ use std::fmt;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::discovery::clean_peer_name;
 use crate::identity::DeviceId;
 use crate::protocol::{MAX_ENTRIES, MAX_PATH_LEN, MAX_TEXT_LEN};
+use crate::safe_text::{PeerName, clean};
 
 /// The protocol version we announce and answer with.
 pub const PROTOCOL_VERSION: &str = "2.2";
@@ -132,7 +132,7 @@ pub enum WireError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     /// Display name, cleaned and bounded.
-    pub alias: String,
+    pub alias: PeerName,
     /// Protocol version it speaks (`"2.2"`, `"2.1"`, ...).
     pub version: String,
     /// Device model, if given.
@@ -188,7 +188,7 @@ impl RawDevice {
         let fingerprint = self.fingerprint.as_deref().and_then(DeviceId::from_hex);
         let placeholder = fingerprint.unwrap_or(DeviceId::from_bytes([0; 32]));
         Ok(Device {
-            alias: clean_peer_name(&self.alias, &placeholder),
+            alias: PeerName::new(&self.alias, &placeholder.short()),
             version: self
                 .version
                 .map(|v| clean_label(&v))
@@ -746,16 +746,10 @@ pub fn percent_encode(text: &str) -> String {
     out
 }
 
-/// A peer-supplied label made safe to show: no control characters,
-/// trimmed, at most [`MAX_LABEL_LEN`] bytes.
+/// A peer-supplied label made safe to show ([`clean`]), at most
+/// [`MAX_LABEL_LEN`] bytes.
 pub fn clean_label(text: &str) -> String {
-    let cleaned: String = text.chars().filter(|c| !c.is_control()).collect();
-    let cleaned = cleaned.trim();
-    let mut end = cleaned.len().min(MAX_LABEL_LEN);
-    while !cleaned.is_char_boundary(end) {
-        end -= 1;
-    }
-    cleaned[..end].trim_end().to_owned()
+    clean(text, MAX_LABEL_LEN)
 }
 
 fn malformed(e: serde_json::Error) -> WireError {

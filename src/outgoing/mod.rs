@@ -29,6 +29,7 @@ use crate::identity::DeviceId;
 use crate::intake::text::{TextError, check_text, preview};
 use crate::peers::{Connector, ResolveError, Resolver};
 use crate::registry::{Handle, Registry, State, TransferKind};
+use crate::safe_text::{CleanText, PeerName};
 use crate::transfer::source::{self, Source, SourceError, SourceFile};
 use crate::transfer::{MESSAGE_TIMEOUT, TransferError};
 use crate::transport::TransportKind;
@@ -51,14 +52,14 @@ pub enum SendEvent {
     /// Connected and authenticated.
     Connected {
         /// Peer name.
-        peer: String,
+        peer: PeerName,
         /// Transport won by the race.
         transport: TransportKind,
     },
     /// Waiting for the receiver to accept.
     Waiting {
         /// Peer name.
-        peer: String,
+        peer: PeerName,
         /// Transfer ID on this side.
         id: String,
     },
@@ -69,7 +70,7 @@ pub enum SendEvent {
         /// Seconds until the next attempt.
         in_s: u64,
         /// What went wrong.
-        reason: String,
+        reason: CleanText,
     },
     /// Bytes sent so far.
     Progress {
@@ -86,7 +87,7 @@ pub struct SendResult {
     /// Always `done` (failures are errors).
     pub status: ResultStatus,
     /// Peer name.
-    pub peer: String,
+    pub peer: PeerName,
     /// Peer device ID.
     pub peer_id: DeviceId,
     /// Transfer ID.
@@ -114,7 +115,7 @@ pub struct TextResult {
     /// Always `done` (failures are errors).
     pub status: ResultStatus,
     /// Peer name.
-    pub peer: String,
+    pub peer: PeerName,
     /// Peer device ID.
     pub peer_id: DeviceId,
     /// Transfer ID on this side.
@@ -262,7 +263,7 @@ enum Prepared {
     Files {
         source: Source,
         /// Top-level names, for listings.
-        names: Vec<String>,
+        names: Vec<CleanText>,
         skipped: Vec<String>,
     },
     Text(String),
@@ -283,7 +284,7 @@ impl Prepared {
         }
     }
 
-    fn names(&self) -> Vec<String> {
+    fn names(&self) -> Vec<CleanText> {
         match self {
             Self::Files { names, .. } => names.clone(),
             Self::Text(text) => vec![preview(text)],
@@ -397,6 +398,7 @@ impl SendService {
             let Next::RetryIn(wait) = next else {
                 return Err(match &handle {
                     Some(handle) => {
+                        tracing::info!(id = handle.id(), "send ended: {error}");
                         handle.finish(error.final_state(), Some(error.to_string()));
                         SendError::Transfer(error)
                     }
@@ -415,7 +417,7 @@ impl SendService {
             let _ = events.send(SendEvent::Retrying {
                 attempt: attempts,
                 in_s: wait.as_secs(),
-                reason: error.to_string(),
+                reason: error.to_string().into(),
             });
             if let Some(handle) = &handle {
                 handle.waiting();
@@ -456,7 +458,7 @@ async fn prepare(payload: PayloadIn) -> Result<Prepared, SendError> {
                 .entries
                 .iter()
                 .filter(|e| !e.path.contains('/'))
-                .map(|e| e.path.clone())
+                .map(|e| CleanText::from(e.path.as_str()))
                 .collect();
             Ok(Prepared::Files {
                 source,

@@ -14,6 +14,7 @@ use super::{Prepared, SendEvent};
 use crate::identity::DeviceId;
 use crate::peers::{Connected, Connector, Resolved};
 use crate::registry::{Direction, Handle, NewTransfer, Registry};
+use crate::safe_text::PeerName;
 use crate::transfer::{self, SessionEvent, TransferError};
 use crate::transport::TransportKind;
 use crate::transport::dial::Preference;
@@ -26,7 +27,7 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// Whom an attempt reached.
 pub(super) struct Delivered {
-    pub(super) peer: String,
+    pub(super) peer: PeerName,
     pub(super) peer_id: DeviceId,
     pub(super) transport: TransportKind,
 }

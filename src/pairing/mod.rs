@@ -35,6 +35,7 @@ use crate::identity::trust::TrustStore;
 use crate::peers::{Connected, Connector, ResolveError, Resolver};
 use crate::protocol::{ErrorCode, Message};
 use crate::registry::Direction;
+use crate::safe_text::{CleanText, PeerName};
 use crate::transfer::TransferError;
 use crate::transfer::framed::Framed;
 use crate::transport::TransportKind;
@@ -83,7 +84,7 @@ pub struct PairingInfo {
     /// `out`: this device asked; `in`: the peer asked.
     pub direction: Direction,
     /// The peer's name (from its `Hello`).
-    pub peer: String,
+    pub peer: PeerName,
     /// The peer's device ID (proven by TLS).
     pub peer_id: DeviceId,
     /// The 6-digit code both devices show, zero-padded.
@@ -100,7 +101,7 @@ pub struct PairingInfo {
     pub expires_in_s: u64,
     /// Why it failed, was rejected or expired.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<CleanText>,
     /// Start time, seconds since the Unix epoch.
     pub started: u64,
 }
@@ -143,7 +144,7 @@ pub enum PairingError {
     #[error("cannot ask {peer} to pair: {error}")]
     NotAsked {
         /// The peer's name.
-        peer: String,
+        peer: PeerName,
         /// Why.
         error: TransferError,
     },
@@ -162,7 +163,7 @@ pub enum PairingError {
         /// The pairing.
         id: String,
         /// The peer's name.
-        peer: String,
+        peer: PeerName,
         /// How it ended.
         state: PairingState,
     },
@@ -276,7 +277,7 @@ impl Pairings {
 
     /// An incoming `PairRequest` after `Hello`: list it with its code and
     /// run the session until both users decided or it expires.
-    pub async fn serve(&self, framed: &mut Framed, peer_name: &str) {
+    pub async fn serve(&self, framed: &mut Framed, peer_name: &PeerName) {
         let peer_id = framed.link().peer;
         let Some(code) = framed.link().pairing_code() else {
             let message = "this device cannot derive a pairing code for this connection";
@@ -301,7 +302,7 @@ impl Pairings {
                 let _ = framed
                     .send(&Message::Error {
                         code: ErrorCode::Busy,
-                        message: e.to_string(),
+                        message: e.to_string().into(),
                     })
                     .await;
                 return;

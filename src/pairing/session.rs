@@ -11,6 +11,7 @@ use super::table::Table;
 use super::{PAIRING_TIMEOUT, PairingState};
 use crate::identity::trust::TrustStore;
 use crate::protocol::{ErrorCode, Message};
+use crate::safe_text::PeerName;
 use crate::transfer::framed::{Framed, RecvError};
 use crate::transfer::handshake::kind;
 
@@ -45,7 +46,7 @@ pub(super) async fn run(
     framed: &mut Framed,
     id: &str,
     mut decision: oneshot::Receiver<bool>,
-    peer_name: &str,
+    peer_name: &PeerName,
 ) {
     let peer_id = framed.link().peer;
     let deadline = Instant::now() + PAIRING_TIMEOUT;
@@ -91,7 +92,7 @@ pub(super) async fn run(
                 Ok(Message::Error { message, .. }) => {
                     break Err(Failure::new(
                         PairingState::Failed,
-                        format!("{peer_name} stopped the pairing: {message}"),
+                        format!("{peer_name} stopped the pairing: {}", message.clean()),
                     ));
                 }
                 Ok(other) => {
@@ -149,7 +150,10 @@ pub(super) async fn run(
             if let Some((code, message)) = failure.tell {
                 let _ = tokio::time::timeout(
                     Duration::from_secs(2),
-                    framed.send(&Message::Error { code, message }),
+                    framed.send(&Message::Error {
+                        code,
+                        message: message.into(),
+                    }),
                 )
                 .await;
             }
@@ -181,7 +185,7 @@ mod tests {
         let table = Table::new(CancellationToken::new());
         let code = link.pairing_code().unwrap();
         let (id, decision) = table
-            .register(direction, peer, link.peer, code, link.kind)
+            .register(direction, &peer.into(), link.peer, code, link.kind)
             .unwrap();
         let trust = TrustStore::load(dir.path()).unwrap();
         let side = Side {
@@ -206,6 +210,7 @@ mod tests {
                 side.table.decide(&side.id, accept).unwrap();
             }
         }
+        let (bob_name, alice_name) = (PeerName::from("bob"), PeerName::from("alice"));
         tokio::join!(
             run(
                 &alice.table,
@@ -213,7 +218,7 @@ mod tests {
                 &mut to_bob,
                 &alice.id,
                 alice_decision,
-                "bob"
+                &bob_name
             ),
             run(
                 &bob.table,
@@ -221,7 +226,7 @@ mod tests {
                 &mut to_alice,
                 &bob.id,
                 bob_decision,
-                "alice"
+                &alice_name
             ),
         );
         (alice, bob)

@@ -18,6 +18,7 @@ use crate::history::now_secs;
 use crate::identity::DeviceId;
 use crate::ids::{self, PrefixError};
 use crate::registry::Direction;
+use crate::safe_text::{CleanText, PeerName};
 use crate::transport::TransportKind;
 
 struct Entry {
@@ -72,7 +73,7 @@ impl Table {
     pub(super) fn register(
         &self,
         direction: Direction,
-        peer: &str,
+        peer: &PeerName,
         peer_id: DeviceId,
         code: u32,
         transport: TransportKind,
@@ -101,7 +102,7 @@ impl Table {
                 info: PairingInfo {
                     id: id.clone(),
                     direction,
-                    peer: peer.to_owned(),
+                    peer: peer.clone(),
                     peer_id,
                     code: format_code(code),
                     state: PairingState::Waiting,
@@ -134,7 +135,7 @@ impl Table {
             let mut inner = self.lock();
             if let Some(entry) = inner.entries.get_mut(id) {
                 entry.info.state = state;
-                entry.info.reason = reason;
+                entry.info.reason = reason.as_deref().map(CleanText::from);
                 entry.decision = None;
             }
             let finished: Vec<(u64, String)> = inner
@@ -236,7 +237,13 @@ mod tests {
         let pairings = table();
         let peer = DeviceId::from_cert_der(b"peer");
         let (id, rx) = pairings
-            .register(Direction::In, "laptop", peer, 42, TransportKind::Quic)
+            .register(
+                Direction::In,
+                &"laptop".into(),
+                peer,
+                42,
+                TransportKind::Quic,
+            )
             .unwrap();
         let listed = pairings.list();
         assert_eq!(listed.len(), 1);
@@ -260,18 +267,18 @@ mod tests {
         let a = DeviceId::from_cert_der(b"a");
         for _ in 0..MAX_WAITING_PER_PEER {
             pairings
-                .register(Direction::In, "a", a, 1, TransportKind::Tcp)
+                .register(Direction::In, &"a".into(), a, 1, TransportKind::Tcp)
                 .unwrap();
         }
         assert!(
             pairings
-                .register(Direction::In, "a", a, 1, TransportKind::Tcp)
+                .register(Direction::In, &"a".into(), a, 1, TransportKind::Tcp)
                 .is_err()
         );
         // Outgoing ones are the user's own doing and not limited.
         assert!(
             pairings
-                .register(Direction::Out, "a", a, 1, TransportKind::Tcp)
+                .register(Direction::Out, &"a".into(), a, 1, TransportKind::Tcp)
                 .is_ok()
         );
     }

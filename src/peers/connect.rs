@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
+use crate::safe_text::PeerName;
 use crate::transfer::framed::Framed;
 use crate::transfer::handshake::{self, PeerHello};
 use crate::transport::dial::{AuthFailure, DialError, Dialer, Preference, Target};
@@ -46,7 +47,7 @@ pub struct Answered {
     /// Its device ID.
     pub id: DeviceId,
     /// Its name (cleaned).
-    pub name: String,
+    pub name: PeerName,
     /// The address that answered.
     pub remote: SocketAddr,
     /// The transport that answered.

@@ -29,6 +29,7 @@ pub use resolve::{LookupError, ResolveError, Resolved, Resolver};
 use crate::discovery::{PeerSource, PeerTable};
 use crate::identity::DeviceId;
 use crate::identity::trust::{TrustError, TrustStore};
+use crate::safe_text::PeerName;
 use crate::transport::dial::Preference;
 
 /// Budget for learning who answers at an address (`share peers add`,
@@ -40,7 +41,7 @@ pub const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(8);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerInfo {
     /// Device name.
-    pub name: String,
+    pub name: PeerName,
     /// Device ID.
     pub id: DeviceId,
     /// Dialable `ip:port` addresses.
@@ -79,7 +80,7 @@ pub enum PeersError {
     #[error("{name} ({id}) was not trusted")]
     NotTrusted {
         /// Its name.
-        name: String,
+        name: PeerName,
         /// Its ID.
         id: DeviceId,
     },

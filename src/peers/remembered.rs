@@ -48,6 +48,7 @@ use super::{Peers, PeersError};
 use crate::discovery::{Peer, PeerSource, PeerTable};
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
+use crate::safe_text::PeerName;
 use crate::transport::dial::{Preference, Target};
 
 /// File name inside the state directory.
@@ -81,7 +82,7 @@ pub struct SaveError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub(crate) id: DeviceId,
-    pub(crate) name: String,
+    pub(crate) name: PeerName,
     /// QUIC (UDP) addresses, preferred first.
     pub(crate) addrs: Vec<SocketAddr>,
     /// TCP port on the same IPs.
@@ -603,7 +604,7 @@ mod tests {
 
         // Entries that are not trusted are forgotten on sync.
         store.upsert(stranger.clone());
-        trust.trust(friend.id, "friend").unwrap();
+        trust.trust(friend.id, &"friend".into()).unwrap();
         store.upsert(friend.clone());
         assert!(store.sync(&table, &trust));
         let ids: Vec<DeviceId> = store.list().iter().map(|e| e.id).collect();

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::discovery::{Peer, PeerTable};
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
+use crate::safe_text::PeerName;
 use crate::transport::dial::Target;
 
 /// How long `share send NAME` waits for a peer that discovery has not
@@ -40,7 +41,7 @@ pub enum ResolveError {
     )]
     Impostor {
         /// The name.
-        name: String,
+        name: PeerName,
         /// The trusted device of that name.
         trusted: DeviceId,
         /// The device announcing it.
@@ -140,7 +141,7 @@ impl Resolver {
                 quic: vec![addr],
                 tcp: vec![addr],
             },
-            label: known.map(|p| p.name).unwrap_or_else(|| addr.to_string()),
+            label: known.map_or_else(|| addr.to_string(), |p| p.name.to_string()),
         }
     }
 
@@ -179,7 +180,7 @@ impl Resolver {
             });
         }
         Ok(Some(Resolved {
-            label: peer.name.clone(),
+            label: peer.name.to_string(),
             target: Target::device(peer.id, &peer.addrs, peer.tcp_port),
         }))
     }
@@ -200,7 +201,7 @@ impl Resolver {
     ///
     /// # Errors
     /// Nothing or several match.
-    pub fn find_device(&self, text: &str) -> Result<(DeviceId, String), LookupError> {
+    pub fn find_device(&self, text: &str) -> Result<(DeviceId, PeerName), LookupError> {
         if let Ok(id) = text.parse::<DeviceId>() {
             let name = self
                 .peers
@@ -213,10 +214,10 @@ impl Resolver {
                         .find(|t| t.id == id)
                         .map(|t| t.name)
                 })
-                .unwrap_or_else(|| id.short());
+                .unwrap_or_else(|| PeerName::new("", &id.short()));
             return Ok((id, name));
         }
-        let mut found: Vec<(DeviceId, String)> = self
+        let mut found: Vec<(DeviceId, PeerName)> = self
             .peers
             .find_by_name(text)
             .into_iter()
@@ -242,7 +243,7 @@ impl Resolver {
                 .map(|t| (t.id, t.name))
                 .collect();
         }
-        match <[(DeviceId, String); 1]>::try_from(found) {
+        match <[(DeviceId, PeerName); 1]>::try_from(found) {
             Ok([one]) => Ok(one),
             Err(found) if found.is_empty() => Err(LookupError::NotFound(text.to_owned())),
             Err(found) => Err(LookupError::Ambiguous(text.to_owned(), found.len())),

@@ -23,6 +23,8 @@ pub use wire::{
 
 use bytes::Bytes;
 
+use crate::safe_text::{CleanText, PeerName};
+
 /// Protocol version carried in `Hello` and in the mDNS TXT `v` key.
 pub const VERSION: u16 = 1;
 
@@ -125,6 +127,71 @@ impl ErrorCode {
     }
 }
 
+/// A device name, reason or message as it travels: any UTF-8 within its
+/// limit, exactly as the sending side wrote it (so the codec re-encodes
+/// what it decoded byte for byte). Text from a peer may hold anything, so
+/// it can be read only [cleaned](crate::safe_text::clean): no code path
+/// can show or log it raw. (`Debug` shows it escaped, for tests.)
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct WireText(String);
+
+impl WireText {
+    /// The text, cleaned (at most [`crate::safe_text::MAX_TEXT_BYTES`]).
+    pub fn clean(&self) -> CleanText {
+        CleanText::new(&self.0)
+    }
+
+    /// The text as a device name, cleaned; `fallback` if nothing is left.
+    pub fn clean_name(&self, fallback: &str) -> PeerName {
+        PeerName::new(&self.0, fallback)
+    }
+
+    /// Its length on the wire, in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bytes to encode (only the codec sees them).
+    fn as_wire(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WireText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl From<String> for WireText {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
+impl From<&str> for WireText {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+impl From<&CleanText> for WireText {
+    fn from(text: &CleanText) -> Self {
+        Self(text.as_str().to_owned())
+    }
+}
+
+impl From<&PeerName> for WireText {
+    fn from(name: &PeerName) -> Self {
+        Self(name.as_str().to_owned())
+    }
+}
+
 /// A run of consecutive blocks of one file, requested in `Accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockRange {
@@ -144,7 +211,7 @@ pub enum Message {
         /// Sender's protocol version ([`VERSION`]).
         version: u16,
         /// Human-readable device name.
-        name: String,
+        name: WireText,
     },
     /// Sender -> receiver: what it wants to send.
     Offer(Manifest),
@@ -157,7 +224,7 @@ pub enum Message {
     /// Receiver -> sender: not wanted, with a reason for the user.
     Reject {
         /// Why, in words a user understands.
-        reason: String,
+        reason: WireText,
     },
     /// Sender -> receiver: bytes of file number `file` (an index into the
     /// offer's entries) starting at `offset`.
@@ -188,7 +255,7 @@ pub enum Message {
         /// Machine-readable cause.
         code: ErrorCode,
         /// Human-readable detail.
-        message: String,
+        message: WireText,
     },
     /// Dialer -> acceptor, instead of `Offer`: asks both users to compare
     /// the pairing code of this TLS session and, if they match, to trust

@@ -265,7 +265,7 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
         Message::Hello { version, name } => {
             put_header(dst, body_len, TYPE_HELLO);
             dst.put_u16(*version);
-            put_str(dst, name);
+            put_str(dst, name.as_wire());
         }
         Message::Offer(manifest) => {
             put_header(dst, body_len, TYPE_OFFER);
@@ -299,7 +299,7 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
         }
         Message::Reject { reason } => {
             put_header(dst, body_len, TYPE_REJECT);
-            put_str(dst, reason);
+            put_str(dst, reason.as_wire());
         }
         Message::Data { file, offset, data } => {
             encode_data_header(*file, *offset, data.len(), dst);
@@ -315,7 +315,7 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
         Message::Error { code, message } => {
             put_header(dst, body_len, TYPE_ERROR);
             dst.put_u16(code.to_u16());
-            put_str(dst, message);
+            put_str(dst, message.as_wire());
         }
         Message::Probe { port, nonce } => {
             put_header(dst, body_len, TYPE_PROBE);
@@ -370,7 +370,7 @@ pub fn encode_data_header(file: u32, offset: u64, len: usize, dst: &mut BytesMut
 /// Checks every limit of `msg` and returns its frame body length.
 fn body_len(msg: &Message) -> Result<usize, EncodeError> {
     let len = match msg {
-        Message::Hello { name, .. } => 1 + 2 + str_len(name, DEVICE_NAME, MAX_NAME_LEN)?,
+        Message::Hello { name, .. } => 1 + 2 + str_len(name.as_wire(), DEVICE_NAME, MAX_NAME_LEN)?,
         Message::Offer(manifest) => {
             let count = manifest.entries.len();
             if count > MAX_ENTRIES {
@@ -402,7 +402,7 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
         }
         Message::Done => 1,
         Message::BlockValue { .. } => BLOCK_VALUE_FRAME_LEN - LEN_PREFIX,
-        Message::Reject { reason } => 1 + str_len(reason, REJECT_REASON, MAX_REASON_LEN)?,
+        Message::Reject { reason } => 1 + str_len(reason.as_wire(), REJECT_REASON, MAX_REASON_LEN)?,
         Message::Data { data, .. } => {
             if data.is_empty() {
                 return Err(EncodeError::EmptyData);
@@ -415,7 +415,9 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
             }
             DATA_HEADER_LEN - LEN_PREFIX + data.len()
         }
-        Message::Error { message, .. } => 1 + 2 + str_len(message, ERROR_MESSAGE, MAX_REASON_LEN)?,
+        Message::Error { message, .. } => {
+            1 + 2 + str_len(message.as_wire(), ERROR_MESSAGE, MAX_REASON_LEN)?
+        }
         Message::Probe { .. } => 1 + 2 + PROBE_NONCE_LEN,
         Message::Echo { .. } => 1 + PROBE_NONCE_LEN,
         Message::ProbeResult { .. } => 1 + 1 + 1,
@@ -603,7 +605,7 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
         TYPE_HELLO => {
             let mut r = Reader::new(payload, "hello");
             let version = r.u16("protocol version")?;
-            let name = r.string(DEVICE_NAME, MAX_NAME_LEN)?;
+            let name = r.string(DEVICE_NAME, MAX_NAME_LEN)?.into();
             r.finish()?;
             Message::Hello { version, name }
         }
@@ -613,7 +615,7 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
         },
         TYPE_REJECT => {
             let mut r = Reader::new(payload, "reject");
-            let reason = r.string(REJECT_REASON, MAX_REASON_LEN)?;
+            let reason = r.string(REJECT_REASON, MAX_REASON_LEN)?.into();
             r.finish()?;
             Message::Reject { reason }
         }
@@ -640,7 +642,7 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
         TYPE_ERROR => {
             let mut r = Reader::new(payload, "error");
             let code = ErrorCode::from_u16(r.u16("error code")?);
-            let message = r.string(ERROR_MESSAGE, MAX_REASON_LEN)?;
+            let message = r.string(ERROR_MESSAGE, MAX_REASON_LEN)?.into();
             r.finish()?;
             Message::Error { code, message }
         }
@@ -877,6 +879,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::WireText;
     use bytes::Bytes;
     use proptest::prelude::*;
 
@@ -1039,12 +1042,12 @@ mod tests {
         roundtrip(Message::Offer(Manifest::default()));
         roundtrip(Message::Hello {
             version: u16::MAX,
-            name: String::new(),
+            name: WireText::default(),
         });
         for code in 0..=9 {
             roundtrip(Message::Error {
                 code: ErrorCode::from_u16(code),
-                message: String::new(),
+                message: WireText::default(),
             });
         }
         roundtrip(Message::Error {
@@ -1058,14 +1061,14 @@ mod tests {
         // "é" is 2 bytes: max-length strings of multi-byte characters.
         roundtrip(Message::Hello {
             version: 1,
-            name: "n".repeat(MAX_NAME_LEN),
+            name: "n".repeat(MAX_NAME_LEN).into(),
         });
         roundtrip(Message::Reject {
-            reason: "é".repeat(MAX_REASON_LEN / 2),
+            reason: "é".repeat(MAX_REASON_LEN / 2).into(),
         });
         roundtrip(Message::Error {
             code: ErrorCode::Busy,
-            message: "r".repeat(MAX_REASON_LEN),
+            message: "r".repeat(MAX_REASON_LEN).into(),
         });
         // 4-byte characters: exactly the limit.
         roundtrip(Message::Text {
@@ -1666,7 +1669,7 @@ mod tests {
             (
                 Message::Hello {
                     version: 1,
-                    name: "n".repeat(MAX_NAME_LEN + 1),
+                    name: "n".repeat(MAX_NAME_LEN + 1).into(),
                 },
                 EncodeError::StringTooLong {
                     field: DEVICE_NAME,
@@ -1676,7 +1679,7 @@ mod tests {
             ),
             (
                 Message::Reject {
-                    reason: "r".repeat(MAX_REASON_LEN + 1),
+                    reason: "r".repeat(MAX_REASON_LEN + 1).into(),
                 },
                 EncodeError::StringTooLong {
                     field: REJECT_REASON,
@@ -1687,7 +1690,7 @@ mod tests {
             (
                 Message::Error {
                     code: ErrorCode::Io,
-                    message: "m".repeat(MAX_REASON_LEN + 1),
+                    message: "m".repeat(MAX_REASON_LEN + 1).into(),
                 },
                 EncodeError::StringTooLong {
                     field: ERROR_MESSAGE,
@@ -1784,8 +1787,10 @@ mod tests {
 
     fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (any::<u16>(), text(80, MAX_NAME_LEN))
-                .prop_map(|(version, name)| Message::Hello { version, name }),
+            (any::<u16>(), text(80, MAX_NAME_LEN)).prop_map(|(version, name)| Message::Hello {
+                version,
+                name: name.into()
+            }),
             prop::collection::vec(entry(), 0..12).prop_map(|entries| Message::Offer(Manifest {
                 entries,
                 ..Manifest::default()
@@ -1798,7 +1803,9 @@ mod tests {
                         .collect(),
                 }
             }),
-            text(80, MAX_REASON_LEN).prop_map(|reason| Message::Reject { reason }),
+            text(80, MAX_REASON_LEN).prop_map(|reason| Message::Reject {
+                reason: reason.into()
+            }),
             (
                 any::<u32>(),
                 any::<u64>(),
@@ -1813,7 +1820,7 @@ mod tests {
             (any::<u16>(), text(80, MAX_REASON_LEN)).prop_map(|(code, message)| {
                 Message::Error {
                     code: ErrorCode::from_u16(code),
-                    message,
+                    message: message.into(),
                 }
             }),
             (any::<u16>(), any::<[u8; PROBE_NONCE_LEN]>())

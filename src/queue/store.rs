@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{MAX_QUEUED, MAX_QUEUED_FILES, QUEUE_FILE, QueueError};
 use crate::history::now_secs;
 use crate::ids::{self, PrefixError};
+use crate::safe_text::CleanText;
 use crate::transfer::source::SourceFile;
 use crate::transport::dial::Preference;
 
@@ -22,9 +23,9 @@ pub struct QueuedSend {
     /// Short ID for `share queue cancel ID`.
     pub id: String,
     /// The peer as the user gave it (name, ID prefix or `HOST:PORT`).
-    pub peer: String,
+    pub peer: CleanText,
     /// Top-level names to send.
-    pub names: Vec<String>,
+    pub names: Vec<CleanText>,
     /// Number of files.
     pub files: usize,
     /// Transport choice.
@@ -37,7 +38,7 @@ pub struct QueuedSend {
     pub attempts: u32,
     /// Why the last try did not go out.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
+    pub last_error: Option<CleanText>,
 }
 
 /// Where a queued send stands.
@@ -297,8 +298,13 @@ impl QueueStore {
 fn info(item: &Item) -> QueuedSend {
     QueuedSend {
         id: item.stored.id.clone(),
-        peer: item.stored.peer.clone(),
-        names: item.stored.names.clone(),
+        peer: item.stored.peer.as_str().into(),
+        names: item
+            .stored
+            .names
+            .iter()
+            .map(|n| n.as_str().into())
+            .collect(),
         files: item.stored.files,
         transport: item.stored.transport,
         queued: item.stored.queued,
@@ -308,7 +314,7 @@ fn info(item: &Item) -> QueuedSend {
             QueueState::Waiting
         },
         attempts: item.attempts,
-        last_error: item.last_error.clone(),
+        last_error: item.last_error.as_deref().map(CleanText::from),
     }
 }
 
@@ -347,7 +353,7 @@ mod tests {
         let queue = QueueStore::open(dir.path(), cancel.clone());
         let a = queue.add(new("desktop", docs(dir.path()))).unwrap();
         let b = queue.add(new("10.0.0.5:47000", docs(dir.path()))).unwrap();
-        assert_eq!((a.names.clone(), a.files), (vec!["docs".to_owned()], 1));
+        assert_eq!((a.names.clone(), a.files), (vec!["docs".into()], 1));
         assert_eq!(a.state, QueueState::Waiting);
 
         let reloaded = QueueStore::open(dir.path(), CancellationToken::new());

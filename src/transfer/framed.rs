@@ -147,7 +147,7 @@ impl Framed {
     pub async fn send_error(&mut self, error: &TransferError) {
         let message = Message::Error {
             code: error.code(),
-            message: truncate(&error.to_string(), protocol::MAX_REASON_LEN),
+            message: truncate(&error.to_string(), protocol::MAX_REASON_LEN).into(),
         };
         let limit = Duration::from_secs(2);
         let _ = tokio::time::timeout(limit, self.send(&message)).await;

@@ -8,14 +8,14 @@
 //! the name of a device the user trusts).
 //!
 //! The peer's name enters here, so it is cleaned here, once, on both
-//! sides ([`crate::discovery::clean_peer_name`]): everything above sees
-//! the cleaned name in [`PeerHello`], and the impostor check compares
-//! what the user sees.
+//! sides, into a [`PeerName`] (its short device ID if nothing is left):
+//! everything above sees the cleaned name in [`PeerHello`], and the
+//! impostor check compares what the user sees.
 
 use super::framed::{Framed, RecvError};
-use crate::discovery::clean_peer_name;
 use crate::identity::trust::TrustStore;
 use crate::protocol::{ErrorCode, Message, VERSION};
+use crate::safe_text::PeerName;
 use crate::transfer::TransferError;
 use crate::transport::dial::AuthFailure;
 
@@ -24,15 +24,15 @@ use crate::transport::dial::AuthFailure;
 pub struct PeerHello {
     /// Its protocol version.
     pub version: u16,
-    /// Its human-readable name, cleaned of control characters.
-    pub name: String,
+    /// Its human-readable name, cleaned.
+    pub name: PeerName,
 }
 
 /// Dialer side: send our `Hello`, wait for the peer's.
 pub async fn client(framed: &mut Framed, our_name: &str) -> Result<PeerHello, AuthFailure> {
     let hello = Message::Hello {
         version: VERSION,
-        name: our_name.to_owned(),
+        name: our_name.into(),
     };
     framed
         .send(&hello)
@@ -41,7 +41,7 @@ pub async fn client(framed: &mut Framed, our_name: &str) -> Result<PeerHello, Au
     match framed.recv().await {
         Ok(Message::Hello { version, name }) if version == VERSION => Ok(PeerHello {
             version,
-            name: clean_peer_name(&name, &framed.link().peer),
+            name: name.clean_name(&framed.link().peer.short()),
         }),
         Ok(Message::Hello { version, .. }) => {
             let reason = format!(
@@ -50,7 +50,9 @@ pub async fn client(framed: &mut Framed, our_name: &str) -> Result<PeerHello, Au
             refuse(framed, &reason).await;
             Err(AuthFailure::Refused(reason))
         }
-        Ok(Message::Error { message, .. }) => Err(AuthFailure::Refused(message)),
+        Ok(Message::Error { message, .. }) => {
+            Err(AuthFailure::Refused(message.clean().to_string()))
+        }
         Ok(other) => Err(AuthFailure::Refused(format!(
             "the peer answered {} instead of Hello",
             kind(&other)
@@ -73,7 +75,7 @@ pub async fn server(
     let peer_id = framed.link().peer;
     let wait = framed.link().hello_wait();
     let (version, name) = match framed.recv_within(wait).await {
-        Ok(Message::Hello { version, name }) => (version, clean_peer_name(&name, &peer_id)),
+        Ok(Message::Hello { version, name }) => (version, name.clean_name(&peer_id.short())),
         Ok(other) => {
             let e = TransferError::Protocol(format!("expected Hello, got {}", kind(&other)));
             framed.send_error(&e).await;
@@ -92,7 +94,8 @@ pub async fn server(
             code: ErrorCode::Refused,
             message: format!(
                 "protocol version {version} is not supported (this device speaks {VERSION})"
-            ),
+            )
+            .into(),
         };
         refuse(framed, &e.to_string()).await;
         return Err(e);
@@ -107,12 +110,15 @@ pub async fn server(
         let reason =
             format!("identity mismatch: \"{name}\" is trusted here with a different device ID");
         refuse(framed, &reason).await;
-        return Err(TransferError::Rejected { peer: name, reason });
+        return Err(TransferError::Rejected {
+            peer: name,
+            reason: reason.into(),
+        });
     }
     framed
         .send(&Message::Hello {
             version: VERSION,
-            name: our_name.to_owned(),
+            name: our_name.into(),
         })
         .await?;
     Ok(PeerHello { version, name })
@@ -121,7 +127,7 @@ pub async fn server(
 async fn refuse(framed: &mut Framed, reason: &str) {
     let message = Message::Error {
         code: ErrorCode::Refused,
-        message: reason.to_owned(),
+        message: reason.into(),
     };
     let _ = framed.send(&message).await;
 }
@@ -172,8 +178,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let trust = TrustStore::load(dir.path()).unwrap();
         let (ours, theirs) = hello(" lap\u{1b}[31mtop\n", &trust).await;
-        assert_eq!(ours.unwrap().name, "bob");
-        assert_eq!(theirs.unwrap().name, "lap[31mtop");
+        assert_eq!(ours.unwrap().name.as_str(), "bob");
+        assert_eq!(theirs.unwrap().name.as_str(), "lap[31mtop");
     }
 
     #[tokio::test]
@@ -181,7 +187,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let trust = TrustStore::load(dir.path()).unwrap();
         trust
-            .trust(DeviceId::from_cert_der(b"the real laptop"), "laptop")
+            .trust(
+                DeviceId::from_cert_der(b"the real laptop"),
+                &"laptop".into(),
+            )
             .unwrap();
         // Control characters do not get an impostor past the check.
         let (ours, theirs) = hello("lap\u{7}top", &trust).await;

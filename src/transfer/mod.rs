@@ -33,6 +33,7 @@ pub mod text;
 use std::time::Duration;
 
 use crate::protocol::ErrorCode;
+use crate::safe_text::{CleanText, PeerName};
 
 /// How long an offer waits for `share accept` before it expires as rejected.
 pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -57,19 +58,19 @@ pub enum TransferError {
     #[error("{peer} rejected the transfer: {reason}")]
     Rejected {
         /// Peer name.
-        peer: String,
+        peer: PeerName,
         /// The receiver's reason.
-        reason: String,
+        reason: CleanText,
     },
     /// The peer stopped the transfer with an `Error` message.
     #[error("{}", peer_error(peer, *code, message))]
     Peer {
         /// Peer name.
-        peer: String,
+        peer: PeerName,
         /// Machine-readable cause.
         code: ErrorCode,
         /// The peer's explanation.
-        message: String,
+        message: CleanText,
     },
     /// The peer broke the protocol; we told it so and hung up.
     #[error("protocol violation by the peer: {0}")]
@@ -98,7 +99,7 @@ pub enum TransferError {
 }
 
 /// Wording for an `Error` frame from the peer.
-fn peer_error(peer: &str, code: ErrorCode, message: &str) -> String {
+fn peer_error(peer: &PeerName, code: ErrorCode, message: &CleanText) -> String {
     match code {
         ErrorCode::Cancelled => format!("cancelled by peer ({peer})"),
         _ => format!("{peer} stopped the transfer: {message}"),

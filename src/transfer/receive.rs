@@ -32,6 +32,7 @@ use super::{MESSAGE_TIMEOUT, TransferError};
 use crate::intake::{Declined, Intake, Offer, Sender, SenderGone};
 use crate::protocol::{ErrorCode, MAX_DATA_CHUNK, Manifest, Message};
 use crate::registry::{Handle, State};
+use crate::safe_text::PeerName;
 use crate::store::{Plan, Staging, StoreError};
 
 /// Chunks buffered between the network and the disk writer.
@@ -131,7 +132,7 @@ impl Receiver {
         first: Result<Message, RecvError>,
     ) {
         let peer_id = sender.id;
-        let peer_name = sender.name.as_str();
+        let peer_name = &sender.name;
         let manifest = match first {
             Ok(Message::Offer(manifest)) => manifest,
             Ok(other) => {
@@ -158,8 +159,8 @@ impl Receiver {
         let plan = match self.intake.check_files(&manifest, resuming) {
             Ok(plan) => plan,
             Err(reason) => {
-                tracing::warn!(peer = %peer_id, name = peer_name, "refused offer: {reason}");
-                let reason = reason.to_string();
+                tracing::warn!(peer = %peer_id, name = %peer_name, "refused offer: {reason}");
+                let reason = reason.to_string().into();
                 let _ = framed.send(&Message::Reject { reason }).await;
                 return;
             }
@@ -249,20 +250,20 @@ enum Leftover {
 /// What the sender's next message says while it waits for consent: it
 /// only ever sends something to give up (an `Error`) or to break the
 /// protocol.
-pub(super) fn sender_gone(next: Result<Message, RecvError>, peer_name: &str) -> SenderGone {
+pub(super) fn sender_gone(next: Result<Message, RecvError>, peer_name: &PeerName) -> SenderGone {
     match next {
         Ok(Message::Error {
             code: ErrorCode::Cancelled,
             message,
         }) => SenderGone::Cancelled(
             TransferError::Peer {
-                peer: peer_name.to_owned(),
+                peer: peer_name.clone(),
                 code: ErrorCode::Cancelled,
-                message,
+                message: message.clean(),
             }
             .to_string(),
         ),
-        Ok(Message::Error { message, .. }) => SenderGone::GaveUp(message),
+        Ok(Message::Error { message, .. }) => SenderGone::GaveUp(message.clean().to_string()),
         Ok(other) => SenderGone::BrokeProtocol(kind(&other).to_owned()),
         Err(e) => SenderGone::Lost(e.to_string()),
     }
@@ -275,7 +276,7 @@ pub(super) fn sender_gone(next: Result<Message, RecvError>, peer_name: &str) -> 
 pub(super) async fn answer_declined(framed: &mut Framed, declined: &Declined, noun: &str) {
     match (&declined.state, &declined.gone) {
         (State::Rejected, _) => {
-            let reason = declined.reason.clone();
+            let reason = declined.reason.as_str().into();
             let _ = framed.send(&Message::Reject { reason }).await;
         }
         (State::Cancelled, None) => framed.send_error(&TransferError::Cancelled).await,
@@ -293,7 +294,7 @@ pub(super) async fn answer_declined(framed: &mut Framed, declined: &Declined, no
 struct Job<'a> {
     key: &'a str,
     record: Record,
-    peer_name: &'a str,
+    peer_name: &'a PeerName,
     receiver: &'a Receiver,
     handle: &'a Handle,
 }
@@ -471,9 +472,9 @@ impl Job<'_> {
                 }
                 Ok(Incoming::Message(Message::Error { code, message })) => {
                     let e = TransferError::Peer {
-                        peer: self.peer_name.to_owned(),
+                        peer: self.peer_name.clone(),
                         code,
-                        message,
+                        message: message.clean(),
                     };
                     let leftover = match code {
                         ErrorCode::Cancelled | ErrorCode::Protocol => Leftover::Discard,
@@ -709,7 +710,7 @@ mod tests {
         let peer = Identity::generate().unwrap().id();
         receiver
             .resume
-            .save(key, &Record::new(peer, "laptop"))
+            .save(key, &Record::new(peer, &"laptop".into()))
             .unwrap();
     }
 

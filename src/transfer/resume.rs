@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::DeviceId;
 use crate::protocol::{Manifest, Message, encode};
+use crate::safe_text::PeerName;
 
 /// Interrupted transfers older than this are forgotten and their partial
 /// data removed.
@@ -44,7 +45,7 @@ pub struct Record {
     /// The sender.
     pub peer: DeviceId,
     /// The sender's name, for messages.
-    pub peer_name: String,
+    pub peer_name: PeerName,
     /// When the transfer was first accepted (seconds since the epoch).
     pub created: u64,
     /// Verified blocks, one char per block (`1` verified, `0` not), in
@@ -54,10 +55,10 @@ pub struct Record {
 
 impl Record {
     /// A record for a transfer accepted now, with nothing verified yet.
-    pub fn new(peer: DeviceId, peer_name: &str) -> Self {
+    pub fn new(peer: DeviceId, peer_name: &PeerName) -> Self {
         Self {
             peer,
-            peer_name: peer_name.to_owned(),
+            peer_name: peer_name.clone(),
             created: now(),
             verified: String::new(),
         }
@@ -301,7 +302,7 @@ mod tests {
     fn records_round_trip_claims_are_exclusive_and_old_ones_expire() {
         let tmp = tempfile::tempdir().unwrap();
         let store = ResumeStore::new(tmp.path());
-        let mut record = Record::new(DeviceId::from_cert_der(b"a"), "alice");
+        let mut record = Record::new(DeviceId::from_cert_der(b"a"), &PeerName::new("alice", "a"));
         record.set_verified(&[true, false, true]);
         store.save("k1", &record).unwrap();
         assert_eq!(
@@ -363,7 +364,10 @@ mod tests {
             ]
         );
         store
-            .save("k", &Record::new(DeviceId::from_cert_der(b"a"), "a"))
+            .save(
+                "k",
+                &Record::new(DeviceId::from_cert_der(b"a"), &PeerName::new("a", "a")),
+            )
             .unwrap();
         store.remove("k");
         assert!(store.load_values("k", 4).is_empty());

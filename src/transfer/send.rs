@@ -30,6 +30,7 @@ use crate::protocol::{
     blocks_for, encode, encode_data_header,
 };
 use crate::registry::Handle;
+use crate::safe_text::PeerName;
 
 /// How long the sender waits for `Done` after the last byte: the receiver
 /// verifies and syncs everything first, which can take a while on slow disks.
@@ -42,7 +43,7 @@ const PIPELINE_DEPTH: usize = 8;
 /// `Done`. `consent_timeout` bounds the wait for accept/reject.
 pub async fn send(
     framed: &mut Framed,
-    peer_name: &str,
+    peer_name: &PeerName,
     source: &Source,
     handle: &Handle,
     consent_timeout: Duration,
@@ -65,7 +66,7 @@ pub async fn send(
 
 async fn run(
     framed: &mut Framed,
-    peer_name: &str,
+    peer_name: &PeerName,
     source: &Source,
     handle: &Handle,
     consent_timeout: Duration,
@@ -84,15 +85,15 @@ async fn run(
         Message::Accept { need } => need,
         Message::Reject { reason } => {
             return Err(TransferError::Rejected {
-                peer: peer_name.to_owned(),
-                reason,
+                peer: peer_name.clone(),
+                reason: reason.clean(),
             });
         }
         Message::Error { code, message } => {
             return Err(TransferError::Peer {
-                peer: peer_name.to_owned(),
+                peer: peer_name.clone(),
                 code,
-                message,
+                message: message.clean(),
             });
         }
         other => {
@@ -215,12 +216,12 @@ fn plan_segments(source: &Source, need: &[BlockRange]) -> Result<Vec<Segment>, T
 }
 
 /// A message from the receiver while we stream or wait for `Done`.
-fn unexpected(message: Message, peer_name: &str) -> TransferError {
+fn unexpected(message: Message, peer_name: &PeerName) -> TransferError {
     match message {
         Message::Error { code, message } => TransferError::Peer {
-            peer: peer_name.to_owned(),
+            peer: peer_name.clone(),
             code,
-            message,
+            message: message.clean(),
         },
         other => TransferError::Protocol(format!("unexpected {} from the receiver", kind(&other))),
     }

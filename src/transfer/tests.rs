@@ -45,7 +45,7 @@ async fn send_to(bob: &Bob, source: &Source) -> (Result<(), TransferError>, Tran
     let handle = outgoing(&registry, source);
     let (events, _) = mpsc::unbounded_channel();
     let sending = async {
-        let result = send::send(&mut ours, "bob", source, &handle, CONSENT, events).await;
+        let result = send::send(&mut ours, &"bob".into(), source, &handle, CONSENT, events).await;
         ours.into_link().close(Duration::from_secs(1)).await;
         result
     };
@@ -162,7 +162,9 @@ async fn a_trusted_sender_is_accepted_without_asking() {
         matches!(&result, Err(TransferError::Rejected { reason, .. }) if reason.contains("trusted")),
         "{result:?}"
     );
-    bob.trust.trust(super::testing::alice(), "alice").unwrap();
+    bob.trust
+        .trust(super::testing::alice(), &"alice".into())
+        .unwrap();
     let (result, _) = bounded(send_to(&bob, &source)).await;
     result.unwrap();
     assert!(bob.downloads.join("a.bin").exists());
@@ -178,7 +180,8 @@ async fn a_cancel_between_frames_stops_both_sides_and_leaves_nothing() {
     let registry = Registry::default();
     let handle = outgoing(&registry, &source);
     let (events, mut accepted) = mpsc::unbounded_channel();
-    let sending = async { send::send(&mut ours, "bob", &source, &handle, CONSENT, events).await };
+    let sending =
+        async { send::send(&mut ours, &"bob".into(), &source, &handle, CONSENT, events).await };
     // The user cancels as soon as data flows.
     let cancel = async {
         while let Some(event) = accepted.recv().await {
@@ -375,7 +378,7 @@ async fn text_to(bob: &Bob, text: &str) -> Result<(), TransferError> {
     });
     let (events, _) = mpsc::unbounded_channel();
     let sending = async {
-        let result = text::send(&mut ours, "bob", text, &handle, CONSENT, &events).await;
+        let result = text::send(&mut ours, &"bob".into(), text, &handle, CONSENT, &events).await;
         ours.into_link().close(Duration::from_secs(1)).await;
         result
     };

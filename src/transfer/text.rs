@@ -20,16 +20,17 @@ use crate::intake::text::check_text;
 use crate::intake::{Intake, Offer, Sender};
 use crate::protocol::{ErrorCode, Message};
 use crate::registry::{Handle, State};
+use crate::safe_text::PeerName;
 
 /// Receiving side: a `Text` arrived instead of an `Offer`. Checks it,
 /// asks the intake for consent, stores it, answers `Done` (or the
 /// refusal).
 pub async fn receive(framed: &mut Framed, intake: &Intake, sender: &Sender, text: String) {
     if let Err(reason) = check_text(&text) {
-        tracing::warn!(peer = %sender.id, name = sender.name, "refused text: {reason}");
+        tracing::warn!(peer = %sender.id, name = %sender.name, "refused text: {reason}");
         let _ = framed
             .send(&Message::Reject {
-                reason: reason.to_string(),
+                reason: reason.to_string().into(),
             })
             .await;
         return;
@@ -76,7 +77,7 @@ pub async fn receive(framed: &mut Framed, intake: &Intake, sender: &Sender, text
 /// Rejected, cancelled, or the link or the peer failed.
 pub async fn send(
     framed: &mut Framed,
-    peer_name: &str,
+    peer_name: &PeerName,
     text: &str,
     handle: &Handle,
     consent_timeout: Duration,
@@ -96,13 +97,13 @@ pub async fn send(
     match reply {
         Message::Done => Ok(()),
         Message::Reject { reason } => Err(TransferError::Rejected {
-            peer: peer_name.to_owned(),
-            reason,
+            peer: peer_name.clone(),
+            reason: reason.clean(),
         }),
         Message::Error { code, message } => Err(TransferError::Peer {
-            peer: peer_name.to_owned(),
+            peer: peer_name.clone(),
             code,
-            message,
+            message: message.clean(),
         }),
         other => {
             let e =

@@ -396,6 +396,13 @@ impl TestDaemon {
             .any(|l| l.contains(needle))
     }
 
+    /// The log lines read so far (stderr, one entry per line as a log
+    /// viewer or journald would split it). For checking what the log
+    /// looks like, never to synchronise with the daemon.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lines.lock().unwrap().clone()
+    }
+
     /// Waits (up to 10 s) for a log line containing `needle`; returns
     /// whether one arrived.
     pub fn wait_logged(&self, needle: &str) -> bool {
