@@ -50,6 +50,10 @@ pub struct HistoryEntry {
     /// The peer's device ID, if a connection was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_id: Option<DeviceId>,
+    /// The trusted device whose name the peer's looked like, if the peer
+    /// was not that device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub looks_like: Option<DeviceId>,
     /// `done`, `failed`, `rejected` or `cancelled`.
     pub outcome: State,
     /// Why it failed, was rejected or cancelled.
@@ -178,6 +182,7 @@ impl FinishSink for History {
             kind: info.kind,
             peer: info.peer.clone(),
             peer_id: Some(info.peer_id),
+            looks_like: info.looks_like,
             outcome: info.state,
             reason: info.reason.clone(),
             names: info.names.clone(),
@@ -255,6 +260,7 @@ mod tests {
             kind: TransferKind::Files,
             peer: "desktop".into(),
             peer_id: Some(DeviceId::from_cert_der(b"desktop")),
+            looks_like: None,
             outcome: State::Done,
             reason: None,
             names: vec!["a.txt".into()],

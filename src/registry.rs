@@ -116,6 +116,10 @@ pub struct TransferInfo {
     pub peer: PeerName,
     /// The peer's device ID.
     pub peer_id: DeviceId,
+    /// The trusted device whose name the peer's looks like, if the peer
+    /// is not that device ([`crate::identity::trust::TrustStore::look_alike_of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub looks_like: Option<DeviceId>,
     /// Current state.
     pub state: State,
     /// Number of files.
@@ -243,6 +247,7 @@ impl Registry {
             direction: new.direction,
             peer: new.peer,
             peer_id: new.peer_id,
+            looks_like: None,
             state: State::Active,
             files: new.files,
             bytes: new.bytes,
@@ -444,6 +449,15 @@ impl Handle {
         let mut inner = self.registry.lock();
         if let Some(slot) = inner.slots.get_mut(&self.id) {
             slot.info.kind = kind;
+        }
+    }
+
+    /// Flags the peer as a stranger whose name looks like that of the
+    /// trusted device `trusted`.
+    pub fn set_looks_like(&self, trusted: DeviceId) {
+        let mut inner = self.registry.lock();
+        if let Some(slot) = inner.slots.get_mut(&self.id) {
+            slot.info.looks_like = Some(trusted);
         }
     }
 

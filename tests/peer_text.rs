@@ -349,3 +349,89 @@ fn a_reject_reason_forges_no_log_line() {
         );
     }
 }
+
+/// Strangers named like a trusted device (Cyrillic `е`, full-width
+/// letters) are flagged as look-alikes of it wherever they are listed,
+/// with their own ID prefix beside the name, and the receiving daemon
+/// warns; a stranger with a name of its own is not flagged.
+#[test]
+fn strangers_named_like_a_trusted_device_are_flagged() {
+    let state = tempfile::tempdir().unwrap();
+    let trusted = Identity::generate().unwrap().id();
+    TrustStore::load(state.path())
+        .unwrap()
+        .trust(trusted, &"desktop".into())
+        .unwrap();
+    let bob = TestDaemon::builder("bob").state_dir(state.path()).spawn();
+    let flag = format!("look-alike of trusted {}", trusted.short());
+
+    // An offer from "dеsktop" (Cyrillic е), and one from "laptop".
+    let mut mallory = Hostile::start();
+    let mallory_id = mallory.identity.id();
+    let mut offer = mallory.dial(&bob, "d\u{435}sktop");
+    mallory.send(&mut offer, Message::Offer(offer_of("a.txt", b"hello")));
+    let honest = Hostile::start();
+    let mut other = honest.dial(&bob, "laptop");
+    honest.send(&mut other, Message::Offer(offer_of("b.txt", b"hello")));
+    let pending = |name: &'static str| {
+        bob.wait_transfer(name, move |t| t["state"] == "pending" && t["peer"] == name)
+    };
+    let alike = pending("d\u{435}sktop");
+    assert_eq!(alike["looks_like"], trusted.to_string());
+    assert_eq!(alike["peer_id"], mallory_id.to_string());
+    assert!(pending("laptop").get("looks_like").is_none());
+    let listing = String::from_utf8(bob.cli(&["transfers"]).stdout).unwrap();
+    let row = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{listing}"))
+            .to_owned()
+    };
+    assert!(
+        row("d\u{435}sktop").contains(&format!("({}, {flag})", mallory_id.short())),
+        "{listing}"
+    );
+    assert!(
+        row("laptop").contains(&format!("laptop ({})", honest.identity.id().short())),
+        "{listing}"
+    );
+    assert!(!row("laptop").contains("look-alike"), "{listing}");
+    assert!(bob.wait_logged("looks like that of the trusted device desktop"));
+
+    // Abandoned, it stays flagged in the history.
+    mallory
+        .rt
+        .block_on(async { offer.into_link().abort("gone") });
+    eventually("the abandoned offer in the history", LIMIT, || {
+        let history = bob.json(&["history"]);
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["peer"] == "d\u{435}sktop")
+            .map(|e| assert_eq!(e["looks_like"], trusted.to_string()))
+    });
+    let history = String::from_utf8(bob.cli(&["history"]).stdout).unwrap();
+    assert!(history.contains(&flag), "{history}");
+
+    // Added by address under a full-width name, it is flagged in `share
+    // peers` too.
+    let target = mallory.tcp_addr.to_string();
+    let add = spawn_share(&bob, &["peers", "add", &target]);
+    let answered = mallory.accept("\u{ff44}\u{ff45}\u{ff53}\u{ff4b}\u{ff54}\u{ff4f}\u{ff50}");
+    let added = finish_within(add, CLI_LIMIT);
+    mallory.close(answered);
+    assert!(added.status.success(), "{added:?}");
+    let peers = bob.json(&["peers"]);
+    let listed = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == mallory_id.to_string())
+        .expect("the added peer is listed");
+    assert_eq!(listed["looks_like"], trusted.to_string());
+    let shown = String::from_utf8(bob.cli(&["peers"]).stdout).unwrap();
+    assert!(shown.contains(&flag), "{shown}");
+    drop(other);
+}

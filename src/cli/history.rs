@@ -9,6 +9,7 @@ use clap::Args;
 use super::output::{json, outln, parse, utc};
 use crate::control::{Request, client};
 use crate::history::HistoryEntry;
+use crate::peers::PeerLabel;
 use crate::protocol::HumanBytes;
 use crate::registry::TransferKind;
 
@@ -35,7 +36,9 @@ pub(super) async fn history(sockets: &[PathBuf], args: HistoryArgs) -> Result<()
         outln!("no transfers recorded yet");
         return Ok(());
     }
-    outln!("ENDED (UTC)       DIR  OUTCOME    PEER            SIZE        TIME      VIA   WHAT");
+    outln!(
+        "ENDED (UTC)       DIR  OUTCOME    PEER                      SIZE        TIME      VIA   WHAT"
+    );
     for e in entries {
         let what = match e.kind {
             TransferKind::Text => e.names.join(", "),
@@ -47,11 +50,15 @@ pub(super) async fn history(sockets: &[PathBuf], args: HistoryArgs) -> Result<()
             ),
         };
         outln!(
-            "{:16}  {:3}  {:9}  {:14}  {:10}  {:>7.1} s  {:4}  {}{}",
+            "{:16}  {:3}  {:9}  {:24}  {:10}  {:>7.1} s  {:4}  {}{}",
             utc(e.time),
             e.direction.as_str(),
             e.outcome.as_str(),
-            e.peer,
+            PeerLabel {
+                name: &e.peer,
+                id: e.peer_id.as_ref(),
+                looks_like: e.looks_like.as_ref(),
+            },
             HumanBytes(e.bytes),
             e.duration_s,
             e.transport

@@ -11,6 +11,7 @@ use super::TransportArg;
 use super::output::{errln, json, outln, parse};
 use crate::control::{Request, client};
 use crate::pairing::{PairingInfo, PairingState};
+use crate::peers::PeerLabel;
 use crate::safe_text::printable;
 
 /// `share pair`.
@@ -83,11 +84,17 @@ pub(super) async fn pair(sockets: &[PathBuf], args: PairArgs) -> Result<()> {
     let info: PairingInfo = parse(data)?;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     outln!(
-        "pairing with {} ({}): code {}",
-        info.peer,
-        info.peer_id.short(),
+        "pairing with {}: code {}",
+        PeerLabel::new(&info.peer, &info.peer_id, info.looks_like.as_ref()),
         spaced(&info.code)
     );
+    if let Some(trusted) = &info.looks_like {
+        errln!(
+            "warning: {} is not the trusted device {} although its name looks alike; pair only if you expected a new device",
+            info.peer_id.short(),
+            trusted.short()
+        );
+    }
     if !interactive {
         outln!(
             "compare it with the code on {}; if they match, run `share pair --confirm {}` here and confirm on {} too (within {} s)",
@@ -169,7 +176,7 @@ fn list_pairings(list: &[PairingInfo]) -> Result<()> {
         outln!("no pairing requests");
         return Ok(());
     }
-    outln!("ID        DIR  STATE     PEER            CODE     YOU  PEER  EXPIRES");
+    outln!("ID        DIR  STATE     PEER                      CODE     YOU  PEER  EXPIRES");
     let answer = |a: Option<bool>| match a {
         Some(true) => "yes",
         Some(false) => "no",
@@ -182,11 +189,11 @@ fn list_pairings(list: &[PairingInfo]) -> Result<()> {
             format!("{} s", p.expires_in_s)
         };
         outln!(
-            "{:8}  {:3}  {:8}  {:14}  {:7}  {:3}  {:4}  {}",
+            "{:8}  {:3}  {:8}  {:24}  {:7}  {:3}  {:4}  {}",
             p.id,
             p.direction.as_str(),
             p.state.as_str(),
-            p.peer,
+            PeerLabel::new(&p.peer, &p.peer_id, p.looks_like.as_ref()),
             spaced(&p.code),
             answer(p.you_confirmed),
             answer(p.peer_confirmed),

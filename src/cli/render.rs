@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::output::{ago, json, outln, parse};
 use crate::control::{Ack, IdInfo, StatusInfo, TransferList};
-use crate::peers::PeerInfo;
+use crate::peers::{PeerInfo, PeerLabel};
 use crate::protocol::HumanBytes;
 
 /// `share id`.
@@ -96,9 +96,20 @@ pub(super) fn peers(data: serde_json::Value, as_json: bool) -> Result<()> {
         outln!("no peers found (is another daemon running on the LAN? see `share status`)");
         return Ok(());
     }
-    let width = peers
+    let labels: Vec<String> = peers
         .iter()
-        .map(|p| p.name.chars().count())
+        .map(|p| {
+            PeerLabel {
+                name: &p.name,
+                id: None,
+                looks_like: p.looks_like.as_ref(),
+            }
+            .to_string()
+        })
+        .collect();
+    let width = labels
+        .iter()
+        .map(|l| l.chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -110,10 +121,10 @@ pub(super) fn peers(data: serde_json::Value, as_json: bool) -> Result<()> {
         "FOUND BY",
         "SEEN"
     );
-    for p in peers {
+    for (p, label) in peers.into_iter().zip(labels) {
         outln!(
             "{:width$}  {:9}  {:7}  {:10}  {:9}  {}",
-            p.name,
+            label,
             p.id.short(),
             if p.trusted { "yes" } else { "no" },
             p.source.as_str(),
@@ -134,15 +145,15 @@ pub(super) fn transfers(data: serde_json::Value, as_json: bool) -> Result<()> {
         outln!("no transfers");
         return Ok(());
     }
-    outln!("ID        DIR  STATE      PEER            FILES  PROGRESS            WHAT");
+    outln!("ID        DIR  STATE      PEER                      FILES  PROGRESS            WHAT");
     for t in list {
         let progress = format!("{} / {}", HumanBytes(t.bytes_done), HumanBytes(t.bytes));
         outln!(
-            "{:8}  {:3}  {:9}  {:14}  {:5}  {:18}  {}{}",
+            "{:8}  {:3}  {:9}  {:24}  {:5}  {:18}  {}{}",
             t.id,
             t.direction.as_str(),
             t.state.as_str(),
-            t.peer,
+            PeerLabel::new(&t.peer, &t.peer_id, t.looks_like.as_ref()),
             t.files,
             progress,
             t.names.join(", "),

@@ -9,6 +9,7 @@ use clap::Args;
 use super::output::{json, outln, parse, utc};
 use crate::control::{Request, client};
 use crate::intake::inbox::InboxText;
+use crate::peers::PeerLabel;
 use crate::safe_text::{CleanText, printable_lines};
 
 /// `share receive`.
@@ -38,7 +39,7 @@ pub(super) async fn inbox(sockets: &[PathBuf], as_json: bool) -> Result<()> {
         outln!("no texts received");
         return Ok(());
     }
-    outln!("ID        RECEIVED (UTC)    NEW  FROM            TEXT");
+    outln!("ID        RECEIVED (UTC)    NEW  FROM                      TEXT");
     for t in texts {
         let first = t.text.lines().next().unwrap_or("");
         let mut shown: String = first.chars().take(60).collect();
@@ -47,11 +48,11 @@ pub(super) async fn inbox(sockets: &[PathBuf], as_json: bool) -> Result<()> {
         }
         let shown = CleanText::new(&shown);
         outln!(
-            "{:8}  {:16}  {:3}  {:14}  {}",
+            "{:8}  {:16}  {:3}  {:24}  {}",
             t.id,
             utc(t.received),
             if t.read { "" } else { "*" },
-            t.peer,
+            PeerLabel::new(&t.peer, &t.peer_id, t.looks_like.as_ref()),
             shown
         );
     }

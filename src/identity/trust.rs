@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DeviceId;
 use crate::safe_text::PeerName;
+use crate::safe_text::confusable::confusable;
 
 /// File name of the trust store inside the state directory.
 pub const TRUST_FILE: &str = "trusted.json";
@@ -130,6 +131,22 @@ impl TrustStore {
         peers
             .values()
             .find(|p| p.id != *id && p.name.eq_ignore_ascii_case(name))
+            .cloned()
+    }
+
+    /// The trusted device whose name `name` looks like (the same in any
+    /// case, or [confusable](crate::safe_text::confusable)) while `id` is
+    /// another device: a stranger named to pass for a trusted device,
+    /// which is flagged wherever its name is shown. A device the user
+    /// trusted under a look-alike name itself is none.
+    pub fn look_alike_of(&self, name: &str, id: &DeviceId) -> Option<TrustedPeer> {
+        let peers = self.read();
+        if peers.get(id).is_some_and(|p| confusable(&p.name, name)) {
+            return None;
+        }
+        peers
+            .values()
+            .find(|p| p.id != *id && confusable(&p.name, name))
             .cloned()
     }
 
@@ -265,6 +282,22 @@ mod tests {
         fs::remove_dir(&blocker).unwrap();
         let on_disk = TrustStore::load(tmp.path()).unwrap();
         assert_eq!(on_disk.list(), store.list());
+    }
+
+    #[test]
+    fn look_alikes_of_trusted_names_are_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (desktop, stranger) = (DeviceId::from_cert_der(b"d"), DeviceId::from_cert_der(b"s"));
+        let store = TrustStore::load(tmp.path()).unwrap();
+        store.trust(desktop, &"desktop".into()).unwrap();
+        for alike in ["d\u{435}sktop", "DESKTOP", "\u{ff44}esktop", "deskt0p"] {
+            let found = store.look_alike_of(alike, &stranger).map(|p| p.id);
+            assert_eq!(found, Some(desktop), "{alike:?}");
+            // The trusted device itself is no look-alike of itself.
+            assert!(store.look_alike_of(alike, &desktop).is_none(), "{alike:?}");
+        }
+        assert!(store.look_alike_of("laptop", &stranger).is_none());
+        assert!(store.look_alike_of("desktop 2", &stranger).is_none());
     }
 
     #[test]

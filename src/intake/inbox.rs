@@ -30,6 +30,10 @@ pub struct InboxText {
     pub peer: PeerName,
     /// The sender's device ID.
     pub peer_id: DeviceId,
+    /// The trusted device whose name the sender's looked like, if the
+    /// sender was another device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub looks_like: Option<DeviceId>,
     /// When it arrived, seconds since the Unix epoch.
     pub received: u64,
     /// The text, exactly as sent.
@@ -106,12 +110,15 @@ impl Inbox {
         })
     }
 
-    /// Saves a new, unread text and wakes waiting readers.
+    /// Saves a new, unread text (from `peer`, flagged when its name looks
+    /// like that of the trusted device `looks_like`) and wakes waiting
+    /// readers.
     pub fn store(
         &self,
         id: &str,
         peer: &PeerName,
         peer_id: DeviceId,
+        looks_like: Option<DeviceId>,
         text: &str,
     ) -> Result<InboxText, InboxError> {
         let now = SystemTime::now()
@@ -121,6 +128,7 @@ impl Inbox {
             id: id.to_owned(),
             peer: peer.clone(),
             peer_id,
+            looks_like,
             received: now.as_secs(),
             text: text.to_owned(),
             read: false,
@@ -270,11 +278,11 @@ mod tests {
         let id = DeviceId::from_cert_der(b"p");
         assert_eq!(inbox.take_unread().unwrap(), None);
         inbox
-            .store("00000001", &"laptop".into(), id, "first")
+            .store("00000001", &"laptop".into(), id, None, "first")
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2));
         inbox
-            .store("00000002", &"laptop".into(), id, "zweite — ✓")
+            .store("00000002", &"laptop".into(), id, None, "zweite — ✓")
             .unwrap();
         let got = inbox.take_unread().unwrap().unwrap();
         assert_eq!((got.text.as_str(), got.read), ("zweite — ✓", true));
@@ -310,6 +318,7 @@ mod tests {
                     "00000004",
                     &"p".into(),
                     DeviceId::from_cert_der(b"p"),
+                    None,
                     "hello",
                 )
                 .unwrap();
@@ -334,7 +343,13 @@ mod tests {
         let rx = inbox.subscribe();
         assert!(!rx.has_changed().unwrap());
         inbox
-            .store("00000003", &"p".into(), DeviceId::from_cert_der(b"p"), "x")
+            .store(
+                "00000003",
+                &"p".into(),
+                DeviceId::from_cert_der(b"p"),
+                None,
+                "x",
+            )
             .unwrap();
         assert!(rx.has_changed().unwrap());
     }

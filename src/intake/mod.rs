@@ -203,6 +203,20 @@ impl Intake {
             names,
         });
         handle.set_kind(kind);
+        if let Some(trusted) = self.trust.look_alike_of(&sender.name, &sender.id) {
+            tracing::warn!(
+                id = handle.id(),
+                peer = %sender.id,
+                trusted = %trusted.id,
+                "{} from {} ({}), whose name looks like that of the trusted device {} ({}); it is listed as a look-alike",
+                if kind == TransferKind::Text { "text" } else { "offer" },
+                sender.name,
+                sender.id.short(),
+                trusted.name,
+                trusted.id.short(),
+            );
+            handle.set_looks_like(trusted.id);
+        }
         handle
     }
 
@@ -256,9 +270,15 @@ impl Intake {
         sender: &Sender,
         text: &str,
     ) -> Result<InboxText, InboxError> {
-        let stored = self
-            .inbox
-            .store(handle.id(), &sender.name, sender.id, text)?;
+        let stored = self.inbox.store(
+            handle.id(),
+            &sender.name,
+            sender.id,
+            self.trust
+                .look_alike_of(&sender.name, &sender.id)
+                .map(|t| t.id),
+            text,
+        )?;
         handle.add_sent(text.len() as u64);
         tracing::info!(
             id = handle.id(),

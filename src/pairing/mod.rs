@@ -87,6 +87,10 @@ pub struct PairingInfo {
     pub peer: PeerName,
     /// The peer's device ID (proven by TLS).
     pub peer_id: DeviceId,
+    /// The trusted device whose name the peer's looks like, if the peer
+    /// is another device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub looks_like: Option<DeviceId>,
     /// The 6-digit code both devices show, zero-padded.
     pub code: String,
     /// Where it stands.
@@ -247,6 +251,7 @@ impl Pairings {
         let (id, decision) =
             self.table
                 .register(Direction::Out, &hello.name, peer_id, code, transport)?;
+        self.flag_look_alike(&id, &hello.name, &peer_id);
         tracing::info!(
             id,
             peer = %peer_id,
@@ -308,6 +313,7 @@ impl Pairings {
                 return;
             }
         };
+        self.flag_look_alike(&id, peer_name, &peer_id);
         tracing::info!(
             id,
             peer = %peer_id,
@@ -315,6 +321,22 @@ impl Pairings {
             format_code(code)
         );
         session::run(&self.table, &self.trust, framed, &id, decision, peer_name).await;
+    }
+
+    /// Flags pairing `id` when the peer's name looks like that of a
+    /// trusted device it is not.
+    fn flag_look_alike(&self, id: &str, name: &PeerName, peer: &DeviceId) {
+        if let Some(trusted) = self.trust.look_alike_of(name, peer) {
+            tracing::warn!(
+                id,
+                %peer,
+                trusted = %trusted.id,
+                "pairing with {name}, whose name looks like that of the trusted device {} ({})",
+                trusted.name,
+                trusted.id.short()
+            );
+            self.table.update(id, |i| i.looks_like = Some(trusted.id));
+        }
     }
 
     /// `share pair --list`.

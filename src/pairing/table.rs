@@ -104,6 +104,7 @@ impl Table {
                     direction,
                     peer: peer.clone(),
                     peer_id,
+                    looks_like: None,
                     code: format_code(code),
                     state: PairingState::Waiting,
                     you_confirmed: None,

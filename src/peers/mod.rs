@@ -7,12 +7,15 @@
 //! - [`connect`]: dialing with `Hello` and the impostor check, for every
 //!   outgoing session ([`Connector`]);
 //! - [`remembered`]: the peers kept in `peers.json` for when multicast
-//!   fails, and the loop that probes them.
+//!   fails, and the loop that probes them;
+//! - [`label`]: how a peer's name is shown to people (with its ID prefix,
+//!   and flagged when it looks like a trusted device's).
 //!
 //! [`Peers`] holds what these commands need: the live peer table
 //! (discovery's), the trust store, the remembered list and a connector.
 
 pub mod connect;
+pub mod label;
 pub mod remembered;
 pub mod resolve;
 
@@ -23,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 pub use connect::{Answered, Connected, Connector, IdentifyError};
+pub use label::PeerLabel;
 pub use remembered::{PROBE_INTERVAL, Remembered, SaveError};
 pub use resolve::{LookupError, ResolveError, Resolved, Resolver};
 
@@ -50,6 +54,10 @@ pub struct PeerInfo {
     pub tcp_port: Option<u16>,
     /// Whether the device is trusted.
     pub trusted: bool,
+    /// The trusted device whose name this one's looks like, if this is
+    /// another device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub looks_like: Option<DeviceId>,
     /// How it was found.
     pub source: PeerSource,
     /// Seconds since it was last seen.
@@ -162,6 +170,7 @@ impl Peers {
             .into_iter()
             .map(|p| PeerInfo {
                 trusted: self.trust.is_trusted(&p.id),
+                looks_like: self.trust.look_alike_of(&p.name, &p.id).map(|t| t.id),
                 addresses: p.addrs.iter().map(ToString::to_string).collect(),
                 tcp_port: p.tcp_port,
                 source: p.source,

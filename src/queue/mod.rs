@@ -193,6 +193,7 @@ fn queue_history(stored: &Stored, outcome: State, reason: &str) -> HistoryEntry 
         kind: TransferKind::Files,
         peer: stored.peer.as_str().into(),
         peer_id: None,
+        looks_like: None,
         outcome,
         reason: Some(reason.into()),
         names: stored.names.iter().map(|n| n.as_str().into()).collect(),

@@ -31,9 +31,12 @@
 //!   escapes control characters in strings.
 //!
 //! Printable characters that merely look alike (Cyrillic `е` for Latin
-//! `e`) stay: they are real text.
+//! `e`) stay: they are real text. [`confusable`] tells when a name could
+//! pass for another, so that a stranger named like a trusted device is
+//! flagged wherever its name is shown.
 
 mod chars;
+pub mod confusable;
 mod log;
 
 use std::fmt;
