@@ -172,3 +172,65 @@ fn failures_carry_a_machine_readable_kind() {
     assert_eq!(result["kind"], "not_found", "{result}");
     assert!(stderr.contains("mDNS is off"), "{stderr}");
 }
+
+/// Every command exits quietly, with status 0, when its reader went away
+/// (`share completions bash | true`, `share peers | head -1`): stdout is
+/// a pipe whose read end is closed before the command starts.
+#[test]
+fn every_command_exits_quietly_on_a_closed_stdout() {
+    let daemon = TestDaemon::start("pipes");
+    let commands: Vec<Vec<&str>> = ["bash", "zsh", "fish", "elvish", "powershell"]
+        .into_iter()
+        .map(|shell| vec!["completions", shell])
+        .chain(
+            [
+                &["man"][..],
+                &["--help"],
+                &["send", "--help"],
+                &["id"],
+                &["status"],
+                &["peers"],
+                &["transfers"],
+                &["history"],
+                &["queue"],
+                &["inbox"],
+                &["pair", "--list"],
+                &["doctor"],
+            ]
+            .into_iter()
+            .flat_map(|args| {
+                let mut json = args.to_vec();
+                json.push("--json");
+                let plain = args.to_vec();
+                let has_json =
+                    !matches!(args[0], "man" | "--help") && args.get(1) != Some(&"--help");
+                std::iter::once(plain).chain(has_json.then_some(json))
+            }),
+        )
+        .collect();
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let child = Command::new(share_bin())
+            .args(&args)
+            .env("SHARE_SOCKET", &daemon.socket)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = finish_within(child, std::time::Duration::from_secs(30));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "share {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "share {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -16,12 +16,17 @@ use clap::CommandFactory;
 
 use super::Cli;
 
-/// `share completions SHELL`: the script on stdout.
+/// `share completions SHELL`: the script on stdout. It is rendered into
+/// memory first: clap_complete panics when its writer fails, and stdout
+/// may be a pipe that is already closed (`share completions bash | true`).
 pub(super) fn completions(shell: clap_complete::Shell) -> Result<()> {
     let mut cmd = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "share", &mut script);
     let mut out = std::io::stdout().lock();
-    clap_complete::generate(shell, &mut cmd, "share", &mut out);
-    out.flush().context("cannot write the completion script")
+    out.write_all(&script)?;
+    out.flush()?;
+    Ok(())
 }
 
 /// `share man`: the roff page on stdout.
