@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            fatal(&format!("{e:#}"), journal);
+            fatal(&lanshare::cli::error_line(&e), journal);
             if is_daemon && needs_admin(&e) {
                 ExitCode::from(EXIT_CONFIG)
             } else {

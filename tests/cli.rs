@@ -234,3 +234,51 @@ fn every_command_exits_quietly_on_a_closed_stdout() {
         );
     }
 }
+
+/// An error names its cause once: a missing file, a name that cannot be
+/// sent, a state directory that cannot be created.
+#[test]
+fn errors_name_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nonexistent");
+    let control = dir.path().join("ctl\u{1}.txt");
+    std::fs::write(&control, "x").unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let state = not_a_dir.join("state");
+    let socket = dir.path().join("run/share.sock");
+    let runs: [(Vec<&str>, &str); 3] = [
+        (
+            vec!["send", "127.0.0.1:9", missing.to_str().unwrap()],
+            "No such file or directory",
+        ),
+        (
+            vec!["send", "127.0.0.1:9", control.to_str().unwrap()],
+            "character",
+        ),
+        (
+            vec![
+                "daemon",
+                "--no-mdns",
+                "--port",
+                "0",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--socket",
+                socket.to_str().unwrap(),
+            ],
+            "Not a directory",
+        ),
+    ];
+    for (args, cause) in runs {
+        let out = share_offline(dir.path(), &args);
+        let (code, stderr) = failure(&out);
+        assert!(matches!(code, Some(1 | 78)), "share {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "share {args:?}: {stderr}");
+        assert_eq!(
+            stderr.matches(cause).count(),
+            1,
+            "share {args:?} names its cause more than once: {stderr}"
+        );
+    }
+}

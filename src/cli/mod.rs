@@ -26,6 +26,7 @@ use crate::control::client::{self, ClientError};
 use crate::control::{IdInfo, Request};
 use crate::intake::AcceptPolicy;
 use crate::safe_text::CleanText;
+pub use output::error_line;
 pub use send::{SendArgs, TransportArg};
 
 /// Peer-to-peer file sharing on your LAN.

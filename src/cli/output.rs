@@ -35,6 +35,26 @@ macro_rules! errln {
 }
 pub(super) use errln;
 
+/// An error as the one line `share` prints: the message, then each cause
+/// the text so far does not already say. Many errors name their cause in
+/// their own message (`cannot read x: No such file or directory`) and
+/// also return it as their source; printed with `{:#}`, the cause came
+/// twice.
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// The daemon's answer as the type the command expects.
 pub(super) fn parse<T: DeserializeOwned>(data: serde_json::Value) -> Result<T> {
     Ok(serde_json::from_value(data)?)
@@ -83,6 +103,15 @@ pub(super) fn utc(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_lines_name_each_cause_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let named = anyhow::Error::new(io()).context(format!("cannot read /x: {}", io()));
+        assert_eq!(error_line(&named), format!("cannot read /x: {}", io()));
+        let unnamed = anyhow::Error::new(io()).context("cannot read /x");
+        assert_eq!(error_line(&unnamed), format!("cannot read /x: {}", io()));
+    }
 
     #[test]
     fn utc_dates() {
