@@ -262,3 +262,29 @@ fn trusted_peer_is_found_again_by_unicast_when_multicast_is_dropped() {
     let e = entry(&a, &b_id).unwrap();
     assert_eq!(e["source"], "remembered", "{e:#}");
 }
+
+/// A `peers.json` damaged so that a time cannot be represented (here the
+/// largest u64 as `last_seen`) starts the daemon with a warning in
+/// `share status` and the peer listed as never seen; it panicked.
+#[test]
+fn a_damaged_last_seen_time_is_a_warning_not_a_panic() {
+    let state = tempfile::tempdir().unwrap();
+    let mut a = TestDaemon::builder("alpha").state_dir(state.path()).spawn();
+    let b = TestDaemon::start("beta");
+    let out = a.cli(&["peers", "add", &b.addr()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(a.stop());
+    let path = state.path().join("peers.json");
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    file["peers"][0]["last_seen"] = u64::MAX.into();
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+
+    let a = TestDaemon::builder("alpha").state_dir(state.path()).spawn();
+    let status = a.json(&["status"]);
+    let warnings = status["warnings"].to_string();
+    assert!(
+        warnings.contains("impossible last-seen time") && warnings.contains("beta"),
+        "{status:#}"
+    );
+    assert!(entry(&a, &b.id()).is_some(), "beta is still listed");
+}

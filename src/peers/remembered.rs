@@ -115,7 +115,7 @@ impl Entry {
             tcp_port: self.tcp_port,
             version: crate::protocol::VERSION,
             source: self.source(),
-            last_seen: UNIX_EPOCH + Duration::from_secs(self.last_seen),
+            last_seen: seen_at(self.last_seen).unwrap_or(UNIX_EPOCH),
         }
     }
 }
@@ -141,6 +141,15 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `secs` after the Unix epoch, if that is a time this system can hold
+/// and not more than a day ahead of its clock; `None` for a value only a
+/// corrupt or hand-edited file has.
+fn seen_at(secs: u64) -> Option<SystemTime> {
+    let time = UNIX_EPOCH.checked_add(Duration::from_secs(secs))?;
+    let latest = SystemTime::now().checked_add(Duration::from_secs(86_400))?;
+    (time <= latest).then_some(time)
+}
+
 fn to_unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -156,15 +165,31 @@ impl Remembered {
         let mut warning = None;
         let entries = match fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<PeersFile>(&bytes) {
-                Ok(file) => file
-                    .peers
-                    .into_iter()
-                    .take(MAX_ENTRIES)
-                    .map(|mut e| {
-                        e.addrs.truncate(MAX_ADDRS);
-                        (e.id, e)
-                    })
-                    .collect(),
+                Ok(file) => {
+                    let mut impossible = Vec::new();
+                    let entries = file
+                        .peers
+                        .into_iter()
+                        .take(MAX_ENTRIES)
+                        .map(|mut e| {
+                            e.addrs.truncate(MAX_ADDRS);
+                            if seen_at(e.last_seen).is_none() {
+                                impossible.push(format!("{:?}", e.name));
+                                e.last_seen = 0;
+                            }
+                            (e.id, e)
+                        })
+                        .collect();
+                    if !impossible.is_empty() {
+                        warning = Some(format!(
+                            "{} gives an impossible last-seen time for {}; treating {} as never seen (the file may be damaged)",
+                            path.display(),
+                            impossible.join(", "),
+                            if impossible.len() == 1 { "it" } else { "them" }
+                        ));
+                    }
+                    entries
+                }
                 Err(e) => {
                     let aside = path.with_extension("json.corrupt");
                     let _ = fs::rename(&path, &aside);
@@ -582,6 +607,43 @@ mod tests {
         assert!(warning.unwrap().contains("corrupt"));
         assert!(store.list().is_empty());
         assert!(dir.path().join("peers.json.corrupt").exists());
+    }
+
+    /// A last-seen time no clock can hold (a damaged or hand-edited
+    /// file) is a warning and "never seen", not a panic when the peer is
+    /// listed.
+    #[test]
+    fn impossible_last_seen_times_are_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut far = entry("far", true);
+        far.last_seen = u64::MAX;
+        let mut future = entry("future", false);
+        future.last_seen = unix_now() + 10 * 86_400;
+        let fine = entry("fine", false);
+        let file = PeersFile {
+            version: 1,
+            peers: vec![far, future, fine.clone()],
+        };
+        fs::write(
+            dir.path().join(PEERS_FILE),
+            serde_json::to_vec(&file).unwrap(),
+        )
+        .unwrap();
+        let (store, warning) = Remembered::load(dir.path());
+        let warning = warning.unwrap();
+        assert!(
+            warning.contains("\"far\"") && warning.contains("\"future\""),
+            "{warning}"
+        );
+        assert!(!warning.contains("\"fine\""), "{warning}");
+        for e in store.list() {
+            let peer = e.to_peer();
+            if e.name == "fine" {
+                assert_eq!(to_unix(peer.last_seen), fine.last_seen);
+            } else {
+                assert_eq!(peer.last_seen, UNIX_EPOCH, "{}", e.name);
+            }
+        }
     }
 
     #[test]
