@@ -164,14 +164,66 @@ pub enum RegistryError {
     /// The prefix matches several transfers.
     #[error("ID {0} is ambiguous; type more characters")]
     Ambiguous(String),
-    /// The transfer is not waiting for a decision.
-    #[error("transfer {id} is {}, not waiting for a decision", state.as_str())]
-    NotPending {
-        /// The transfer.
-        id: String,
-        /// Its state.
-        state: State,
+    /// The transfer is not in a state where `action` means anything.
+    #[error("{}", nothing_to(*action, info))]
+    NothingTo {
+        /// What the user asked for.
+        action: Action,
+        /// The transfer as it is.
+        info: Box<TransferInfo>,
     },
+}
+
+/// What a user asked to do with a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `share accept`.
+    Accept,
+    /// `share reject`.
+    Reject,
+    /// `share cancel`.
+    Cancel,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Reject => "reject",
+            Self::Cancel => "cancel",
+        }
+    }
+}
+
+/// Why `action` does nothing to the transfer `info`, and what would.
+fn nothing_to(action: Action, info: &TransferInfo) -> String {
+    let (id, verb, peer) = (&info.id, action.verb(), &info.peer);
+    let reason = info
+        .reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    match info.state {
+        State::Done => format!("transfer {id} is already done; there is nothing to {verb}"),
+        State::Failed => {
+            format!("transfer {id} already failed{reason}; there is nothing to {verb}")
+        }
+        State::Rejected => {
+            format!("transfer {id} was rejected{reason}; there is nothing to {verb}")
+        }
+        State::Cancelled => {
+            format!("transfer {id} was already cancelled; there is nothing to {verb}")
+        }
+        State::Active => format!(
+            "transfer {id} was already accepted and is running; there is nothing to {verb} (`share cancel {id}` stops it)"
+        ),
+        State::Pending if info.direction == Direction::Out => format!(
+            "transfer {id} is this device's offer to {peer}, waiting for {peer} to answer; only {peer} can {verb} it (`share cancel {id}` withdraws it)"
+        ),
+        State::Pending => {
+            format!("transfer {id} was already answered; there is nothing to {verb}")
+        }
+    }
 }
 
 struct Slot {
@@ -307,14 +359,18 @@ impl Registry {
             .slots
             .get_mut(&id)
             .ok_or_else(|| RegistryError::NotFound(id_prefix.to_owned()))?;
+        let action = match decision {
+            Decision::Accept => Action::Accept,
+            Decision::Reject(_) => Action::Reject,
+        };
         match slot.decision.take() {
             Some(tx) if slot.info.state == State::Pending => {
                 let _ = tx.send(decision);
                 Ok(id)
             }
-            _ => Err(RegistryError::NotPending {
-                id,
-                state: slot.info.state,
+            _ => Err(RegistryError::NothingTo {
+                action,
+                info: Box::new(slot.info.clone()),
             }),
         }
     }
@@ -328,9 +384,9 @@ impl Registry {
                 slot.cancel.cancel();
                 Ok(id)
             }
-            Some(slot) => Err(RegistryError::NotPending {
-                id,
-                state: slot.info.state,
+            Some(slot) => Err(RegistryError::NothingTo {
+                action: Action::Cancel,
+                info: Box::new(slot.info.clone()),
             }),
             None => Err(RegistryError::NotFound(id_prefix.to_owned())),
         }
@@ -501,6 +557,64 @@ mod tests {
         }
     }
 
+    /// Accepting, rejecting or cancelling a transfer that is past that
+    /// point says what state it is in and that there is nothing to do, in
+    /// words (not a Rust enum name), with what would work instead.
+    #[test]
+    fn nothing_to_do_says_the_state_and_the_verb() {
+        let registry = Registry::default();
+        let done = registry.start(new());
+        done.finish(State::Done, None);
+        let failed = registry.start(new());
+        failed.finish(State::Failed, Some("the source file changed".into()));
+        for (handle, says) in [
+            (&done, "already done"),
+            (&failed, "already failed (the source file changed)"),
+        ] {
+            for (action, message) in [
+                (
+                    Action::Accept,
+                    registry.decide(handle.id(), Decision::Accept),
+                ),
+                (
+                    Action::Reject,
+                    registry.decide(handle.id(), Decision::Reject("no".into())),
+                ),
+                (Action::Cancel, registry.cancel(handle.id())),
+            ] {
+                let message = message.unwrap_err().to_string();
+                assert!(message.contains(says), "{message}");
+                assert!(
+                    message.ends_with(&format!("nothing to {}", action.verb())),
+                    "{message}"
+                );
+            }
+        }
+        let running = registry.start(new());
+        running.active();
+        let message = registry
+            .decide(running.id(), Decision::Accept)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("already accepted and is running"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("`share cancel {}`", running.id())),
+            "{message}"
+        );
+        let mut outgoing = new();
+        outgoing.direction = Direction::Out;
+        let offered = registry.start(outgoing);
+        offered.waiting();
+        let message = registry
+            .decide(offered.id(), Decision::Accept)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("only p can accept it"), "{message}");
+    }
+
     #[tokio::test]
     async fn decision_reaches_pending_offer_by_prefix() {
         let registry = Registry::default();
@@ -515,7 +629,7 @@ mod tests {
         handle.active();
         assert!(matches!(
             registry.decide(handle.id(), Decision::Accept),
-            Err(RegistryError::NotPending { .. })
+            Err(RegistryError::NothingTo { .. })
         ));
         assert!(matches!(
             registry.decide("zzzz", Decision::Accept),

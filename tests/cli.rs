@@ -282,3 +282,26 @@ fn errors_name_their_cause_once() {
         );
     }
 }
+
+/// `share accept`, `reject` and `cancel` of a finished transfer say what
+/// state it is in and that there is nothing to do.
+#[test]
+fn deciding_a_finished_transfer_says_there_is_nothing_to_do() {
+    let receiver = TestDaemon::start("receiver");
+    let sender = TestDaemon::start("sender");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, "f").unwrap();
+    let sent = sender.json(&["send", &receiver.addr(), file.to_str().unwrap()]);
+    assert_eq!(sent["status"], "done");
+    let id = receiver.transfers()[0]["id"].as_str().unwrap().to_owned();
+    for verb in ["accept", "reject", "cancel"] {
+        let out = receiver.cli(&[verb, &id]);
+        let (code, stderr) = failure(&out);
+        assert_eq!(code, Some(1), "share {verb}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("share: transfer {id} is already done; there is nothing to {verb}"),
+        );
+    }
+}

@@ -198,7 +198,7 @@ fn resolve_kind(e: &ResolveError) -> ErrorKind {
 kind_of!(RegistryError, |e| match &e {
     RegistryError::NotFound(_) => ErrorKind::NotFound,
     RegistryError::Ambiguous(_) => ErrorKind::Ambiguous,
-    RegistryError::NotPending { .. } => ErrorKind::Conflict,
+    RegistryError::NothingTo { .. } => ErrorKind::Conflict,
 });
 
 kind_of!(HistoryError, |e| ErrorKind::Io);

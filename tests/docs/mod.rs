@@ -181,3 +181,35 @@ fn no_file_names_the_checkouts_absolute_path() {
         found.join("\n")
     );
 }
+
+/// What `cargo install` builds carries no debug info (a 63 MB binary with
+/// line tables), and the profile the benchmark README profiles with adds
+/// the line tables back, under its own name.
+#[test]
+fn release_builds_ship_without_debug_info_and_profiling_has_its_own_profile() {
+    let manifest: toml::Table = read(Path::new("Cargo.toml")).parse().unwrap();
+    let profiles = manifest["profile"].as_table().unwrap();
+    let release = profiles["release"].as_table().unwrap();
+    let debug = release.get("debug").cloned();
+    assert!(
+        matches!(
+            debug,
+            None | Some(toml::Value::Boolean(false)) | Some(toml::Value::Integer(0))
+        ),
+        "[profile.release] debug = {debug:?}"
+    );
+    let strip = release.get("strip").and_then(toml::Value::as_str);
+    assert!(
+        matches!(strip, Some("debuginfo" | "symbols")),
+        "[profile.release] strip = {strip:?}: the dependencies' and std's debug info stay in the binary"
+    );
+    let profiling = profiles["profiling"].as_table().unwrap();
+    assert_eq!(profiling["inherits"].as_str(), Some("release"));
+    assert_eq!(profiling["debug"].as_str(), Some("line-tables-only"));
+    assert_eq!(profiling["strip"].as_str(), Some("none"));
+    let bench = read(Path::new("bench/README.md"));
+    assert!(
+        bench.contains("--profile profiling") && bench.contains("target/profiling/share"),
+        "bench/README.md's Profiling section builds with the profiling profile"
+    );
+}
