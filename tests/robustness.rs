@@ -703,3 +703,46 @@ fn cancelling_a_pending_offer_on_either_side_ends_it_promptly() {
     assert_eq!(theirs["state"], "cancelled", "{theirs}");
     assert_eq!(tree(&bob.download), Vec::<String>::new());
 }
+
+/// Log levels mean something: a queued sender checking that this daemon
+/// is up, and a user's cancel on either side, are not warnings.
+#[test]
+fn probes_and_cancels_are_not_warnings() {
+    let alice = TestDaemon::start("alice");
+    let bob = TestDaemon::builder("bob").spawn(); // default policy: ask
+    let carol = TestDaemon::start("carol");
+    let src = tempfile::tempdir().unwrap();
+    let small = src.path().join("note.txt");
+    std::fs::write(&small, "note").unwrap();
+    let big = src.path().join("clip.bin");
+    random_file(&big, (128 * MIB) as usize, 16);
+
+    // Queued: the queue checks that bob answers, then offers; bob's user
+    // cancels the offer.
+    alice.json(&["send", "--queue", &bob.addr(), s(&small)]);
+    let offer = bob.wait_transfer("the queued offer", |t| t["state"] == "pending");
+    let out = bob.cli(&["cancel", offer["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", failure(&out));
+    assert!(alice.wait_logged("was not taken: cancelled by peer"));
+
+    // Running: carol's user cancels.
+    let sender = spawn_share(&alice, &["send", &carol.addr(), s(&big)]);
+    let running = carol.wait_transfer_within(Duration::from_secs(30), "data flowing", |t| {
+        t["state"] == "active"
+    });
+    let out = carol.cli(&["cancel", running["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", failure(&out));
+    assert_eq!(
+        finish_within(sender, Duration::from_secs(10)).status.code(),
+        Some(1)
+    );
+    assert!(carol.wait_logged("stopped: cancelled"));
+
+    for daemon in [&alice, &bob, &carol] {
+        assert!(
+            !daemon.logged(" WARN "),
+            "{} logged a warning (see its log above)",
+            daemon.name
+        );
+    }
+}

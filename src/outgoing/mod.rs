@@ -222,6 +222,13 @@ impl SendError {
         matches!(self, Self::Transfer(_))
     }
 
+    /// Whether it ended by someone's decision, not a fault: the receiver
+    /// (its user, policy or offer expiry) declined, or a user cancelled.
+    pub fn is_decision(&self) -> bool {
+        matches!(self, Self::Cancelled)
+            || matches!(self, Self::Transfer(e) if matches!(e.final_state(), State::Rejected | State::Cancelled))
+    }
+
     /// Whether the job itself is at fault: sending again cannot help.
     pub fn is_bad_job(&self) -> bool {
         matches!(self, Self::Empty | Self::Source(_) | Self::Text(_))

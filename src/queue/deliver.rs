@@ -148,7 +148,11 @@ impl Queue {
             // whatever ended it (a rejection, a failure after retries) is
             // not cured by waiting for the peer to appear.
             Err(e) if e.reached_peer() => {
-                tracing::warn!(id, "queued send to {peer} failed: {e}");
+                if e.is_decision() {
+                    tracing::info!(id, "queued send to {peer} was not taken: {e}");
+                } else {
+                    tracing::warn!(id, "queued send to {peer} failed: {e}");
+                }
                 self.store.remove(id);
                 None
             }

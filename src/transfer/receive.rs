@@ -213,15 +213,6 @@ impl Receiver {
                 handle.finish(State::Done, None);
             }
             Err((e, leftover)) => {
-                tracing::warn!(id = handle.id(), "receiving from {peer_name} failed: {e}");
-                if matches!(leftover, Leftover::Discard)
-                    && let Err(reason) = self.forget(&key).await
-                {
-                    tracing::warn!(
-                        key,
-                        "cannot remove partial data (tried again when its resume record expires): {reason}"
-                    );
-                }
                 let state = match &e {
                     TransferError::Cancelled => State::Cancelled,
                     TransferError::Peer {
@@ -230,6 +221,20 @@ impl Receiver {
                     } => State::Cancelled,
                     _ => State::Failed,
                 };
+                // A user's cancel, on either side, is a decision, not a fault.
+                if state == State::Cancelled {
+                    tracing::info!(id = handle.id(), "receiving from {peer_name} stopped: {e}");
+                } else {
+                    tracing::warn!(id = handle.id(), "receiving from {peer_name} failed: {e}");
+                }
+                if matches!(leftover, Leftover::Discard)
+                    && let Err(reason) = self.forget(&key).await
+                {
+                    tracing::warn!(
+                        key,
+                        "cannot remove partial data (tried again when its resume record expires): {reason}"
+                    );
+                }
                 if !matches!(e, TransferError::Peer { .. } | TransferError::Link(_)) {
                     framed.send_error(&e).await;
                 }
