@@ -195,3 +195,56 @@ fn a_queued_send_can_be_cancelled() {
     assert_eq!(h[0]["outcome"], "cancelled");
     assert_eq!(h[0]["names"], serde_json::json!(["later.txt"]));
 }
+
+/// `share history` without a daemon reads the history file in the state
+/// directory, and shows times in the local time zone (`TZ`); `--json`
+/// keeps Unix seconds.
+#[test]
+fn history_works_without_a_daemon_and_shows_local_time() {
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state/lanshare");
+    let mut alice = TestDaemon::builder("alice").state_dir(&state).spawn();
+    let bob = TestDaemon::start("bob");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("f.bin");
+    random_file(&file, 1000, 3);
+    alice.json(&["send", &bob.addr(), s(&file)]);
+    let online = history(&alice, &[]);
+    assert_eq!(online.len(), 1, "{online:#?}");
+    assert!(alice.stop());
+
+    let offline = |args: &[&str]| {
+        let child = std::process::Command::new(crate::common::share_bin())
+            .args(args)
+            .env_clear()
+            .env("HOME", home.path())
+            .env("XDG_STATE_HOME", home.path().join("state"))
+            .env("SHARE_SOCKET", home.path().join("no-daemon.sock"))
+            .env("TZ", "IST-5:30")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        finish_within(child, CLI_LIMIT)
+    };
+    let out = offline(&["history", "--json"]);
+    assert!(out.status.success(), "{:?}", failure(&out));
+    assert_eq!(one_json(&out), Value::Array(online.clone()));
+
+    let out = offline(&["history"]);
+    assert!(out.status.success(), "{:?}", failure(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(header.starts_with("ENDED "), "{text}");
+    assert!(!header.contains("(UTC)"), "{text}");
+    // 5:30 ahead of UTC, computed independently of the code under test.
+    let shifted = online[0]["time"].as_u64().unwrap() + 5 * 3600 + 30 * 60;
+    let (days, rest) = (shifted / 86_400, shifted % 86_400);
+    let clock = format!("{:02}:{:02}", rest / 3600, rest % 3600 / 60);
+    let row = text.lines().nth(1).unwrap();
+    assert!(
+        row[..16].ends_with(&clock),
+        "expected {clock} (day {days}) in {row}"
+    );
+}

@@ -1,4 +1,5 @@
-//! `share history`: finished transfers, newest last.
+//! `share history`: finished transfers, newest last; without a daemon,
+//! read from the state directory.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,9 +7,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::output::{json, outln, parse, utc};
-use crate::control::{Request, client};
-use crate::history::HistoryEntry;
+use super::output::{json, local, outln, parse};
+use crate::control::Request;
+use crate::control::client::{self, ClientError};
+use crate::history::{History, HistoryEntry};
 use crate::peers::PeerLabel;
 use crate::protocol::HumanBytes;
 use crate::registry::TransferKind;
@@ -27,7 +29,15 @@ pub struct HistoryArgs {
 /// `share history`.
 pub(super) async fn history(sockets: &[PathBuf], args: HistoryArgs) -> Result<()> {
     let limit = (args.limit > 0).then_some(args.limit);
-    let data = client::call(sockets, Request::History { limit }, |_| {}).await?;
+    let data = match client::call(sockets, Request::History { limit }, |_| {}).await {
+        Ok(data) => data,
+        // The history is a file in the state directory: read it there.
+        Err(ClientError::NoDaemon { .. }) => {
+            let state_dir = super::offline_config()?.state_dir;
+            serde_json::to_value(History::open(&state_dir).read(limit)?)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
         return json(&data);
     }
@@ -37,7 +47,7 @@ pub(super) async fn history(sockets: &[PathBuf], args: HistoryArgs) -> Result<()
         return Ok(());
     }
     outln!(
-        "ENDED (UTC)       DIR  OUTCOME    PEER                      SIZE        TIME      VIA   WHAT"
+        "ENDED             DIR  OUTCOME    PEER                      SIZE        TIME      VIA   WHAT"
     );
     for e in entries {
         let what = match e.kind {
@@ -51,7 +61,7 @@ pub(super) async fn history(sockets: &[PathBuf], args: HistoryArgs) -> Result<()
         };
         outln!(
             "{:16}  {:3}  {:9}  {:24}  {:10}  {:>7.1} s  {:4}  {}{}",
-            utc(e.time),
+            local(e.time),
             e.direction.as_str(),
             e.outcome.as_str(),
             PeerLabel {

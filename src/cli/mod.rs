@@ -281,9 +281,11 @@ pub async fn run_client(socket: Option<PathBuf>, command: Command) -> Result<()>
     }
 }
 
-/// `share id` without a daemon: read the identity from the default state dir.
-fn offline_id() -> Result<serde_json::Value> {
-    let config = DaemonArgs {
+/// The configuration a `share daemon` started now would have (config
+/// file and defaults), for commands that work without a daemon by
+/// reading its files.
+fn offline_config() -> Result<Config> {
+    DaemonArgs {
         name: None,
         port: None,
         bind: None,
@@ -297,7 +299,12 @@ fn offline_id() -> Result<serde_json::Value> {
         offer_timeout: None,
         interfaces: Vec::new(),
     }
-    .resolve(None)?;
+    .resolve(None)
+}
+
+/// `share id` without a daemon: read the identity from the default state dir.
+fn offline_id() -> Result<serde_json::Value> {
+    let config = offline_config()?;
     let identity = crate::identity::Identity::load_existing(&config.state_dir)?
         .with_context(|| {
             format!(

@@ -79,6 +79,42 @@ pub(super) fn ago(seconds: u64) -> String {
     }
 }
 
+/// `YYYY-MM-DD HH:MM` in local time (the `TZ` variable, else
+/// `/etc/localtime`) for seconds since the Unix epoch; UTC if the C
+/// library cannot say.
+pub(super) fn local(secs: u64) -> String {
+    match local_time(secs) {
+        Some(tm) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            i64::from(tm.tm_year) + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min
+        ),
+        None => format!("{} UTC", utc(secs)),
+    }
+}
+
+/// The C library's broken-down local time of `secs` (`localtime_r(3)`,
+/// which knows the system's time zone rules; Rust's standard library
+/// has none).
+#[allow(unsafe_code)]
+fn local_time(secs: u64) -> Option<libc::tm> {
+    let time = libc::time_t::try_from(secs).ok()?;
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::uninit();
+    // SAFETY: `localtime_r` reads `time` and writes only into `tm`, both
+    // valid for the call; it is the thread-safe variant (no shared static
+    // result). It returns null on failure, and `tm` is only read when it
+    // returned non-null, i.e. after it filled it in.
+    let filled = unsafe { libc::localtime_r(&time, tm.as_mut_ptr()) };
+    if filled.is_null() {
+        return None;
+    }
+    // SAFETY: see above: `localtime_r` succeeded, so `tm` is initialised.
+    Some(unsafe { tm.assume_init() })
+}
+
 /// `YYYY-MM-DD HH:MM` (UTC) for seconds since the Unix epoch.
 pub(super) fn utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
@@ -118,6 +154,32 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00");
         assert_eq!(utc(1_795_664_161), "2026-11-26 03:36");
+    }
+
+    /// Local time follows `TZ`; run in a child process (this test binary
+    /// again), since setting the variable here would race other tests.
+    #[test]
+    fn local_times_follow_the_time_zone() {
+        const CHILD: &str = "LANSHARE_TEST_LOCAL_TIME_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            // 2026-11-26 03:36 UTC.
+            assert_eq!(local(1_795_664_161), "2026-11-26 09:06");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cli::output::tests::local_times_follow_the_time_zone",
+            ])
+            .env(CHILD, "1")
+            .env("TZ", "IST-5:30")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::output::{json, outln, parse, utc};
+use super::output::{json, local, outln, parse};
 use crate::control::{Ack, Request, client};
 use crate::queue::QueuedSend;
 
@@ -48,14 +48,14 @@ pub(super) async fn queue(sockets: &[PathBuf], args: QueueArgs) -> Result<()> {
         outln!("no queued sends");
         return Ok(());
     }
-    outln!("ID        STATE    PEER                  QUEUED (UTC)      FILES  WHAT");
+    outln!("ID        STATE    PEER                  QUEUED            FILES  WHAT");
     for q in list {
         outln!(
             "{:8}  {:7}  {:20}  {:16}  {:5}  {}{}",
             q.id,
             q.state.as_str(),
             q.peer,
-            utc(q.queued),
+            local(q.queued),
             q.files,
             q.names.join(", "),
             q.last_error

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::output::{json, outln, parse, utc};
+use super::output::{json, local, outln, parse};
 use crate::control::{Request, client};
 use crate::intake::inbox::InboxText;
 use crate::peers::PeerLabel;
@@ -39,7 +39,7 @@ pub(super) async fn inbox(sockets: &[PathBuf], as_json: bool) -> Result<()> {
         outln!("no texts received");
         return Ok(());
     }
-    outln!("ID        RECEIVED (UTC)    NEW  FROM                      TEXT");
+    outln!("ID        RECEIVED          NEW  FROM                      TEXT");
     for t in texts {
         let first = t.text.lines().next().unwrap_or("");
         let mut shown: String = first.chars().take(60).collect();
@@ -50,7 +50,7 @@ pub(super) async fn inbox(sockets: &[PathBuf], as_json: bool) -> Result<()> {
         outln!(
             "{:8}  {:16}  {:3}  {:24}  {}",
             t.id,
-            utc(t.received),
+            local(t.received),
             if t.read { "" } else { "*" },
             PeerLabel::new(&t.peer, &t.peer_id, t.looks_like.as_ref()),
             shown
