@@ -202,6 +202,8 @@ fn a_flood_from_one_user_does_not_stop_others_or_the_watchdog() {
         .unwrap();
 
     const OPEN_FILES: u32 = 4096;
+    // 2 s, a fifteenth of the units' WatchdogSec: the daemon pings every 1 s.
+    const WATCHDOG_USEC: u64 = 2_000_000;
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--nofile={OPEN_FILES}:{OPEN_FILES}"))
         .args(["--", "setpriv", "--regid", &users.group_gid().to_string()])
@@ -209,7 +211,7 @@ fn a_flood_from_one_user_does_not_stop_others_or_the_watchdog() {
         .arg(&bin)
         .env("RUNTIME_DIRECTORY", &runtime)
         .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "1000000");
+        .env("WATCHDOG_USEC", WATCHDOG_USEC.to_string());
     let state = dir.path().join("svc");
     std::fs::create_dir(&state).unwrap();
     let daemon = Daemon::spawn(cmd, &state, &socket);
@@ -221,6 +223,31 @@ fn a_flood_from_one_user_does_not_stop_others_or_the_watchdog() {
     };
     assert!(ready.starts_with("READY=1"), "{ready}");
     let (baseline_fds, _) = process_usage(pid);
+
+    // Plays systemd's side of the watchdog for the whole flood: reads
+    // every ping as it comes (an unread socket would fill its queue and
+    // fail the daemon's sends) and records when each arrived.
+    let pings = {
+        let notify = notify.try_clone().unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let reader_done = done.clone();
+        let reader = std::thread::spawn(move || {
+            let mut at = Vec::new();
+            let mut buf = [0u8; 256];
+            while !reader_done.load(Ordering::Relaxed) {
+                if let Ok(n) = notify.recv(&mut buf)
+                    && &buf[..n] == b"WATCHDOG=1\n"
+                {
+                    at.push(std::time::Instant::now());
+                }
+            }
+            at
+        });
+        (done, reader)
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     /// Ends the flood however the test ends.
@@ -320,27 +347,31 @@ fn a_flood_from_one_user_does_not_stop_others_or_the_watchdog() {
         most_fds = most_fds.max(process_usage(pid).0);
         assert!(started.elapsed() < Duration::from_secs(60));
     }
-    let mut pings = 0;
-    let mut buf = [0u8; 256];
-    while let Ok(n) = notify.recv(&mut buf) {
-        if &buf[..n] == b"WATCHDOG=1\n" {
-            pings += 1;
-        }
-        if pings >= 3 {
-            break;
-        }
-    }
     let (_, peak_kib) = process_usage(pid);
+    let flood_ended = std::time::Instant::now();
     stop.store(true, Ordering::Relaxed);
     for t in flood {
         t.thread().unpark();
         t.join().unwrap();
     }
+    pings.0.store(true, Ordering::Relaxed);
+    let pings = pings.1.join().unwrap();
+    // systemd would have killed the daemon at any gap of WATCHDOG_USEC.
+    let mut last = started;
+    let mut longest = Duration::ZERO;
+    for &at in pings.iter().filter(|&&at| at <= flood_ended) {
+        longest = longest.max(at.saturating_duration_since(last));
+        last = at;
+    }
+    longest = longest.max(flood_ended.saturating_duration_since(last));
     eprintln!(
-        "during the flood: {answered} status answers, {most_fds} descriptors (baseline {baseline_fds}), peak memory {} MiB",
+        "during the flood: {answered} status answers, {most_fds} descriptors (baseline {baseline_fds}), peak memory {} MiB, longest watchdog gap {longest:?}",
         peak_kib / 1024
     );
-    assert!(pings >= 3, "the watchdog went hungry");
+    assert!(
+        longest < Duration::from_micros(WATCHDOG_USEC),
+        "the watchdog went hungry: no ping for {longest:?} during the flood"
+    );
     assert!(
         most_fds <= OPEN_FILES as usize / 2 + 256 + baseline_fds,
         "{most_fds} descriptors open"
