@@ -54,8 +54,63 @@ fn client_commands_without_a_daemon_say_so_in_one_line() {
             stderr.contains("`share daemon`"),
             "share {args:?}: {stderr}"
         );
-        assert!(out.stdout.is_empty(), "share {args:?} printed on stdout");
+        if args.contains(&"--json") {
+            let document = one_json(&out);
+            assert_eq!(document["status"], "failed", "share {args:?}: {document}");
+            assert_eq!(document["kind"], "no_daemon", "share {args:?}: {document}");
+        } else {
+            assert!(out.stdout.is_empty(), "share {args:?} printed on stdout");
+        }
     }
+}
+
+/// With `--json`, stdout holds exactly one document, also when the
+/// command fails: `status` `failed`, the message, and a kind for
+/// programs, whoever found the failure (the daemon, the control socket,
+/// or the CLI itself).
+#[test]
+fn json_failures_are_one_document_with_a_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let offline: [&[&str]; 8] = [
+        &["status", "--json"],
+        &["peers", "--json"],
+        &["transfers", "--json"],
+        &["inbox", "--json"],
+        &["queue", "--json"],
+        &["pair", "--list", "--json"],
+        &["receive", "--text", "--json"],
+        &["send", "127.0.0.1:9", "--text", "hi", "--json"],
+    ];
+    let expect = |out: &Output, args: &[&str], kind: &str| {
+        let (code, stderr) = failure(out);
+        assert_eq!(code, Some(1), "share {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "share {args:?}: {stderr}");
+        let document = one_json(out);
+        assert_eq!(document["status"], "failed", "share {args:?}: {document}");
+        assert_eq!(document["kind"], kind, "share {args:?}: {document}");
+        assert_eq!(
+            format!("share: {}", document["error"].as_str().unwrap()),
+            stderr.trim_end(),
+            "share {args:?}: the document's error is the line on stderr"
+        );
+        document
+    };
+    for args in offline {
+        expect(&share_offline(dir.path(), args), args, "no_daemon");
+    }
+
+    let daemon = TestDaemon::start("jsonfail");
+    let missing = dir.path().join("missing.txt");
+    let missing = missing.to_str().unwrap();
+    let args = ["send", "127.0.0.1:9", missing, "--json"];
+    let document = expect(&daemon.cli(&args), &args, "not_found");
+    assert_eq!(document["peer"], "127.0.0.1:9", "{document}");
+    let args = ["send", "127.0.0.1:9", "/dev/null", "--json"];
+    expect(&daemon.cli(&args), &args, "invalid");
+    let args = ["receive", "--text", "--json"];
+    expect(&daemon.cli(&args), &args, "not_found");
+    let args = ["send", "127.0.0.1:9", "--text", "", "--json"];
+    expect(&daemon.cli(&args), &args, "invalid");
 }
 
 #[test]

@@ -26,11 +26,7 @@ pub(super) async fn run(sockets: &[PathBuf], peer: Option<String>, as_json: bool
         Err(e) => return Err(e.into()),
     };
     if as_json {
-        writeln!(
-            std::io::stdout().lock(),
-            "{}",
-            serde_json::to_string(&report)?
-        )?;
+        super::output::json(&report)?;
     } else {
         render(&report)?;
     }

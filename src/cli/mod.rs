@@ -240,6 +240,48 @@ fn socket_candidates(explicit: Option<PathBuf>) -> Vec<PathBuf> {
 
 /// Runs a client subcommand.
 pub async fn run_client(socket: Option<PathBuf>, command: Command) -> Result<()> {
+    let json = command.json();
+    let peer = match &command {
+        Command::Send(args) => Some(args.peer.clone()),
+        _ => None,
+    };
+    let result = run_command(socket, command).await;
+    if let Err(e) = &result
+        && json
+    {
+        output::json_failure(e, peer.as_deref())?;
+    }
+    result
+}
+
+impl Command {
+    /// Whether the command was asked for `--json` output.
+    fn json(&self) -> bool {
+        match self {
+            Self::Id(flag) | Self::Status(flag) | Self::Transfers(flag) | Self::Inbox(flag) => {
+                flag.json
+            }
+            Self::Peers(args) => args.json,
+            Self::Doctor(args) => args.json,
+            Self::Send(args) => args.json,
+            Self::Pair(args) => args.json,
+            Self::History(args) => args.json,
+            Self::Queue(args) => args.json,
+            Self::Receive(args) => args.json,
+            Self::Daemon(_)
+            | Self::Accept { .. }
+            | Self::Reject { .. }
+            | Self::Cancel { .. }
+            | Self::Trust { .. }
+            | Self::Untrust { .. }
+            | Self::Completions { .. }
+            | Self::Man => false,
+        }
+    }
+}
+
+/// Runs one client command.
+async fn run_command(socket: Option<PathBuf>, command: Command) -> Result<()> {
     let sockets = socket_candidates(socket);
     let call = |request| client::call(&sockets, request, |_| {});
     match command {

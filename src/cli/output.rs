@@ -9,8 +9,14 @@
 //! [`errln!`], so that no line a command prints for people holds a control
 //! character, a bidirectional override or an invisible one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Result;
 use serde::de::DeserializeOwned;
+
+use crate::control::client::ClientError;
+use crate::control::{CommandError, ErrorKind, ResultStatus, io_kind, source_kind};
+use crate::transfer::source::SourceError;
 
 /// One line to stdout, [escaped](crate::safe_text::printable) (a line
 /// feed in a value shows as `\n`, so one call is one line). Returns an
@@ -55,6 +61,49 @@ pub fn error_line(error: &anyhow::Error) -> String {
     line
 }
 
+/// Whether this run printed its `--json` document.
+static DOCUMENT_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// `--json` after a failure: unless the command printed its document
+/// before failing (`share doctor` with a failed check), one document
+/// saying so: `status` `failed`, the one-line `error` and its `kind`
+/// (plus `peer` for `share send`), so stdout always holds exactly one.
+pub(super) fn json_failure(error: &anyhow::Error, peer: Option<&str>) -> Result<()> {
+    if DOCUMENT_PRINTED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut document = serde_json::json!({
+        "status": ResultStatus::Failed,
+        "error": error_line(error),
+        "kind": failure_kind(error),
+    });
+    if let Some(peer) = peer {
+        document["peer"] = peer.into();
+    }
+    json(&document)
+}
+
+/// The machine-readable kind of a command's failure: the daemon's, the
+/// control socket's, or the CLI's own (a file that cannot be sent, a
+/// local file).
+pub(super) fn failure_kind(error: &anyhow::Error) -> ErrorKind {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<ClientError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<CommandError>() {
+            return e.kind;
+        }
+        if let Some(e) = cause.downcast_ref::<SourceError>() {
+            return source_kind(e);
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            return io_kind(e);
+        }
+    }
+    ErrorKind::Failed
+}
+
 /// The daemon's answer as the type the command expects.
 pub(super) fn parse<T: DeserializeOwned>(data: serde_json::Value) -> Result<T> {
     Ok(serde_json::from_value(data)?)
@@ -62,8 +111,9 @@ pub(super) fn parse<T: DeserializeOwned>(data: serde_json::Value) -> Result<T> {
 
 /// `--json`: the document on one line, as serde wrote it (it escapes
 /// control characters in strings itself).
-pub(super) fn json(data: &serde_json::Value) -> Result<()> {
+pub(super) fn json(data: &impl serde::Serialize) -> Result<()> {
     use std::io::Write;
+    DOCUMENT_PRINTED.store(true, Ordering::Relaxed);
     writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(data)?)?;
     Ok(())
 }

@@ -5,13 +5,13 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::output::{errln, json, outln, parse};
-use crate::control::client::{self, ClientError};
-use crate::control::{Request, ResultStatus, SendEntry, SendEvent};
+use crate::control::client;
+use crate::control::{CommandError, ErrorKind, Request, SendEntry, SendEvent};
 use crate::outgoing::{SendResult, TextResult};
 use crate::protocol::{HumanBytes, MAX_TEXT_LEN};
 use crate::queue::QueuedSend;
@@ -103,15 +103,7 @@ pub(super) async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
     let result =
         client::call_with_files(sockets, request, &fds, |event| progress.event(&event)).await;
     progress.finish();
-    match result {
-        Ok(data) => send_result(data, args.json),
-        Err(e) => {
-            if args.json {
-                send_failure(&args.peer, &e)?;
-            }
-            Err(e.into())
-        }
-    }
+    send_result(result?, args.json)
 }
 
 /// The layout as the control request carries it: entries (matched in
@@ -150,18 +142,6 @@ fn send_result(data: serde_json::Value, as_json: bool) -> Result<()> {
         r.seconds
     );
     Ok(())
-}
-
-/// `share send --json` when the send failed: one document with `status`
-/// `failed`, the peer as given, the message and its kind.
-fn send_failure(peer: &str, error: &ClientError) -> Result<()> {
-    let document = serde_json::json!({
-        "status": ResultStatus::Failed,
-        "peer": peer,
-        "error": error.to_string(),
-        "kind": error.kind(),
-    });
-    json(&document)
 }
 
 /// Progress display for `share send` on a terminal.
@@ -247,6 +227,7 @@ impl SendProgress {
 /// Reads the text of `share send --text`: the argument, or stdin for `-`,
 /// refusing more than [`MAX_TEXT_LEN`] bytes without reading further.
 fn text_argument(text: &str) -> Result<String> {
+    let invalid = |message: String| CommandError::new(ErrorKind::Invalid, message);
     let text = if text == "-" {
         let mut bytes = Vec::new();
         std::io::stdin()
@@ -255,18 +236,17 @@ fn text_argument(text: &str) -> Result<String> {
             .read_to_end(&mut bytes)
             .context("cannot read the text from stdin")?;
         if bytes.len() > MAX_TEXT_LEN {
-            bail!(
+            return Err(invalid(format!(
                 "the text on stdin is more than {MAX_TEXT_LEN} bytes (64 KiB), the limit for texts; send it as a file instead"
-            );
+            ))
+            .into());
         }
         String::from_utf8(bytes)
-            .map_err(|_| anyhow::anyhow!("stdin is not UTF-8 text; send it as a file instead"))?
+            .map_err(|_| invalid("stdin is not UTF-8 text; send it as a file instead".into()))?
     } else {
         text.to_owned()
     };
-    if let Err(reason) = crate::intake::text::check_text(&text) {
-        bail!("{reason}");
-    }
+    crate::intake::text::check_text(&text).map_err(|reason| invalid(reason.to_string()))?;
     Ok(text)
 }
 
@@ -294,12 +274,7 @@ async fn send_text(sockets: &[PathBuf], args: &SendArgs, text: &str) -> Result<(
             );
             Ok(())
         }
-        Err(e) => {
-            if args.json {
-                send_failure(&args.peer, &e)?;
-            }
-            Err(e.into())
-        }
+        Err(e) => Err(e.into()),
     }
 }
 

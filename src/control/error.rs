@@ -21,6 +21,7 @@ use crate::protocol::ErrorCode;
 use crate::queue::QueueError;
 use crate::registry::RegistryError;
 use crate::transfer::TransferError;
+use crate::transfer::source::SourceError;
 use crate::transport::dial::DialError;
 
 /// What kind of failure a command met: stable, machine-readable.
@@ -57,15 +58,15 @@ pub enum ErrorKind {
     Busy,
     /// Nothing happened within the time asked for.
     Timeout,
-    /// A local file or directory of the daemon could not be read or
-    /// written (state directory, trust store, history).
+    /// A local file or directory could not be read or written: the
+    /// daemon's (state directory, trust store, history) or one to send.
     Io,
     /// A bug, or a failure that should not happen.
     Internal,
     /// No daemon answers on the control socket (set by the CLI).
     NoDaemon,
-    /// The control socket exists but this user may not use it (set by the
-    /// CLI).
+    /// This user may not use the control socket, or read a file named
+    /// to send (set by the CLI).
     Permission,
     /// The connection to the daemon broke or carried something
     /// unreadable (set by the CLI).
@@ -145,6 +146,25 @@ macro_rules! kind_of {
             }
         }
     };
+}
+
+/// The kind of a file or directory that cannot be sent: gone, not
+/// readable by the user, unreadable for another reason, or not sendable.
+pub fn source_kind(e: &SourceError) -> ErrorKind {
+    match e {
+        SourceError::Io { source, .. } => io_kind(source),
+        SourceError::PermissionDenied { .. } => ErrorKind::Permission,
+        _ => ErrorKind::Invalid,
+    }
+}
+
+/// The kind of a failed system call on a local file.
+pub fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorKind::Permission,
+        _ => ErrorKind::Io,
+    }
 }
 
 /// The kind of a transfer that ended with `e` once connected.
@@ -247,7 +267,8 @@ kind_of!(QueueError, |e| match &e {
 });
 
 kind_of!(SendError, |e| match &e {
-    SendError::Empty | SendError::Source(_) | SendError::Text(_) => ErrorKind::Invalid,
+    SendError::Source(e) => source_kind(e),
+    SendError::Empty | SendError::Text(_) => ErrorKind::Invalid,
     SendError::Resolve(e) => resolve_kind(e),
     SendError::Connect { error, .. } => dial_kind(error),
     SendError::Cancelled => ErrorKind::Cancelled,

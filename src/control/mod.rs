@@ -26,7 +26,7 @@ pub mod ownership;
 pub mod server;
 
 pub use crate::outgoing::{ResultStatus, SendEvent};
-pub use error::{CommandError, ErrorKind};
+pub use error::{CommandError, ErrorKind, io_kind, source_kind};
 
 use std::path::PathBuf;
 
