@@ -133,8 +133,13 @@ fn ack_frequency() -> quinn::AckFrequencyConfig {
     a
 }
 
-/// Endpoint settings whose stateless-reset key and connection-ID key are
-/// derived from the device key, so they survive restarts: a daemon that
+/// The one QUIC version lanshare speaks: version 1 (RFC 9000). quinn
+/// also speaks drafts of it by default; PROTOCOL.md §3 allows only this.
+pub const QUIC_VERSION: u32 = 1;
+
+/// Endpoint settings for QUIC version 1 only ([`QUIC_VERSION`]), whose
+/// stateless-reset key and connection-ID key are derived from the device
+/// key, so they survive restarts: a daemon that
 /// crashed and came back recognises its old connection IDs and resets its
 /// peers' stale connections at once, instead of leaving them to wait out
 /// the idle timeout before they retry (and resume).
@@ -145,6 +150,7 @@ fn endpoint_config(identity: &Identity) -> Result<quinn::EndpointConfig, Transpo
     );
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
     let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    config.supported_versions(vec![QUIC_VERSION]);
     config
         .max_udp_payload_size(MAX_UDP_PAYLOAD)
         .map_err(|e| TransportError::Setup(format!("QUIC payload size: {e}")))?;
@@ -563,6 +569,34 @@ pub(crate) mod tests {
             .await
             .expect("the server hands over the link");
         assert_eq!(accepted.peer, client.identity.id());
+        cancel.cancel();
+    }
+
+    /// Only QUIC version 1: a client offering a draft version (which quinn
+    /// speaks too) gets a Version Negotiation packet and no connection.
+    #[tokio::test]
+    async fn only_quic_version_1_is_spoken() {
+        let (server, server_id, _incoming, cancel) = listening_on_loopback();
+        let addr = server.local_addr().unwrap();
+        let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let identity = Identity::generate().unwrap();
+        let crypto = QuicClientConfig::try_from(
+            tls::client_config(&identity, Some(server_id.id())).unwrap(),
+        )
+        .unwrap();
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.version(0xff00_001d); // draft 29
+        let connecting = client.connect_with(config, addr, tls::SERVER_NAME).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .expect("the server answers at once");
+        assert!(
+            matches!(result, Err(quinn::ConnectionError::VersionMismatch)),
+            "{:?}",
+            result.map(|_| ())
+        );
+        // Version 1 connects (see the other tests); the server's endpoint
+        // lists nothing else.
         cancel.cancel();
     }
 
