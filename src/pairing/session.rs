@@ -103,6 +103,16 @@ pub(super) async fn run(
                     )
                     .telling(ErrorCode::Protocol, &message));
                 }
+                // Not a valid frame (e.g. PairConfirm(2)): answered like
+                // a wrong message.
+                Err(RecvError::Decode(d)) => {
+                    let message = d.to_string();
+                    break Err(Failure::new(
+                        PairingState::Failed,
+                        format!("protocol violation by {peer_name}: {message}"),
+                    )
+                    .telling(ErrorCode::Protocol, &message));
+                }
                 Err(RecvError::Closed) => {
                     break Err(Failure::new(
                         PairingState::Failed,
@@ -285,6 +295,50 @@ mod tests {
         }
         assert!([state(&alice), state(&bob)].contains(&PairingState::Expired));
         assert!(alice.trust.list().is_empty() && bob.trust.list().is_empty());
+    }
+
+    /// `PairConfirm` carries 0 or 1; any other value is a protocol error,
+    /// answered with `Error(Protocol)` like any wrong message, and pairs
+    /// nobody.
+    #[tokio::test(start_paused = true)]
+    async fn a_confirm_other_than_0_or_1_is_answered_with_a_protocol_error() {
+        use tokio::io::AsyncWriteExt;
+
+        use crate::protocol::Message;
+
+        let (alice_id, bob_id) = (DeviceId::from_cert_der(b"a"), DeviceId::from_cert_der(b"b"));
+        let (mut to_bob, to_alice) = Link::pipe(alice_id, bob_id, TransportKind::Tcp, [3; 8]);
+        let (bob, bob_decision) = side(&to_alice, Direction::In, "alice");
+        let mut to_alice = Framed::new(to_alice);
+        // Alice's side: a raw PairConfirm(2).
+        to_bob
+            .writer
+            .write_all(&[0, 0, 0, 2, 0x0c, 2])
+            .await
+            .unwrap();
+        run(
+            &bob.table,
+            &bob.trust,
+            &mut to_alice,
+            &bob.id,
+            bob_decision,
+            "alice",
+        )
+        .await;
+        assert_eq!(state(&bob), PairingState::Failed);
+        assert!(bob.trust.list().is_empty());
+        let mut from_bob = Framed::new(to_bob);
+        let answer = from_bob.recv().await.unwrap();
+        assert!(
+            matches!(
+                answer,
+                Message::Error {
+                    code: ErrorCode::Protocol,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
     }
 
     #[test]
