@@ -808,3 +808,60 @@ fn one_stranger_cannot_take_every_connection_slot() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(options: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -t tmpfs -o {options}");
+        Self(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A file system out of inodes is out of space as far as the sender is
+/// concerned: `Error(NoSpace)`, which it does not retry blindly, not
+/// `Error(Io)`, which it would.
+#[test]
+#[ignore = "needs root: mounts a tmpfs with few inodes"]
+fn running_out_of_inodes_is_no_space() {
+    let fs = Tmpfs::mount("size=64m,nr_inodes=16,mode=0755");
+    let daemon = TestDaemon::builder("bob")
+        .accept("all")
+        .download_dir(&fs.0.path().join("downloads"))
+        .spawn();
+    let target = Target {
+        daemon,
+        jail: tempfile::tempdir().unwrap(),
+    };
+    let mallory = Mallory::new();
+    // Forty small files: bytes to spare, but not the inodes.
+    let m = manifest(
+        (0..40)
+            .map(|i| file_entry(&format!("f{i}.txt"), format!("{i}").as_bytes()))
+            .collect(),
+    );
+    let (framed, answer) = mallory.offer(&target, m);
+    eprintln!("out of inodes: {answer:?}");
+    assert!(
+        matches!(answer, Answer::Error(ErrorCode::NoSpace, _)),
+        "{answer:?}"
+    );
+    mallory.hang_up(framed);
+    drop(target);
+}

@@ -128,12 +128,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the disk or the user's quota is full: [`Self::NoSpace`], or
-    /// a flush that failed with `ENOSPC` / `EDQUOT`.
+    /// Whether the file system or the user's quota is full: [`Self::NoSpace`],
+    /// or any call that failed with `ENOSPC` / `EDQUOT`: a flush, and also
+    /// creating a file or directory when no inode is left (PROTOCOL.md
+    /// §5.6: `NoSpace`, which senders do not retry, not `Io`).
     pub fn is_no_space(&self) -> bool {
         match self {
             Self::NoSpace { .. } => true,
-            Self::Flush { source, .. } => sys::is_no_space(source),
+            Self::Flush { source, .. } | Self::Io { source, .. } => sys::is_no_space(source),
             _ => false,
         }
     }
