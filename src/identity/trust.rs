@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::DeviceId;
+use crate::protocol::names::same_name;
 use crate::safe_text::PeerName;
 use crate::safe_text::confusable::confusable;
 
@@ -107,12 +108,13 @@ impl TrustStore {
         self.read().values().cloned().collect()
     }
 
-    /// A trusted device other than `id` that uses `name` (case-insensitive):
+    /// A trusted device other than `id` that uses `name` (the same name by
+    /// PROTOCOL.md §6.1, [`same_name`]):
     /// the sign of an impostor, or of a device that changed its key.
     pub fn name_conflict(&self, name: &str, id: &DeviceId) -> Option<TrustedPeer> {
         self.read()
             .values()
-            .find(|p| p.id != *id && p.name.eq_ignore_ascii_case(name))
+            .find(|p| p.id != *id && same_name(&p.name, name))
             .cloned()
     }
 
@@ -122,15 +124,12 @@ impl TrustStore {
     /// share a name). Every check of a peer's claimed name uses this.
     pub fn impostor_of(&self, name: &str, id: &DeviceId) -> Option<TrustedPeer> {
         let peers = self.read();
-        if peers
-            .get(id)
-            .is_some_and(|p| p.name.eq_ignore_ascii_case(name))
-        {
+        if peers.get(id).is_some_and(|p| same_name(&p.name, name)) {
             return None;
         }
         peers
             .values()
-            .find(|p| p.id != *id && p.name.eq_ignore_ascii_case(name))
+            .find(|p| p.id != *id && same_name(&p.name, name))
             .cloned()
     }
 
@@ -150,11 +149,12 @@ impl TrustStore {
             .cloned()
     }
 
-    /// Trusted devices called `name` (case-insensitive).
+    /// Trusted devices called `name` ([`same_name`]: case and Unicode
+    /// normalisation do not matter).
     pub fn find_by_name(&self, name: &str) -> Vec<TrustedPeer> {
         self.read()
             .values()
-            .filter(|p| p.name.eq_ignore_ascii_case(name))
+            .filter(|p| same_name(&p.name, name))
             .cloned()
             .collect()
     }
@@ -256,6 +256,25 @@ mod tests {
 
         assert!(reloaded.untrust(&a).unwrap());
         assert!(!TrustStore::load(tmp.path()).unwrap().is_trusted(&a));
+    }
+
+    /// A trusted name is the same name in any case and either Unicode
+    /// normal form (PROTOCOL.md §6.1), not only in ASCII case.
+    #[test]
+    fn a_trusted_name_matches_in_any_case_and_normal_form() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (DeviceId::from_cert_der(b"a"), DeviceId::from_cert_der(b"b"));
+        let store = TrustStore::load(tmp.path()).unwrap();
+        store.trust(a, &"Café Émile".into()).unwrap();
+        for claimed in ["café émile", "CAFÉ ÉMILE", "Cafe\u{301} E\u{301}mile"] {
+            assert_eq!(
+                store.impostor_of(claimed, &b).map(|p| p.id),
+                Some(a),
+                "{claimed:?}"
+            );
+            assert_eq!(store.find_by_name(claimed).len(), 1, "{claimed:?}");
+        }
+        assert!(store.impostor_of("Cafe Emile", &b).is_none());
     }
 
     /// A save that fails (here: a directory where the temporary file must

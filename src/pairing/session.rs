@@ -322,7 +322,7 @@ mod tests {
             &mut to_alice,
             &bob.id,
             bob_decision,
-            "alice",
+            &PeerName::from("alice"),
         )
         .await;
         assert_eq!(state(&bob), PairingState::Failed);

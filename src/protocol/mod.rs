@@ -10,6 +10,7 @@
 
 pub mod hash;
 mod manifest;
+pub mod names;
 mod wire;
 
 pub use manifest::{

@@ -10,7 +10,8 @@
 //!   NFC-normalises the result, because macOS peers send NFD and the same
 //!   name must not turn into two different files.
 //! * [`plan`] checks a whole manifest. It rejects duplicates, including ones
-//!   that only differ in case (they would clobber each other on a
+//!   that only differ in case ([`fold`]: the same name by PROTOCOL.md §6.1;
+//!   they would clobber each other on a
 //!   case-insensitive file system, or when the user copies them to one), a
 //!   file used as a parent directory, and over-deep trees. It also lists
 //!   every directory to create (including parents that the manifest only
@@ -28,6 +29,8 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::fmt;
 
 use unicode_normalization::UnicodeNormalization;
+
+use crate::protocol::names::fold;
 
 use crate::protocol::{EntryKind, Manifest};
 
@@ -315,14 +318,14 @@ struct Node {
 /// Validates a whole manifest; see the module docs for the rules.
 ///
 /// Runs in time linear in the total size of the manifest: paths are stored
-/// as a tree keyed by (parent node, lower-cased component), so a hostile
+/// as a tree keyed by (parent node, [`fold`]ed component), so a hostile
 /// offer of many deep paths cannot make it quadratic.
 ///
 /// # Errors
 /// The first [`PathError`] found, in manifest order.
 pub fn plan(manifest: &Manifest, max_depth: usize) -> Result<Plan, PathError> {
     let mut nodes: Vec<Node> = Vec::new();
-    // (parent node index or usize::MAX for the root, lower-cased component) -> node index
+    // (parent node index or usize::MAX for the root, folded component) -> node index
     let mut index: HashMap<(usize, String), usize> = HashMap::new();
     let mut entries = Vec::with_capacity(manifest.entries.len());
     let mut directories = Vec::new();
@@ -357,7 +360,7 @@ pub fn plan(manifest: &Manifest, max_depth: usize) -> Result<Plan, PathError> {
                 (EntryKind::Directory, true) => NodeKind::Dir { explicit: true },
                 (_, false) => NodeKind::Dir { explicit: false },
             };
-            let slot = index.entry((parent, c.to_lowercase()));
+            let slot = index.entry((parent, fold(c)));
             let id = match slot {
                 MapEntry::Vacant(v) => {
                     let id = nodes.len();
@@ -589,6 +592,16 @@ mod tests {
         assert!(matches!(dup, Err(PathError::Duplicate { .. })), "{dup:?}");
         let case = plan(&manifest(vec![file("A.txt"), file("a.txt")]), 8);
         assert!(matches!(case, Err(PathError::Duplicate { .. })), "{case:?}");
+        // Case beyond ASCII, per character (PROTOCOL.md §6.1).
+        for (a, b) in [("ÉTÉ", "été"), ("ΣΑΣ", "σασ"), ("\u{212a}", "k")] {
+            let case = plan(&manifest(vec![file(a), file(b)]), 8);
+            assert!(
+                matches!(case, Err(PathError::Duplicate { .. })),
+                "{a} {b}: {case:?}"
+            );
+        }
+        // Another letter is another name.
+        assert!(plan(&manifest(vec![file("σας"), file("σασ")]), 8).is_ok());
         // Case collision between an implied parent and an explicit directory.
         let case = plan(&manifest(vec![file("Dir/x"), dir("dir")]), 8);
         assert!(matches!(case, Err(PathError::Duplicate { .. })), "{case:?}");
