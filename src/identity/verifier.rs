@@ -329,6 +329,88 @@ mod tests {
         )
     }
 
+    /// A client presenting `chain` and signing with `key`.
+    fn presenting(
+        chain: Vec<CertificateDer<'static>>,
+        key: &rcgen::KeyPair,
+    ) -> rustls::ClientConfig {
+        let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let signer = provider().key_provider.load_private_key(der).unwrap();
+        impostor_client(
+            Arc::new(Fixed(Arc::new(CertifiedKey::new(chain, signer)))),
+            None,
+        )
+    }
+
+    /// A self-signed certificate from `params` with a new key of `alg`.
+    fn certificate(
+        params: rcgen::CertificateParams,
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> (CertificateDer<'static>, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.der().clone(), key)
+    }
+
+    fn params() -> rcgen::CertificateParams {
+        rcgen::CertificateParams::new(vec!["lanshare.invalid".to_string()]).unwrap()
+    }
+
+    /// Whether Bob's server accepts a client presenting `chain` / `key`.
+    fn accepted(chain: Vec<CertificateDer<'static>>, key: &rcgen::KeyPair) -> bool {
+        let bob = Identity::generate().unwrap();
+        let (result, _, _) = handshake(presenting(chain, key), server_config(&bob).unwrap());
+        result.is_ok()
+    }
+
+    /// PROTOCOL.md §2.1: what a verifier accepts besides the reference's
+    /// own certificates, and what it refuses.
+    #[test]
+    fn the_certificate_profile_of_the_spec() {
+        let date = rcgen::date_time_ymd;
+        let mut expired = params();
+        (expired.not_before, expired.not_after) = (date(1990, 1, 1), date(2000, 1, 1));
+        let mut not_yet = params();
+        not_yet.not_before = date(2100, 1, 1);
+        let mut ca = params();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let extension = |critical: bool| {
+            let mut p = params();
+            let mut e =
+                rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 1], vec![5, 0]);
+            e.set_criticality(critical);
+            p.custom_extensions.push(e);
+            p
+        };
+        let ed25519 = &rcgen::PKCS_ED25519;
+        for (what, p, alg) in [
+            ("expired", expired, ed25519),
+            ("not yet valid", not_yet, ed25519),
+            ("marked as a CA", ca, ed25519),
+            (
+                "an unknown non-critical extension",
+                extension(false),
+                ed25519,
+            ),
+            ("ECDSA P-256", params(), &rcgen::PKCS_ECDSA_P256_SHA256),
+            ("ECDSA P-384", params(), &rcgen::PKCS_ECDSA_P384_SHA384),
+        ] {
+            let (cert, key) = certificate(p, alg);
+            assert!(accepted(vec![cert], &key), "{what} was refused");
+        }
+        let (cert, key) = certificate(extension(true), ed25519);
+        assert!(
+            !accepted(vec![cert], &key),
+            "an unknown critical extension was accepted"
+        );
+        let (cert, key) = certificate(params(), ed25519);
+        let (other, _) = certificate(params(), ed25519);
+        assert!(
+            !accepted(vec![cert, other], &key),
+            "a chain of two was accepted"
+        );
+    }
+
     #[test]
     fn mutual_handshake_proves_both_device_ids() {
         let alice = Identity::generate().unwrap();
