@@ -5,7 +5,13 @@
 //! codec is written for a hostile peer:
 //!
 //! * A length prefix of zero or above [`MAX_FRAME_LEN`] is rejected as soon as
-//!   its four bytes are buffered, so a peer cannot make us buffer gigabytes.
+//!   its four bytes are buffered, so a peer cannot make us buffer gigabytes;
+//!   an unknown type, or a length above what the frame's type can hold (a
+//!   1 MiB `Hello`), as soon as the type byte is in; a `Text` whose length
+//!   field is over its limit or disagrees with the frame's, as soon as that
+//!   field is in. So only an `Offer` or `Accept` (up to 8 and 2.5 MiB), a
+//!   `Data` (1 MiB) or a `Text` (64 KiB) makes us buffer more than about
+//!   1 KiB, and only once its type byte has said so.
 //! * Every count and length read from the wire is checked against both its
 //!   protocol limit and the bytes actually left in the frame before anything is
 //!   allocated, and all reads go through bounds-checked helpers: no input can
@@ -100,6 +106,17 @@ pub enum DecodeError {
         /// Announced body length.
         len: u32,
         /// The limit, [`MAX_FRAME_LEN`].
+        max: usize,
+    },
+    /// The length prefix announced more than a frame of this type can
+    /// hold (e.g. a 1 MiB `Hello`).
+    #[error("{frame} frame of {len} bytes exceeds the {max} bytes such a frame can have")]
+    TooLargeForType {
+        /// Which frame type.
+        frame: &'static str,
+        /// Announced body length.
+        len: usize,
+        /// The most a valid frame of this type has.
         max: usize,
     },
     /// The type byte is not one this protocol version defines.
@@ -495,6 +512,7 @@ pub fn decode(src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
         return Ok(None);
     };
     let body_len = check_frame_len(u32::from_be_bytes(*prefix))?;
+    check_head(rest, body_len)?;
     let Some(body) = rest.get(..body_len) else {
         // Make room for (part of) the rest, but never let 4 bytes from the
         // peer make us allocate megabytes ahead of the data itself.
@@ -540,7 +558,7 @@ pub fn decode_data_header(src: &[u8]) -> Result<Option<DataHeader>, DecodeError>
     let Some(len) = body_len.checked_sub(DATA_HEADER_LEN - LEN_PREFIX) else {
         return Ok(None);
     };
-    let mut r = Reader::new(&header[LEN_PREFIX..], "data");
+    let mut r = Reader::new(&header[LEN_PREFIX..], frame_name(TYPE_DATA));
     if r.u8("type")? != TYPE_DATA {
         return Ok(None);
     }
@@ -562,6 +580,109 @@ fn check_data_len(len: usize) -> Result<(), DecodeError> {
         });
     }
     Ok(())
+}
+
+/// The largest body a frame of type `ty` can have, or `None` for an
+/// unknown type. Every valid frame fits: the limits follow from the
+/// payloads' own (`MAX_NAME_LEN`, `MAX_TEXT_LEN`, ...).
+fn max_body_len(ty: u8) -> Option<usize> {
+    let string = |max: usize| 2 + max;
+    Some(
+        1 + match ty {
+            TYPE_HELLO => 2 + string(MAX_NAME_LEN),
+            TYPE_OFFER => MAX_FRAME_LEN - 1,
+            TYPE_ACCEPT => 4 + RANGE_LEN * MAX_BLOCKS,
+            TYPE_REJECT => string(MAX_REASON_LEN),
+            TYPE_DATA => DATA_HEADER_LEN - LEN_PREFIX - 1 + MAX_DATA_CHUNK,
+            TYPE_ERROR => 2 + string(MAX_REASON_LEN),
+            TYPE_PROBE => 2 + PROBE_NONCE_LEN,
+            TYPE_ECHO => PROBE_NONCE_LEN,
+            TYPE_PROBE_RESULT => 2,
+            TYPE_PAIR_CONFIRM => 1,
+            TYPE_TEXT => 4 + MAX_TEXT_LEN,
+            TYPE_BLOCK_VALUE => BLOCK_VALUE_FRAME_LEN - LEN_PREFIX - 1,
+            TYPE_DONE | TYPE_PAIR_REQUEST => 0,
+            _ => return None,
+        },
+    )
+}
+
+/// Checks what the first bytes of a frame body (`head`, possibly all of
+/// it) already decide, so that a frame that cannot be valid is refused
+/// before its body is buffered: an unknown type, a body longer than its
+/// type allows, and a `Text` whose length field is over [`MAX_TEXT_LEN`]
+/// or disagrees with the frame's.
+fn check_head(head: &[u8], body_len: usize) -> Result<(), DecodeError> {
+    let Some(&ty) = head.first() else {
+        return Ok(());
+    };
+    let max = max_body_len(ty).ok_or(DecodeError::UnknownType(ty))?;
+    if body_len > max {
+        return Err(match ty {
+            // Said as what it means for the payload.
+            TYPE_DATA => DecodeError::DataTooLarge {
+                len: body_len - (DATA_HEADER_LEN - LEN_PREFIX),
+                max: MAX_DATA_CHUNK,
+            },
+            TYPE_TEXT => DecodeError::StringTooLong {
+                field: TEXT,
+                len: body_len - 1 - 4,
+                max: MAX_TEXT_LEN,
+            },
+            _ => DecodeError::TooLargeForType {
+                frame: frame_name(ty),
+                len: body_len,
+                max,
+            },
+        });
+    }
+    if ty == TYPE_TEXT
+        && let Some(len) = head.get(1..5)
+    {
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if len > MAX_TEXT_LEN {
+            return Err(DecodeError::StringTooLong {
+                field: TEXT,
+                len,
+                max: MAX_TEXT_LEN,
+            });
+        }
+        let expected = 1 + 4 + len;
+        if expected > body_len {
+            return Err(DecodeError::Truncated {
+                frame: frame_name(TYPE_TEXT),
+                field: TEXT,
+            });
+        }
+        if expected < body_len {
+            return Err(DecodeError::TrailingBytes {
+                frame: frame_name(TYPE_TEXT),
+                count: body_len - expected,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The name of a frame type, for error messages.
+fn frame_name(ty: u8) -> &'static str {
+    match ty {
+        TYPE_HELLO => "hello",
+        TYPE_OFFER => "offer",
+        TYPE_ACCEPT => "accept",
+        TYPE_REJECT => "reject",
+        TYPE_DATA => "data",
+        TYPE_DONE => "done",
+        TYPE_ERROR => "error",
+        TYPE_PROBE => "probe",
+        TYPE_ECHO => "echo",
+        TYPE_PROBE_RESULT => "probe result",
+        TYPE_PAIR_REQUEST => "pair request",
+        TYPE_PAIR_CONFIRM => "pair confirm",
+        TYPE_TEXT => "text",
+        TYPE_BLOCK_VALUE => "block value",
+        _ => "unknown",
+    }
 }
 
 /// What [`decode_data_header`] found.
@@ -603,7 +724,7 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
     };
     let msg = match ty {
         TYPE_HELLO => {
-            let mut r = Reader::new(payload, "hello");
+            let mut r = Reader::new(payload, frame_name(TYPE_HELLO));
             let version = r.u16("protocol version")?;
             let name = r.string(DEVICE_NAME, MAX_NAME_LEN)?.into();
             r.finish()?;
@@ -614,13 +735,13 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             need: parse_accept(payload)?,
         },
         TYPE_REJECT => {
-            let mut r = Reader::new(payload, "reject");
+            let mut r = Reader::new(payload, frame_name(TYPE_REJECT));
             let reason = r.string(REJECT_REASON, MAX_REASON_LEN)?.into();
             r.finish()?;
             Message::Reject { reason }
         }
         TYPE_DATA => {
-            let mut r = Reader::new(payload, "data");
+            let mut r = Reader::new(payload, frame_name(TYPE_DATA));
             let file = r.u32("file index")?;
             let offset = r.u64("offset")?;
             let len = r.remaining();
@@ -628,11 +749,11 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             return Ok(Parsed::Data { file, offset, len });
         }
         TYPE_DONE => {
-            Reader::new(payload, "done").finish()?;
+            Reader::new(payload, frame_name(TYPE_DONE)).finish()?;
             Message::Done
         }
         TYPE_BLOCK_VALUE => {
-            let mut r = Reader::new(payload, "block value");
+            let mut r = Reader::new(payload, frame_name(TYPE_BLOCK_VALUE));
             let file = r.u32("file index")?;
             let block = r.u64("block index")?;
             let value = *r.array::<32>("block value")?;
@@ -640,38 +761,38 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             Message::BlockValue { file, block, value }
         }
         TYPE_ERROR => {
-            let mut r = Reader::new(payload, "error");
+            let mut r = Reader::new(payload, frame_name(TYPE_ERROR));
             let code = ErrorCode::from_u16(r.u16("error code")?);
             let message = r.string(ERROR_MESSAGE, MAX_REASON_LEN)?.into();
             r.finish()?;
             Message::Error { code, message }
         }
         TYPE_PAIR_REQUEST => {
-            Reader::new(payload, "pair request").finish()?;
+            Reader::new(payload, frame_name(TYPE_PAIR_REQUEST)).finish()?;
             Message::PairRequest
         }
         TYPE_PROBE => {
-            let mut r = Reader::new(payload, "probe");
+            let mut r = Reader::new(payload, frame_name(TYPE_PROBE));
             let port = r.u16("port")?;
             let nonce = *r.array::<PROBE_NONCE_LEN>("nonce")?;
             r.finish()?;
             Message::Probe { port, nonce }
         }
         TYPE_ECHO => {
-            let mut r = Reader::new(payload, "echo");
+            let mut r = Reader::new(payload, frame_name(TYPE_ECHO));
             let nonce = *r.array::<PROBE_NONCE_LEN>("nonce")?;
             r.finish()?;
             Message::Echo { nonce }
         }
         TYPE_PROBE_RESULT => {
-            let mut r = Reader::new(payload, "probe result");
+            let mut r = Reader::new(payload, frame_name(TYPE_PROBE_RESULT));
             let quic = flag(r.u8("quic")?, "quic")?;
             let tcp = flag(r.u8("tcp")?, "tcp")?;
             r.finish()?;
             Message::ProbeResult { quic, tcp }
         }
         TYPE_PAIR_CONFIRM => {
-            let mut r = Reader::new(payload, "pair confirm");
+            let mut r = Reader::new(payload, frame_name(TYPE_PAIR_CONFIRM));
             let accepted = match r.u8("accepted")? {
                 0 => false,
                 1 => true,
@@ -686,7 +807,7 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             Message::PairConfirm { accepted }
         }
         TYPE_TEXT => {
-            let mut r = Reader::new(payload, "text");
+            let mut r = Reader::new(payload, frame_name(TYPE_TEXT));
             let len = usize::try_from(r.u32(TEXT)?).unwrap_or(usize::MAX);
             if len > MAX_TEXT_LEN {
                 return Err(DecodeError::StringTooLong {
@@ -719,7 +840,7 @@ fn flag(value: u8, field: &'static str) -> Result<bool, DecodeError> {
 /// Parses an `Offer` payload, never allocating more than the payload could
 /// describe.
 fn parse_offer(payload: &[u8]) -> Result<Manifest, DecodeError> {
-    let mut r = Reader::new(payload, "offer");
+    let mut r = Reader::new(payload, frame_name(TYPE_OFFER));
     let block_size = r.u32("block size")?;
     let count = r.u32("entry count")?;
     let too_many = || DecodeError::TooManyEntries {
@@ -761,7 +882,7 @@ fn parse_offer(payload: &[u8]) -> Result<Manifest, DecodeError> {
 
 /// Parses an `Accept` payload: the block ranges the receiver needs.
 fn parse_accept(payload: &[u8]) -> Result<Vec<BlockRange>, DecodeError> {
-    let mut r = Reader::new(payload, "accept");
+    let mut r = Reader::new(payload, frame_name(TYPE_ACCEPT));
     let count = r.u32("range count")?;
     let n = bounded_count(count, "block ranges", r.remaining(), RANGE_LEN)?;
     let mut need = Vec::with_capacity(n);
@@ -1369,6 +1490,85 @@ mod tests {
         ));
     }
 
+    /// What the first bytes of a body decide is refused before the rest
+    /// arrives: only these bytes are buffered, and more are announced.
+    #[test]
+    fn frames_that_cannot_be_valid_are_refused_from_their_first_bytes() {
+        let head = |len: usize, bytes: &[u8]| {
+            let mut buf = BytesMut::new();
+            buf.put_u32(u32::try_from(len).unwrap());
+            buf.put_slice(bytes);
+            buf
+        };
+        // A 1 MiB Hello, an 8 MiB frame of an unknown type, a Data frame
+        // over 1 MiB of payload.
+        assert_eq!(
+            decode_err(head(1 << 20, &[TYPE_HELLO])),
+            DecodeError::TooLargeForType {
+                frame: "hello",
+                len: 1 << 20,
+                max: 1 + 2 + 2 + MAX_NAME_LEN
+            }
+        );
+        assert_eq!(
+            decode_err(head(MAX_FRAME_LEN, &[0x42])),
+            DecodeError::UnknownType(0x42)
+        );
+        assert!(matches!(
+            decode_err(head(13 + MAX_DATA_CHUNK + 1, &[TYPE_DATA])),
+            DecodeError::DataTooLarge { .. }
+        ));
+        // A Text announcing more than 64 KiB, or a length other than the
+        // frame's.
+        let text = |frame_len: usize, text_len: u32| {
+            let mut bytes = vec![TYPE_TEXT];
+            bytes.extend_from_slice(&text_len.to_be_bytes());
+            head(frame_len, &bytes)
+        };
+        let over = u32::try_from(MAX_TEXT_LEN + 1).unwrap();
+        assert_eq!(
+            decode_err(head(5 + MAX_TEXT_LEN + 1, &[TYPE_TEXT])),
+            DecodeError::StringTooLong {
+                field: TEXT,
+                len: MAX_TEXT_LEN + 1,
+                max: MAX_TEXT_LEN
+            }
+        );
+        assert!(matches!(
+            decode_err(text(5 + 10, over)),
+            DecodeError::StringTooLong { .. }
+        ));
+        assert!(matches!(
+            decode_err(text(5 + 10, 20)),
+            DecodeError::Truncated { .. }
+        ));
+        assert!(matches!(
+            decode_err(text(5 + 10, 5)),
+            DecodeError::TrailingBytes { .. }
+        ));
+        // Every frame type's largest valid frame still decodes.
+        let mut buf = BytesMut::new();
+        let texts = [
+            Message::Hello {
+                version: 1,
+                name: "n".repeat(MAX_NAME_LEN).into(),
+            },
+            Message::Error {
+                code: ErrorCode::Io,
+                message: "m".repeat(MAX_REASON_LEN).into(),
+            },
+            Message::Text {
+                text: "t".repeat(MAX_TEXT_LEN),
+            },
+        ];
+        for m in &texts {
+            encode(m, &mut buf).unwrap();
+        }
+        for m in texts {
+            assert_eq!(decode(&mut buf).unwrap(), Some(m));
+        }
+    }
+
     #[test]
     fn malformed_text_and_pairing_frames() {
         // Length runs past the frame.
@@ -1406,9 +1606,10 @@ mod tests {
         );
         assert_eq!(
             decode_err(frame(TYPE_PAIR_REQUEST, &[0])),
-            DecodeError::TrailingBytes {
+            DecodeError::TooLargeForType {
                 frame: "pair request",
-                count: 1
+                len: 2,
+                max: 1
             }
         );
     }
@@ -1438,10 +1639,7 @@ mod tests {
         long.extend_from_slice(&[0; PROBE_NONCE_LEN + 1]);
         assert!(matches!(
             decode_err(frame(TYPE_PROBE, &long)),
-            DecodeError::TrailingBytes {
-                frame: "probe",
-                count: 1
-            }
+            DecodeError::TooLargeForType { frame: "probe", .. }
         ));
         assert!(matches!(
             decode_err(frame(TYPE_ECHO, &[0; PROBE_NONCE_LEN - 1])),
@@ -1460,7 +1658,7 @@ mod tests {
         ));
         assert!(matches!(
             decode_err(frame(TYPE_PROBE_RESULT, &[1, 1, 0])),
-            DecodeError::TrailingBytes { .. }
+            DecodeError::TooLargeForType { .. }
         ));
         for (quic, tcp) in [(false, false), (true, false), (false, true), (true, true)] {
             roundtrip(Message::ProbeResult { quic, tcp });
@@ -1480,11 +1678,18 @@ mod tests {
         let n = u16::try_from(MAX_NAME_LEN + 1).unwrap();
         p.extend_from_slice(&n.to_be_bytes());
         p.extend(std::iter::repeat_n(b'a', MAX_NAME_LEN + 1));
+        // Over the limit, a Hello is longer than any valid one.
+        assert!(matches!(
+            decode_err(frame(TYPE_HELLO, &p)),
+            DecodeError::TooLargeForType { frame: "hello", .. }
+        ));
+        // Its length field alone says so too.
+        let p = [0, 1, 1, 0];
         assert_eq!(
             decode_err(frame(TYPE_HELLO, &p)),
             DecodeError::StringTooLong {
                 field: DEVICE_NAME,
-                len: MAX_NAME_LEN + 1,
+                len: 256,
                 max: MAX_NAME_LEN
             }
         );
@@ -1623,9 +1828,10 @@ mod tests {
                 count: 1
             }
         );
+        // A fixed-size frame with more is over the size of its type.
         assert!(matches!(
             decode_err(frame(TYPE_DONE, &[1, 2])),
-            DecodeError::TrailingBytes { count: 2, .. }
+            DecodeError::TooLargeForType { frame: "done", .. }
         ));
         for msg in sample_messages() {
             if matches!(msg, Message::Data { .. }) {
@@ -1639,6 +1845,7 @@ mod tests {
                 matches!(
                     decode_err(frame(ty, &p)),
                     DecodeError::TrailingBytes { count: 1, .. }
+                        | DecodeError::TooLargeForType { .. }
                 ),
                 "{msg:?}"
             );
