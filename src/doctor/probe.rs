@@ -485,7 +485,9 @@ impl Doctor {
         framed.into_link().close(Duration::from_secs(1)).await;
         match answer {
             Ok(Message::ProbeResult { quic, tcp }) => Ok((quic, tcp)),
-            Ok(Message::Error { message, .. }) => Err(ProbeError::Refused(message.clean())),
+            Ok(Message::Error { code, message }) => {
+                Err(ProbeError::Refused(code.report(&message.clean()).into()))
+            }
             Ok(other) => Err(ProbeError::Unexpected(handshake::kind(&other))),
             Err(e) => Err(ProbeError::NoAnswer(e)),
         }

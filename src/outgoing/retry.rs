@@ -42,7 +42,7 @@ impl AttemptError {
             Self::Dial(_, DialError::Unreachable(_)) => true,
             Self::Dial(..) => false,
             Self::Transfer(e) => match e {
-                TransferError::Link(_) => true,
+                TransferError::Link(_) | TransferError::Timeout(_) => true,
                 TransferError::Peer { code, .. } => {
                     matches!(code, ErrorCode::Busy | ErrorCode::Io | ErrorCode::Integrity)
                 }

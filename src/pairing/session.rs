@@ -89,10 +89,10 @@ pub(super) async fn run(
                     remote = Some(accepted);
                     pairings.update(id, |i| i.peer_confirmed = Some(accepted));
                 }
-                Ok(Message::Error { message, .. }) => {
+                Ok(Message::Error { code, message }) => {
                     break Err(Failure::new(
                         PairingState::Failed,
-                        format!("{peer_name} stopped the pairing: {}", message.clean()),
+                        format!("{peer_name} stopped the pairing: {}", code.report(&message.clean())),
                     ));
                 }
                 Ok(other) => {

@@ -11,6 +11,7 @@
 pub mod hash;
 mod manifest;
 pub mod names;
+pub mod order;
 mod wire;
 
 pub use manifest::{
@@ -110,6 +111,16 @@ impl ErrorCode {
             Self::Busy => 6,
             Self::Refused => 7,
             Self::Other(n) => n,
+        }
+    }
+
+    /// The peer's `message` as this side reports it: as it is for a known
+    /// code, after the number for an unknown one, so that whoever reads
+    /// the log learns the code that was sent (PROTOCOL.md §5.6).
+    pub fn report(self, message: &str) -> String {
+        match self {
+            Self::Other(n) => format!("error code {n}: {message}"),
+            _ => message.to_owned(),
         }
     }
 

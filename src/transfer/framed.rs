@@ -88,6 +88,7 @@ impl From<RecvError> for TransferError {
     fn from(e: RecvError) -> Self {
         match e {
             RecvError::Decode(d) => Self::Protocol(d.to_string()),
+            RecvError::Timeout(seconds) => Self::Timeout(seconds),
             other => Self::Link(other.to_string()),
         }
     }

@@ -50,8 +50,8 @@ pub async fn client(framed: &mut Framed, our_name: &str) -> Result<PeerHello, Au
             refuse(framed, &reason).await;
             Err(AuthFailure::Refused(reason))
         }
-        Ok(Message::Error { message, .. }) => {
-            Err(AuthFailure::Refused(message.clean().to_string()))
+        Ok(Message::Error { code, message }) => {
+            Err(AuthFailure::Refused(code.report(&message.clean())))
         }
         Ok(other) => Err(AuthFailure::Refused(format!(
             "the peer answered {} instead of Hello",

@@ -18,6 +18,8 @@
 //!
 //! [`Link`]: crate::transport::Link
 
+#[cfg(test)]
+mod conformance;
 pub mod framed;
 pub mod handshake;
 pub mod receive;
@@ -75,9 +77,23 @@ pub enum TransferError {
     /// The peer broke the protocol; we told it so and hung up.
     #[error("protocol violation by the peer: {0}")]
     Protocol(String),
-    /// The link failed (connection lost, timeout).
+    /// The link failed (connection lost, reset).
     #[error("connection failed: {0}")]
     Link(String),
+    /// The peer sent nothing for `0` seconds while it owed a message (sent
+    /// as `Error(Io)`, so the sender retries, PROTOCOL.md §6.6).
+    #[error("no message from the peer for {0} s")]
+    Timeout(u64),
+    /// The receiver answered neither yes nor no within the consent wait:
+    /// the offer is withdrawn (sent as `Error(Cancelled)`) and not tried
+    /// again, since its user has been asked once (PROTOCOL.md §6.6).
+    #[error("{peer} did not answer within {waited} s; nothing was sent")]
+    NoAnswer {
+        /// Peer name.
+        peer: PeerName,
+        /// Seconds waited.
+        waited: u64,
+    },
     /// A local file problem on this side.
     #[error("{0}")]
     Local(String),
@@ -98,11 +114,12 @@ pub enum TransferError {
     Busy(String),
 }
 
-/// Wording for an `Error` frame from the peer.
+/// Wording for an `Error` frame from the peer (with the number of a code
+/// this side does not know).
 fn peer_error(peer: &PeerName, code: ErrorCode, message: &CleanText) -> String {
     match code {
         ErrorCode::Cancelled => format!("cancelled by peer ({peer})"),
-        _ => format!("{peer} stopped the transfer: {message}"),
+        _ => format!("{peer} stopped the transfer: {}", code.report(message)),
     }
 }
 
@@ -113,8 +130,8 @@ impl TransferError {
             Self::Rejected { .. } => ErrorCode::Refused,
             Self::Peer { code, .. } | Self::Storage { code, .. } => *code,
             Self::Protocol(_) => ErrorCode::Protocol,
-            Self::Link(_) | Self::Local(_) => ErrorCode::Io,
-            Self::Cancelled => ErrorCode::Cancelled,
+            Self::Link(_) | Self::Local(_) | Self::Timeout(_) => ErrorCode::Io,
+            Self::Cancelled | Self::NoAnswer { .. } => ErrorCode::Cancelled,
             Self::Busy(_) => ErrorCode::Busy,
         }
     }

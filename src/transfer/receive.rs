@@ -30,6 +30,7 @@ use super::handshake::kind;
 use super::resume::{self, Record, ResumeStore};
 use super::{MESSAGE_TIMEOUT, TransferError};
 use crate::intake::{Declined, Intake, Offer, Sender, SenderGone};
+use crate::protocol::order::{BlockOrder, OrderError};
 use crate::protocol::{ErrorCode, MAX_DATA_CHUNK, Manifest, Message};
 use crate::registry::{Handle, State};
 use crate::safe_text::PeerName;
@@ -52,6 +53,9 @@ const CHECKPOINT_BYTES: u64 = 16 << 20;
 pub struct Receiver {
     intake: Arc<Intake>,
     resume: ResumeStore,
+    /// How long the sender may go quiet while it owes a message
+    /// ([`MESSAGE_TIMEOUT`]; shorter in tests).
+    message_timeout: Duration,
 }
 
 /// Why the staged data of an interrupted transfer could not be removed.
@@ -68,7 +72,17 @@ pub enum ForgetError {
 impl Receiver {
     /// A receiver feeding `intake`, keeping resume records in `resume`.
     pub fn new(intake: Arc<Intake>, resume: ResumeStore) -> Self {
-        Self { intake, resume }
+        Self {
+            intake,
+            resume,
+            message_timeout: MESSAGE_TIMEOUT,
+        }
+    }
+
+    /// Gives up on a quiet sender after `limit` instead.
+    #[cfg(test)]
+    pub(crate) fn set_message_timeout(&mut self, limit: Duration) {
+        self.message_timeout = limit;
     }
 
     /// The intake it feeds.
@@ -119,7 +133,7 @@ impl Receiver {
 
     /// Handles one incoming transfer after the `Hello` exchange.
     pub async fn receive(&self, framed: &mut Framed, sender: &Sender) {
-        let first = framed.recv().await;
+        let first = framed.recv_within(self.message_timeout).await;
         self.receive_first(framed, sender, first).await;
     }
 
@@ -147,7 +161,7 @@ impl Receiver {
             Err(e) => {
                 let e = TransferError::from(e);
                 tracing::warn!(peer = %peer_id, "no valid offer: {e}; disconnecting");
-                if matches!(e, TransferError::Protocol(_)) {
+                if matches!(e, TransferError::Protocol(_) | TransferError::Timeout(_)) {
                     framed.send_error(&e).await;
                 }
                 return;
@@ -268,7 +282,7 @@ pub(super) fn sender_gone(next: Result<Message, RecvError>, peer_name: &PeerName
             }
             .to_string(),
         ),
-        Ok(Message::Error { message, .. }) => SenderGone::GaveUp(message.clean().to_string()),
+        Ok(Message::Error { code, message }) => SenderGone::GaveUp(code.report(&message.clean())),
         Ok(other) => SenderGone::BrokeProtocol(kind(&other).to_owned()),
         Err(e) => SenderGone::Lost(e.to_string()),
     }
@@ -339,10 +353,7 @@ impl Job<'_> {
 
         let need = staging.missing();
         let present = staging.bytes_present();
-        let expected = Counts {
-            bytes: manifest.total_bytes() - present,
-            values: need.iter().map(|r| r.count).sum(),
-        };
+        let order = BlockOrder::new(&manifest, &need);
         self.handle.set_resumed(present);
         let mut record = self.record.clone();
         record.set_verified(staging.verified_map());
@@ -354,7 +365,7 @@ impl Job<'_> {
             tracing::info!(
                 id = self.handle.id(),
                 present,
-                missing = expected.bytes,
+                missing = manifest.total_bytes() - present,
                 "resuming: asking only for missing blocks"
             );
         }
@@ -385,7 +396,7 @@ impl Job<'_> {
         });
 
         let pool = BufferPool::new(free);
-        let failure = self.pump(framed, tx, pool, expected).await;
+        let failure = self.pump(framed, tx, pool, order).await;
         let (staging, written) = writer
             .await
             .map_err(|e| internal(format!("writer task failed: {e}")))?;
@@ -416,30 +427,29 @@ impl Job<'_> {
         Ok(saved)
     }
 
-    /// Reads the `expected` data and block values into the writer. Returns
+    /// Reads the data and block values `order` asks for into the writer,
+    /// refusing the first frame out of that order as it arrives. Returns
     /// the failure, if any; the writer's own error arrives through its
-    /// result.
+    /// result. Reads nothing after the last value (PROTOCOL.md §6 step 4).
     async fn pump(
         &self,
         framed: &mut Framed,
         tx: mpsc::Sender<Chunk>,
         mut pool: BufferPool,
-        expected: Counts,
+        mut order: BlockOrder,
     ) -> Option<JobError> {
         let cancel = self.handle.cancelled();
-        let mut received = Counts {
-            bytes: 0,
-            values: 0,
-        };
+        let out_of_order =
+            |e: OrderError| Some((TransferError::Protocol(e.to_string()), Leftover::Discard));
         let (mut from_peer, _) = framed.halves();
-        while received != expected {
+        while !order.is_complete() {
             // Payloads are read straight into pooled buffers: memory stays
             // flat however large the transfer, nothing is allocated per
             // chunk, and the data is copied once on its way to the writer.
             // No buffer means the writer stopped; its result says why.
             let mut buf = pool.take().await?;
             let incoming = tokio::select! {
-                m = from_peer.recv_into_within(&mut buf, MESSAGE_TIMEOUT) => m,
+                m = from_peer.recv_into_within(&mut buf, self.receiver.message_timeout) => m,
                 () = cancel.cancelled() => return Some((TransferError::Cancelled, Leftover::Discard)),
                 // The writer stopped on bad data (or a full disk): answer
                 // now, not when the peer sends its next frame.
@@ -447,15 +457,9 @@ impl Job<'_> {
             };
             match incoming {
                 Ok(Incoming::Data { file, offset }) => {
-                    let len = buf.len() as u64;
-                    if received.bytes + len > expected.bytes {
-                        let e = TransferError::Protocol(format!(
-                            "more data than the {} bytes requested",
-                            expected.bytes
-                        ));
-                        return Some((e, Leftover::Discard));
+                    if let Err(e) = order.data(file, offset, buf.len() as u64) {
+                        return out_of_order(e);
                     }
-                    received.bytes += len;
                     if tx.send(Chunk::Data { file, offset, buf }).await.is_err() {
                         // The writer stopped; its result says why.
                         return None;
@@ -463,14 +467,9 @@ impl Job<'_> {
                 }
                 Ok(Incoming::Message(Message::BlockValue { file, block, value })) => {
                     pool.put_back(buf);
-                    if received.values == expected.values {
-                        let e = TransferError::Protocol(format!(
-                            "more block values than the {} blocks requested",
-                            expected.values
-                        ));
-                        return Some((e, Leftover::Discard));
+                    if let Err(e) = order.value(file, block) {
+                        return out_of_order(e);
                     }
-                    received.values += 1;
                     if tx.send(Chunk::Value { file, block, value }).await.is_err() {
                         return None;
                     }
@@ -500,13 +499,6 @@ impl Job<'_> {
         }
         None
     }
-}
-
-/// Data bytes and block values: what the pump expects, or has received.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counts {
-    bytes: u64,
-    values: u64,
 }
 
 /// Where the writer keeps the resume state of the transfer.

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use rustix::buffer::spare_capacity;
 use tokio::sync::mpsc;
 
-use super::framed::Framed;
+use super::framed::{Framed, RecvError};
 use super::handshake::kind;
 use super::source::{OfferedFile, Source, Version};
 use super::{SessionEvent, TransferError};
@@ -78,7 +78,7 @@ async fn run(
     let _ = events.send(SessionEvent::Waiting);
     let cancel = handle.cancelled();
     let reply = tokio::select! {
-        r = framed.recv_within(consent_timeout) => r?,
+        r = framed.recv_within(consent_timeout) => r.map_err(|e| no_answer(e, peer_name))?,
         () = cancel.cancelled() => return Err(TransferError::Cancelled),
     };
     let need = match reply {
@@ -152,6 +152,18 @@ async fn run(
     match reply {
         Message::Done => Ok(()),
         other => Err(unexpected(other, peer_name)),
+    }
+}
+
+/// The error for a failed wait for the receiver's decision: a timeout
+/// there is no answer, not a broken link (see [`TransferError::NoAnswer`]).
+pub(super) fn no_answer(e: RecvError, peer_name: &PeerName) -> TransferError {
+    match e {
+        RecvError::Timeout(waited) => TransferError::NoAnswer {
+            peer: peer_name.clone(),
+            waited,
+        },
+        other => other.into(),
     }
 }
 

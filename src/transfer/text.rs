@@ -91,7 +91,16 @@ pub async fn send(
     let _ = events.send(SessionEvent::Waiting);
     let transfer_cancel = handle.cancelled();
     let reply = tokio::select! {
-        r = framed.recv_within(consent_timeout) => r?,
+        r = framed.recv_within(consent_timeout) => match r {
+            Ok(reply) => reply,
+            Err(e) => {
+                let e = super::send::no_answer(e, peer_name);
+                if matches!(e, TransferError::NoAnswer { .. }) {
+                    framed.send_error(&e).await;
+                }
+                return Err(e);
+            }
+        },
         () = transfer_cancel.cancelled() => return Err(cancelled(framed).await),
     };
     match reply {
