@@ -191,6 +191,31 @@ impl<'de> serde::Deserialize<'de> for DeviceId {
 mod tests {
     use super::*;
 
+    /// PROTOCOL.md §2's example, read from the document.
+    #[test]
+    fn the_device_id_vector_of_the_spec() {
+        let mut lines = crate::protocol::spec::vector("device-id").lines();
+        let mut value = |label: &str| {
+            let line = lines.next().expect("a line per form");
+            let rest = line
+                .strip_prefix(label)
+                .expect("in order: bytes, canonical, display");
+            rest.trim()
+        };
+        let (bytes, _) = crate::protocol::spec::leading_bytes(value("bytes"));
+        let id = DeviceId::from_bytes(bytes.try_into().expect("32 bytes"));
+        assert_eq!(id.to_canonical(), value("canonical"));
+        assert_eq!(id.to_string(), value("display"));
+        assert_eq!(
+            id,
+            (0..32)
+                .collect::<Vec<u8>>()
+                .try_into()
+                .map(DeviceId::from_bytes)
+                .unwrap()
+        );
+    }
+
     #[test]
     fn text_round_trip_both_forms() {
         let id = DeviceId::from_cert_der(b"some certificate");

@@ -12,6 +12,8 @@ pub mod hash;
 mod manifest;
 pub mod names;
 pub mod order;
+#[cfg(test)]
+pub(crate) mod spec;
 mod wire;
 
 pub use manifest::{
