@@ -586,6 +586,94 @@ fn a_kept_block_counts_only_if_it_matches_its_logged_value() {
     assert_eq!(resume_records(&target.daemon.state), Vec::<String>::new());
 }
 
+/// A download directory every local user may write to (issue 13 item 7):
+/// `share status` and `share doctor` warn about it, and when another user
+/// takes over the staging directory an interrupted transfer left behind
+/// (here: it becomes theirs, verified block included), the resume does not
+/// trust it: the directory is set aside untouched, every block is asked
+/// for again, and what lands belongs to the daemon.
+#[test]
+#[ignore = "needs root: hands a staging directory to another user"]
+fn a_staging_directory_another_user_took_over_is_not_resumed() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let jail = tempfile::tempdir().unwrap();
+    let downloads = jail.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+    std::fs::set_permissions(&downloads, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let daemon = TestDaemon::builder("bob")
+        .accept("all")
+        .download_dir(&downloads)
+        .spawn();
+    let status = daemon.json(&["status"]);
+    let warnings = status["warnings"].to_string();
+    assert!(warnings.contains("writable by every user"), "{status:#}");
+    let doctor = daemon.cli(&["doctor", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "download dir")
+        .unwrap();
+    assert_eq!(check["verdict"], "warn", "{check:#}");
+    assert!(
+        check["fix"].as_str().unwrap().contains("chmod go-w"),
+        "{check:#}"
+    );
+
+    let target = Target { daemon, jail };
+    let mallory = Mallory::new();
+    let content: Vec<u8> = (0..(2 << 20) + 3).map(|i: u32| (i % 239) as u8).collect();
+    let m = offer_of("taken.bin", &content);
+    first_block_then_link_lost(&mallory, &target, &m, &content);
+    let staged: Vec<_> = std::fs::read_dir(target.download())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let nobody = 65534;
+    for path in [staged[0].join("taken.bin"), staged[0].clone()] {
+        std::os::unix::fs::chown(&path, Some(nobody), Some(nobody)).unwrap();
+    }
+
+    let mut framed = resumed_requesting(
+        &mallory,
+        &target,
+        m,
+        (0, 3),
+        "the resume trusted a staging directory of another user",
+    );
+    for block in 0..3u64 {
+        let start = (block << 20) as usize;
+        let end = (start + (1 << 20)).min(content.len());
+        mallory.send(&mut framed, &data(0, block << 20, &content[start..end]));
+        mallory.send(&mut framed, &value(0, block, &content));
+    }
+    let answer = mallory.answer(&mut framed);
+    assert!(matches!(answer, Answer::Done), "{answer:?}");
+    mallory.hang_up(framed);
+    let landed = target.download().join("taken.bin");
+    assert_eq!(std::fs::read(&landed).unwrap(), content);
+    assert_eq!(
+        std::fs::metadata(&landed).unwrap().uid(),
+        rustix::process::geteuid().as_raw()
+    );
+    let aside: Vec<String> = tree(target.download())
+        .into_iter()
+        .filter(|n| n.contains(".refused-"))
+        .collect();
+    assert_eq!(
+        aside.len(),
+        2,
+        "the other user's directory and file, set aside: {aside:?}"
+    );
+    assert!(
+        target
+            .daemon
+            .logged("not resuming from this staging directory")
+    );
+}
+
 #[test]
 fn the_same_offer_twice_at_once_is_answered_busy() {
     let target = Target::start();

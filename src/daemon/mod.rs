@@ -148,6 +148,11 @@ pub async fn run(
         tracing::warn!("{w}");
         warnings.push(w);
     }
+    if let Some(shared) = crate::doctor::SharedDownloads::check(&config.download_dir) {
+        let w = format!("{}; {}", shared.problem(), shared.fix());
+        tracing::warn!("{w}");
+        warnings.push(w);
+    }
     let (remembered, w) = Remembered::load(&config.state_dir);
     if let Some(w) = w {
         tracing::warn!("{w}");

@@ -25,8 +25,8 @@ use crate::peers::{Connector, Resolver};
 use crate::protocol::HumanBytes;
 use crate::transport::UDP_BUFFER_SIZE;
 use probe::Probes;
-pub use report::ReadOnly;
 use report::{Check, DoctorReport, Reach, Verdict, check_download_dir};
+pub use report::{ReadOnly, SharedDownloads};
 
 /// How long after start mDNS gets before a silent interface counts.
 const MDNS_SETTLE: Duration = Duration::from_secs(3);

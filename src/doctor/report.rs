@@ -147,8 +147,60 @@ pub fn check_download_dir(dir: &Path) -> Check {
     } else if free < LOW_SPACE {
         Check::new(name, Verdict::Warn, message)
             .fix("free some space, or choose another directory with --download-dir")
+    } else if let Some(shared) = SharedDownloads::check(dir) {
+        Check::new(
+            name,
+            Verdict::Warn,
+            format!("{message}; {}", shared.problem()),
+        )
+        .fix(shared.fix())
     } else {
         Check::new(name, Verdict::Ok, message)
+    }
+}
+
+/// A download directory other users may write to (its mode gives write
+/// permission to its group or to everyone). They can create and rename
+/// entries beside what is received: lanshare refuses a staging directory
+/// it did not make, so they cannot slip their data into a download, but
+/// they can make a resume start over, and they see every name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDownloads {
+    dir: std::path::PathBuf,
+    mode: u32,
+}
+
+impl SharedDownloads {
+    /// `Some` if `dir` is writable by its group or by others.
+    pub fn check(dir: &Path) -> Option<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir).ok()?.permissions().mode() & 0o7777;
+        (mode & 0o022 != 0).then(|| Self {
+            dir: dir.to_owned(),
+            mode,
+        })
+    }
+
+    /// What is wrong, in one sentence.
+    pub fn problem(&self) -> String {
+        let who = if self.mode & 0o002 != 0 {
+            "every user"
+        } else {
+            "its group"
+        };
+        format!(
+            "the download directory {} is writable by {who} (mode {:04o}): they can put entries beside what you receive and make interrupted downloads start over",
+            self.dir.display(),
+            self.mode
+        )
+    }
+
+    /// How to fix it.
+    pub fn fix(&self) -> String {
+        format!(
+            "make it writable by its owner only: chmod go-w {}",
+            self.dir.display()
+        )
     }
 }
 
@@ -217,6 +269,24 @@ mod tests {
         let missing = check_download_dir(&dir.path().join("nope"));
         assert_eq!(missing.verdict, Verdict::Fail);
         assert!(missing.fix.is_some());
+    }
+
+    /// A download directory others may write to is a warning, with the
+    /// `chmod` that fixes it.
+    #[test]
+    fn shared_download_dir_is_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(SharedDownloads::check(dir.path()), None);
+        for (mode, who) in [(0o770, "its group"), (0o1777, "every user")] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let shared = SharedDownloads::check(dir.path()).unwrap();
+            assert!(shared.problem().contains(who), "{}", shared.problem());
+            assert!(shared.fix().contains("chmod go-w"));
+            let check = check_download_dir(dir.path());
+            assert_ne!(check.verdict, Verdict::Ok, "{check:?}");
+            assert!(check.message.contains("writable by"), "{check:?}");
+        }
     }
 
     /// Under systemd the advice is the drop-in the unit needs.

@@ -19,6 +19,15 @@
 //! values recorded for them, so [`Staging::missing`] asks the sender only
 //! for what is really absent.
 //!
+//! A staging directory is reopened only if it is what we made: a
+//! directory owned by the daemon's user with mode 0700. Otherwise someone
+//! else (a user who may write to the download directory) could have put
+//! it there, or swapped ours for theirs, and would control the files we
+//! verify and then move into place; such a directory is set aside and the
+//! transfer starts over, and the log says why. Files are created with
+//! `O_EXCL`; one found in a reopened directory is kept only if it is a
+//! regular file of ours with no other link.
+//!
 //! A protocol that carries each file as one stream and checks it as a
 //! whole (LocalSend: one HTTP upload per file, with an optional SHA-256)
 //! writes through a [`FileWriter`] instead: one per file, each with its own
@@ -246,7 +255,7 @@ impl Staging {
             let state = match entry.kind {
                 EntryKind::Directory => None,
                 EntryKind::File { size, .. } => {
-                    staging.create_file(i, size)?;
+                    staging.create_file(i, size, resumed)?;
                     Some(FileState {
                         size,
                         first_block: starts[i],
@@ -296,17 +305,25 @@ impl Staging {
         }
     }
 
-    /// Creates (or, when resuming, reopens) and preallocates file `index`.
-    fn create_file(&self, index: usize, size: u64) -> Result<(), StoreError> {
+    /// Creates (or, when `resuming`, reopens) and preallocates file `index`.
+    fn create_file(&self, index: usize, size: u64, resuming: bool) -> Result<(), StoreError> {
         let path = &self.paths[index];
-        let fd = rustix::fs::openat2(
-            &self.dir,
-            path.as_str(),
-            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(FILE_MODE),
-            sys::RESOLVE,
-        )
-        .map_err(|e| StoreError::io(format!("cannot create file {path:?}"), e))?;
+        let reopened = if resuming {
+            self.reopen_file(path)?
+        } else {
+            None
+        };
+        let fd = match reopened {
+            Some(fd) => fd,
+            None => rustix::fs::openat2(
+                &self.dir,
+                path.as_str(),
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(FILE_MODE),
+                sys::RESOLVE,
+            )
+            .map_err(|e| StoreError::io(format!("cannot create file {path:?}"), e))?,
+        };
         if size < PREALLOCATE_FROM || !self.on_disk {
             return Ok(());
         }
@@ -320,6 +337,52 @@ impl Staging {
                 e,
             )),
         }
+    }
+
+    /// File `path` as a previous attempt left it in this (resumed, checked)
+    /// staging directory, opened for writing; `None` if there is none, or
+    /// if what is there is not a regular file of ours with one link (it is
+    /// removed, and the caller creates the file afresh).
+    fn reopen_file(&self, path: &str) -> Result<Option<OwnedFd>, StoreError> {
+        // O_PATH opens without side effects whatever it is (a FIFO, a
+        // device); with O_NOFOLLOW a symlink is opened as itself.
+        let found = match rustix::fs::openat2(
+            &self.dir,
+            path,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            sys::RESOLVE,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("cannot reopen {path:?}"), e)),
+        };
+        let stat = rustix::fs::fstat(&found)
+            .map_err(|e| StoreError::io(format!("cannot inspect {path:?}"), e))?;
+        let why = if rustix::fs::FileType::from_raw_mode(stat.st_mode)
+            != rustix::fs::FileType::RegularFile
+        {
+            "it is not a regular file".to_owned()
+        } else if stat.st_uid != rustix::process::geteuid().as_raw() {
+            format!("it belongs to uid {}", stat.st_uid)
+        } else if stat.st_nlink != 1 {
+            format!("it has {} links", stat.st_nlink)
+        } else {
+            let fd = rustix::fs::openat2(
+                &self.dir,
+                path,
+                OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+                sys::RESOLVE,
+            )
+            .map_err(|e| StoreError::io(format!("cannot reopen {path:?}"), e))?;
+            return Ok(Some(fd));
+        };
+        warn!(dir = %self.download_path.display(), staging = %self.name, file = path,
+            "not resuming a file of the staging directory: {why}; receiving it again");
+        rustix::fs::unlinkat(&self.dir, path, AtFlags::empty())
+            .map_err(|e| StoreError::io(format!("cannot remove {path:?}"), e))?;
+        Ok(None)
     }
 
     /// A [`StoreError::NoSpace`] for the bytes not yet stored.
@@ -1041,7 +1104,9 @@ pub(super) fn staging_name(key: &str) -> String {
 
 /// Opens the staging directory for `key`, creating it (mode 0o700) if it
 /// does not exist. Returns its name, fd, and whether it already existed.
-/// A new one must fit `total` bytes in the free space.
+/// An existing one is reopened only if it is ours ([`check_ours`]);
+/// otherwise it is set aside ([`set_aside`]) and a new one is made. A new
+/// one must fit `total` bytes in the free space.
 fn open_staging_dir(
     download: &DownloadDir,
     key: &str,
@@ -1054,42 +1119,115 @@ fn open_staging_dir(
             download.path().display()
         )
     };
-    let resumed = match rustix::fs::mkdirat(
-        download.fd(),
-        name.as_str(),
-        Mode::from_raw_mode(STAGING_DIR_MODE),
-    ) {
-        Ok(()) => false,
-        Err(Errno::EXIST) => true,
-        Err(e) => return Err(StoreError::io(context(), e)),
+    let mkdir = || {
+        rustix::fs::mkdirat(
+            download.fd(),
+            name.as_str(),
+            Mode::from_raw_mode(STAGING_DIR_MODE),
+        )
     };
-    if !resumed {
-        let free = download.free_space()?;
-        if total > free {
-            let _ = rustix::fs::unlinkat(download.fd(), name.as_str(), AtFlags::REMOVEDIR);
-            return Err(StoreError::NoSpace {
-                needed: total,
-                free,
-            });
+    match mkdir() {
+        Ok(()) => {}
+        Err(Errno::EXIST) => {
+            let why = match sys::open_dir(download.fd().as_fd(), &name) {
+                Ok(dir) => match check_ours(&dir) {
+                    Ok(()) => return Ok((name, dir, true)),
+                    Err(why) => why,
+                },
+                Err(e) => format!("it cannot be opened as a directory ({e})"),
+            };
+            warn!(dir = %download.path().display(), staging = %name,
+                "not resuming from this staging directory: {why}; starting over");
+            set_aside(download, &name)?;
+            // Whatever takes its place now was not left by us: no retry.
+            mkdir().map_err(|e| StoreError::io(context(), e))?;
         }
+        Err(e) => return Err(StoreError::io(context(), e)),
+    }
+    let free = download.free_space()?;
+    if total > free {
+        let _ = rustix::fs::unlinkat(download.fd(), name.as_str(), AtFlags::REMOVEDIR);
+        return Err(StoreError::NoSpace {
+            needed: total,
+            free,
+        });
     }
     match sys::open_dir(download.fd().as_fd(), &name) {
-        Ok(fd) => Ok((name, fd, resumed)),
+        Ok(fd) => Ok((name, fd, false)),
         Err(e) => {
-            if !resumed {
-                let _ = rustix::fs::unlinkat(download.fd(), name.as_str(), AtFlags::REMOVEDIR);
-            }
+            let _ = rustix::fs::unlinkat(download.fd(), name.as_str(), AtFlags::REMOVEDIR);
             Err(StoreError::io(context(), e))
         }
     }
 }
 
+/// Why the directory `dir` is not one we made for staging: it must be
+/// owned by the daemon's user and have mode 0o700 exactly (so nobody else
+/// can have created, replaced or changed anything in it).
+fn check_ours(dir: &OwnedFd) -> Result<(), String> {
+    let stat = rustix::fs::fstat(dir).map_err(|e| format!("it cannot be inspected ({e})"))?;
+    let me = rustix::process::geteuid().as_raw();
+    let mode = stat.st_mode & 0o7777;
+    if stat.st_uid != me {
+        Err(format!(
+            "it belongs to uid {}, not to this daemon (uid {me})",
+            stat.st_uid
+        ))
+    } else if mode != STAGING_DIR_MODE {
+        Err(format!(
+            "its mode is {mode:04o}, not {STAGING_DIR_MODE:04o}, so others may have changed it"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Moves the untrusted entry `name` out of the way, to
+/// `name.refused-RANDOM`; one of ours (a directory with the wrong mode)
+/// is then removed, another user's is left alone.
+fn set_aside(download: &DownloadDir, name: &str) -> Result<(), StoreError> {
+    let aside = format!("{name}.refused-{}", crate::ids::random_id());
+    rustix::fs::renameat_with(
+        download.fd(),
+        name,
+        download.fd(),
+        aside.as_str(),
+        RenameFlags::NOREPLACE,
+    )
+    .map_err(|e| {
+        StoreError::io(
+            format!("cannot move the untrusted {name} out of the way; remove it"),
+            e,
+        )
+    })?;
+    let ours = rustix::fs::statat(download.fd(), aside.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_uid == rustix::process::geteuid().as_raw());
+    if !ours {
+        return Ok(());
+    }
+    match sys::open_dir(download.fd().as_fd(), &aside) {
+        Ok(dir) => remove_staging(download.fd().as_fd(), dir.as_fd(), &aside, download.path()),
+        Err(_) => {
+            let _ = rustix::fs::unlinkat(download.fd(), aside.as_str(), AtFlags::empty());
+        }
+    }
+    Ok(())
+}
+
 /// Removes the staging directory for `key` if it exists (a resume record
-/// that expired or was discarded).
+/// that expired or was discarded). Another user's is left alone.
 pub(super) fn discard(download: &DownloadDir, key: &str) -> Result<bool, StoreError> {
     let name = staging_name(key);
     match sys::open_dir(download.fd().as_fd(), &name) {
         Ok(dir) => {
+            let owner = rustix::fs::fstat(&dir)
+                .map_err(|e| StoreError::io(format!("cannot inspect {name}"), e))?
+                .st_uid;
+            if owner != rustix::process::geteuid().as_raw() {
+                warn!(dir = %download.path().display(), staging = %name,
+                    "not removing a staging directory of uid {owner}, which is not this daemon's");
+                return Ok(false);
+            }
             remove_staging(download.fd().as_fd(), dir.as_fd(), &name, download.path());
             Ok(true)
         }
@@ -1433,6 +1571,146 @@ mod tests {
         assert_eq!(s.commit().unwrap(), ["big.bin", "small"]);
         assert_eq!(fs::read(dl.path().join("big.bin")).unwrap(), big);
         assert_eq!(names(dl.path()), ["big.bin", "small"]);
+    }
+
+    /// Stages `big.bin` under key `key`, verifies its block 0 and keeps
+    /// the staging for a resume; returns the claims a resume would make.
+    fn kept_with_block_0(
+        dl: &DownloadDir,
+        m: &Manifest,
+        big: &[u8],
+        key: &str,
+    ) -> [Option<[u8; 32]>; 1] {
+        let mut s = dl.stage(&plan(m, DEPTH).unwrap(), m, key).unwrap();
+        send_block(&mut s, 0, big, 0, 1 << 20);
+        s.keep();
+        [Some(value(big, 0))]
+    }
+
+    /// A kept staging directory that is not exactly as we left it (its
+    /// mode opened up, or replaced by a symlink to a copy) is not resumed:
+    /// it is set aside, and every block is received again.
+    #[test]
+    fn a_staging_directory_others_could_change_is_not_resumed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dl = DownloadDir::open(&tmp.path().join("dl")).unwrap();
+        let big = pattern((2 << 20) + 5);
+        let m = mk(vec![file("big.bin", &big)]);
+        let plan = plan(&m, DEPTH).unwrap();
+        let staged = dl.path().join(".lanshare-opened.part");
+
+        let claimed = kept_with_block_0(&dl, &m, &big, "opened");
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut s = dl.stage(&plan, &m, "opened").unwrap();
+        assert_eq!(
+            s.verify_existing(&claimed).unwrap(),
+            0,
+            "resumed from a 0755 directory"
+        );
+        let mode = fs::metadata(&staged).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700);
+        assert_eq!(
+            names(dl.path()),
+            [".lanshare-opened.part"],
+            "ours is removed"
+        );
+        drop(s);
+
+        let claimed = kept_with_block_0(&dl, &m, &big, "linked");
+        let copy = tmp.path().join("copy");
+        fs::rename(dl.path().join(".lanshare-linked.part"), &copy).unwrap();
+        std::os::unix::fs::symlink(&copy, dl.path().join(".lanshare-linked.part")).unwrap();
+        let mut s = dl.stage(&plan, &m, "linked").unwrap();
+        assert_eq!(
+            s.verify_existing(&claimed).unwrap(),
+            0,
+            "resumed through a symlink"
+        );
+        assert_eq!(names(dl.path()), [".lanshare-linked.part"]);
+        assert_eq!(
+            names(&copy),
+            ["big.bin"],
+            "the symlink's target is left alone"
+        );
+    }
+
+    /// Another user's directory under a staging name (made before ours,
+    /// or swapped in for it) is neither resumed nor touched: it is moved
+    /// aside as it is and the transfer starts over in a new one.
+    #[test]
+    #[ignore = "needs root: chowns a staging directory to another user"]
+    fn another_users_staging_directory_is_set_aside_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dl = DownloadDir::open(&tmp.path().join("dl")).unwrap();
+        let big = pattern((2 << 20) + 5);
+        let m = mk(vec![file("big.bin", &big)]);
+        let claimed = kept_with_block_0(&dl, &m, &big, "theirs");
+        let staged = dl.path().join(".lanshare-theirs.part");
+        let nobody = 65534;
+        for path in [staged.join("big.bin"), staged.clone()] {
+            std::os::unix::fs::chown(&path, Some(nobody), Some(nobody)).unwrap();
+        }
+        let mut s = dl.stage(&plan(&m, DEPTH).unwrap(), &m, "theirs").unwrap();
+        assert_eq!(
+            s.verify_existing(&claimed).unwrap(),
+            0,
+            "resumed from another user's directory"
+        );
+        let all = names(dl.path());
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all[0], ".lanshare-theirs.part");
+        assert!(
+            all[1].starts_with(".lanshare-theirs.part.refused-"),
+            "{all:?}"
+        );
+        let aside = dl.path().join(&all[1]);
+        assert_eq!(fs::metadata(&aside).unwrap().uid(), nobody);
+        assert_eq!(names(&aside), ["big.bin"], "their files are left alone");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(&staged).unwrap().uid(),
+            rustix::process::geteuid().as_raw()
+        );
+        drop(s);
+        // Expiring the key does not remove someone else's directory.
+        let _ = dl.discard("theirs");
+        assert!(aside.join("big.bin").exists());
+    }
+
+    /// In a resumed staging directory, a file is reopened only if it is a
+    /// regular file of ours with one link: a hard link to a file elsewhere
+    /// (which would receive our writes, or hand its content to the commit)
+    /// is replaced by a new file, and its blocks are received again.
+    #[test]
+    fn a_file_with_another_link_is_not_reopened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dl = DownloadDir::open(&tmp.path().join("dl")).unwrap();
+        let big = pattern((2 << 20) + 5);
+        let m = mk(vec![file("big.bin", &big)]);
+        let claimed = kept_with_block_0(&dl, &m, &big, "hardlink");
+        let part = dl.path().join(".lanshare-hardlink.part/big.bin");
+        let elsewhere = tmp.path().join("elsewhere.bin");
+        fs::copy(&part, &elsewhere).unwrap();
+        fs::remove_file(&part).unwrap();
+        fs::hard_link(&elsewhere, &part).unwrap();
+        let before = fs::read(&elsewhere).unwrap();
+
+        let mut s = dl.stage(&plan(&m, DEPTH).unwrap(), &m, "hardlink").unwrap();
+        assert_eq!(
+            s.verify_existing(&claimed).unwrap(),
+            0,
+            "a hard-linked file was resumed"
+        );
+        send_file(&mut s, 0, &big, 1 << 20);
+        assert_eq!(s.commit().unwrap(), ["big.bin"]);
+        assert_eq!(fs::read(dl.path().join("big.bin")).unwrap(), big);
+        assert_eq!(
+            fs::read(&elsewhere).unwrap(),
+            before,
+            "written through the link"
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&elsewhere).unwrap().nlink(), 1);
     }
 
     #[test]

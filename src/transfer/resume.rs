@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -171,13 +171,29 @@ impl ResumeStore {
         self.dir.join(format!("{key}.values"))
     }
 
-    /// The value log of `key`, created if missing (existing values stay).
+    /// Creates the records' directory if needed, mode 0700 like the rest
+    /// of the state (an older version made it 0755: narrowed here).
+    fn ensure_dir(&self) -> std::io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        let mode = fs::metadata(&self.dir)?.permissions().mode() & 0o777;
+        if mode != 0o700 {
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
+    /// The value log of `key` (mode 0600), created if missing (existing
+    /// values stay).
     pub fn value_log(&self, key: &str) -> std::io::Result<ValueLog> {
-        fs::create_dir_all(&self.dir)?;
+        self.ensure_dir()?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(self.values_path(key))?;
         Ok(ValueLog {
             file,
@@ -224,7 +240,7 @@ impl ResumeStore {
     /// Writes the record for `key` atomically (not synced: the map is a
     /// hint that resume re-verifies, and it is rewritten often).
     pub fn save(&self, key: &str, record: &Record) -> std::io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+        self.ensure_dir()?;
         let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         crate::state_file::replace_unsynced(&self.path(key), &json)
     }
@@ -296,6 +312,30 @@ mod tests {
         assert_ne!(key(&a, &manifest(1)), key(&b, &manifest(1)));
         assert_ne!(key(&a, &manifest(1)), key(&a, &manifest(2)));
         assert_eq!(key(&a, &manifest(1)).len(), 32);
+    }
+
+    /// The records' directory is private like the rest of the state
+    /// (an older version made it 0755, which is narrowed), and so are the
+    /// files in it.
+    #[test]
+    fn records_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let store = ResumeStore::new(tmp.path());
+        let dir = tmp.path().join(RESUME_DIR);
+        drop(store.value_log("k").unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("k.values")), 0o600);
+
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        store
+            .save(
+                "k",
+                &Record::new(DeviceId::from_cert_der(b"a"), &"a".into()),
+            )
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("k.json")), 0o600);
     }
 
     #[test]
