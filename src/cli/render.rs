@@ -114,16 +114,16 @@ pub(super) fn peers(data: serde_json::Value, as_json: bool) -> Result<()> {
         .unwrap_or(4)
         .max(4);
     outln!(
-        "{:width$}  {:9}  {:7}  {:10}  {:9}  ADDRESSES",
+        "{:width$}  {:9}  {:7}  {:10}  {:10}  ADDRESSES",
         "NAME",
         "ID",
         "TRUSTED",
         "FOUND BY",
-        "SEEN"
+        "LAST HEARD"
     );
     for (p, label) in peers.into_iter().zip(labels) {
         outln!(
-            "{:width$}  {:9}  {:7}  {:10}  {:9}  {}",
+            "{:width$}  {:9}  {:7}  {:10}  {:10}  {}",
             label,
             p.id.short(),
             if p.trusted { "yes" } else { "no" },
