@@ -208,7 +208,11 @@ pub async fn run(
 
     // The features, each given what it uses.
     let connector = Arc::new(Connector::new(
-        Dialer::new(quic.clone(), tcp.clone()),
+        // A device no transport reached is checked by discovery at once.
+        Dialer::new(quic.clone(), tcp.clone()).on_unreachable({
+            let table = table.clone();
+            move |id| table.report_unreachable(id)
+        }),
         config.name.clone(),
         trust.clone(),
     ));

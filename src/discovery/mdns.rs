@@ -1,8 +1,9 @@
 //! Glue between mdns-sd and the peer table: the advertisement, event
-//! conversion, and the worker task that drains the browse channel and runs
-//! the liveness checks.
+//! conversion, and the worker task that drains the browse channel, sends
+//! the periodic announcements and checks peers that went silent or that a
+//! connection failed to reach (timing in [`liveness`](super::liveness)).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use mdns_sd::{DaemonEvent, Receiver, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
@@ -12,6 +13,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::Advert;
 use super::health::MdnsHealth;
+use super::liveness::{Announcer, CHECK_TIMEOUT, CheckCause, Checks, Silence};
 use super::peers::{Applied, ApplyPolicy, BrowseEvent, IgnoreReason, PeerTable, ResolvedInstance};
 use crate::identity::DeviceId;
 use crate::safe_text::clean;
@@ -31,29 +33,8 @@ const MAX_LABEL_BYTES: usize = 63;
 /// A TXT string is at most 255 bytes, `name=` included.
 const MAX_TXT_NAME_BYTES: usize = 255 - "name=".len();
 
-/// How often every known instance is re-verified.
-pub(crate) const VERIFY_INTERVAL: Duration = Duration::from_secs(15);
-
-/// How long a verified instance may stay silent before mdns-sd flushes it
-/// (RFC 6762 §10.4 recommends 10 s; mdns-sd re-queries once after 1 s).
-pub(crate) const VERIFY_TIMEOUT: Duration = mdns_sd::VERIFY_TIMEOUT_DEFAULT;
-
-/// Re-browse schedule after an instance disappears, measured from the
-/// removal. A re-browse makes mdns-sd replay its cache and re-query SRV/TXT
-/// for instances it still has a PTR for, so a live peer that was dropped
-/// after a lost verification (or a short multicast outage) comes back.
-const REBROWSE_DELAYS: [Duration; 7] = [
-    Duration::from_secs(1),
-    Duration::from_secs(5),
-    Duration::from_secs(15),
-    Duration::from_secs(30),
-    Duration::from_secs(60),
-    Duration::from_secs(120),
-    Duration::from_secs(300),
-];
-
-/// How long a removed instance keeps the re-browse schedule going.
-const LOST_MEMORY: Duration = Duration::from_secs(600);
+/// Wait before trying again when a re-browse failed.
+const REBROWSE_RETRY: Duration = Duration::from_secs(5);
 
 /// After a re-browse, instances that mdns-sd did not replay within this long
 /// are no longer in its cache and are dropped (reconciles any event lost while
@@ -93,9 +74,10 @@ fn txt_name(device_name: &str) -> String {
     clean(device_name, MAX_TXT_NAME_BYTES)
 }
 
-/// Builds the advertisement. Addresses are left empty and tracked
-/// automatically (`enable_addr_auto`).
-pub(crate) fn service_info(advert: &Advert) -> Result<ServiceInfo, mdns_sd::Error> {
+/// Builds the advertisement with TXT `beat` (flipped by every periodic
+/// announcement, see [`liveness`](super::liveness)). Addresses are left
+/// empty and tracked automatically (`enable_addr_auto`).
+pub(crate) fn service_info(advert: &Advert, beat: bool) -> Result<ServiceInfo, mdns_sd::Error> {
     let id = advert.id.to_canonical();
     let version = PROTOCOL_VERSION.to_string();
     let name = txt_name(&advert.name);
@@ -104,6 +86,7 @@ pub(crate) fn service_info(advert: &Advert) -> Result<ServiceInfo, mdns_sd::Erro
     if let Some(tcp) = &tcp {
         txt.push(("tcp", tcp));
     }
+    txt.push(("beat", if beat { "1" } else { "0" }));
     Ok(ServiceInfo::new(
         SERVICE_TYPE,
         &instance_name(&advert.name),
@@ -168,7 +151,9 @@ enum Wake {
     Cancelled,
     Event(Result<ServiceEvent, mdns_sd::RecvError>),
     Monitor(Result<DaemonEvent, mdns_sd::RecvError>),
-    VerifyTick,
+    Announce,
+    Suspects,
+    Silence,
     Rebrowse,
     Sweep,
 }
@@ -181,59 +166,66 @@ pub(crate) struct Worker {
     health: MdnsHealth,
     policy: ApplyPolicy,
     cancel: CancellationToken,
+    /// What we announce, rebuilt with a new `beat` for each announcement.
+    advert: Advert,
+    announcer: Announcer,
+    /// When each peer is due for a check if it stays silent.
+    silence: Silence,
+    checks: Checks,
     /// The current browse receiver; `None` while a re-browse is pending.
     events: Option<Receiver<ServiceEvent>>,
     monitor: Option<Receiver<DaemonEvent>>,
-    /// Instances verified in the previous round, and when.
-    last_round: Option<(SystemTime, Vec<String>)>,
-    /// Recently removed instances (lower-case fullname) and when.
-    lost: HashMap<String, Instant>,
-    /// Next re-browse and its index in [`REBROWSE_DELAYS`].
-    rebrowse: Option<(Instant, usize)>,
+    /// When to retry a re-browse that failed.
+    rebrowse_at: Option<Instant>,
     /// Pending sweep after a re-browse: deadline and the instances replayed so far.
     sweep: Option<(Instant, HashSet<String>)>,
 }
 
+/// What the worker is given by [`Discovery::start`](super::Discovery::start).
+pub(crate) struct WorkerSetup {
+    pub(crate) daemon: ServiceDaemon,
+    pub(crate) peers: PeerTable,
+    pub(crate) health: MdnsHealth,
+    pub(crate) policy: ApplyPolicy,
+    pub(crate) cancel: CancellationToken,
+    /// What was registered (with `beat` off) just now.
+    pub(crate) advert: Advert,
+    pub(crate) events: Receiver<ServiceEvent>,
+    pub(crate) monitor: Option<Receiver<DaemonEvent>>,
+}
+
 impl Worker {
-    pub(crate) fn new(
-        daemon: ServiceDaemon,
-        peers: PeerTable,
-        health: MdnsHealth,
-        policy: ApplyPolicy,
-        cancel: CancellationToken,
-        events: Receiver<ServiceEvent>,
-        monitor: Option<Receiver<DaemonEvent>>,
-    ) -> Self {
+    pub(crate) fn new(setup: WorkerSetup) -> Self {
         Self {
-            daemon,
-            peers,
-            health,
-            policy,
-            cancel,
-            events: Some(events),
-            monitor,
-            last_round: None,
-            lost: HashMap::new(),
-            rebrowse: None,
+            daemon: setup.daemon,
+            peers: setup.peers,
+            health: setup.health,
+            policy: setup.policy,
+            cancel: setup.cancel,
+            advert: setup.advert,
+            announcer: Announcer::new(Instant::now(), fastrand::f64()),
+            silence: Silence::default(),
+            checks: Checks::default(),
+            events: Some(setup.events),
+            monitor: setup.monitor,
+            rebrowse_at: None,
             sweep: None,
         }
     }
 
     pub(crate) async fn run(mut self) {
-        let mut verify_tick =
-            tokio::time::interval_at(Instant::now() + VERIFY_INTERVAL, VERIFY_INTERVAL);
-        verify_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = {
-                let rebrowse_at = self.rebrowse.map(|(at, _)| at);
                 let sweep_at = self.sweep.as_ref().map(|(at, _)| *at);
                 tokio::select! {
                     biased;
                     () = self.cancel.cancelled() => Wake::Cancelled,
                     event = recv_opt(self.events.as_ref()) => Wake::Event(event),
                     event = recv_opt(self.monitor.as_ref()) => Wake::Monitor(event),
-                    _ = verify_tick.tick() => Wake::VerifyTick,
-                    () = sleep_opt(rebrowse_at) => Wake::Rebrowse,
+                    () = self.peers.suspected() => Wake::Suspects,
+                    () = tokio::time::sleep_until(self.announcer.due()) => Wake::Announce,
+                    () = sleep_opt(self.silence.next_due()) => Wake::Silence,
+                    () = sleep_opt(self.rebrowse_at) => Wake::Rebrowse,
                     () = sleep_opt(sweep_at) => Wake::Sweep,
                 }
             };
@@ -254,8 +246,19 @@ impl Worker {
                 }
                 Wake::Monitor(Ok(event)) => on_daemon_event(event, &self.health),
                 Wake::Monitor(Err(_)) => self.monitor = None,
-                Wake::VerifyTick => self.verify_round(),
-                Wake::Rebrowse => self.on_rebrowse_timer(),
+                Wake::Suspects => self.check_suspects(),
+                Wake::Silence => {
+                    for fullname in self.silence.overdue(Instant::now(), fastrand::f64) {
+                        self.check(&fullname, CheckCause::Silence);
+                    }
+                }
+                Wake::Announce => self.announce(),
+                Wake::Rebrowse => {
+                    self.rebrowse_at = None;
+                    if !self.rebrowse() {
+                        break;
+                    }
+                }
                 Wake::Sweep => self.on_sweep(),
             }
         }
@@ -269,10 +272,9 @@ impl Worker {
                     return;
                 }
                 let instance = to_instance(&service);
-                let key = instance.fullname.to_lowercase();
                 trace!(fullname = %instance.fullname, addrs = ?instance.addrs, "mDNS resolved");
                 if let Some((_, replayed)) = &mut self.sweep {
-                    replayed.insert(key.clone());
+                    replayed.insert(instance.fullname.to_lowercase());
                 }
                 let now = SystemTime::now();
                 let interfaces = seen_on(&service);
@@ -286,25 +288,26 @@ impl Worker {
                     }
                     Applied::PeerAdded(id) | Applied::PeerUpdated(id) | Applied::Unchanged(id) => {
                         self.health.peer_seen(id, &interfaces, now);
+                        self.silence
+                            .heard(&service.fullname, Instant::now(), fastrand::f64());
                     }
-                    _ => {}
+                    Applied::InstanceRemoved(_) | Applied::PeerRemoved(_) => {
+                        self.silence.forget(&service.fullname);
+                    }
+                    Applied::Ignored(_) => {}
                 }
                 match outcome {
                     Applied::PeerAdded(id) => {
-                        self.lost.remove(&key);
                         if let Some(peer) = self.peers.get(&id) {
                             info!(peer = %peer.name, id = %id.short(), addrs = ?peer.addrs, "peer discovered");
                         }
                     }
                     Applied::PeerUpdated(id) => {
-                        self.lost.remove(&key);
                         if let Some(peer) = self.peers.get(&id) {
                             debug!(peer = %peer.name, id = %id.short(), addrs = ?peer.addrs, "peer updated");
                         }
                     }
-                    Applied::Unchanged(_) => {
-                        self.lost.remove(&key);
-                    }
+                    Applied::Unchanged(_) => {}
                     Applied::Ignored(reason) => {
                         debug!(fullname = %service.fullname, ?reason, "ignoring mDNS record");
                     }
@@ -317,7 +320,14 @@ impl Worker {
                 if ty != SERVICE_TYPE {
                     return;
                 }
-                self.remove(fullname, "removed");
+                let why = match self.checks.checking(&fullname, Instant::now()) {
+                    Some(CheckCause::FailedConnection) => {
+                        "no answer to a check after a failed connection"
+                    }
+                    Some(CheckCause::Silence) => "not heard for over 80 s, no answer to a check",
+                    None => "goodbye, or its records expired",
+                };
+                self.remove(fullname, why);
             }
             ServiceEvent::SearchStopped(ty) => {
                 if ty == SERVICE_TYPE && !self.cancel.is_cancelled() {
@@ -329,9 +339,9 @@ impl Worker {
         }
     }
 
-    /// Applies a removal and schedules re-browses in case it was a false alarm.
+    /// Applies a removal.
     fn remove(&mut self, fullname: String, why: &str) {
-        let key = fullname.to_lowercase();
+        self.silence.forget(&fullname);
         let outcome = self.peers.apply(
             &self.policy,
             BrowseEvent::Removed(fullname.clone()),
@@ -344,64 +354,52 @@ impl Worker {
             Applied::InstanceRemoved(id) => {
                 debug!(id = %id.short(), %fullname, "peer instance gone ({why})");
             }
-            _ => {
-                trace!(%fullname, "removal of unknown mDNS instance");
-                return;
-            }
+            _ => trace!(%fullname, "removal of unknown mDNS instance"),
         }
-        let now = Instant::now();
-        self.lost.insert(key, now);
-        // (Re)start the schedule; keep an earlier pending re-browse.
-        let first = now + REBROWSE_DELAYS[0];
-        self.rebrowse = match self.rebrowse {
-            Some((at, _)) if at <= first => Some((at, 0)),
-            _ => Some((first, 0)),
-        };
     }
 
-    /// Asks mdns-sd to re-check every known instance (RFC 6762 §10.4): it
-    /// queries SRV/A/AAAA twice and, if nothing answers within
-    /// [`VERIFY_TIMEOUT`], flushes the records and emits `ServiceRemoved`.
-    fn verify_round(&mut self) {
-        let now = SystemTime::now();
-        if let Some((at, survivors)) = self.last_round.take() {
-            // Anything still here answered the previous round's queries.
-            self.peers.mark_seen(&survivors, at);
+    /// Re-announces our service with the TXT `beat` flipped (see
+    /// [`liveness`](super::liveness)). Registering the service again makes
+    /// mdns-sd announce it at once and 1 s later; it probes only records it
+    /// has not probed before (the second `beat` value, once).
+    fn announce(&mut self) {
+        let beat = self.announcer.announced(Instant::now(), fastrand::f64());
+        match service_info(&self.advert, beat) {
+            Ok(info) => match self.daemon.register(info) {
+                Ok(()) => trace!(beat, "mDNS periodic announcement"),
+                Err(e) => debug!(error = %e, "mDNS periodic announcement not sent"),
+            },
+            // Built the same way as the registration that succeeded.
+            Err(e) => warn!(error = %e, "cannot rebuild the mDNS advertisement"),
         }
-        let mut verified = Vec::new();
-        for fullname in self.peers.mdns_fullnames() {
-            if !verifiable(&fullname) {
-                // See `instance_name`: queries for it would go unanswered.
-                trace!(%fullname, "not verifying an instance whose label contains '.' or '\\'");
-                continue;
-            }
-            match self.daemon.verify(fullname.clone(), VERIFY_TIMEOUT) {
-                Ok(()) => verified.push(fullname),
-                Err(e) => debug!(%fullname, error = %e, "mDNS verify not queued"),
-            }
-        }
-        if !verified.is_empty() {
-            trace!(count = verified.len(), "mDNS liveness round");
-        }
-        self.last_round = Some((now, verified));
     }
 
-    fn on_rebrowse_timer(&mut self) {
-        let Some((_, step)) = self.rebrowse.take() else {
-            return;
-        };
-        let now = Instant::now();
-        self.lost
-            .retain(|_, at| now.saturating_duration_since(*at) < LOST_MEMORY);
-        if !self.rebrowse() {
+    /// Checks the peers a connection failed to reach.
+    fn check_suspects(&mut self) {
+        for id in self.peers.take_suspects() {
+            for fullname in self.peers.mdns_fullnames_of(&id) {
+                self.check(&fullname, CheckCause::FailedConnection);
+            }
+        }
+    }
+
+    /// Checks whether a peer instance is still there (RFC 6762 §10.4):
+    /// mdns-sd queries its SRV, A and AAAA records twice and, if nothing
+    /// answers within [`CHECK_TIMEOUT`], flushes them and reports the
+    /// instance removed. At most one check per instance per
+    /// [`CHECK_INTERVAL`](super::liveness::CHECK_INTERVAL).
+    fn check(&mut self, fullname: &str, cause: CheckCause) {
+        if !verifiable(fullname) {
+            // See `instance_name`: queries for it would go unanswered.
+            trace!(%fullname, "not checking an instance whose label contains '.' or '\\'");
             return;
         }
-        let next = step + 1;
-        if !self.lost.is_empty()
-            && let (Some(delay), Some(prev)) =
-                (REBROWSE_DELAYS.get(next), REBROWSE_DELAYS.get(step))
-        {
-            self.rebrowse = Some((now + delay.saturating_sub(*prev), next));
+        if !self.checks.admit(fullname, Instant::now(), cause) {
+            return;
+        }
+        match self.daemon.verify(fullname.to_owned(), CHECK_TIMEOUT) {
+            Ok(()) => debug!(%fullname, ?cause, "checking whether the peer is still there"),
+            Err(e) => debug!(%fullname, error = %e, "mDNS check not queued"),
         }
     }
 
@@ -428,10 +426,7 @@ impl Worker {
             Err(mdns_sd::Error::DaemonShutdown) => false,
             Err(e) => {
                 debug!(error = %e, "mDNS re-browse failed; will retry");
-                let retry = Instant::now() + REBROWSE_DELAYS[1];
-                if self.rebrowse.is_none_or(|(at, _)| at > retry) {
-                    self.rebrowse = Some((retry, 0));
-                }
+                self.rebrowse_at = Some(Instant::now() + REBROWSE_RETRY);
                 true
             }
         }
@@ -565,7 +560,7 @@ mod tests {
             port: 47000,
             tcp_port: Some(47001),
         };
-        let info = service_info(&advert).unwrap();
+        let info = service_info(&advert, false).unwrap();
         assert_eq!(info.get_type(), SERVICE_TYPE);
         assert_eq!(info.get_fullname(), "my-box._lanshare._udp.local.");
         assert_eq!(info.get_hostname(), host_name(&id));
@@ -578,14 +573,16 @@ mod tests {
         assert_eq!(info.get_property_val_str("v"), Some("1"));
         assert_eq!(info.get_property_val_str("name"), Some("my.box"));
         assert_eq!(info.get_property_val_str("tcp"), Some("47001"));
+        assert_eq!(info.get_property_val_str("beat"), Some("0"));
 
         let no_tcp = Advert {
             tcp_port: None,
             name: "x".repeat(400),
             ..advert
         };
-        let info = service_info(&no_tcp).unwrap();
+        let info = service_info(&no_tcp, true).unwrap();
         assert!(info.get_property("tcp").is_none());
+        assert_eq!(info.get_property_val_str("beat"), Some("1"));
         assert_eq!(info.get_property_val_str("name").map(str::len), Some(250));
     }
 

@@ -55,32 +55,24 @@
 //! Loopback is therefore disabled (and loopback addresses dropped) unless
 //! [`DiscoveryOptions::allow_loopback`] is set, which only tests need.
 //!
-//! # Liveness
+//! # Traffic and liveness
 //!
-//! A peer that exits cleanly sends goodbye packets ([`Discovery::shutdown`]
-//! unregisters, then stops the daemon) and disappears from other tables
-//! about 1 s later. A peer that vanishes without goodbye (`kill -9`, power
-//! loss, cable pulled) is *not* reported by mdns-sd until its records' TTL
-//! runs out: 120 s for SRV/addresses, 4500 s for PTR/TXT. So every
-//! 15 s the worker asks mdns-sd to verify each known instance (RFC 6762
-//! §10.4, `ServiceDaemon::verify`): it queries SRV/A/AAAA twice, 1 s apart,
-//! and if nothing answers within 10 s it flushes the records and emits
-//! `ServiceRemoved`. **Worst case: a silent peer leaves the table about
-//! 25 s after it died** (it answered a round just before dying, so the next
-//! round 15 s later times out 10 s after that, plus timer slack); if it dies
-//! just before a round it goes after ~10 s. Well under the 60 s requirement.
+//! Each daemon announces itself when it starts and again every 60-75 s
+//! (random, drawn anew each time), which keeps every browser's copy of its
+//! records fresh so that nobody needs to ask for them; there is no
+//! periodic polling of peers, so the mDNS traffic of a LAN grows with the
+//! number of devices, not its square. A clean stop sends goodbyes (peers
+//! drop us about 1 s later). A device that vanishes silently misses its
+//! next announcement: each browser checks it once it has gone unheard for
+//! 81-88 s and drops it 3 s later if it does not answer, so at most 91 s
+//! after its last announcement; a failed connection to it triggers the
+//! same check at once. See `liveness.rs` for what is sent when, the
+//! record TTLs and the bounds.
 //!
-//! A verification can fail for a live peer (both queries or both answers
-//! lost on a lossy Wi-Fi link). mdns-sd then keeps the PTR record but never
-//! re-queries the instance by itself, so after every removal the worker
-//! re-starts the browse 1, 5, 15, 30, 60, 120 and 300 s later: each restart
-//! makes mdns-sd replay its cache and send SRV/TXT queries for instances it
-//! still has a PTR for, so a falsely dropped peer comes back within a second
-//! or two of answering. After each restart, instances that mdns-sd did not
-//! replay are dropped, which reconciles any event lost while switching
-//! receivers. The browse channel is drained continuously by the worker task
-//! (mdns-sd >= 0.21.6 silently disconnects receivers that fall behind; the
-//! worker re-browses if that happens anyway).
+//! The browse channel is drained continuously by the worker task (since
+//! 0.21.6 mdns-sd silently disconnects receivers that fall behind); if it
+//! closes anyway, the worker browses again and drops what mdns-sd no longer
+//! has.
 //!
 //! Liveness for *connections* is the transport's business (QUIC keep-alive
 //! and idle timeout); this module only keeps the table honest.
@@ -92,14 +84,14 @@
 //! | peer starts while we run | 0.81-1.01 s (probing + announcement; 13 runs) |
 //! | we start while the peer runs | 13-37 ms |
 //! | peer calls [`Discovery::shutdown`] (took 0.15 s) | 1.12 s (5 runs) |
-//! | peer `kill -9` | 11.4-23.1 s (8 runs) |
-//! | peer `SIGSTOP` / egress black-holed | 20.0, 24.4, 24.7 s |
-//! | black hole lifted after the drop | back at the next re-browse (1.2 s, 15.2 s after the drop) |
+//! | peer `kill -9` | after its silence check: 6-91 s |
+//! | peer `kill -9`, then a send to it (failed after 3.0 s) | 3.1 s after the failed send |
 //!
-//! No false removals in 13 rounds (200 s) on a clean link.
+//! For a LAN of 2 to 64 devices see `bench/scale.py` and `bench/README.md`.
 
 mod health;
 pub mod interfaces;
+mod liveness;
 mod mdns;
 mod peers;
 
@@ -187,8 +179,8 @@ pub enum DiscoveryError {
 
 /// A running advertisement + browser. Call [`shutdown`](Self::shutdown) on
 /// exit: mdns-sd has no `Drop`, so without it no goodbye is sent and peers
-/// keep us for up to ~25 s. (Dropping a `Discovery` stops the daemon as a
-/// fallback, without waiting.)
+/// keep us until they notice our silence (up to 91 s). (Dropping a `Discovery`
+/// stops the daemon as a fallback, without waiting.)
 pub struct Discovery {
     daemon: Option<ServiceDaemon>,
     fullname: String,
@@ -225,8 +217,8 @@ impl Discovery {
     ) -> Result<Self, DiscoveryError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| DiscoveryError::NoRuntime)?;
-        let info =
-            mdns::service_info(&advert).map_err(|cause| DiscoveryError::Advertise { cause })?;
+        let info = mdns::service_info(&advert, false)
+            .map_err(|cause| DiscoveryError::Advertise { cause })?;
         let fullname = info.get_fullname().to_string();
         let daemon = ServiceDaemon::new().map_err(|cause| DiscoveryError::Start { cause })?;
 
@@ -282,25 +274,26 @@ impl Discovery {
 
         let cancel = CancellationToken::new();
         let health = MdnsHealth::default();
-        let worker = mdns::Worker::new(
-            daemon.clone(),
-            peers.clone(),
-            health.clone(),
-            peers::ApplyPolicy {
-                own_id: advert.id,
-                allow_loopback: opts.allow_loopback,
-            },
-            cancel.clone(),
-            events,
-            monitor,
-        );
-        let task = runtime.spawn(worker.run());
         info!(
             instance = %fullname,
             port = advert.port,
             tcp_port = ?advert.tcp_port,
             "mDNS discovery started"
         );
+        let worker = mdns::Worker::new(mdns::WorkerSetup {
+            daemon: daemon.clone(),
+            peers: peers.clone(),
+            health: health.clone(),
+            policy: peers::ApplyPolicy {
+                own_id: advert.id,
+                allow_loopback: opts.allow_loopback,
+            },
+            cancel: cancel.clone(),
+            advert,
+            events,
+            monitor,
+        });
+        let task = runtime.spawn(worker.run());
         Ok(Self {
             daemon: Some(daemon),
             fullname,

@@ -4,12 +4,12 @@
 //! without starting an mDNS daemon; `mdns.rs` converts mdns-sd events into
 //! [`BrowseEvent`]s and calls [`PeerTable::apply`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::SERVICE_TYPE;
 use crate::identity::DeviceId;
@@ -55,8 +55,11 @@ pub struct Peer {
     pub version: u16,
     /// How we learnt about the peer.
     pub source: PeerSource,
-    /// When the peer was last heard from (resolved, or answered a liveness
-    /// check). Updates of this field alone do not notify subscribers.
+    /// When the peer was last heard from: its latest mDNS announcement or
+    /// answer (every periodic announcement changes its TXT `beat`, so each
+    /// one is seen), or for a peer found without mDNS its latest answer to
+    /// a unicast probe. Updates of this field alone do not notify
+    /// subscribers.
     pub last_seen: SystemTime,
 }
 
@@ -86,6 +89,11 @@ struct Shared {
     state: RwLock<State>,
     /// Incremented on every change of the peer set or a peer's dialable info.
     changes: watch::Sender<u64>,
+    /// mDNS peers a connection failed to reach, waiting for discovery to
+    /// check them (bounded by the number of peers).
+    suspects: Mutex<HashSet<DeviceId>>,
+    /// Signalled when `suspects` gains an entry.
+    suspected: Notify,
 }
 
 #[derive(Default)]
@@ -208,6 +216,8 @@ impl PeerTable {
             shared: Arc::new(Shared {
                 state: RwLock::new(State::default()),
                 changes,
+                suspects: Mutex::new(HashSet::new()),
+                suspected: Notify::new(),
             }),
         }
     }
@@ -386,20 +396,48 @@ impl PeerTable {
         names
     }
 
-    /// Records that these instances were still alive at `at` (they survived a
-    /// liveness check issued then). Does not notify subscribers.
-    pub(crate) fn mark_seen(&self, fullnames: &[String], at: SystemTime) {
-        let mut state = self.write();
-        for fullname in fullnames {
-            let Some(instance) = state.instances.get_mut(&fullname.to_lowercase()) else {
-                continue;
-            };
-            instance.last_seen = instance.last_seen.max(at);
-            let id = instance.id;
-            if let Some(peer) = state.merged.get_mut(&id) {
-                peer.last_seen = peer.last_seen.max(at);
-            }
+    /// Fullnames (original case) of the mDNS instances of device `id`.
+    pub(crate) fn mdns_fullnames_of(&self, id: &DeviceId) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .read()
+            .instances
+            .values()
+            .filter(|i| i.id == *id)
+            .map(|i| i.fullname.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A connection to `id` failed: if mDNS lists the device, discovery
+    /// checks at once whether it is still there (and drops it if it does not
+    /// answer) instead of waiting for its records to expire.
+    pub fn report_unreachable(&self, id: &DeviceId) {
+        if !self.seen_by_mdns(id) {
+            return;
         }
+        self.shared
+            .suspects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*id);
+        self.shared.suspected.notify_one();
+    }
+
+    /// Resolves when [`report_unreachable`](Self::report_unreachable) has
+    /// reported a device since the last [`take_suspects`](Self::take_suspects).
+    pub(crate) async fn suspected(&self) {
+        self.shared.suspected.notified().await;
+    }
+
+    /// The devices reported unreachable since the last call.
+    pub(crate) fn take_suspects(&self) -> Vec<DeviceId> {
+        let mut suspects = self
+            .shared
+            .suspects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        suspects.drain().collect()
     }
 
     /// Forgets every mDNS instance (discovery stopped); manual peers stay.
@@ -1090,19 +1128,55 @@ mod tests {
     }
 
     #[test]
-    fn mark_seen_updates_last_seen_without_notifying() {
+    fn each_announcement_updates_last_seen_without_notifying() {
         let table = PeerTable::new();
         let a = id("a");
         table.apply(&policy(), resolved("a", a, "a", &[v4(10, 0, 0, 2)]), t0());
         let mut rx = table.subscribe();
         rx.borrow_and_update();
-        let later = t0() + Duration::from_secs(15);
-        table.mark_seen(&[format!("a{T}")], later);
+        // The next periodic announcement flips TXT `beat`: mdns-sd reports
+        // it, nothing a reader sees has changed but when it was heard.
+        let mut beat = resolved("a", a, "a", &[v4(10, 0, 0, 2)]);
+        if let BrowseEvent::Resolved(r) = &mut beat {
+            r.txt.insert("beat".into(), "1".into());
+        }
+        let later = t0() + Duration::from_secs(69);
+        assert_eq!(table.apply(&policy(), beat, later), Applied::Unchanged(a));
         assert_eq!(table.get(&a).unwrap().last_seen, later);
         assert!(!rx.has_changed().unwrap());
-        // Never goes backwards.
-        table.mark_seen(&[format!("a{T}")], t0());
-        assert_eq!(table.get(&a).unwrap().last_seen, later);
+    }
+
+    #[tokio::test]
+    async fn unreachable_mdns_peers_are_handed_to_discovery() {
+        let table = PeerTable::new();
+        let a = id("a");
+        let manual = id("manual");
+        table.apply(&policy(), resolved("a", a, "a", &[v4(10, 0, 0, 2)]), t0());
+        table.apply(&policy(), resolved("a (2)", a, "a", &[ll6()]), t0());
+        table.upsert_manual(Peer {
+            id: manual,
+            name: "m".into(),
+            addrs: vec!["192.0.2.1:5000".parse().unwrap()],
+            tcp_port: None,
+            version: 1,
+            source: PeerSource::Manual,
+            last_seen: t0(),
+        });
+        // A peer mDNS does not list has nothing to check.
+        table.report_unreachable(&manual);
+        assert!(table.take_suspects().is_empty());
+        table.report_unreachable(&a);
+        table.report_unreachable(&a);
+        tokio::time::timeout(Duration::from_secs(5), table.suspected())
+            .await
+            .expect("discovery is woken");
+        assert_eq!(table.take_suspects(), vec![a]);
+        assert!(table.take_suspects().is_empty());
+        assert_eq!(
+            table.mdns_fullnames_of(&a),
+            vec![format!("a (2){T}"), format!("a{T}")]
+        );
+        assert!(table.mdns_fullnames_of(&manual).is_empty());
     }
 
     #[test]

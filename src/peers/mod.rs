@@ -60,9 +60,10 @@ pub struct PeerInfo {
     pub looks_like: Option<DeviceId>,
     /// How it was found.
     pub source: PeerSource,
-    /// Seconds since it was last seen.
+    /// Seconds since it was last heard from (its latest mDNS announcement
+    /// or answer; about once a minute while it is there).
     pub last_seen_s: u64,
-    /// When it was last seen (seconds since the Unix epoch).
+    /// When it was last heard from (seconds since the Unix epoch).
     #[serde(default)]
     pub last_seen: u64,
 }

@@ -16,6 +16,10 @@
 //! re-probed (a normal race) after a backoff that starts at
 //! [`REPROBE_INITIAL`] and doubles up to [`REPROBE_MAX`]. A QUIC win clears
 //! the mark.
+//!
+//! A known device that no transport reached is reported to the
+//! [`Dialer::on_unreachable`] hook, so discovery can check at once whether
+//! it is still on the LAN.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -115,12 +119,16 @@ struct Broken {
     backoff: Duration,
 }
 
+/// Called with a known device that no transport reached.
+type UnreachableHook = Box<dyn Fn(&DeviceId) + Send + Sync>;
+
 /// Dials peers over whichever transports are enabled.
 pub struct Dialer {
     quic: Option<Arc<QuicTransport>>,
     tcp: Option<Arc<TcpTransport>>,
     broken: Mutex<HashMap<PathKey, Broken>>,
     head_start: Duration,
+    unreachable: Option<UnreachableHook>,
 }
 
 /// Identifies a path for the broken-QUIC memory.
@@ -143,7 +151,15 @@ impl Dialer {
             tcp,
             broken: Mutex::new(HashMap::new()),
             head_start: HEAD_START,
+            unreachable: None,
         }
+    }
+
+    /// Calls `hook` with the expected device of every dial that fails
+    /// because no transport reached it ([`DialError::Unreachable`]).
+    pub fn on_unreachable(mut self, hook: impl Fn(&DeviceId) + Send + Sync + 'static) -> Self {
+        self.unreachable = Some(Box::new(hook));
+        self
     }
 
     /// Number of paths on which QUIC is currently skipped (remembered as
@@ -156,6 +172,25 @@ impl Dialer {
     /// Connects to `target` and runs `authenticate` on the link; returns
     /// the first authenticated result and the transport it used.
     pub async fn dial<T, F, Fut>(
+        &self,
+        target: &Target,
+        preference: Preference,
+        authenticate: F,
+    ) -> Result<(T, TransportKind), DialError>
+    where
+        F: Fn(Link) -> Fut,
+        Fut: Future<Output = Result<T, AuthFailure>>,
+    {
+        let result = self.race(target, preference, authenticate).await;
+        if let (Err(DialError::Unreachable(_)), Some(id), Some(hook)) =
+            (&result, &target.expected, &self.unreachable)
+        {
+            hook(id);
+        }
+        result
+    }
+
+    async fn race<T, F, Fut>(
         &self,
         target: &Target,
         preference: Preference,
@@ -438,6 +473,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        cancel.cancel();
+    }
+
+    /// Discovery hears of every known device that no transport reached,
+    /// and only of those.
+    #[tokio::test]
+    async fn unreachable_devices_are_reported() {
+        let (dialer, target, cancel) = dialer_and_target().await;
+        let reported = Arc::new(Mutex::new(Vec::new()));
+        let dialer = dialer.on_unreachable({
+            let reported = reported.clone();
+            move |id| reported.lock().unwrap().push(*id)
+        });
+        let reached = dialer
+            .dial(&target, Preference::Quic, |link| async move {
+                Ok::<_, AuthFailure>(link.peer)
+            })
+            .await;
+        assert!(reached.is_ok(), "{reached:?}");
+        assert!(reported.lock().unwrap().is_empty());
+
+        let failed = dialer
+            .dial(&target, Preference::Quic, |_link| {
+                tokio::time::pause();
+                std::future::pending::<Result<(), AuthFailure>>()
+            })
+            .await;
+        assert!(
+            matches!(failed, Err(DialError::Unreachable(_))),
+            "{failed:?}"
+        );
+        assert_eq!(*reported.lock().unwrap(), vec![target.expected.unwrap()]);
         cancel.cancel();
     }
 }

@@ -139,26 +139,7 @@ impl Lan {
 
     /// Loads a multi-line `nft -f` script inside host `i`.
     pub(crate) fn nft_script(&self, i: usize, script: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.hosts[i], "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nft");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(script.as_bytes())
-            .expect("write nft script");
-        let out = child.wait_with_output().expect("wait for nft");
-        assert!(
-            out.status.success(),
-            "nft -f failed in {}: {}\n{script}",
-            self.hosts[i],
-            String::from_utf8_lossy(&out.stderr)
-        );
+        nft_script_in(&self.hosts[i], script);
     }
 
     /// Runs a command inside host `i` and returns its output (no panic).
@@ -168,6 +149,39 @@ impl Lan {
             .args(cmd)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    }
+
+    /// Starts counting the mDNS packets (UDP port 5353, IPv4 and IPv6)
+    /// that enter the bridge, each once; read with [`Lan::mdns_packets`].
+    pub(crate) fn count_mdns(&self) {
+        nft_script_in(
+            &self.switch,
+            "table bridge mdns {
+                counter seen {}
+                chain count {
+                    type filter hook prerouting priority 0; policy accept;
+                    ether type { ip, ip6 } udp dport 5353 counter name seen
+                }
+            }",
+        );
+    }
+
+    /// mDNS packets on the LAN since [`Lan::count_mdns`].
+    pub(crate) fn mdns_packets(&self) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.switch, "nft", "list", "counter"])
+            .args(["bridge", "mdns", "seen"])
+            .output()
+            .expect("run nft");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let at = text
+            .find("packets ")
+            .unwrap_or_else(|| panic!("no counter in {text}"));
+        text[at + "packets ".len()..]
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("bad counter in {text}"))
     }
 
     /// `IP:PORT` of `daemon` running on host `i`.
@@ -183,6 +197,29 @@ impl Drop for Lan {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
+}
+
+/// Loads a multi-line `nft -f` script inside namespace `ns`.
+fn nft_script_in(ns: &str, script: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write nft script");
+    let out = child.wait_with_output().expect("wait for nft");
+    assert!(
+        out.status.success(),
+        "nft -f failed in {ns}: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `share peers --json` of `daemon`.
