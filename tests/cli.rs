@@ -360,3 +360,83 @@ fn deciding_a_finished_transfer_says_there_is_nothing_to_do() {
         );
     }
 }
+
+/// The usual mistakes get a hint that says what to type instead.
+#[test]
+fn usual_mistakes_get_hints() {
+    let laptop = TestDaemon::builder("laptop").spawn();
+    let desktop = TestDaemon::start("desktop");
+    let out = laptop.cli(&["peers", "add", &desktop.addr()]);
+    assert!(out.status.success(), "{:?}", failure(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, "f").unwrap();
+    let file = file.to_str().unwrap();
+    let short = desktop.id()[..3].to_owned();
+    let runs: [(Vec<&str>, &str); 5] = [
+        (
+            vec!["send", "10.0.0.5", file],
+            "add the peer's service port (47000 unless it was changed): 10.0.0.5:47000",
+        ),
+        (vec!["send", "fe80::1", file], "[fe80::1]:47000"),
+        (
+            vec!["send", "LAPTOP", file],
+            "\"LAPTOP\" is this device's own name",
+        ),
+        (
+            vec!["send", &short, file],
+            "too short for a device-ID prefix: type at least 4 characters",
+        ),
+        (
+            vec!["send", "--queue", "nobody", file],
+            "no device called \"nobody\" has been seen",
+        ),
+    ];
+    for (args, hint) in runs {
+        let out = laptop.cli(&args);
+        let (code, stderr) = failure(&out);
+        assert_eq!(code, Some(1), "share {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "share {args:?}: {stderr}");
+        assert!(stderr.contains(hint), "share {args:?}: {stderr}");
+    }
+    let queued = laptop.json(&["send", "--queue", "--wait-for-peer", "nobody", file]);
+    assert_eq!(queued["peer"], "nobody", "{queued}");
+
+    // A second daemon on the same port, with the same socket or with one
+    // where a CLI finds the first daemon (here the state-home socket):
+    // that is what it says first, not "pick another --port".
+    let state_home = dir.path().join("state-home");
+    std::fs::create_dir_all(state_home.join("lanshare")).unwrap();
+    std::os::unix::fs::symlink(&laptop.socket, state_home.join("lanshare/share.sock")).unwrap();
+    let own_socket = dir.path().join("run2/share.sock");
+    for (socket, says) in [
+        (
+            &laptop.socket,
+            "another lanshare daemon is already running on ",
+        ),
+        (
+            &own_socket,
+            "another lanshare daemon is already running (control socket ",
+        ),
+    ] {
+        let out = Command::new(share_bin())
+            .args(["daemon", "--no-mdns", "--bind", "127.0.0.1", "--port"])
+            .arg(laptop.port.to_string())
+            .arg("--state-dir")
+            .arg(dir.path().join("state2"))
+            .arg("--download-dir")
+            .arg(dir.path().join("downloads2"))
+            .arg("--socket")
+            .arg(socket)
+            .env("XDG_STATE_HOME", &state_home)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (code, stderr) = failure(&out);
+        assert_ne!(code, Some(0), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.contains(says), "{stderr}");
+        assert!(!last.contains("pick another --port"), "{stderr}");
+    }
+}

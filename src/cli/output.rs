@@ -104,6 +104,21 @@ pub(super) fn failure_kind(error: &anyhow::Error) -> ErrorKind {
     ErrorKind::Failed
 }
 
+/// Asks `question` on stderr ([escaped](crate::safe_text::printable))
+/// and reads the answer from stdin: yes only for `y` or `yes`.
+pub(super) async fn ask(question: &str) -> Result<bool> {
+    use anyhow::Context;
+    eprint!("{}", crate::safe_text::printable(question));
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await
+    .context("internal error: the prompt stopped")?
+    .context("cannot read the answer")?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
 /// The daemon's answer as the type the command expects.
 pub(super) fn parse<T: DeserializeOwned>(data: serde_json::Value) -> Result<T> {
     Ok(serde_json::from_value(data)?)

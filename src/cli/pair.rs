@@ -4,15 +4,14 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use super::TransportArg;
-use super::output::{errln, json, outln, parse};
+use super::output::{ask, errln, json, outln, parse};
 use crate::control::{Request, client};
 use crate::pairing::{PairingInfo, PairingState};
 use crate::peers::PeerLabel;
-use crate::safe_text::printable;
 
 /// `share pair`.
 #[derive(Debug, Args)]
@@ -109,22 +108,12 @@ pub(super) async fn pair(sockets: &[PathBuf], args: PairArgs) -> Result<()> {
         "{} lists this request under `share pair --list`; confirm it there too.",
         info.peer
     );
-    eprint!(
-        "{}",
-        printable(&format!(
-            "Does {} show the code {}? [y/N] ",
-            info.peer,
-            spaced(&info.code)
-        ))
-    );
-    let answer = tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line).map(|_| line)
-    })
-    .await
-    .context("internal error: the prompt stopped")?
-    .context("cannot read the answer")?;
-    let accept = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
+    let accept = ask(&format!(
+        "Does {} show the code {}? [y/N] ",
+        info.peer,
+        spaced(&info.code)
+    ))
+    .await?;
     if accept {
         errln!("waiting for {} to confirm…", info.peer);
     }

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::output::{errln, json, outln, parse};
-use crate::control::client;
+use super::output::{ask, errln, json, outln, parse};
+use crate::control::client::{self, ClientError};
 use crate::control::{CommandError, ErrorKind, Request, SendEntry, SendEvent};
 use crate::outgoing::{SendResult, TextResult};
 use crate::protocol::{HumanBytes, MAX_TEXT_LEN};
@@ -34,6 +34,10 @@ pub struct SendArgs {
     /// reachable, even after a daemon restart (`share queue` lists it).
     #[arg(long, conflicts_with = "text")]
     pub queue: bool,
+    /// With --queue: queue it even if no device of that name has been
+    /// seen yet (without it, an unknown name is refused as a likely typo).
+    #[arg(long, requires = "queue")]
+    pub wait_for_peer: bool,
     /// Transport: race QUIC and TCP (auto), or force one.
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
@@ -292,18 +296,40 @@ async fn queue_send(
         .map(|p| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
     let (entries, skipped) = request_layout(layout);
-    let request = Request::QueueSend {
-        peer: args.peer.clone(),
-        entries,
-        skipped,
-        transport: args.transport.into(),
-        roots,
-    };
     for s in &layout.skipped {
         errln!("warning: skipped {s}");
     }
     let fds = crate::control::fds::borrow_all(files);
-    let data = client::call_with_files(sockets, request, &fds, |_| {}).await?;
+    let request = |wait_for_peer| Request::QueueSend {
+        peer: args.peer.clone(),
+        entries: entries.clone(),
+        skipped: skipped.clone(),
+        transport: args.transport.into(),
+        roots: roots.clone(),
+        wait_for_peer,
+    };
+    let first = client::call_with_files(sockets, request(args.wait_for_peer), &fds, |_| {}).await;
+    let data = match first {
+        // A name never seen is likely a typo: on a terminal, ask.
+        Err(ClientError::Daemon(e))
+            if e.kind == ErrorKind::NotFound
+                && !args.json
+                && std::io::stdin().is_terminal()
+                && std::io::stderr().is_terminal() =>
+        {
+            errln!("{}", e.message);
+            let yes = ask(&format!(
+                "Queue it anyway, until a device called \"{}\" appears? [y/N] ",
+                args.peer
+            ))
+            .await?;
+            if !yes {
+                return Err(e.into());
+            }
+            client::call_with_files(sockets, request(true), &fds, |_| {}).await?
+        }
+        other => other?,
+    };
     if args.json {
         return json(&data);
     }

@@ -211,6 +211,9 @@ fn resolve_kind(e: &ResolveError) -> ErrorKind {
     match e {
         ResolveError::Ambiguous { .. } => ErrorKind::Ambiguous,
         ResolveError::Impostor { .. } => ErrorKind::Refused,
+        ResolveError::NoPort { .. } | ResolveError::IsSelf(_) | ResolveError::ShortPrefix(_) => {
+            ErrorKind::Invalid
+        }
         _ => ErrorKind::NotFound,
     }
 }
@@ -262,7 +265,8 @@ kind_of!(QueueError, |e| match &e {
     QueueError::NoPeer | QueueError::Empty => ErrorKind::Invalid,
     QueueError::Full | QueueError::TooManyFiles(_) => ErrorKind::Busy,
     QueueError::Save(_) => ErrorKind::Io,
-    QueueError::NotFound(_) => ErrorKind::NotFound,
+    QueueError::NotFound(_) | QueueError::NeverSeen(_) => ErrorKind::NotFound,
+    QueueError::Mistake(e) => resolve_kind(e),
     QueueError::Ambiguous(_) => ErrorKind::Ambiguous,
 });
 

@@ -184,6 +184,9 @@ pub enum Request {
         /// daemon restart.
         #[serde(default)]
         roots: Vec<PathBuf>,
+        /// Queue it even if no device of that name was ever seen.
+        #[serde(default)]
+        wait_for_peer: bool,
     },
     /// Queued sends.
     Queue,

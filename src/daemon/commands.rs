@@ -111,14 +111,18 @@ impl Handler for Commands {
                     skipped,
                     transport,
                     roots,
-                } => Response::Queued(self.queue.add(NewQueued {
-                    peer,
-                    what: attach_files(entries, files)?,
-                    skipped,
-                    transport,
-                    roots,
-                    uid: caller.uid,
-                })?),
+                    wait_for_peer,
+                } => Response::Queued(self.queue.add(
+                    NewQueued {
+                        peer,
+                        what: attach_files(entries, files)?,
+                        skipped,
+                        transport,
+                        roots,
+                        uid: caller.uid,
+                    },
+                    wait_for_peer,
+                )?),
                 Request::Queue => Response::Queue(self.queue.list()),
                 Request::QueueCancel { id } => ack(self.queue.cancel(&id)?),
                 Request::Pair { peer, transport } => {

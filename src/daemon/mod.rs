@@ -23,6 +23,7 @@ mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,17 @@ pub enum DaemonError {
     /// A listener could not be bound.
     #[error("cannot listen (pick another --port or stop the program using it)")]
     Transport(#[from] TransportError),
+    /// The service port is taken by another lanshare daemon, found at
+    /// one of the control sockets a CLI would try.
+    #[error(
+        "another lanshare daemon is already running (control socket {socket}) and holds port {port}; stop it first (`systemctl --user stop lanshare`, or `sudo systemctl stop lanshare` for the service), or give this one another --port"
+    )]
+    PortHeldByDaemon {
+        /// The service port.
+        port: u16,
+        /// The other daemon's control socket.
+        socket: PathBuf,
+    },
     /// Control socket problem.
     #[error(transparent)]
     Control(#[from] crate::control::server::ControlError),
@@ -109,7 +121,7 @@ impl DaemonError {
                 e,
                 ControlError::UnsafeDirectory { .. } | ControlError::NotASocket(_)
             ),
-            Self::Transport(_) | Self::Discovery(_) => false,
+            Self::Transport(_) | Self::PortHeldByDaemon { .. } | Self::Discovery(_) => false,
         }
     }
 }
@@ -133,7 +145,10 @@ pub async fn run(
         return Err(DaemonError::ReadOnlyDownloads(read_only.clone()));
     }
     let download = Arc::new(DownloadDir::open(&config.download_dir)?);
-    let (quic, tcp, port) = bind_transports(&config, &identity).await?;
+    let (quic, tcp, port) = match bind_transports(&config, &identity).await {
+        Ok(bound) => bound,
+        Err(e) => return Err(port_taken(&config, e).await),
+    };
     let mut warnings: Vec<String> = notify_warning.into_iter().collect();
     let buffer_warning = quic
         .as_ref()
@@ -216,7 +231,7 @@ pub async fn run(
         config.name.clone(),
         trust.clone(),
     ));
-    let resolver = Resolver::new(table.clone(), trust.clone(), config.mdns);
+    let resolver = Resolver::new(table.clone(), trust.clone(), config.mdns, &config.name);
     let intake = Arc::new(Intake::new(
         intake::Settings {
             policy: config.accept,
@@ -427,6 +442,30 @@ pub struct ReadyInfo {
 }
 
 type Bound = (Option<Arc<QuicTransport>>, Option<Arc<TcpTransport>>, u16);
+
+/// Why the service port could not be bound, when a daemon answers on
+/// this daemon's control socket or one a CLI would try: a second daemon
+/// on the same host is said to be one, not sent to pick another port.
+async fn port_taken(config: &Config, error: TransportError) -> DaemonError {
+    if config.port == 0 {
+        return error.into();
+    }
+    let mut sockets = vec![config.socket.clone()];
+    sockets.extend(crate::config::Env::from_process().socket_candidates());
+    for socket in sockets {
+        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            return if socket == config.socket {
+                crate::control::server::ControlError::InUse(socket).into()
+            } else {
+                DaemonError::PortHeldByDaemon {
+                    port: config.port,
+                    socket,
+                }
+            };
+        }
+    }
+    error.into()
+}
 
 /// Binds QUIC and TCP on the same port number. With port 0 the UDP port
 /// is chosen first and TCP must get the same number; if that number is

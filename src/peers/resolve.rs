@@ -9,7 +9,7 @@
 //! The [`Resolver`] reads the live peer table and the trust store; every
 //! command that takes a PEER goes through it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::discovery::{Peer, PeerTable};
@@ -55,9 +55,57 @@ pub enum ResolveError {
     /// Nothing of that name or ID prefix.
     #[error("no peer called \"{0}\"; `share peers` lists visible devices, or use HOST:PORT")]
     NotFound(String),
+    /// An IP address without the port.
+    #[error(
+        "\"{text}\" is an address without a port; add the peer's service port ({port} unless it was changed): {example}",
+        port = crate::config::DEFAULT_PORT,
+        example = with_default_port(text)
+    )]
+    NoPort {
+        /// What the user typed.
+        text: String,
+    },
+    /// This device's own name.
+    #[error("\"{0}\" is this device's own name; name another device (`share peers` lists them)")]
+    IsSelf(String),
+    /// Too short to be taken as a device-ID prefix, though IDs start so.
+    #[error(
+        "\"{0}\" is too short for a device-ID prefix: type at least {MIN_ID_PREFIX} characters (`share peers` shows the IDs)"
+    )]
+    ShortPrefix(String),
     /// A name given while discovery is off.
     #[error("mDNS is off (--no-mdns), so peers must be given as HOST:PORT, not \"{0}\"")]
     MdnsOff(String),
+}
+
+/// The shortest device-ID prefix accepted: shorter ones too often match
+/// several devices, or a name.
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// `text` (an IP address) with the default service port, as typed.
+fn with_default_port(text: &str) -> String {
+    match text.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("{ip}:{}", crate::config::DEFAULT_PORT).replacen(
+            &ip.to_string(),
+            &format!("[{ip}]"),
+            1,
+        ),
+        _ => format!("{text}:{}", crate::config::DEFAULT_PORT),
+    }
+}
+
+/// The usual mistake `text` is, if it names no device: an IP address
+/// without the port, or this device's own name. Pure, so that the hints
+/// are tested without a network.
+pub fn typing_mistake(text: &str, own_name: &str) -> Option<ResolveError> {
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_ok() {
+        return Some(ResolveError::NoPort {
+            text: bare.to_owned(),
+        });
+    }
+    // The comparison names are looked up with (`PeerTable::find_by_name`).
+    (text.to_lowercase() == own_name.to_lowercase()).then(|| ResolveError::IsSelf(text.to_owned()))
 }
 
 /// Why a device name or ID prefix names no single device.
@@ -87,13 +135,21 @@ pub struct Resolver {
     trust: TrustStore,
     /// Whether discovery runs (names can appear) or only addresses work.
     mdns: bool,
+    /// This device's name, which a user may type by mistake.
+    own_name: String,
 }
 
 impl Resolver {
     /// A resolver over `peers` and `trust`; `mdns` says whether discovery
-    /// runs (otherwise only addresses can be resolved).
-    pub fn new(peers: PeerTable, trust: TrustStore, mdns: bool) -> Self {
-        Self { peers, trust, mdns }
+    /// runs (otherwise only addresses can be resolved); `own_name` is this
+    /// device's.
+    pub fn new(peers: PeerTable, trust: TrustStore, mdns: bool, own_name: &str) -> Self {
+        Self {
+            peers,
+            trust,
+            mdns,
+            own_name: own_name.to_owned(),
+        }
     }
 
     /// Resolves `text`, waiting briefly for discovery if needed.
@@ -107,6 +163,11 @@ impl Resolver {
         }
         if let Ok(addr) = resolve_host_port(text).await {
             return Ok(self.resolve_addr(addr));
+        }
+        if let Some(mistake) = typing_mistake(text, &self.own_name)
+            && matches!(self.resolve_known(text), Ok(None))
+        {
+            return Err(mistake);
         }
         let deadline = tokio::time::Instant::now() + DISCOVERY_GRACE;
         let mut changes = self.peers.subscribe();
@@ -145,10 +206,39 @@ impl Resolver {
         }
     }
 
+    /// Whether `text` names a device that was ever seen: an address
+    /// (whoever answers there), a visible device or a trusted one. For
+    /// `share send --queue`, where a typo would otherwise wait forever.
+    ///
+    /// # Errors
+    /// `text` is a usual mistake ([`typing_mistake`]).
+    pub fn seen(&self, text: &str) -> Result<bool, ResolveError> {
+        let text = text.trim();
+        let host_port = text
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        let bare_ip = text
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok();
+        if text.parse::<SocketAddr>().is_ok() || (host_port && !bare_ip) {
+            return Ok(true);
+        }
+        let known = !matches!(self.resolve_known(text), Ok(None)) || self.find_device(text).is_ok();
+        match typing_mistake(text, &self.own_name) {
+            Some(mistake) if !known => Err(mistake),
+            _ if !known && self.short_prefix(text) => {
+                Err(ResolveError::ShortPrefix(text.to_owned()))
+            }
+            _ => Ok(known),
+        }
+    }
+
     /// `Ok(None)`: nothing matches (yet).
     fn resolve_known(&self, text: &str) -> Result<Option<Resolved>, ResolveError> {
         let mut matches = self.peers.find_by_name(text);
-        if matches.is_empty() && text.len() >= 4 {
+        if matches.is_empty() && text.len() >= MIN_ID_PREFIX {
             matches = self.peers.find_by_id_prefix(text);
         }
         let peer = match matches.len() {
@@ -185,7 +275,16 @@ impl Resolver {
         }))
     }
 
+    /// Whether `text` is the start of a visible device's ID, too short to
+    /// be taken as one.
+    fn short_prefix(&self, text: &str) -> bool {
+        text.len() < MIN_ID_PREFIX && self.peers.list().iter().any(|p| p.id.matches_prefix(text))
+    }
+
     fn not_found(&self, text: &str) -> ResolveError {
+        if self.short_prefix(text) {
+            return ResolveError::ShortPrefix(text.to_owned());
+        }
         let text = text.to_owned();
         if !self.trust.find_by_name(&text).is_empty() {
             ResolveError::TrustedNotVisible(text)
@@ -223,7 +322,7 @@ impl Resolver {
             .into_iter()
             .map(|p| (p.id, p.name))
             .collect();
-        if found.is_empty() && text.len() >= 4 {
+        if found.is_empty() && text.len() >= MIN_ID_PREFIX {
             found = self
                 .peers
                 .find_by_id_prefix(text)
@@ -238,7 +337,7 @@ impl Resolver {
                 .into_iter()
                 .filter(|t| {
                     t.name.eq_ignore_ascii_case(text)
-                        || (text.len() >= 4 && t.id.matches_prefix(text))
+                        || (text.len() >= MIN_ID_PREFIX && t.id.matches_prefix(text))
                 })
                 .map(|t| (t.id, t.name))
                 .collect();
@@ -260,4 +359,36 @@ async fn resolve_host_port(text: &str) -> std::io::Result<SocketAddr> {
         .await?
         .next()
         .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_without_a_port_suggests_the_default_port() {
+        for (typed, suggested) in [
+            ("10.0.0.5", "10.0.0.5:47000"),
+            ("fe80::1", "[fe80::1]:47000"),
+            ("[2001:db8::5]", "[2001:db8::5]:47000"),
+        ] {
+            let hint = typing_mistake(typed, "laptop").unwrap().to_string();
+            assert!(hint.ends_with(&format!(": {suggested}")), "{hint}");
+            assert!(hint.contains("without a port"), "{hint}");
+        }
+        assert!(typing_mistake("desktop", "laptop").is_none());
+        assert!(typing_mistake("desktop.lan", "laptop").is_none());
+    }
+
+    #[test]
+    fn ones_own_name_is_named_so() {
+        let hint = typing_mistake("LAPTOP", "laptop").unwrap().to_string();
+        assert!(hint.contains("this device's own name"), "{hint}");
+    }
+
+    #[test]
+    fn a_short_prefix_says_the_minimum() {
+        let hint = ResolveError::ShortPrefix("AXN".into()).to_string();
+        assert!(hint.contains("at least 4 characters"), "{hint}");
+    }
 }

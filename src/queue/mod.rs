@@ -77,6 +77,15 @@ pub enum QueueError {
     /// The prefix matches several.
     #[error("queue ID {0} is ambiguous; type more characters")]
     Ambiguous(String),
+    /// No device of that name or ID prefix was ever seen: likely a typo.
+    #[error(
+        "no device called \"{0}\" has been seen (`share peers` lists those that have); check the name, or queue the send anyway with --wait-for-peer"
+    )]
+    NeverSeen(String),
+    /// What was typed is a usual mistake (an address without a port,
+    /// this device's own name).
+    #[error(transparent)]
+    Mistake(crate::peers::ResolveError),
 }
 
 /// The send queue: its table and what delivering needs.
@@ -116,9 +125,15 @@ impl Queue {
     ///
     /// # Errors
     /// No peer, nothing to send, the queue is full or cannot be saved.
-    pub fn add(&self, new: NewQueued) -> Result<QueuedSend, QueueError> {
+    pub fn add(&self, new: NewQueued, wait_for_peer: bool) -> Result<QueuedSend, QueueError> {
         if new.peer.trim().is_empty() {
             return Err(QueueError::NoPeer);
+        }
+        match self.resolver.seen(&new.peer) {
+            Ok(true) => {}
+            Ok(false) if wait_for_peer => {}
+            Ok(false) => return Err(QueueError::NeverSeen(new.peer.trim().to_owned())),
+            Err(mistake) => return Err(QueueError::Mistake(mistake)),
         }
         let info = self.store.add(new)?;
         tracing::info!(
