@@ -7,6 +7,8 @@ Subcommands:
          plus the lanshare extras (1-byte latency, idle RSS, 4 GiB RSS).
   link   link-rate benchmark (runs inside namespace A; namespace B is reached with
          `ip netns exec`): lanshare QUIC/TCP and iperf3 over a tbf-limited veth pair.
+  disk   disk benchmark (runs inside namespace A, the receivers in B): lanshare QUIC/TCP onto a
+         throttled loop-device file system against nc, dd conv=fsync and tar|nc|tar + sync -f.
   plot   JSON results -> PNG chart (needs matplotlib).
 
 Conventions: 1 MiB = 2^20 bytes, 1 GiB = 2^30 bytes. Times are wall-clock seconds measured
@@ -377,7 +379,8 @@ class Daemon:
         self.name = name
         self.bind = bind
         self.prefix = list(prefix)
-        self.sock = root / f"{name}.sock"
+        # The daemon only puts its control socket in a directory of mode 0700.
+        self.sock = root / f"{name}-run" / "share.sock"
         self.state = root / f"{name}-state"
         self.logf = root / f"{name}.log"
         self.p: subprocess.Popen | None = None
@@ -385,6 +388,8 @@ class Daemon:
 
     def start(self, download_dir: Path) -> None:
         download_dir.mkdir(parents=True, exist_ok=True)
+        self.sock.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.sock.parent, 0o700)
         if self.sock.exists():
             self.sock.unlink()
         log_fh = open(self.logf, "ab")
@@ -1417,6 +1422,437 @@ def cmd_link(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- disk benchmark
+
+
+class Throttle:
+    """The write limit of the benchmark's loop device, written through a descriptor run.sh opened
+    (inside the network namespaces /sys/fs/cgroup is not mounted): cgroup v1's
+    `blkio.throttle.write_bps_device` of the root blkio cgroup, which covers every writer including
+    the kernel's flusher threads, or cgroup v2's `io.max` of the cgroup this benchmark runs in (v2
+    charges writeback to the cgroup that dirtied the pages)."""
+
+    def __init__(self, args):
+        self.device = args.device
+        self.fd = args.throttle_fd
+        self.v2 = args.throttle_format == "v2"
+        self.where = args.throttle_where
+
+    def set(self, mib_s: float | None) -> None:
+        if self.v2:
+            line = f"{self.device} wbps={int(mib_s * MiB) if mib_s else 'max'}\n"
+        else:
+            line = f"{self.device} {int(mib_s * MiB) if mib_s else 0}\n"
+        os.pwrite(self.fd, line.encode(), 0)
+
+    def describe(self) -> str:
+        if self.v2:
+            return f"cgroup v2: `{self.device} wbps=<bytes/s>` in {self.where} (the benchmark runs in that cgroup)"
+        return f"cgroup v1: `{self.device} <bytes/s>` in {self.where} (root blkio cgroup: every writer)"
+
+
+def run_timed(cmd, timeout: float, **kw):
+    """Runs `cmd` to completion; returns (seconds, exit code)."""
+    mark_start()
+    t0 = time.perf_counter()
+    p = spawn(cmd, **kw)
+    t1, rc, _ = wait_rusage(p, timeout)
+    mark_end()
+    return t1 - t0, rc
+
+
+def busy_share() -> float | None:
+    """Share of all cores busy (everything, this benchmark included) in the last timed section."""
+    if {"b0", "b1"} <= WINDOW.keys() and WINDOW["w1"] - WINDOW["w0"] >= 0.25:
+        return (WINDOW["b1"] - WINDOW["b0"]) / ((WINDOW["w1"] - WINDOW["w0"]) * (os.cpu_count() or 1))
+    return None
+
+
+def empty_dir(d: Path) -> None:
+    """Empties `d` (creating it if needed) without replacing it: a daemon holds its download
+    directory open and keeps writing into the one it opened."""
+    d.mkdir(parents=True, exist_ok=True)
+    for e in d.iterdir():
+        if e.is_dir() and not e.is_symlink():
+            shutil.rmtree(e)
+        else:
+            e.unlink()
+
+
+class DiskBench:
+    """The workloads of issue 17 on a throttled disk behind a tbf-shaped link (see bench/README.md)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.disk = Path(args.disk)
+        self.nsb = ["ip", "netns", "exec", args.peer_ns]
+        self.throttle = Throttle(args)
+        self.work = Path(args.root) / "disk-work"
+        empty_dir(self.work)
+        self.raw: list[dict] = []
+        self.rss: dict = {}
+
+    def sync_disk(self) -> None:
+        subprocess.run(["sync", "-f", str(self.disk)], timeout=600)
+
+    # ---- the tools; each returns seconds (raises Failed)
+
+    def lanshare(self, daemons, wl: Workload, transport: str, timeout: float) -> float:
+        sender, receiver, dl = daemons
+        empty_dir(dl)
+        self.sync_disk()
+        L = Lanshare(transport, self.args.share, self.work)
+        secs, doc, _ = L.send(wl.path, timeout, transport=transport, sender=sender,
+                              peer=f"{self.args.addr_b}:{receiver.port}")
+        if doc.get("files") != wl.files or doc.get("bytes") != wl.bytes:
+            raise Failed(f"share send reported {doc.get('files')} files / {doc.get('bytes')} B")
+        verify(wl, dl / wl.name)
+        return secs
+
+    def nc_link(self, wl: Workload, timeout: float) -> float:
+        """The link alone: nc into /dev/null on the receiving side."""
+        port = free_port()
+        recv = spawn(self.nsb + ["sh", "-c", f"exec nc -l {self.args.addr_b} {port} > /dev/null"])
+        try:
+            wait_until(lambda: listening(port, ns=self.args.peer_ns), 10, "nc to listen", 0.05)
+            with open(wl.path, "rb") as fi:
+                secs, rc = run_timed(["nc", "-N", self.args.addr_b, port], timeout, stdin=fi)
+            _, rc_r, _ = wait_rusage(recv, 30)
+        finally:
+            stop(recv)
+        if rc != 0 or rc_r != 0:
+            raise Failed(f"nc exited {rc}/{rc_r}")
+        return secs
+
+    def dd_disk(self, wl: Workload, timeout: float) -> float:
+        """The disk alone: dd from the source (tmpfs) with conv=fsync."""
+        out = self.disk / "dd.bin"
+        if out.exists():
+            out.unlink()
+        self.sync_disk()
+        secs, rc = run_timed(["dd", f"if={wl.path}", f"of={out}", "bs=4M",
+                                                        "conv=fsync", "status=none"], timeout)
+        if rc != 0:
+            raise Failed(f"dd exited {rc}")
+        out.unlink()
+        return secs
+
+    def tar_nc_sync(self, wl: Workload, timeout: float) -> float:
+        """tar | nc | tar over the link, then `sync -f` of the receiving file system."""
+        dst = self.disk / "tar"
+        empty_dir(dst)
+        self.sync_disk()
+        port = free_port()
+        recv = spawn(self.nsb + ["bash", "-c", f"set -o pipefail; nc -l {self.args.addr_b} {port} | tar -x -C '{dst}'"])
+        try:
+            wait_until(lambda: listening(port, ns=self.args.peer_ns), 10, "nc to listen", 0.05)
+            mark_start()
+            t0 = time.perf_counter()
+            send = spawn(["bash", "-c", f"set -o pipefail; tar -c -C '{wl.path.parent}' '{wl.name}' | nc -N {self.args.addr_b} {port}"])
+            _, rc_s, _ = wait_rusage(send, timeout)
+            _, rc_r, _ = wait_rusage(recv, timeout)
+            subprocess.run(["sync", "-f", str(dst)], timeout=timeout, check=True)
+            t1 = time.perf_counter()
+            mark_end()
+        finally:
+            stop(recv)
+        if rc_s != 0 or rc_r != 0:
+            raise Failed(f"tar|nc exited {rc_s}/{rc_r}")
+        verify(wl, dst / wl.name)
+        return t1 - t0
+
+    def dirty(self) -> None:
+        """Another program's unwritten data: 1 GiB written into the same file system, no sync."""
+        other = self.disk / "other-program.bin"
+        subprocess.run(["dd", "if=/dev/zero", f"of={other}", "bs=1M",
+                                                  f"count={self.args.dirty_mib}", "status=none"],
+                       check=True, timeout=300)
+
+    def clean(self) -> None:
+        """Drops the other program's file before it was written back (its dirty pages go with it)."""
+        other = self.disk / "other-program.bin"
+        if other.exists():
+            other.unlink()
+        self.sync_disk()
+
+    def handmade(self, wl: Workload, timeout: float) -> float:
+        """Writing, fdatasync-ing, renaming and directory-syncing the file by hand (timed inside)."""
+        dst = self.disk / "hand"
+        empty_dir(dst)
+        out = subprocess.run([sys.executable, __file__, "handmade", str(wl.path), str(dst)],
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise Failed(f"handmade write failed: {out.stderr.strip()[:300]}")
+        return float(out.stdout.strip())
+
+    def syncfs(self, wl: Workload, timeout: float) -> float:
+        """What the receiver did before issue 17: sync the whole file system (for context)."""
+        secs, rc = run_timed(["sync", "-f", str(self.disk)], timeout)
+        if rc != 0:
+            raise Failed(f"sync exited {rc}")
+        return secs
+
+    # ---- scenarios
+
+    def daemons(self, tag: str):
+        d = self.work / tag
+        empty_dir(d)
+        sender = Daemon(self.args.share, d, "disk-send", self.args.addr_a)
+        receiver = Daemon(self.args.share, d, "disk-recv", self.args.addr_b,
+                          prefix=self.nsb)
+        dl = self.disk / "dl"
+        sender.start(d / "send-dl")
+        receiver.start(dl)
+        warm = d / "warm-up"
+        warm.write_bytes(b"w")
+        Lanshare("quic", self.args.share, d).send(warm, 30, transport="quic", sender=sender,
+                                                  peer=f"{self.args.addr_b}:{receiver.port}")
+        return sender, receiver, dl
+
+    def scenario(self, key: str, label: str, rate: float | None, wls: list, tools: list, extra=None) -> None:
+        log(f"disk scenario {label}")
+        self.throttle.set(rate)
+        try:
+            for wl in wls:
+                timeout = max(120, wl.bytes / MiB / (rate or 100) * 8)
+                daemons = self.daemons(f"{key}-{wl.key}")
+                try:
+                    runners = {
+                        "lanshare-quic": lambda w=wl: self.lanshare(daemons, w, "quic", timeout),
+                        "lanshare-tcp": lambda w=wl: self.lanshare(daemons, w, "tcp", timeout),
+                        "nc": lambda w=wl: self.nc_link(w, timeout),
+                        "dd": lambda w=wl: self.dd_disk(w, timeout),
+                        "tar-nc-sync": lambda w=wl: self.tar_nc_sync(w, timeout),
+                        "handmade": lambda w=wl: self.handmade(w, timeout),
+                        "syncfs": lambda w=wl: self.syncfs(w, timeout),
+                    }
+                    for rep in range(self.args.runs):
+                        k = rep % len(tools)
+                        for tool in tools[k:] + tools[:k]:
+                            rec = {"scenario": key, "workload": wl.key, "tool": tool, "rep": rep}
+                            try:
+                                if extra == "dirty":
+                                    self.dirty()
+                                WINDOW.clear()
+                                secs = runners[tool]()
+                                rec.update(ok=True, seconds=secs, busy=busy_share(), loadavg=os.getloadavg()[0])
+                                log(f"  {label} {wl.key:8} rep {rep + 1}/{self.args.runs} {tool:14} {secs:8.3f} s")
+                            except (Failed, OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
+                                rec.update(ok=False, error=str(e))
+                                log(f"  {label} {wl.key:8} rep {rep + 1}/{self.args.runs} {tool} FAILED: {e}")
+                            finally:
+                                if extra == "dirty":
+                                    self.clean()
+                            self.raw.append(rec)
+                    self.rss[f"{key}/{wl.key}"] = proc_status_kib(daemons[1].pid, "VmHWM")
+                finally:
+                    daemons[1].stop()
+                    daemons[0].stop()
+                    empty_dir(daemons[2])
+        finally:
+            self.throttle.set(None)
+
+
+def disk_workloads(src_root: Path, quick: bool) -> dict:
+    src_root.mkdir(parents=True, exist_ok=True)
+    sizes = {"512m": 512 * MiB, "1g": GiB} if not quick else {"512m": 128 * MiB, "1g": 256 * MiB}
+    wls = {}
+    for key, size in sizes.items():
+        w = Workload(key, f"1 file of {size // MiB} MiB", f"disk-{size // MiB}m.bin", "file", 1, size, src_root)
+        if not w.path.exists() or w.path.stat().st_size != size:
+            log(f"creating {w.path}")
+            write_random(w.path, size)
+        wls[key] = w
+    n = 200 if quick else 2000
+    w = Workload("small", f"{n} files of 4 KiB", f"disk-small{n}", "tree", n, n * 4096, src_root)
+    if not w.path.exists():
+        i = 0
+        for a in range(10):
+            for b in range(10):
+                d = w.path / f"d{a:02}" / f"e{b:02}"
+                d.mkdir(parents=True, exist_ok=True)
+                for _ in range(n // 100):
+                    (d / f"f{i:05}.dat").write_bytes(os.urandom(4096))
+                    i += 1
+    wls["small"] = w
+    w = Workload("1m", "1 file of 1 MiB", "disk-1m.bin", "file", 1, MiB, src_root)
+    if not w.path.exists():
+        write_random(w.path, MiB)
+    wls["1m"] = w
+    return wls
+
+
+def summarize_disk(raw: list) -> dict:
+    out: dict = {}
+    for r in raw:
+        out.setdefault(r["scenario"], {}).setdefault(r["workload"], {}).setdefault(r["tool"], []).append(r)
+    summ: dict = {}
+    for sc, wls in out.items():
+        for wk, tools in wls.items():
+            for tool, rs in tools.items():
+                ok = [r["seconds"] for r in rs if r.get("ok")]
+                s = {"runs": len(rs), "ok_runs": len(ok), "failed": [r.get("error") for r in rs if not r.get("ok")]}
+                if ok:
+                    s.update(median_s=statistics.median(ok), min_s=min(ok), max_s=max(ok))
+                busy = [r["busy"] for r in rs if r.get("busy") is not None]
+                if busy:
+                    s["busy"] = statistics.median(busy)
+                summ.setdefault(sc, {}).setdefault(wk, {})[tool] = s
+    return summ
+
+
+def disk_targets(doc: dict) -> list:
+    summ, rows = doc["summary"], []
+
+    def med(sc, wk, tool):
+        return summ.get(sc, {}).get(wk, {}).get(tool, {}).get("median_s")
+
+    def add(what, value, limit, unit="s"):
+        ok = value is not None and limit is not None and value <= limit
+        rows.append({"target": what, "value": value, "limit": limit, "unit": unit, "met": ok})
+
+    for sc, label in (("disk100", "100 MiB/s"), ("disk30", "30 MiB/s")):
+        for wk in ("512m", "1g"):
+            nc, dd = med(sc, wk, "nc"), med(sc, wk, "dd")
+            base = dd if sc == "disk30" else (max(nc, dd) if nc and dd else None)
+            what = "disk alone" if sc == "disk30" else "max(link alone, disk alone)"
+            for t in ("quic", "tcp"):
+                v = med(sc, wk, f"lanshare-{t}")
+                if v is not None or base is not None:
+                    add(f"{doc['workloads'][wk]['label']}, {label} disk, {t.upper()} <= 1.10 x {what}",
+                        v, base * 1.10 if base else None)
+    tar = med("disk100", "small", "tar-nc-sync")
+    for t in ("quic", "tcp"):
+        v = med("disk100", "small", f"lanshare-{t}")
+        if v is not None:
+            add(f"{doc['workloads']['small']['label']}, 100 MiB/s disk, {t.upper()} <= 1.5 x tar|nc|tar + sync -f",
+                v, tar * 1.5 if tar else None)
+    hand = med("dirty", "1m", "handmade")
+    for t in ("quic", "tcp"):
+        v = med("dirty", "1m", f"lanshare-{t}")
+        if v is not None:
+            add(f"1 MiB with {doc['dirty_mib']} MiB of another program's data unwritten, {t.upper()} "
+                "<= write+fdatasync+rename+dirsync by hand + 0.3 s", v, hand + 0.3 if hand is not None else None)
+    peak = max((v for v in doc.get("receiver_peak_rss_kib", {}).values() if v), default=None)
+    if peak is not None:
+        add("receiver daemon peak RSS (max over the scenarios) <= 64 MiB", peak / 1024, 64, "MiB")
+    return rows
+
+
+def disk_report(doc: dict) -> str:
+    m = doc["meta"]
+    lines = [
+        f"# lanshare disk benchmark {m['timestamp']}",
+        "",
+        f"- command: `{m['command']}`; commit {m['git_commit']}{' (dirty)' if m['git_dirty'] else ''}; "
+        f"{m['runs']} repetition(s), tools interleaved",
+        f"- machine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}; load average at start "
+        f"{fmt(m['loadavg_at_start'][0] if m.get('loadavg_at_start') else None)}, at end {fmt(m['loadavg_at_end'][0])}",
+        f"- link: {doc['link']}",
+        f"- disk: {doc['disk']}",
+        f"- throttle: {doc['throttle']}",
+        f"- memory: {m.get('memory') or '–'}",
+        "",
+        "Seconds from start to finish (lanshare: `share send` start to exit 0, i.e. received, verified, "
+        "durable and renamed; nc: sender start to both ends done; dd: with conv=fsync; tar|nc|tar: "
+        "until `sync -f` of the receiving file system returned; by hand: timed inside the writer). "
+        "busy = share of all cores busy during the run, this benchmark included.",
+        "",
+    ]
+    labels = {"disk100": "100 MiB/s disk", "disk30": "30 MiB/s disk", "dirty": "100 MiB/s disk, another "
+              f"program has {doc['dirty_mib']} MiB unwritten", "unthrottled": "unthrottled disk (the VM's own)"}
+    for sc, wls in doc["summary"].items():
+        lines += [f"## {labels.get(sc, sc)}", "", "| workload | tool | ok | median s | min–max s | MiB/s | busy |",
+                  "|---|---|---|---|---|---|---|"]
+        for wk, tools in wls.items():
+            wl = doc["workloads"][wk]
+            for tool, s in tools.items():
+                med = s.get("median_s")
+                rate = fmt(wl["bytes"] / MiB / med, ".0f") if med and wl["bytes"] >= 64 * MiB else "–"
+                rng = f"{fmt(s.get('min_s'), '.3f')}–{fmt(s.get('max_s'), '.3f')}" if med else "–"
+                busy = f"{s['busy'] * 100:.0f} %" if s.get("busy") is not None else "–"
+                lines.append(f"| {wl['label']} | {tool} | {s['ok_runs']}/{s['runs']} | {fmt(med, '.3f')} | {rng} "
+                             f"| {rate} | {busy} |")
+        lines.append("")
+    lines += ["## Targets (issue 17)", "", "| target | measured | limit | met |", "|---|---|---|---|"]
+    for t in doc["targets"]:
+        u = t["unit"]
+        lines.append(f"| {t['target']} | {fmt(t['value'], '.3f')} {u} | {fmt(t['limit'], '.3f')} {u} | "
+                     f"{'yes' if t['met'] else '**no**'} |")
+    lines.append("")
+    rss = ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in doc.get("receiver_peak_rss_kib", {}).items() if v)
+    lines += [f"Receiver daemon peak RSS (VmHWM) per scenario/workload: {rss or '–'}.", ""]
+    return "\n".join(lines)
+
+
+def cmd_disk(args) -> int:
+    args.loadavg_at_start = os.getloadavg()
+    src_root = Path(args.root) / "src"
+    wls = disk_workloads(src_root, args.quick)
+    bench = DiskBench(args)
+    big = [wls["512m"], wls["1g"]]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    try:
+        if "disk100" in scenarios:
+            bench.scenario("disk100", "100 MiB/s disk", 100, big, ["lanshare-quic", "lanshare-tcp", "nc", "dd"])
+            bench.scenario("disk100", "100 MiB/s disk", 100, [wls["small"]],
+                           ["lanshare-quic", "lanshare-tcp", "tar-nc-sync"])
+        if "dirty" in scenarios:
+            bench.scenario("dirty", "100 MiB/s disk + unwritten data", 100, [wls["1m"]],
+                           ["lanshare-quic", "lanshare-tcp", "handmade", "syncfs"], extra="dirty")
+        if "disk30" in scenarios:
+            bench.scenario("disk30", "30 MiB/s disk", 30, big, ["lanshare-quic", "lanshare-tcp", "dd"])
+        if "unthrottled" in scenarios:
+            bench.scenario("unthrottled", "unthrottled disk", None, [wls["1g"]],
+                           ["lanshare-quic", "lanshare-tcp", "nc", "dd"])
+            bench.scenario("unthrottled", "unthrottled disk", None, [wls["small"]],
+                           ["lanshare-quic", "lanshare-tcp", "tar-nc-sync"])
+    finally:
+        bench.throttle.set(None)
+    md = meta(args)
+    md["storage"] = args.disk_description
+    md["network"] = args.link_description
+    doc = {
+        "kind": "lanshare-bench-disk",
+        "meta": md,
+        "link": args.link_description,
+        "disk": args.disk_description,
+        "throttle": bench.throttle.describe(),
+        "dirty_mib": args.dirty_mib,
+        "workloads": {k: w.to_json() for k, w in wls.items()},
+        "summary": summarize_disk(bench.raw),
+        "receiver_peak_rss_kib": bench.rss,
+        "runs": bench.raw,
+    }
+    doc["targets"] = disk_targets(doc)
+    Path(args.out).write_text(json.dumps(doc, indent=1, sort_keys=True))
+    print(disk_report(doc))
+    return 0
+
+
+def cmd_handmade(args) -> int:
+    """Writes `src` into `dir` by hand the durable way and prints the seconds it took."""
+    data = Path(args.src).read_bytes()
+    d = Path(args.dir)
+    t0 = time.perf_counter()
+    fd = os.open(d / ".partial", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    os.rename(d / ".partial", d / Path(args.src).name)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    print(f"{time.perf_counter() - t0:.6f}")
+    return 0
+
+
 # --------------------------------------------------------------------------- plot
 
 
@@ -1545,6 +1981,31 @@ def main() -> int:
     w.add_argument("--below", type=float, default=0.25)
     r = sub.add_parser("report")
     r.add_argument("json")
+    d = sub.add_parser("disk")
+    d.add_argument("--root", required=True)
+    d.add_argument("--share", required=True)
+    d.add_argument("--disk", required=True, help="mount point of the throttled file system")
+    d.add_argument("--device", required=True, help="MAJ:MIN of its block device")
+    d.add_argument("--throttle-fd", type=int, required=True, help="open descriptor of the throttle file")
+    d.add_argument("--throttle-format", choices=("v1", "v2"), required=True)
+    d.add_argument("--throttle-where", default="", help="the throttle file, for the report")
+    d.add_argument("--peer-ns", required=True)
+    d.add_argument("--addr-a", required=True)
+    d.add_argument("--addr-b", required=True)
+    d.add_argument("--scenarios", default="disk100,dirty,disk30,unthrottled")
+    d.add_argument("--dirty-mib", type=int, default=1024)
+    d.add_argument("--link-description", default="")
+    d.add_argument("--disk-description", default="")
+    d.add_argument("--runs", type=int, default=3)
+    d.add_argument("--quick", action="store_true")
+    d.add_argument("--out", required=True)
+    d.add_argument("--command-line", default="")
+    d.add_argument("--git-commit", default="")
+    d.add_argument("--memory-note", default="")
+    d.add_argument("--git-dirty", action="store_true")
+    h = sub.add_parser("handmade")
+    h.add_argument("src")
+    h.add_argument("dir")
     args = ap.parse_args()
 
     def on_signal(signum, _frame):
@@ -1555,7 +2016,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         return {"suite": cmd_suite, "link": cmd_link, "plot": cmd_plot, "merge": cmd_merge,
-                "report": cmd_report, "wait-idle": cmd_wait_idle}[args.cmd](args)
+                "report": cmd_report, "wait-idle": cmd_wait_idle, "disk": cmd_disk,
+                "handmade": cmd_handmade}[args.cmd](args)
     finally:
         cleanup_all()
 

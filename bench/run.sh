@@ -33,7 +33,15 @@ Options:
   --link             run only the link-rate benchmark (two namespaces, veth pair
                      shaped with tbf to --rate): lanshare QUIC and TCP vs iperf3
   --with-link        run the loopback suite and then the link-rate benchmark
-  --rate RATE        link rate for --link/--with-link, in Mbit/s (default 1000)
+  --rate RATE        link rate for --link/--with-link/--disk, in Mbit/s (default 1000)
+  --disk             run only the disk benchmark: the receiver writes to ext4 on a
+                     loop device (backing file on a real disk) whose writes are
+                     throttled with the blkio cgroup, behind the --rate link:
+                     lanshare QUIC and TCP vs nc, dd conv=fsync, tar|nc|tar + sync
+  --disk-dir DIR     where the disk benchmark's backing file goes (default: a
+                     new directory under /var/tmp; must not be tmpfs)
+  --disk-size GIB    size of that file, fully written first (default 4)
+  --disk-scenarios S comma-separated subset of disk100,dirty,disk30,unthrottled
   --plot             also write a PNG chart (bench/results/latest.png)
   --wait-idle SECS   before measuring, wait up to SECS for the machine to be idle
                      (other processes below 0.25 cores for 6 s); then run anyway
@@ -46,7 +54,8 @@ Options:
   -h, --help         this help
 
 Output: a markdown report on stdout (also bench/results/latest.md), JSON in
-bench/results/latest.json (link-only runs: latest-link.json) plus a
+bench/results/latest.json (link-only runs: latest-link.json, disk runs:
+latest-disk.json) plus a
 timestamped copy of each. Progress goes to stderr.
 EOF
 }
@@ -59,6 +68,7 @@ TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 
 QUICK=0 PLOT=0 RUNS="" ONLY="" WORKLOADS="large,small,medium" EXTRAS=1 NO4G=0
 LINK=0 SUITE=1 RATE=1000 BUILD=1 INSTALL=1 WAIT_IDLE=0 KEEP_PR=0
+DISK=0 DISK_DIR="" DISK_SIZE=4 DISK_SCENARIOS="disk100,dirty,disk30,unthrottled"
 ORIG_ARGS="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -72,6 +82,10 @@ while [ $# -gt 0 ]; do
         --link) LINK=1; SUITE=0 ;;
         --with-link) LINK=1; SUITE=1 ;;
         --rate) RATE="${2:?--rate MBIT}"; shift ;;
+        --disk) DISK=1; SUITE=0; LINK=0 ;;
+        --disk-dir) DISK_DIR="${2:?--disk-dir DIR}"; shift ;;
+        --disk-size) DISK_SIZE="${2:?--disk-size GIB}"; shift ;;
+        --disk-scenarios) DISK_SCENARIOS="${2:?--disk-scenarios LIST}"; shift ;;
         --no-build) BUILD=0 ;;
         --no-install) INSTALL=0 ;;
         --keep-page-reporting) KEEP_PR=1 ;;
@@ -107,6 +121,9 @@ for c in ip tc cargo timeout mount; do command -v "$c" >/dev/null || die "missin
 
 # ---------------------------------------------------------------- cleanup (always)
 NS="" NSA="" NSB="" TMP="" BGPID="" PR_SAVED=""
+# disk benchmark: backing directory (if we made it), mount point, loop device,
+# its MAJ:MIN, and the cgroup throttle to undo
+DISK_MADE="" DISK_IMG="" DISK_MNT="" LOOPDEV="" LOOP_MM="" THROTTLE_V1="" THROTTLE_V2="" IO_ENABLED=""
 PR_PARAM=/sys/module/page_reporting/parameters/page_reporting_order
 # Long steps run in the background and are waited for, so that a signal is
 # handled at once (bash defers traps while a foreground child runs).
@@ -136,6 +153,20 @@ cleanup() {
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
         ip netns del "$ns" 2>/dev/null
     done
+    # (the disk was mounted in a private mount namespace that ended with the run)
+    [ -n "$DISK_MNT" ] && rmdir "$DISK_MNT" 2>/dev/null
+    if [ -n "$THROTTLE_V1" ] && [ -n "$LOOP_MM" ]; then
+        echo "$LOOP_MM 0" >"$THROTTLE_V1" 2>/dev/null
+    fi
+    if [ -n "$THROTTLE_V2" ]; then
+        # anything still in the cgroup goes back to the root, then it goes
+        while read -r pid; do echo "$pid" >/sys/fs/cgroup/cgroup.procs; done <"$THROTTLE_V2/cgroup.procs" 2>/dev/null
+        rmdir "$THROTTLE_V2" 2>/dev/null
+        [ -n "$IO_ENABLED" ] && echo -io >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
+    fi
+    [ -n "$LOOPDEV" ] && losetup -d "$LOOPDEV" 2>/dev/null
+    [ -n "$DISK_IMG" ] && rm -f "$DISK_IMG"
+    [ -n "$DISK_MADE" ] && rmdir "$DISK_MADE" 2>/dev/null
     if [ -n "$PR_SAVED" ]; then
         echo "$PR_SAVED" >"$PR_PARAM" && log "free page reporting restored (order $PR_SAVED)"
     fi
@@ -154,6 +185,7 @@ PKGS=()
 need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || PKGS+=("$1"); }
 for p in openssh-server openssh-client rsync netcat-openbsd socat iperf3 time; do need_pkg "$p"; done
 [ "$PLOT" = 1 ] && need_pkg python3-matplotlib
+if [ "$DISK" = 1 ]; then for p in mount e2fsprogs coreutils; do need_pkg "$p"; done; fi
 if [ "${#PKGS[@]}" -gt 0 ]; then
     if [ "$INSTALL" = 1 ]; then
         log "installing ${PKGS[*]}"
@@ -175,14 +207,16 @@ if [ "$BUILD" = 1 ]; then
     log "cargo build --release --locked (lanshare)"
     bgwait timeout 3600 cargo build --release --locked --bin share --manifest-path "$REPO/Cargo.toml" >&2 \
         || die "release build failed"
-    log "cargo build --release (bench/quinn-ceiling, sharing $TARGET)"
-    bgwait timeout 3600 cargo build --release --manifest-path "$BENCH/quinn-ceiling/Cargo.toml" \
-        --target-dir "$TARGET" >&2 || die "quinn-ceiling build failed"
+    if [ "$SUITE" = 1 ]; then
+        log "cargo build --release (bench/quinn-ceiling, sharing $TARGET)"
+        bgwait timeout 3600 cargo build --release --manifest-path "$BENCH/quinn-ceiling/Cargo.toml" \
+            --target-dir "$TARGET" >&2 || die "quinn-ceiling build failed"
+    fi
 fi
 SHARE="$TARGET/release/share"
 CEILING="$TARGET/release/quinn-ceiling"
 [ -x "$SHARE" ] || die "$SHARE missing (run without --no-build)"
-[ -x "$CEILING" ] || die "$CEILING missing (run without --no-build)"
+[ "$SUITE" = 0 ] || [ -x "$CEILING" ] || die "$CEILING missing (run without --no-build)"
 
 # ---------------------------------------------------------------- optional tools
 mkdir -p "$CACHE" "$RESULTS"
@@ -234,7 +268,11 @@ if [ $((avail_kib / 1048576)) -lt $((size_g + 2)) ]; then
 fi
 TMP="$(mktemp -d /tmp/lanshare-bench.XXXXXX)"
 mount -t tmpfs -o "size=${size_g}g,mode=0700" lanshare-bench "$TMP"
-log "workloads and receive directories on tmpfs $TMP (${size_g} GiB max): disk speed is not measured"
+if [ "$DISK" = 1 ]; then
+    log "workloads on tmpfs $TMP (${size_g} GiB max); the receivers write to the benchmark's disk"
+else
+    log "workloads and receive directories on tmpfs $TMP (${size_g} GiB max): disk speed is not measured"
+fi
 
 # In a VM with a memory balloon, freed guest memory is handed back to the
 # host within seconds, and touching it again costs a host page fault: every
@@ -334,11 +372,98 @@ if [ "$LINK" = 1 ]; then
     fi
 fi
 
+# ---------------------------------------------------------------- disk benchmark
+DISK_JSON=""
+if [ "$DISK" = 1 ]; then
+    for c in losetup mkfs.ext4 dd sync nc; do command -v "$c" >/dev/null || die "missing $c"; done
+    # The backing file lives on a real disk: a loop device over tmpfs would
+    # measure memory, not a disk.
+    if [ -z "$DISK_DIR" ]; then
+        DISK_DIR="$(mktemp -d /var/tmp/lanshare-disk.XXXXXX)"
+        DISK_MADE="$DISK_DIR"
+    fi
+    [ "$(stat -f -c %T "$DISK_DIR")" != tmpfs ] || die "$DISK_DIR is on tmpfs; give --disk-dir on a disk"
+    DISK_IMG="$DISK_DIR/lanshare-disk-$$.img"
+    # Fully written, not sparse: otherwise every first write to the loop
+    # device also allocates blocks in the file system below.
+    log "writing the ${DISK_SIZE} GiB backing file $DISK_IMG"
+    bgwait dd if=/dev/zero of="$DISK_IMG" bs=4M count=$((DISK_SIZE * 256)) conv=fsync status=none \
+        || die "cannot write $DISK_IMG"
+    # Direct I/O: the loop device writes through to that disk instead of
+    # caching a second copy in the page cache.
+    LOOPDEV="$(losetup --find --show --direct-io=on "$DISK_IMG")" || die "losetup failed"
+    LOOP_MM="$(cat "/sys/block/$(basename "$LOOPDEV")/dev")"
+    # Inode tables and journal written now, not by ext4lazyinit during the runs.
+    mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$LOOPDEV" >&2 || die "mkfs.ext4 failed"
+    DISK_MNT="$(mktemp -d /tmp/lanshare-disk-mnt.XXXXXX)"
+    # The write throttle: cgroup v1 blkio (root cgroup: covers the kernel's
+    # flusher threads too) or cgroup v2 io.max (a cgroup the receivers run in;
+    # v2 charges writeback to the cgroup that dirtied the pages).
+    # bench.py sets the limit through descriptor 9: inside the network
+    # namespaces /sys/fs/cgroup is not mounted. With v2 the whole benchmark
+    # runs in the throttled cgroup (senders only read, from tmpfs).
+    V1=/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device
+    JOIN=""
+    if [ -w "$V1" ]; then
+        THROTTLE_V1="$V1"
+        THROTTLE_ARGS=(--throttle-format v1 --throttle-where "$V1")
+        exec 9>"$V1"
+    elif grep -qw io /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+        if ! grep -qw io /sys/fs/cgroup/cgroup.subtree_control; then
+            echo +io >/sys/fs/cgroup/cgroup.subtree_control || die "cannot enable the io controller for child cgroups"
+            IO_ENABLED=1
+        fi
+        THROTTLE_V2="/sys/fs/cgroup/lanshare-bench-$$"
+        mkdir "$THROTTLE_V2" || die "cannot create $THROTTLE_V2"
+        THROTTLE_ARGS=(--throttle-format v2 --throttle-where "$THROTTLE_V2/io.max")
+        exec 9>"$THROTTLE_V2/io.max"
+        JOIN="$THROTTLE_V2/cgroup.procs"
+    else
+        die "no blkio throttle: neither cgroup v1 blkio nor the cgroup v2 io controller is available"
+    fi
+    log "disk: ext4 on $LOOPDEV ($LOOP_MM) backed by $DISK_IMG, mounted on $DISK_MNT; throttle ${THROTTLE_V1:-$THROTTLE_V2}"
+    NSA="lsdiska-$$" NSB="lsdiskb-$$"
+    ip netns add "$NSA"
+    ip netns add "$NSB"
+    for ns in "$NSA" "$NSB"; do ip -n "$ns" link set lo up; done
+    ip -n "$NSA" link add lsb0 type veth peer name lsb1 netns "$NSB"
+    ip -n "$NSA" addr add 10.231.8.1/24 dev lsb0
+    ip -n "$NSB" addr add 10.231.8.2/24 dev lsb1
+    ip -n "$NSA" link set lsb0 up
+    ip -n "$NSB" link set lsb1 up
+    QDISC=(tbf rate "${RATE}mbit" burst 256kb latency 10ms)
+    ip netns exec "$NSA" tc qdisc add dev lsb0 root "${QDISC[@]}"
+    ip netns exec "$NSB" tc qdisc add dev lsb1 root "${QDISC[@]}"
+    LINK_DESC="veth pair between two namespaces, both ends shaped with \`tc qdisc add dev X root ${QDISC[*]}\`, MTU 1500"
+    BACKING="$(df --output=source,fstype "$DISK_DIR" | tail -1 | tr -s ' ')"
+    DISK_DESC="ext4 on $LOOPDEV (losetup --direct-io=on) backed by a fully written ${DISK_SIZE} GiB file on $BACKING"
+    DISK_JSON="$RESULTS/$STAMP-disk.json"
+    if [ "$QUICK" = 1 ]; then lim=1800; else lim=5400; fi
+    # Mounted in a private mount namespace that lives as long as the run:
+    # the mount goes away with it, whatever happens, and programs started
+    # elsewhere meanwhile (\`ip netns exec\` copies the mount table) cannot
+    # pin it and keep the loop device busy.
+    bgwait sh -c '[ -z "$1" ] || echo $$ >"$1"; shift; exec "$@"' sh "$JOIN" \
+        unshare --mount --propagation private sh -c 'mount "$1" "$2" && shift 2 && exec "$@"' sh \
+        "$LOOPDEV" "$DISK_MNT" \
+        ip netns exec "$NSA" timeout -k 30 "$lim" "$PY" "$BENCH/bench.py" disk --root "$TMP" --share "$SHARE" \
+        --disk "$DISK_MNT" --device "$LOOP_MM" --throttle-fd 9 "${THROTTLE_ARGS[@]}" --peer-ns "$NSB" \
+        --addr-a 10.231.8.1 --addr-b 10.231.8.2 --scenarios "$DISK_SCENARIOS" \
+        --link-description "$LINK_DESC" --disk-description "$DISK_DESC" --runs "$RUNS" --out "$DISK_JSON" \
+        --command-line "bench/run.sh $ORIG_ARGS" --git-commit "$GIT_COMMIT" "${GIT_DIRTY[@]}" \
+        --memory-note "$MEMORY_NOTE" "${COMMON_FLAGS[@]}" >"$RESULTS/$STAMP-disk.md" || die "disk benchmark failed"
+    exec 9>&-
+    cp "$DISK_JSON" "$RESULTS/latest-disk.json"
+    cp "$RESULTS/$STAMP-disk.md" "$RESULTS/latest.md"
+fi
+
 cat "$RESULTS/latest.md"
-log "JSON: ${SUITE_JSON:-$RESULTS/latest-link.json} (copied to bench/results/latest*.json)"
+log "JSON: ${SUITE_JSON:-${DISK_JSON:-$RESULTS/latest-link.json}} (copied to bench/results/latest*.json)"
 
 # ---------------------------------------------------------------- plot
-if [ "$PLOT" = 1 ]; then
+if [ "$PLOT" = 1 ] && [ -n "$DISK_JSON" ]; then
+    log "--plot: the disk benchmark has no chart"
+elif [ "$PLOT" = 1 ]; then
     PLOTPY="$PY"
     "$PLOTPY" -c 'import matplotlib' 2>/dev/null || PLOTPY=/usr/bin/python3
     src="$RESULTS/latest.json"
