@@ -183,9 +183,12 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------- packages
 PKGS=()
 need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || PKGS+=("$1"); }
-for p in openssh-server openssh-client rsync netcat-openbsd socat iperf3 time; do need_pkg "$p"; done
+if [ "$SUITE" = 1 ]; then
+    for p in openssh-server openssh-client rsync netcat-openbsd socat iperf3 time; do need_pkg "$p"; done
+fi
+[ "$LINK" = 1 ] && need_pkg iperf3
+if [ "$DISK" = 1 ]; then for p in netcat-openbsd mount e2fsprogs coreutils; do need_pkg "$p"; done; fi
 [ "$PLOT" = 1 ] && need_pkg python3-matplotlib
-if [ "$DISK" = 1 ]; then for p in mount e2fsprogs coreutils; do need_pkg "$p"; done; fi
 if [ "${#PKGS[@]}" -gt 0 ]; then
     if [ "$INSTALL" = 1 ]; then
         log "installing ${PKGS[*]}"
