@@ -263,6 +263,18 @@ def write_random(path: Path, size: int) -> None:
             left -= n
 
 
+def write_small_tree(root: Path, n: int) -> None:
+    """`n` files of 4 KiB of random bytes, spread over 100 nested directories (`d00/e00/...`)."""
+    i = 0
+    for a in range(10):
+        for b in range(10):
+            d = root / f"d{a:02}" / f"e{b:02}"
+            d.mkdir(parents=True, exist_ok=True)
+            for _ in range(n // 100):
+                (d / f"f{i:05}.dat").write_bytes(os.urandom(4096))
+                i += 1
+
+
 def make_workloads(src_root: Path, quick: bool, wanted: list[str]) -> dict[str, Workload]:
     src_root.mkdir(parents=True, exist_ok=True)
     big = (128 * MiB) if quick else GiB
@@ -279,14 +291,7 @@ def make_workloads(src_root: Path, quick: bool, wanted: list[str]) -> dict[str, 
         w = Workload("small", f"{nsmall} files of 4 KiB", "small", "tree", nsmall, nsmall * 4096, src_root)
         if not w.path.exists():
             log(f"creating {w.path} ({nsmall} x 4 KiB in nested directories)")
-            i = 0
-            for a in range(10):
-                for b in range(10):
-                    d = w.path / f"d{a:02}" / f"e{b:02}"
-                    d.mkdir(parents=True, exist_ok=True)
-                    for _ in range(nsmall // 100):
-                        (d / f"f{i:05}.dat").write_bytes(os.urandom(4096))
-                        i += 1
+            write_small_tree(w.path, nsmall)
         wls["small"] = w
     if "medium" in wanted:
         w = Workload("medium", f"{nmed} files of 1 MiB", "medium", "tree", nmed, nmed * MiB, src_root)
@@ -1562,11 +1567,14 @@ class DiskBench:
         return t1 - t0
 
     def dirty(self) -> None:
-        """Another program's unwritten data: 1 GiB written into the same file system, no sync."""
+        """Another program's unwritten data: 1 GiB written into the same file system, no sync,
+        then `--dirty-settle` seconds for the kernel's own writeback to get going, so that every
+        tool meets the same state (a journal commit may have to wait for the part of that data
+        the kernel has started to write: ext4's data=ordered)."""
         other = self.disk / "other-program.bin"
-        subprocess.run(["dd", "if=/dev/zero", f"of={other}", "bs=1M",
-                                                  f"count={self.args.dirty_mib}", "status=none"],
-                       check=True, timeout=300)
+        subprocess.run(["dd", "if=/dev/zero", f"of={other}", "bs=1M", f"count={self.args.dirty_mib}",
+                        "status=none"], check=True, timeout=300)
+        time.sleep(self.args.dirty_settle)
 
     def clean(self) -> None:
         """Drops the other program's file before it was written back (its dirty pages go with it)."""
@@ -1666,14 +1674,7 @@ def disk_workloads(src_root: Path, quick: bool) -> dict:
     n = 200 if quick else 2000
     w = Workload("small", f"{n} files of 4 KiB", f"disk-small{n}", "tree", n, n * 4096, src_root)
     if not w.path.exists():
-        i = 0
-        for a in range(10):
-            for b in range(10):
-                d = w.path / f"d{a:02}" / f"e{b:02}"
-                d.mkdir(parents=True, exist_ok=True)
-                for _ in range(n // 100):
-                    (d / f"f{i:05}.dat").write_bytes(os.urandom(4096))
-                    i += 1
+        write_small_tree(w.path, n)
     wls["small"] = w
     w = Workload("1m", "1 file of 1 MiB", "disk-1m.bin", "file", 1, MiB, src_root)
     if not w.path.exists():
@@ -1711,28 +1712,26 @@ def disk_targets(doc: dict) -> list:
         ok = value is not None and limit is not None and value <= limit
         rows.append({"target": what, "value": value, "limit": limit, "unit": unit, "met": ok})
 
+    def both(sc, wk, what, limit):
+        """A row per transport: lanshare's median in scenario `sc`, workload `wk`, against `limit`."""
+        for t in ("quic", "tcp"):
+            v = med(sc, wk, f"lanshare-{t}")
+            if v is not None or limit is not None:
+                add(what.replace("{t}", t.upper()), v, limit)
+
     for sc, label in (("disk100", "100 MiB/s"), ("disk30", "30 MiB/s")):
         for wk in ("512m", "1g"):
             nc, dd = med(sc, wk, "nc"), med(sc, wk, "dd")
             base = dd if sc == "disk30" else (max(nc, dd) if nc and dd else None)
             what = "disk alone" if sc == "disk30" else "max(link alone, disk alone)"
-            for t in ("quic", "tcp"):
-                v = med(sc, wk, f"lanshare-{t}")
-                if v is not None or base is not None:
-                    add(f"{doc['workloads'][wk]['label']}, {label} disk, {t.upper()} <= 1.10 x {what}",
-                        v, base * 1.10 if base else None)
+            both(sc, wk, f"{doc['workloads'][wk]['label']}, {label} disk, {{t}} <= 1.10 x {what}",
+                 base * 1.10 if base else None)
     tar = med("disk100", "small", "tar-nc-sync")
-    for t in ("quic", "tcp"):
-        v = med("disk100", "small", f"lanshare-{t}")
-        if v is not None:
-            add(f"{doc['workloads']['small']['label']}, 100 MiB/s disk, {t.upper()} <= 1.5 x tar|nc|tar + sync -f",
-                v, tar * 1.5 if tar else None)
+    both("disk100", "small", f"{doc['workloads']['small']['label']}, 100 MiB/s disk, {{t}} <= 1.5 x "
+         "tar|nc|tar + sync -f", tar * 1.5 if tar else None)
     hand = med("dirty", "1m", "handmade")
-    for t in ("quic", "tcp"):
-        v = med("dirty", "1m", f"lanshare-{t}")
-        if v is not None:
-            add(f"1 MiB with {doc['dirty_mib']} MiB of another program's data unwritten, {t.upper()} "
-                "<= write+fdatasync+rename+dirsync by hand + 0.3 s", v, hand + 0.3 if hand is not None else None)
+    both("dirty", "1m", f"1 MiB with {doc['dirty_mib']} MiB of another program's data unwritten, {{t}} "
+         "<= write+fdatasync+rename+dirsync by hand + 0.3 s", hand + 0.3 if hand is not None else None)
     peak = max((v for v in doc.get("receiver_peak_rss_kib", {}).values() if v), default=None)
     if peak is not None:
         add("receiver daemon peak RSS (max over the scenarios) <= 64 MiB", peak / 1024, 64, "MiB")
@@ -1944,32 +1943,36 @@ def main() -> int:
     s.add_argument("--sendme-note")
     s.add_argument("--wormhole-venv")
     s.add_argument("--wormhole-note")
-    s.add_argument("--runs", type=int, default=3)
-    s.add_argument("--quick", action="store_true")
     s.add_argument("--only", default="")
     s.add_argument("--workloads", default="large,small,medium")
     s.add_argument("--extras", action=argparse.BooleanOptionalAction, default=True)
     s.add_argument("--no-4g", action="store_true")
-    s.add_argument("--out", required=True)
-    s.add_argument("--command-line", default="")
-    s.add_argument("--git-commit", default="")
-    s.add_argument("--memory-note", default="")
-    s.add_argument("--git-dirty", action="store_true")
+
+    def run_options(parser):
+        """Repetitions, output, and what the report says about the run."""
+        parser.add_argument("--runs", type=int, default=3)
+        parser.add_argument("--quick", action="store_true")
+        parser.add_argument("--out", required=True)
+        parser.add_argument("--command-line", default="")
+        parser.add_argument("--git-commit", default="")
+        parser.add_argument("--memory-note", default="")
+        parser.add_argument("--git-dirty", action="store_true")
+
+    def two_namespaces(parser):
+        """Options of the benchmarks that run in namespace A and reach B over the shaped link."""
+        parser.add_argument("--root", required=True)
+        parser.add_argument("--share", required=True)
+        parser.add_argument("--peer-ns", required=True)
+        parser.add_argument("--addr-a", required=True)
+        parser.add_argument("--addr-b", required=True)
+        run_options(parser)
+
+    run_options(s)
+
     k = sub.add_parser("link")
-    k.add_argument("--root", required=True)
-    k.add_argument("--share", required=True)
-    k.add_argument("--peer-ns", required=True)
-    k.add_argument("--addr-a", required=True)
-    k.add_argument("--addr-b", required=True)
+    two_namespaces(k)
     k.add_argument("--rate-mbit", type=float, default=1000)
     k.add_argument("--description", default="")
-    k.add_argument("--runs", type=int, default=3)
-    k.add_argument("--quick", action="store_true")
-    k.add_argument("--out", required=True)
-    k.add_argument("--command-line", default="")
-    k.add_argument("--git-commit", default="")
-    k.add_argument("--memory-note", default="")
-    k.add_argument("--git-dirty", action="store_true")
     p = sub.add_parser("plot")
     p.add_argument("json")
     p.add_argument("png")
@@ -1982,27 +1985,17 @@ def main() -> int:
     r = sub.add_parser("report")
     r.add_argument("json")
     d = sub.add_parser("disk")
-    d.add_argument("--root", required=True)
-    d.add_argument("--share", required=True)
+    two_namespaces(d)
     d.add_argument("--disk", required=True, help="mount point of the throttled file system")
     d.add_argument("--device", required=True, help="MAJ:MIN of its block device")
     d.add_argument("--throttle-fd", type=int, required=True, help="open descriptor of the throttle file")
     d.add_argument("--throttle-format", choices=("v1", "v2"), required=True)
     d.add_argument("--throttle-where", default="", help="the throttle file, for the report")
-    d.add_argument("--peer-ns", required=True)
-    d.add_argument("--addr-a", required=True)
-    d.add_argument("--addr-b", required=True)
     d.add_argument("--scenarios", default="disk100,dirty,disk30,unthrottled")
     d.add_argument("--dirty-mib", type=int, default=1024)
+    d.add_argument("--dirty-settle", type=float, default=2.0)
     d.add_argument("--link-description", default="")
     d.add_argument("--disk-description", default="")
-    d.add_argument("--runs", type=int, default=3)
-    d.add_argument("--quick", action="store_true")
-    d.add_argument("--out", required=True)
-    d.add_argument("--command-line", default="")
-    d.add_argument("--git-commit", default="")
-    d.add_argument("--memory-note", default="")
-    d.add_argument("--git-dirty", action="store_true")
     h = sub.add_parser("handmade")
     h.add_argument("src")
     h.add_argument("dir")

@@ -341,9 +341,12 @@ if [ "$SUITE" = 1 ]; then
     NS=""
 fi
 
-# ---------------------------------------------------------------- link-rate benchmark
-if [ "$LINK" = 1 ]; then
-    NSA="lslinka-$$" NSB="lslinkb-$$"
+# Two namespaces NSA and NSB (named with prefix $1) joined by a veth pair
+# whose ends are shaped to $RATE; sets DESC. A previous mode's pair is
+# removed first (its benchmark has ended), so cleanup() knows every one.
+shaped_link() {
+    for ns in $NSA $NSB; do ip netns del "$ns" 2>/dev/null; done
+    NSA="${1}a-$$" NSB="${1}b-$$"
     ip netns add "$NSA"
     ip netns add "$NSB"
     for ns in "$NSA" "$NSB"; do ip -n "$ns" link set lo up; done
@@ -358,6 +361,11 @@ if [ "$LINK" = 1 ]; then
     ip netns exec "$NSB" tc qdisc add dev lsb1 root "${QDISC[@]}"
     DESC="veth pair between two namespaces, both ends shaped with \`tc qdisc add dev X root ${QDISC[*]}\`, MTU 1500"
     log "link: $DESC"
+}
+
+# ---------------------------------------------------------------- link-rate benchmark
+if [ "$LINK" = 1 ]; then
+    shaped_link lslink
     LINK_JSON="$RESULTS/$STAMP-link.json"
     if [ "$QUICK" = 1 ]; then lim=900; else lim=1800; fi
     bgwait ip netns exec "$NSA" timeout -k 30 "$lim" "$PY" "$BENCH/bench.py" link --root "$TMP" --share "$SHARE" \
@@ -425,19 +433,7 @@ if [ "$DISK" = 1 ]; then
         die "no blkio throttle: neither cgroup v1 blkio nor the cgroup v2 io controller is available"
     fi
     log "disk: ext4 on $LOOPDEV ($LOOP_MM) backed by $DISK_IMG, mounted on $DISK_MNT; throttle ${THROTTLE_V1:-$THROTTLE_V2}"
-    NSA="lsdiska-$$" NSB="lsdiskb-$$"
-    ip netns add "$NSA"
-    ip netns add "$NSB"
-    for ns in "$NSA" "$NSB"; do ip -n "$ns" link set lo up; done
-    ip -n "$NSA" link add lsb0 type veth peer name lsb1 netns "$NSB"
-    ip -n "$NSA" addr add 10.231.8.1/24 dev lsb0
-    ip -n "$NSB" addr add 10.231.8.2/24 dev lsb1
-    ip -n "$NSA" link set lsb0 up
-    ip -n "$NSB" link set lsb1 up
-    QDISC=(tbf rate "${RATE}mbit" burst 256kb latency 10ms)
-    ip netns exec "$NSA" tc qdisc add dev lsb0 root "${QDISC[@]}"
-    ip netns exec "$NSB" tc qdisc add dev lsb1 root "${QDISC[@]}"
-    LINK_DESC="veth pair between two namespaces, both ends shaped with \`tc qdisc add dev X root ${QDISC[*]}\`, MTU 1500"
+    shaped_link lsdisk
     BACKING="$(df --output=source,fstype "$DISK_DIR" | tail -1 | tr -s ' ')"
     DISK_DESC="ext4 on $LOOPDEV (losetup --direct-io=on) backed by a fully written ${DISK_SIZE} GiB file on $BACKING"
     DISK_JSON="$RESULTS/$STAMP-disk.json"
@@ -452,7 +448,7 @@ if [ "$DISK" = 1 ]; then
         ip netns exec "$NSA" timeout -k 30 "$lim" "$PY" "$BENCH/bench.py" disk --root "$TMP" --share "$SHARE" \
         --disk "$DISK_MNT" --device "$LOOP_MM" --throttle-fd 9 "${THROTTLE_ARGS[@]}" --peer-ns "$NSB" \
         --addr-a 10.231.8.1 --addr-b 10.231.8.2 --scenarios "$DISK_SCENARIOS" \
-        --link-description "$LINK_DESC" --disk-description "$DISK_DESC" --runs "$RUNS" --out "$DISK_JSON" \
+        --link-description "$DESC" --disk-description "$DISK_DESC" --runs "$RUNS" --out "$DISK_JSON" \
         --command-line "bench/run.sh $ORIG_ARGS" --git-commit "$GIT_COMMIT" "${GIT_DIRTY[@]}" \
         --memory-note "$MEMORY_NOTE" "${COMMON_FLAGS[@]}" >"$RESULTS/$STAMP-disk.md" || die "disk benchmark failed"
     exec 9>&-
