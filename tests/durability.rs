@@ -506,7 +506,7 @@ impl Session {
                 let link = sender.connect(addr, Some(receiver_id.id())).await.unwrap();
                 let mut framed = Framed::new(link);
                 handshake::client(&mut framed, "alice").await.unwrap();
-                let source = source::scan(&[path]).unwrap();
+                let source = source::scan(&[path], &source::WalkOptions::default()).unwrap();
                 let registry = Registry::default();
                 let handle = registry.start(NewTransfer {
                     direction: Direction::Out,

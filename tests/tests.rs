@@ -23,6 +23,7 @@ mod peer_text;
 mod peers;
 mod robustness;
 mod security;
+mod send_tree;
 mod systemd;
 mod text;
 mod transfer;

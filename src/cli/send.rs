@@ -15,6 +15,7 @@ use crate::control::{CommandError, ErrorKind, Request, SendEntry, SendEvent};
 use crate::outgoing::{SendResult, TextResult};
 use crate::protocol::{HumanBytes, MAX_TEXT_LEN};
 use crate::queue::QueuedSend;
+use crate::transfer::exclude::Excludes;
 use crate::transfer::source::{self, Layout};
 use crate::transport::dial::Preference;
 
@@ -38,6 +39,15 @@ pub struct SendArgs {
     /// seen yet (without it, an unknown name is refused as a likely typo).
     #[arg(long, requires = "queue")]
     pub wait_for_peer: bool,
+    /// Leave out what matches PATTERN inside the directories sent
+    /// (gitignore-like: `*.log`, `target/`, `/build`, `**/cache`);
+    /// repeatable.
+    #[arg(long, value_name = "PATTERN", conflicts_with = "text")]
+    pub exclude: Vec<String>,
+    /// Fail if anything inside a directory cannot be read or its name
+    /// cannot be sent, instead of skipping it with a warning.
+    #[arg(long, conflicts_with = "text")]
+    pub strict: bool,
     /// Transport: race QUIC and TCP (auto), or force one.
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
@@ -75,24 +85,26 @@ pub(super) async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
     // Walk the tree and open every file here, with the user's own
     // permissions; the daemon gets open files, never paths (the system
     // service cannot read home directories, and must never read a file
-    // for a user who could not). A file the user cannot read fails here,
-    // named, before anything is sent. (`main` raised the open-file limit
-    // for `share send` before any thread started.)
+    // for a user who could not). A file inside a directory that the user
+    // cannot read is skipped with a warning (fails the send if --strict);
+    // one named as an argument fails here, named, before anything is
+    // sent. (`main` raised the open-file limit for `share send` before any
+    // thread started.)
+    let options = source::WalkOptions {
+        strict: args.strict,
+        exclude: Excludes::new(&args.exclude)?,
+    };
     let paths = args.paths.clone();
+    let walk_options = options.clone();
     let (layout, files) = tokio::task::spawn_blocking(move || {
-        let layout = source::walk(&paths)?;
-        let files = layout
-            .entries
-            .iter()
-            .filter(|e| !e.dir)
-            .map(source::LayoutEntry::open)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut layout = source::walk(&paths, &walk_options)?;
+        let files = layout.open_files()?;
         Ok::<_, source::SourceError>((layout, files))
     })
     .await
     .context("internal error: the file scan stopped")??;
     if args.queue {
-        return queue_send(sockets, &args, &layout, &files).await;
+        return queue_send(sockets, &args, options, &layout, &files).await;
     }
     let (entries, skipped) = request_layout(&layout);
     let request = Request::Send {
@@ -287,6 +299,7 @@ async fn send_text(sockets: &[PathBuf], args: &SendArgs, text: &str) -> Result<(
 async fn queue_send(
     sockets: &[PathBuf],
     args: &SendArgs,
+    walk: source::WalkOptions,
     layout: &Layout,
     files: &[std::fs::File],
 ) -> Result<()> {
@@ -307,6 +320,7 @@ async fn queue_send(
         transport: args.transport.into(),
         roots: roots.clone(),
         wait_for_peer,
+        walk: walk.clone(),
     };
     let first = client::call_with_files(sockets, request(args.wait_for_peer), &fds, |_| {}).await;
     let data = match first {

@@ -44,6 +44,7 @@ use crate::peers::PeerInfo;
 use crate::queue::QueuedSend;
 use crate::registry::TransferInfo;
 use crate::safe_text::CleanText;
+use crate::transfer::source::WalkOptions;
 use crate::transport::TransportKind;
 use crate::transport::dial::Preference;
 
@@ -187,6 +188,9 @@ pub enum Request {
         /// Queue it even if no device of that name was ever seen.
         #[serde(default)]
         wait_for_peer: bool,
+        /// `--strict` and `--exclude`, for that walk.
+        #[serde(default)]
+        walk: WalkOptions,
     },
     /// Queued sends.
     Queue,

@@ -112,6 +112,7 @@ impl Handler for Commands {
                     transport,
                     roots,
                     wait_for_peer,
+                    walk,
                 } => Response::Queued(self.queue.add(
                     NewQueued {
                         peer,
@@ -119,6 +120,7 @@ impl Handler for Commands {
                         skipped,
                         transport,
                         roots,
+                        walk,
                         uid: caller.uid,
                     },
                     wait_for_peer,

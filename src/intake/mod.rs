@@ -42,6 +42,7 @@ pub use consent::{AcceptPolicy, Declined, Offering, SenderGone};
 use inbox::{Inbox, InboxError, InboxText};
 use pending::{PendingLimits, PendingOffers};
 use text::preview;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
@@ -164,6 +165,7 @@ impl Intake {
         let limits = &self.settings.limits;
         manifest.validate(limits)?;
         let plan = plan(manifest, limits.max_depth)?;
+        log_stored_names(manifest, &plan);
         if resuming {
             return Ok(plan);
         }
@@ -300,4 +302,34 @@ fn top_level_names(manifest: &Manifest) -> Vec<CleanText> {
         }
     }
     names
+}
+
+/// Logs each name stored under another name than the one sent (see
+/// [`crate::store::path::stored_name`]): the first few, then how many.
+fn log_stored_names(manifest: &Manifest, plan: &Plan) {
+    const SHOWN: usize = 8;
+    let mapped = manifest
+        .entries
+        .iter()
+        .zip(plan.entries())
+        .filter(|(sent, planned)| {
+            planned.path.to_rel_string() != sent.path.nfc().collect::<String>()
+        });
+    let mut count = 0usize;
+    for (sent, planned) in mapped {
+        count += 1;
+        if count <= SHOWN {
+            tracing::info!(
+                "offered name {:?} will be stored as {:?}",
+                sent.path,
+                planned.path.to_rel_string()
+            );
+        }
+    }
+    if count > SHOWN {
+        tracing::info!(
+            "{} more offered names will be stored under other names",
+            count - SHOWN
+        );
+    }
 }

@@ -179,8 +179,9 @@ impl Queue {
             return Some(Err(FilesError::OtherUser(stored.uid)));
         }
         let roots = stored.roots.clone();
+        let options = stored.walk.clone();
         let reopened = tokio::task::spawn_blocking(move || {
-            let layout = source::walk(&roots)?;
+            let mut layout = source::walk(&roots, &options)?;
             let what = layout.open_all()?;
             let skipped = layout.skipped.iter().map(ToString::to_string).collect();
             Ok::<_, SourceError>((what, skipped))

@@ -14,7 +14,7 @@ use super::{MAX_QUEUED, MAX_QUEUED_FILES, QUEUE_FILE, QueueError};
 use crate::history::now_secs;
 use crate::ids::{self, PrefixError};
 use crate::safe_text::CleanText;
-use crate::transfer::source::SourceFile;
+use crate::transfer::source::{SourceFile, WalkOptions};
 use crate::transport::dial::Preference;
 
 /// One queued send (`share queue`).
@@ -69,6 +69,9 @@ pub(super) struct Stored {
     pub(super) transport: Preference,
     /// Absolute paths the user named, for a walk after a restart.
     pub(super) roots: Vec<PathBuf>,
+    /// How to walk them (`--strict`, `--exclude`).
+    #[serde(default)]
+    pub(super) walk: WalkOptions,
     pub(super) names: Vec<String>,
     pub(super) files: usize,
     pub(super) queued: u64,
@@ -121,6 +124,8 @@ pub struct NewQueued {
     pub transport: Preference,
     /// The absolute paths the user named.
     pub roots: Vec<PathBuf>,
+    /// How to walk them again.
+    pub walk: WalkOptions,
     /// Who queued it (`SO_PEERCRED`).
     pub uid: u32,
 }
@@ -203,6 +208,7 @@ impl QueueStore {
             peer: new.peer,
             transport: new.transport,
             roots: new.roots,
+            walk: new.walk,
             names: new
                 .what
                 .iter()
@@ -331,6 +337,7 @@ mod tests {
             skipped: Vec::new(),
             transport: Preference::Auto,
             roots: vec![PathBuf::from("/tmp/docs")],
+            walk: WalkOptions::default(),
             uid: 1000,
         }
     }

@@ -20,6 +20,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod exclude;
 pub mod framed;
 pub mod handshake;
 pub mod receive;

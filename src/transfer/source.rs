@@ -26,9 +26,20 @@
 //!   directory, symlinks, FIFOs, sockets and devices are *skipped* and
 //!   reported in [`Layout::skipped`]: following links could leave the tree
 //!   the user chose (or loop), and opening a FIFO would block forever.
-//! * Names must be UTF-8 (the wire format is UTF-8) and must pass the
-//!   receiver's path rules ([`crate::store::plan`]), so an unsendable name
-//!   is reported here, with the path, rather than as a refused offer.
+//! * Inside a directory, what cannot be sent is skipped too, and reported
+//!   the same way, so that one bad entry does not fail a whole tree: a file
+//!   or directory that cannot be read (permissions, removed meanwhile), and
+//!   a name that cannot be sent (not UTF-8, which the wire format requires,
+//!   or holding a control character). [`WalkOptions::strict`]
+//!   (`share send --strict`) fails the send on the first one instead.
+//!   Entries matching [`WalkOptions::exclude`] (`--exclude`, see
+//!   [`super::exclude`]) are left out silently: the user asked for that.
+//!   What the user named as an argument must be readable and sendable.
+//! * Any name Linux can hold is sent as it is (`meeting 10:30.txt`,
+//!   `notes.`, `aux.c`); only what the receiver must refuse as unsafe
+//!   ([`crate::store::sanitize`]: control characters, and names that are
+//!   not plain relative paths) is not. A receiver that cannot store a name
+//!   maps it ([`crate::store::path::stored_name`]) instead of refusing.
 //! * No file is read before the offer: the data is hashed as it is sent
 //!   (see [`super::send`]), so the first byte moves at once. The offer
 //!   names each file's version instead ([`Version`]: device, inode, size,
@@ -49,6 +60,9 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::OFlags;
 
+use serde::{Deserialize, Serialize};
+
+use super::exclude::Excludes;
 use crate::protocol::{Entry, EntryKind, MAX_ENTRIES, Manifest, choose_block_size};
 use crate::store::PathError;
 
@@ -89,6 +103,18 @@ pub struct OfferedFile {
     pub version: Version,
 }
 
+/// How [`walk`] treats the inside of the directories it is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalkOptions {
+    /// Fail on the first entry that cannot be read or named
+    /// (`share send --strict`) instead of skipping it with a warning.
+    #[serde(default)]
+    pub strict: bool,
+    /// Entries to leave out (`share send --exclude`).
+    #[serde(default)]
+    pub exclude: Excludes,
+}
+
 /// What the user named, listed but not yet read.
 #[derive(Debug, Clone, Default)]
 pub struct Layout {
@@ -96,6 +122,8 @@ pub struct Layout {
     pub entries: Vec<LayoutEntry>,
     /// Entries inside the named directories that cannot be sent.
     pub skipped: Vec<Skipped>,
+    /// Whether an entry that cannot be opened fails the send.
+    strict: bool,
 }
 
 /// One entry of a [`Layout`].
@@ -112,22 +140,51 @@ pub struct LayoutEntry {
 }
 
 impl Layout {
-    /// Opens every file of the layout (this process's permissions),
-    /// giving each entry's offered name and, for files, the open file —
-    /// what [`prepare`] takes.
+    /// Opens every file of the layout (this process's permissions), in
+    /// entry order. A file found inside a named directory that cannot be
+    /// opened is dropped from the layout and listed in
+    /// [`skipped`](Self::skipped), unless the walk was strict.
     ///
     /// # Errors
-    /// A [`SourceError`] naming the first file that cannot be opened.
-    pub fn open_all(&self) -> Result<Vec<(String, Option<SourceFile>)>, SourceError> {
+    /// A [`SourceError`] naming the first file that cannot be opened and
+    /// may not be skipped.
+    pub fn open_files(&mut self) -> Result<Vec<File>, SourceError> {
+        let mut files = Vec::new();
+        let mut kept = Vec::with_capacity(self.entries.len());
+        for entry in std::mem::take(&mut self.entries) {
+            if !entry.dir {
+                match entry.open() {
+                    Ok(file) => files.push(file),
+                    Err(e) if entry.nofollow && !self.strict => {
+                        self.skipped.push(Skipped::unreadable(entry.disk, &e));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            kept.push(entry);
+        }
+        self.entries = kept;
+        Ok(files)
+    }
+
+    /// [`open_files`](Self::open_files), giving each entry's offered name
+    /// and, for files, the open file: what [`prepare`] takes.
+    ///
+    /// # Errors
+    /// As [`open_files`](Self::open_files).
+    pub fn open_all(&mut self) -> Result<Vec<(String, Option<SourceFile>)>, SourceError> {
+        let mut files = self.open_files()?.into_iter();
         self.entries
             .iter()
             .map(|entry| {
                 let file = if entry.dir {
                     None
                 } else {
+                    let file = files.next().ok_or(SourceError::Empty)?;
                     Some(SourceFile {
                         path: entry.disk.clone(),
-                        file: Arc::new(entry.open()?),
+                        file: Arc::new(file),
                     })
                 };
                 Ok((entry.path.clone(), file))
@@ -141,14 +198,46 @@ impl Layout {
 pub struct Skipped {
     /// Its path on disk.
     pub path: PathBuf,
-    /// What it is: `"symlink"`, `"fifo"`, `"socket"`, `"device"` or `"unknown"`.
-    pub kind: &'static str,
+    /// Why it was left out.
+    pub why: SkipReason,
+}
+
+/// Why an entry inside a named directory was left out.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// Not a regular file or directory: `"symlink"`, `"fifo"`,
+    /// `"socket"`, `"device"` or `"unknown"`.
+    Special(&'static str),
+    /// It could not be read; the cause.
+    Unreadable(String),
+    /// Its name cannot be sent; why.
+    Unsendable(&'static str),
+}
+
+impl Skipped {
+    fn unreadable(path: PathBuf, error: &SourceError) -> Self {
+        let cause = match error {
+            SourceError::Io { source, .. } => source.to_string(),
+            SourceError::PermissionDenied { .. } => "permission denied".to_owned(),
+            SourceError::Unsupported { kind, .. } => format!("it became a {kind}"),
+            other => other.to_string(),
+        };
+        Self {
+            path,
+            why: SkipReason::Unreadable(cause),
+        }
+    }
 }
 
 impl std::fmt::Display for Skipped {
-    /// `path (kind)`, as warnings show it.
+    /// `path (why)`, as warnings show it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.path.display(), self.kind)
+        let path = self.path.display();
+        match &self.why {
+            SkipReason::Special(kind) => write!(f, "{path} ({kind})"),
+            SkipReason::Unreadable(cause) => write!(f, "{path} (cannot read: {cause})"),
+            SkipReason::Unsendable(why) => write!(f, "{path} ({why})"),
+        }
     }
 }
 
@@ -177,6 +266,12 @@ pub enum SourceError {
     #[error("the name of {} is not valid UTF-8; rename it to send it", path.display())]
     NonUtf8 {
         /// The offending path.
+        path: PathBuf,
+    },
+    /// A name holds a control character, which no receiver accepts.
+    #[error("the name of {} holds a control character; rename it to send it", path.display())]
+    ControlChar {
+        /// The offending path (shown escaped).
         path: PathBuf,
     },
     /// An argument has no final component (`/`, `..`).
@@ -233,8 +328,8 @@ pub enum SourceError {
 ///
 /// # Errors
 /// A [`SourceError`] naming the first path that cannot be sent.
-pub fn scan(paths: &[PathBuf]) -> Result<Source, SourceError> {
-    let layout = walk(paths)?;
+pub fn scan(paths: &[PathBuf], options: &WalkOptions) -> Result<Source, SourceError> {
+    let mut layout = walk(paths, options)?;
     let mut source = prepare(layout.open_all()?)?;
     source.skipped = layout.skipped;
     Ok(source)
@@ -245,11 +340,14 @@ pub fn scan(paths: &[PathBuf]) -> Result<Source, SourceError> {
 ///
 /// # Errors
 /// A [`SourceError`] naming the first path that cannot be sent.
-pub fn walk(paths: &[PathBuf]) -> Result<Layout, SourceError> {
+pub fn walk(paths: &[PathBuf], options: &WalkOptions) -> Result<Layout, SourceError> {
     if paths.is_empty() {
         return Err(SourceError::Empty);
     }
-    let mut layout = Layout::default();
+    let mut layout = Layout {
+        strict: options.strict,
+        ..Layout::default()
+    };
     let mut seen: Vec<(String, &Path)> = Vec::new();
     for arg in paths {
         let name = top_level_name(arg)?;
@@ -263,7 +361,7 @@ pub fn walk(paths: &[PathBuf]) -> Result<Layout, SourceError> {
         // Follows a symlink given as an argument: the user named it.
         let meta = std::fs::metadata(arg).map_err(|e| io_err(arg, e))?;
         if meta.is_dir() {
-            layout.walk_dir(arg, &name)?;
+            layout.walk_dir(arg, &name, &options.exclude)?;
         } else if meta.is_file() {
             layout.push(name.clone(), arg.clone(), false, false)?;
         } else {
@@ -274,8 +372,8 @@ pub fn walk(paths: &[PathBuf]) -> Result<Layout, SourceError> {
         }
         seen.push((name, arg));
     }
-    // Catch names the receiver's rules would refuse (case collisions,
-    // reserved names, ...), with the offending path, before reading.
+    // Catch names the receiver's rules would refuse (two that are the same
+    // name ignoring case), with the offending path, before reading.
     crate::store::plan(&layout.manifest_shape(), usize::MAX)?;
     Ok(layout)
 }
@@ -308,41 +406,96 @@ impl Layout {
     }
 
     /// Adds directory `root` as `rel` and everything below it: pre-order
-    /// depth first, siblings sorted by name. Iterative, so a deep tree
-    /// cannot overflow the stack.
-    fn walk_dir(&mut self, root: &Path, rel: &str) -> Result<(), SourceError> {
+    /// depth first, siblings sorted by name, leaving out what `exclude`
+    /// matches and (unless strict) skipping what cannot be read or named.
+    /// Iterative, so a deep tree cannot overflow the stack.
+    fn walk_dir(&mut self, root: &Path, rel: &str, exclude: &Excludes) -> Result<(), SourceError> {
         // Children are pushed in reverse so that they pop in name order.
         let mut stack = vec![(root.to_path_buf(), rel.to_owned(), true)];
         while let Some((path, rel, is_dir)) = stack.pop() {
+            let inside = path != root;
             if !is_dir {
                 self.push(rel, path, false, true)?;
                 continue;
             }
+            let listed = std::fs::read_dir(&path).and_then(|entries| {
+                entries
+                    .map(|e| e.map(|e| (e.file_name(), e.path())))
+                    .collect::<Result<Vec<(OsString, PathBuf)>, _>>()
+            });
+            let mut children = match listed {
+                Ok(children) => children,
+                Err(e) if inside && !self.strict => {
+                    let error = io_err(&path, e);
+                    self.skipped.push(Skipped::unreadable(path, &error));
+                    continue;
+                }
+                Err(e) => return Err(io_err(&path, e)),
+            };
             self.push(rel.clone(), path.clone(), true, true)?;
-            let mut children: Vec<(OsString, PathBuf)> = std::fs::read_dir(&path)
-                .map_err(|e| io_err(&path, e))?
-                .map(|e| e.map(|e| (e.file_name(), e.path())))
-                .collect::<Result<_, _>>()
-                .map_err(|e| io_err(&path, e))?;
             children.sort();
             let first_child = stack.len();
             for (name, child) in children {
-                let name = utf8(&name, &child)?;
+                let name = match self.sendable_name(&name, &child)? {
+                    Some(name) => name,
+                    None => continue,
+                };
+                let child_rel = format!("{rel}/{name}");
                 // `symlink_metadata`: never follow links inside the tree.
-                let meta = std::fs::symlink_metadata(&child).map_err(|e| io_err(&child, e))?;
+                let meta = match std::fs::symlink_metadata(&child) {
+                    Ok(meta) => meta,
+                    Err(e) if !self.strict => {
+                        let error = io_err(&child, e);
+                        self.skipped.push(Skipped::unreadable(child, &error));
+                        continue;
+                    }
+                    Err(e) => return Err(io_err(&child, e)),
+                };
                 let ft = meta.file_type();
+                let below = child_rel.split_once('/').map_or("", |(_, below)| below);
+                if exclude.excludes(below, ft.is_dir()) {
+                    continue;
+                }
                 if ft.is_dir() || ft.is_file() {
-                    stack.push((child, format!("{rel}/{name}"), ft.is_dir()));
+                    stack.push((child, child_rel, ft.is_dir()));
                 } else {
                     self.skipped.push(Skipped {
                         path: child,
-                        kind: special_kind(&meta),
+                        why: SkipReason::Special(special_kind(&meta)),
                     });
                 }
             }
             stack[first_child..].reverse();
         }
         Ok(())
+    }
+
+    /// The name of an entry found inside a named directory, if it can be
+    /// sent; otherwise `None` after listing it as skipped, or (strict) the
+    /// error.
+    fn sendable_name(&mut self, name: &OsStr, path: &Path) -> Result<Option<String>, SourceError> {
+        let why = match name.to_str() {
+            None => "its name is not UTF-8",
+            Some(name) if name.chars().any(char::is_control) => {
+                "its name holds a control character"
+            }
+            Some(name) => return Ok(Some(name.to_owned())),
+        };
+        if self.strict {
+            return Err(match name.to_str() {
+                None => SourceError::NonUtf8 {
+                    path: path.to_path_buf(),
+                },
+                Some(_) => SourceError::ControlChar {
+                    path: path.to_path_buf(),
+                },
+            });
+        }
+        self.skipped.push(Skipped {
+            path: path.to_path_buf(),
+            why: SkipReason::Unsendable(why),
+        });
+        Ok(None)
     }
 
     /// The entries as a manifest with placeholder sizes, for the path
@@ -631,7 +784,7 @@ mod tests {
         let single = tmp.path().join("single.bin");
         fs::write(&single, b"one").unwrap();
 
-        let src = scan(&[root.clone(), single.clone()]).unwrap();
+        let src = scan(&[root.clone(), single.clone()], &WalkOptions::default()).unwrap();
         let paths: Vec<&str> = src
             .manifest
             .entries
@@ -669,13 +822,13 @@ mod tests {
             src.files[8].as_ref().map(|f| f.source.path.as_path()),
             Some(single.as_path())
         );
-        let mut skipped: Vec<(String, &str)> = src
+        let mut skipped: Vec<(String, SkipReason)> = src
             .skipped
             .iter()
             .map(|s| {
                 (
                     s.path.file_name().unwrap().to_str().unwrap().to_owned(),
-                    s.kind,
+                    s.why.clone(),
                 )
             })
             .collect();
@@ -683,9 +836,9 @@ mod tests {
         assert_eq!(
             skipped,
             [
-                ("link".to_owned(), "symlink"),
-                ("pipe".to_owned(), "fifo"),
-                ("sock".to_owned(), "socket"),
+                ("link".to_owned(), SkipReason::Special("symlink")),
+                ("pipe".to_owned(), SkipReason::Special("fifo")),
+                ("sock".to_owned(), SkipReason::Special("socket")),
             ]
         );
         assert_eq!(src.manifest.file_count(), 5);
@@ -698,7 +851,7 @@ mod tests {
         fs::create_dir_all(root.join("sub/empty")).unwrap();
         fs::write(root.join("sub/big"), vec![3u8; (2 << 20) + 17]).unwrap();
         fs::write(root.join("small"), b"small").unwrap();
-        let src = scan(std::slice::from_ref(&root)).unwrap();
+        let src = scan(std::slice::from_ref(&root), &WalkOptions::default()).unwrap();
 
         let dl = crate::store::DownloadDir::open(&tmp.path().join("dl")).unwrap();
         let plan = crate::store::plan(&src.manifest, 64).unwrap();
@@ -732,7 +885,7 @@ mod tests {
         fs::write(tmp.path().join("real.txt"), b"real").unwrap();
         let link = tmp.path().join("alias.txt");
         std::os::unix::fs::symlink(tmp.path().join("real.txt"), &link).unwrap();
-        let src = scan(&[link]).unwrap();
+        let src = scan(&[link], &WalkOptions::default()).unwrap();
         assert_eq!(src.manifest.entries[0].path, "alias.txt");
         assert_eq!(file_size(&src.manifest.entries[0].kind), Some(4));
     }
@@ -744,34 +897,162 @@ mod tests {
             fs::create_dir(tmp.path().join(d)).unwrap();
             fs::write(tmp.path().join(d).join("report.pdf"), d).unwrap();
         }
-        let err = scan(&[
-            tmp.path().join("a/report.pdf"),
-            tmp.path().join("b/report.pdf"),
-        ])
+        let err = scan(
+            &[
+                tmp.path().join("a/report.pdf"),
+                tmp.path().join("b/report.pdf"),
+            ],
+            &WalkOptions::default(),
+        )
         .unwrap_err();
         assert!(matches!(err, SourceError::DuplicateName { ref name, .. } if name == "report.pdf"));
         assert!(err.to_string().contains("rename one"), "{err}");
         // Same name differing only in case: the receiver would refuse it.
         fs::write(tmp.path().join("b/REPORT.pdf"), b"x").unwrap();
-        let err = scan(&[
-            tmp.path().join("a/report.pdf"),
-            tmp.path().join("b/REPORT.pdf"),
-        ])
+        let err = scan(
+            &[
+                tmp.path().join("a/report.pdf"),
+                tmp.path().join("b/REPORT.pdf"),
+            ],
+            &WalkOptions::default(),
+        )
         .unwrap_err();
         assert!(matches!(err, SourceError::Unsendable { .. }), "{err:?}");
     }
 
+    fn paths(src: &Source) -> Vec<&str> {
+        src.manifest
+            .entries
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect()
+    }
+
+    fn strict() -> WalkOptions {
+        WalkOptions {
+            strict: true,
+            ..WalkOptions::default()
+        }
+    }
+
+    /// Names Windows refuses but Linux holds are sent as they are, also
+    /// in strict mode.
     #[test]
-    fn unsendable_and_missing_paths_are_reported() {
+    fn every_name_linux_can_hold_is_sent() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("d");
         fs::create_dir(&d).unwrap();
-        fs::write(d.join("bad:name"), b"x").unwrap();
-        let err = scan(std::slice::from_ref(&d)).unwrap_err();
-        assert!(err.to_string().contains("d/bad:name"), "{err}");
+        let names = [
+            "a\\b",
+            "aux.c",
+            "con.h",
+            "meeting 10:30.txt",
+            "notes.",
+            "photo\u{202E}gpj.exe",
+            "what?",
+        ];
+        for name in names {
+            fs::write(d.join(name), name).unwrap();
+        }
+        for options in [WalkOptions::default(), strict()] {
+            let src = scan(std::slice::from_ref(&d), &options).unwrap();
+            let mut want = vec!["d".to_owned()];
+            want.extend(names.iter().map(|n| format!("d/{n}")));
+            assert_eq!(paths(&src), want);
+            assert!(src.skipped.is_empty(), "{:?}", src.skipped);
+        }
+        // The one argument with such a name too.
+        let src = scan(&[d.join("meeting 10:30.txt")], &strict()).unwrap();
+        assert_eq!(paths(&src), ["meeting 10:30.txt"]);
+    }
 
+    /// One file that cannot be opened, a name that is not UTF-8 and one
+    /// with a control character are skipped and listed; `strict` fails on
+    /// them instead.
+    #[test]
+    fn what_cannot_be_read_or_named_inside_a_directory_is_skipped_unless_strict() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("d");
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("good"), b"good").unwrap();
+        fs::write(d.join("gone"), b"gone").unwrap();
+        let non_utf8 = d.join(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+            b"bad\xff",
+        ));
+        fs::write(&non_utf8, b"x").unwrap();
+        fs::write(d.join("bell\x07"), b"x").unwrap();
+
+        let mut layout = walk(std::slice::from_ref(&d), &WalkOptions::default()).unwrap();
+        // Removed after the walk saw it: opening it fails.
+        fs::remove_file(d.join("gone")).unwrap();
+        let files = layout.open_files().unwrap();
+        assert_eq!(files.len(), 1);
+        let names: Vec<&str> = layout.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(names, ["d", "d/good"]);
+        let mut skipped: Vec<String> = layout.skipped.iter().map(ToString::to_string).collect();
+        skipped.sort();
+        let base = d.display();
+        assert_eq!(
+            skipped,
+            [
+                format!("{base}/bad\u{fffd} (its name is not UTF-8)"),
+                format!("{base}/bell\x07 (its name holds a control character)"),
+                format!("{base}/gone (cannot read: No such file or directory (os error 2))"),
+            ]
+        );
+
+        let err = walk(std::slice::from_ref(&d), &strict()).unwrap_err();
+        assert!(matches!(err, SourceError::NonUtf8 { .. }), "{err:?}");
+        fs::remove_file(&non_utf8).unwrap();
+        let err = walk(std::slice::from_ref(&d), &strict()).unwrap_err();
+        assert!(matches!(err, SourceError::ControlChar { .. }), "{err:?}");
+        fs::remove_file(d.join("bell\x07")).unwrap();
+        fs::write(d.join("gone"), b"back").unwrap();
+        let mut layout = walk(std::slice::from_ref(&d), &strict()).unwrap();
+        fs::remove_file(d.join("gone")).unwrap();
+        let err = layout.open_files().unwrap_err();
+        assert!(err.to_string().contains("gone"), "{err}");
+    }
+
+    #[test]
+    fn excluded_entries_are_left_out_and_not_entered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("proj");
+        fs::create_dir_all(d.join("target/debug")).unwrap();
+        fs::create_dir_all(d.join("src/target")).unwrap();
+        fs::create_dir_all(d.join("build")).unwrap();
+        for f in [
+            "a.log",
+            "keep.txt",
+            "src/b.log",
+            "src/main.rs",
+            "target/debug/x",
+            "build/out",
+        ] {
+            fs::write(d.join(f), f).unwrap();
+        }
+        // A file named like the directory pattern stays.
+        fs::write(d.join("src/target/target"), b"t").unwrap();
+        let options = WalkOptions {
+            strict: true,
+            exclude: Excludes::new(&["*.log".into(), "target/".into(), "/build".into()]).unwrap(),
+        };
+        let src = scan(std::slice::from_ref(&d), &options).unwrap();
+        assert_eq!(
+            paths(&src),
+            ["proj", "proj/keep.txt", "proj/src", "proj/src/main.rs"]
+        );
+        assert!(src.skipped.is_empty());
+        // A file named as an argument is never excluded.
+        let src = scan(&[d.join("a.log")], &options).unwrap();
+        assert_eq!(paths(&src), ["a.log"]);
+    }
+
+    #[test]
+    fn missing_and_unsupported_arguments_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
         let missing = tmp.path().join("missing");
-        let err = scan(&[missing]).unwrap_err();
+        let err = scan(&[missing], &WalkOptions::default()).unwrap_err();
         assert!(matches!(err, SourceError::Io { .. }), "{err:?}");
         assert!(err.to_string().contains("missing"), "{err}");
 
@@ -781,7 +1062,7 @@ mod tests {
                 b"bad\xff",
             ));
         fs::write(&bad, b"x").unwrap();
-        let err = scan(&[bad]).unwrap_err();
+        let err = scan(&[bad], &WalkOptions::default()).unwrap_err();
         assert!(matches!(err, SourceError::NonUtf8 { .. }), "{err:?}");
 
         let pipe = tmp.path().join("pipe");
@@ -793,12 +1074,15 @@ mod tests {
             0,
         )
         .unwrap();
-        let err = scan(&[pipe]).unwrap_err();
+        let err = scan(&[pipe], &WalkOptions::default()).unwrap_err();
         assert!(
             matches!(err, SourceError::Unsupported { kind: "fifo", .. }),
             "{err:?}"
         );
-        assert!(matches!(scan(&[]), Err(SourceError::Empty)));
+        assert!(matches!(
+            scan(&[], &WalkOptions::default()),
+            Err(SourceError::Empty)
+        ));
     }
 
     #[test]
@@ -839,9 +1123,9 @@ mod tests {
         fs::create_dir_all(root.join("sub")).unwrap();
         fs::write(root.join("sub/big"), vec![9u8; (3 << 20) + 1]).unwrap();
         fs::write(root.join("a"), b"a").unwrap();
-        let scanned = scan(std::slice::from_ref(&root)).unwrap();
+        let scanned = scan(std::slice::from_ref(&root), &WalkOptions::default()).unwrap();
 
-        let layout = walk(std::slice::from_ref(&root)).unwrap();
+        let layout = walk(std::slice::from_ref(&root), &WalkOptions::default()).unwrap();
         let entries: Vec<(String, Option<SourceFile>)> = layout
             .entries
             .iter()
@@ -900,7 +1184,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("named");
         fs::create_dir(&d).unwrap();
-        let src = scan(&[d.join(".")]).unwrap();
+        let src = scan(&[d.join(".")], &WalkOptions::default()).unwrap();
         assert_eq!(src.manifest.entries[0].path, "named");
     }
 }

@@ -121,7 +121,7 @@ pub(crate) fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
 
 /// The offer of `paths`, with the files open (as the daemon has it).
 pub(crate) fn source_of(paths: &[PathBuf]) -> Source {
-    source::scan(paths).unwrap()
+    source::scan(paths, &source::WalkOptions::default()).unwrap()
 }
 
 /// Registers an outgoing transfer of `source` to Bob in `registry`.
