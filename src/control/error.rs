@@ -194,7 +194,7 @@ fn dial_kind(e: &DialError) -> ErrorKind {
     match e {
         DialError::Unavailable(_) => ErrorKind::Invalid,
         DialError::Refused(_) => ErrorKind::Refused,
-        DialError::Unreachable(_) => ErrorKind::Unreachable,
+        DialError::Unreachable(_) | DialError::Gone => ErrorKind::Unreachable,
     }
 }
 

@@ -224,10 +224,22 @@ pub async fn run(
     // The features, each given what it uses.
     let connector = Arc::new(Connector::new(
         // A device no transport reached is checked by discovery at once.
-        Dialer::new(quic.clone(), tcp.clone()).on_unreachable({
-            let table = table.clone();
-            move |id| table.report_unreachable(id)
-        }),
+        // A device no transport reached is checked by discovery at once;
+        // one whose every TCP address refused, sooner still, and the dial
+        // ends when discovery drops it.
+        Dialer::new(quic.clone(), tcp.clone())
+            .on_unreachable({
+                let table = table.clone();
+                move |id| table.report_unreachable(id)
+            })
+            .on_refused({
+                let table = table.clone();
+                move |id| {
+                    table.report_refused(id);
+                    let (table, id) = (table.clone(), *id);
+                    Box::pin(async move { table.departed(&id).await })
+                }
+            }),
         config.name.clone(),
         trust.clone(),
     ));

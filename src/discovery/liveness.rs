@@ -9,7 +9,7 @@
 //! | start | 3 probes 250 ms apart, then 2 announcements 1 s apart | mdns-sd (RFC 6762 §8) |
 //! | start | a PTR query after 10-50 ms, repeated after 1, 2, 4, ... s up to once an hour, listing the peers it knows so that they stay silent | mdns-sd (§5.2, §7.1) |
 //! | every 60-75 s, drawn anew each time | an announcement of all its records, repeated 1 s later | [`Announcer`] |
-//! | a peer was not heard for 81-88 s (drawn anew each time), or a connection to it failed | a check: SRV, A and AAAA queries for that peer, twice 1 s apart; at most once per [`CHECK_INTERVAL`] per peer | [`Silence`], [`Checks`] |
+//! | a peer was not heard for 81-88 s (drawn anew each time), or a connection to it failed | a check: SRV, A and AAAA queries for that peer, twice 1 s apart (once, for 0.5 s, after a refused connection); at most once per [`CHECK_INTERVAL`] per peer | [`Silence`], [`Checks`] |
 //! | stop | goodbyes (TTL 0) | mdns-sd |
 //!
 //! Answers to other devices' queries come on top, but in steady state
@@ -66,6 +66,11 @@
 //!   browser checks it at once ([`Checks`]) and drops it [`CHECK_TIMEOUT`]
 //!   later if it does not answer. So a send to a vanished device fails (it
 //!   cannot connect) and the next `share peers` no longer lists it.
+//! - A refused connection (every TCP address answered that nothing
+//!   listens) proves more still: the host is up, so a daemon there would
+//!   answer at once. That check waits only [`REFUSED_CHECK_TIMEOUT`] (one
+//!   query), and the send, which waits for the verdict rather than for
+//!   QUIC's connect timeout, fails in under a second.
 //! - A live device that misses an announcement (both packets lost) answers
 //!   the check and stays. It is dropped only if it misses every
 //!   announcement and answers nothing for as long; its next announcement
@@ -102,6 +107,11 @@ pub(crate) const SILENCE_SPREAD: Duration = Duration::from_secs(7);
 /// queries twice, 1 s apart; a live peer on the LAN answers in
 /// milliseconds.
 pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The same for a peer whose every TCP address refused a connection: its
+/// host answered, so it is on the LAN and answers an mDNS query at once if
+/// its daemon runs; one query, no repeat.
+pub(crate) const REFUSED_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// At most one check per peer instance in this interval, however often
 /// connections to it fail.
@@ -220,6 +230,8 @@ pub(crate) enum CheckCause {
     Silence,
     /// A connection to it failed.
     FailedConnection,
+    /// Every TCP address refused a connection to it.
+    Refused,
 }
 
 /// Rate limit for checks, and what each recent check was for.

@@ -13,7 +13,9 @@ use tracing::{debug, info, trace, warn};
 
 use super::Advert;
 use super::health::MdnsHealth;
-use super::liveness::{Announcer, CHECK_TIMEOUT, CheckCause, Checks, Silence};
+use super::liveness::{
+    Announcer, CHECK_TIMEOUT, CheckCause, Checks, REFUSED_CHECK_TIMEOUT, Silence,
+};
 use super::peers::{Applied, ApplyPolicy, BrowseEvent, IgnoreReason, PeerTable, ResolvedInstance};
 use crate::identity::DeviceId;
 use crate::safe_text::clean;
@@ -324,6 +326,9 @@ impl Worker {
                     Some(CheckCause::FailedConnection) => {
                         "no answer to a check after a failed connection"
                     }
+                    Some(CheckCause::Refused) => {
+                        "no answer to a check after its addresses refused a connection"
+                    }
                     Some(CheckCause::Silence) => "not heard for over 80 s, no answer to a check",
                     None => "goodbye, or its records expired",
                 };
@@ -376,9 +381,9 @@ impl Worker {
 
     /// Checks the peers a connection failed to reach.
     fn check_suspects(&mut self) {
-        for id in self.peers.take_suspects() {
+        for (id, cause) in self.peers.take_suspects() {
             for fullname in self.peers.mdns_fullnames_of(&id) {
-                self.check(&fullname, CheckCause::FailedConnection);
+                self.check(&fullname, cause);
             }
         }
     }
@@ -397,7 +402,11 @@ impl Worker {
         if !self.checks.admit(fullname, Instant::now(), cause) {
             return;
         }
-        match self.daemon.verify(fullname.to_owned(), CHECK_TIMEOUT) {
+        let timeout = match cause {
+            CheckCause::Refused => REFUSED_CHECK_TIMEOUT,
+            CheckCause::Silence | CheckCause::FailedConnection => CHECK_TIMEOUT,
+        };
+        match self.daemon.verify(fullname.to_owned(), timeout) {
             Ok(()) => debug!(%fullname, ?cause, "checking whether the peer is still there"),
             Err(e) => debug!(%fullname, error = %e, "mDNS check not queued"),
         }

@@ -195,7 +195,10 @@ pub enum SendError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     /// No connection could be made.
-    #[error("cannot connect to {label}: {error}")]
+    #[error(
+        "cannot connect to {label}: {error}; `share doctor {}` checks the way there",
+        shell_word(label)
+    )]
     Connect {
         /// What was dialed.
         label: String,
@@ -519,5 +522,29 @@ fn report(
             bytes,
             seconds,
         }),
+    }
+}
+
+/// `text` as one word of a shell command: as it is if it holds only
+/// characters no shell treats specially, else in single quotes.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_alphanumeric() || "._-:@%+,/=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn doctor_hints_quote_names_a_shell_would_split() {
+        assert_eq!(shell_word("beta"), "beta");
+        assert_eq!(shell_word("10.0.0.5:47000"), "10.0.0.5:47000");
+        assert_eq!(shell_word("Anna's laptop"), r"'Anna'\''s laptop'");
+        assert_eq!(shell_word("[fe80::1]:47000"), "'[fe80::1]:47000'");
     }
 }

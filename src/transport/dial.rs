@@ -19,11 +19,16 @@
 //!
 //! A known device that no transport reached is reported to the
 //! [`Dialer::on_unreachable`] hook, so discovery can check at once whether
-//! it is still on the LAN.
+//! it is still on the LAN. When every TCP address of a known device
+//! refuses the connection (its host is up, nothing listens) while QUIC is
+//! still waiting out its timeout, the [`Dialer::on_refused`] hook starts
+//! that check early, and the dial ends as soon as discovery no longer
+//! lists the device ([`DialError::Gone`]) instead of seconds later.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,6 +116,12 @@ pub enum DialError {
     /// No transport reached the peer.
     #[error("cannot reach the peer: {}", .0.join("; "))]
     Unreachable(Vec<String>),
+    /// Every TCP address refused the connection and discovery no longer
+    /// lists the device.
+    #[error(
+        "it has left the network (every address refused the connection and discovery no longer lists it)"
+    )]
+    Gone,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +133,13 @@ struct Broken {
 /// Called with a known device that no transport reached.
 type UnreachableHook = Box<dyn Fn(&DeviceId) + Send + Sync>;
 
+/// Completes when discovery no longer lists a device.
+pub type Departed = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Called with a known device whose every TCP address refused the
+/// connection.
+type RefusedHook = Box<dyn Fn(&DeviceId) -> Departed + Send + Sync>;
+
 /// Dials peers over whichever transports are enabled.
 pub struct Dialer {
     quic: Option<Arc<QuicTransport>>,
@@ -129,6 +147,7 @@ pub struct Dialer {
     broken: Mutex<HashMap<PathKey, Broken>>,
     head_start: Duration,
     unreachable: Option<UnreachableHook>,
+    refused: Option<RefusedHook>,
 }
 
 /// Identifies a path for the broken-QUIC memory.
@@ -140,7 +159,29 @@ enum PathKey {
 
 enum LegError {
     Fatal(String),
-    Failed(Vec<String>),
+    /// Every address failed; `refused`: each refused the connection.
+    Failed {
+        reasons: Vec<String>,
+        refused: bool,
+    },
+    /// Refused everywhere, and discovery dropped the device meanwhile.
+    Gone,
+}
+
+impl LegError {
+    /// Both legs failed: `self` first, then `other`.
+    fn and(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Failed { mut reasons, .. }, Self::Failed { reasons: more, .. }) => {
+                reasons.extend(more);
+                Self::Failed {
+                    reasons,
+                    refused: false,
+                }
+            }
+            (Self::Failed { .. }, decisive) | (decisive, _) => decisive,
+        }
+    }
 }
 
 impl Dialer {
@@ -152,6 +193,7 @@ impl Dialer {
             broken: Mutex::new(HashMap::new()),
             head_start: HEAD_START,
             unreachable: None,
+            refused: None,
         }
     }
 
@@ -159,6 +201,19 @@ impl Dialer {
     /// because no transport reached it ([`DialError::Unreachable`]).
     pub fn on_unreachable(mut self, hook: impl Fn(&DeviceId) + Send + Sync + 'static) -> Self {
         self.unreachable = Some(Box::new(hook));
+        self
+    }
+
+    /// Calls `hook` with the expected device when every TCP address
+    /// refused the connection while QUIC is still trying; the dial fails
+    /// with [`DialError::Gone`] as soon as the future it returns completes
+    /// (discovery no longer lists the device), unless QUIC gets through
+    /// first (a firewall may refuse TCP to a device that is there).
+    pub fn on_refused(
+        mut self,
+        hook: impl Fn(&DeviceId) -> Departed + Send + Sync + 'static,
+    ) -> Self {
+        self.refused = Some(Box::new(hook));
         self
     }
 
@@ -274,38 +329,38 @@ impl Dialer {
         };
         let outcome = match early {
             Some(Ok(value)) => Ok((value, TransportKind::Quic)),
-            Some(Err(LegError::Fatal(reason))) => Err(LegError::Fatal(reason)),
-            Some(Err(LegError::Failed(mut reasons))) => {
+            Some(Err(LegError::Failed { reasons, refused })) => {
                 match leg(t, &target.tcp, target.expected, &authenticate).await {
                     Ok(value) => Ok((value, TransportKind::Tcp)),
-                    Err(LegError::Failed(more)) => {
-                        reasons.extend(more);
-                        Err(LegError::Failed(reasons))
-                    }
-                    Err(fatal) => Err(fatal),
+                    Err(e) => Err(LegError::Failed { reasons, refused }.and(e)),
                 }
             }
+            Some(Err(decisive)) => Err(decisive),
             None => {
                 let tcp_fut = leg(t, &target.tcp, target.expected, &authenticate);
                 tokio::pin!(tcp_fut);
                 tokio::select! {
                     r = &mut quic_fut => match r {
                         Ok(value) => Ok((value, TransportKind::Quic)),
-                        Err(LegError::Failed(mut reasons)) => match tcp_fut.await {
+                        Err(quic_failed @ LegError::Failed { .. }) => match tcp_fut.await {
                             Ok(value) => Ok((value, TransportKind::Tcp)),
-                            Err(LegError::Failed(more)) => { reasons.extend(more); Err(LegError::Failed(reasons)) }
-                            Err(fatal) => Err(fatal),
+                            Err(e) => Err(quic_failed.and(e)),
                         },
-                        Err(fatal) => Err(fatal),
+                        Err(decisive) => Err(decisive),
                     },
                     r = &mut tcp_fut => match r {
                         Ok(value) => Ok((value, TransportKind::Tcp)),
-                        Err(LegError::Failed(mut reasons)) => match quic_fut.await {
-                            Ok(value) => Ok((value, TransportKind::Quic)),
-                            Err(LegError::Failed(more)) => { reasons.extend(more); Err(LegError::Failed(reasons)) }
-                            Err(fatal) => Err(fatal),
-                        },
-                        Err(fatal) => Err(fatal),
+                        Err(LegError::Failed { reasons, refused }) => {
+                            let departed = self.departed(refused, target.expected);
+                            tokio::select! {
+                                r = &mut quic_fut => match r {
+                                    Ok(value) => Ok((value, TransportKind::Quic)),
+                                    Err(e) => Err(e.and(LegError::Failed { reasons, refused })),
+                                },
+                                () = departed => Err(LegError::Gone),
+                            }
+                        }
+                        Err(decisive) => Err(decisive),
                     },
                 }
             }
@@ -315,10 +370,16 @@ impl Dialer {
             Ok((_, TransportKind::Tcp)) => self.mark_quic_broken(key),
             Err(_) => {}
         }
-        match outcome {
-            Ok(won) => Ok(won),
-            Err(LegError::Fatal(reason)) => Err(DialError::Refused(reason)),
-            Err(LegError::Failed(reasons)) => Err(DialError::Unreachable(reasons)),
+        outcome.map_err(DialError::from)
+    }
+
+    /// Completes when discovery no longer lists `expected`, if every TCP
+    /// address `refused` it and the [`on_refused`](Self::on_refused) hook
+    /// is set; never otherwise.
+    fn departed(&self, refused: bool, expected: Option<DeviceId>) -> Departed {
+        match (&self.refused, expected) {
+            (Some(hook), Some(id)) if refused => hook(&id),
+            _ => Box::pin(std::future::pending()),
         }
     }
 
@@ -362,10 +423,16 @@ fn finish<T>(
     result: Result<T, LegError>,
     kind: TransportKind,
 ) -> Result<(T, TransportKind), DialError> {
-    match result {
-        Ok(value) => Ok((value, kind)),
-        Err(LegError::Fatal(reason)) => Err(DialError::Refused(reason)),
-        Err(LegError::Failed(reasons)) => Err(DialError::Unreachable(reasons)),
+    result.map(|value| (value, kind)).map_err(DialError::from)
+}
+
+impl From<LegError> for DialError {
+    fn from(e: LegError) -> Self {
+        match e {
+            LegError::Fatal(reason) => Self::Refused(reason),
+            LegError::Failed { reasons, .. } => Self::Unreachable(reasons),
+            LegError::Gone => Self::Gone,
+        }
     }
 }
 
@@ -381,6 +448,7 @@ where
     Fut: Future<Output = Result<T, AuthFailure>>,
 {
     let mut reasons = Vec::new();
+    let mut refused = !addrs.is_empty();
     for &addr in addrs {
         match transport.connect(addr, expected).await {
             Ok(link) => {
@@ -399,10 +467,15 @@ where
                 }
             }
             Err(e @ TransportError::Identity { .. }) => return Err(LegError::Fatal(e.to_string())),
-            Err(e) => reasons.push(e.to_string()),
+            Err(e) => {
+                refused &= matches!(e, TransportError::Refused { .. });
+                reasons.push(e.to_string());
+                continue;
+            }
         }
+        refused = false;
     }
-    Err(LegError::Failed(reasons))
+    Err(LegError::Failed { reasons, refused })
 }
 
 #[cfg(test)]
@@ -412,6 +485,7 @@ mod tests {
     use super::*;
     use crate::identity::Identity;
     use crate::transport::quic::tests::listening_on_loopback;
+    use crate::transport::tcp::TcpTransport;
     use crate::transport::{CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT};
 
     /// A QUIC-only dialer and a listening peer on loopback that completes
@@ -506,5 +580,66 @@ mod tests {
         );
         assert_eq!(*reported.lock().unwrap(), vec![target.expected.unwrap()]);
         cancel.cancel();
+    }
+
+    /// A known device whose host refuses TCP (nothing listens) and drops
+    /// QUIC packets: with discovery saying it is gone, the dial ends at
+    /// once instead of waiting out QUIC's connect timeout; while
+    /// discovery still lists it, QUIC is waited for (a firewall may refuse
+    /// TCP to a device that is there).
+    #[tokio::test]
+    async fn refused_everywhere_and_gone_from_discovery_fails_at_once() {
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let identity = Identity::generate().unwrap();
+        let quic = Arc::new(QuicTransport::bind(lo, &identity, false).unwrap());
+        let tcp = Arc::new(TcpTransport::bind(lo, &identity, false).await.unwrap());
+        // UDP that never answers; a TCP port nobody listens on.
+        let silent = std::net::UdpSocket::bind(lo).unwrap();
+        let closed = std::net::TcpListener::bind(lo)
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let gone = Identity::generate().unwrap().id();
+        let target = Target {
+            expected: Some(gone),
+            quic: vec![silent.local_addr().unwrap()],
+            tcp: vec![closed],
+        };
+        let dial = |departed: fn() -> Departed| {
+            let refused = Arc::new(Mutex::new(Vec::new()));
+            let dialer = Dialer::new(Some(quic.clone()), Some(tcp.clone())).on_refused({
+                let refused = refused.clone();
+                move |id| {
+                    refused.lock().unwrap().push(*id);
+                    departed()
+                }
+            });
+            let target = target.clone();
+            async move {
+                let started = Instant::now();
+                let result = dialer
+                    .dial(&target, Preference::Auto, |_link| async {
+                        Ok::<_, AuthFailure>(())
+                    })
+                    .await;
+                (result, started.elapsed(), refused.lock().unwrap().clone())
+            }
+        };
+
+        let (result, took, refused) = dial(|| Box::pin(std::future::ready(()))).await;
+        assert!(matches!(result, Err(DialError::Gone)), "{result:?}");
+        assert_eq!(refused, vec![gone]);
+        assert!(took < CONNECT_TIMEOUT, "waited {took:?} for QUIC");
+
+        let (result, took, refused) = dial(|| Box::pin(std::future::pending())).await;
+        let Err(DialError::Unreachable(reasons)) = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(refused, vec![gone]);
+        assert!(took >= CONNECT_TIMEOUT, "gave up on QUIC after {took:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains("connection refused")),
+            "{reasons:?}"
+        );
     }
 }

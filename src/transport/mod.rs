@@ -95,6 +95,15 @@ pub enum TransportError {
         /// What went wrong.
         reason: String,
     },
+    /// The peer's host answered that nothing listens on the port (TCP
+    /// connection refused): the host is up, the daemon is not there.
+    #[error("nothing listens on {addr} over {kind} (connection refused)")]
+    Refused {
+        /// Transport tried.
+        kind: TransportKind,
+        /// Address tried.
+        addr: SocketAddr,
+    },
     /// The TLS handshake failed on identity grounds: wrong or invalid
     /// certificate, bad signature, or the peer refused ours. A fallback
     /// must never turn this into a success.

@@ -145,13 +145,20 @@ impl TcpTransport {
         addr: SocketAddr,
         expected: Option<DeviceId>,
     ) -> Result<Link, TransportError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| TransportError::Unreachable {
-                kind: TransportKind::Tcp,
-                addr,
-                reason: e.to_string(),
-            })?;
+        let stream = TcpStream::connect(addr).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                TransportError::Refused {
+                    kind: TransportKind::Tcp,
+                    addr,
+                }
+            } else {
+                TransportError::Unreachable {
+                    kind: TransportKind::Tcp,
+                    addr,
+                    reason: e.to_string(),
+                }
+            }
+        })?;
         stream.set_nodelay(true).ok();
         let connector = TlsConnector::from(Arc::new(tls::client_config(&self.identity, expected)?));
         let name = ServerName::try_from(tls::SERVER_NAME)
