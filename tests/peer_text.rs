@@ -213,6 +213,7 @@ fn a_hostile_receivers_words_forge_no_log_line_and_reach_no_terminal_raw() {
     );
 
     let mut first = mallory.accept("mallory");
+    assert!(matches!(mallory.recv(&mut first), Message::Metadata(_)));
     assert!(matches!(mallory.recv(&mut first), Message::Offer(_)));
     mallory.send(
         &mut first,
@@ -224,6 +225,7 @@ fn a_hostile_receivers_words_forge_no_log_line_and_reach_no_terminal_raw() {
     mallory.close(first);
     // The sender retries a busy receiver.
     let mut second = mallory.accept("mallory");
+    assert!(matches!(mallory.recv(&mut second), Message::Metadata(_)));
     assert!(matches!(mallory.recv(&mut second), Message::Offer(_)));
     mallory.send(
         &mut second,

@@ -182,3 +182,50 @@ fn exclude_leaves_out_matching_entries() {
     assert_ne!(code, Some(0));
     assert!(stderr.contains("not supported"), "{stderr}");
 }
+
+/// Over both transports, a 0755 script (setuid on the sender) arrives
+/// executable and never setuid, and every file keeps its modification
+/// time to the nanosecond.
+#[test]
+fn modification_times_and_the_executable_bit_arrive_over_quic_and_tcp() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, SystemTime};
+
+    let alice = TestDaemon::start("alice");
+    let bob = TestDaemon::start("bob");
+    let src = tempfile::tempdir().unwrap();
+    for transport in ["quic", "tcp"] {
+        let d = src.path().join(transport);
+        std::fs::create_dir(&d).unwrap();
+        let mut made = Vec::new();
+        for (name, mode, secs) in [
+            ("build.sh", 0o4755, 1_500_000_000u64),
+            ("data.csv", 0o644, 1_600_000_000),
+        ] {
+            let path = d.join(name);
+            std::fs::write(&path, name).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let mtime = SystemTime::UNIX_EPOCH + Duration::new(secs, 987_654_321);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+            made.push((name, mtime));
+        }
+        let result = send_json(&alice, &[&bob.addr(), s(&d), "--transport", transport]);
+        assert_eq!(result["transport"], transport);
+        let got = |name: &str| {
+            let meta = std::fs::metadata(bob.download.join(transport).join(name)).unwrap();
+            (meta.permissions().mode() & 0o7777, meta.modified().unwrap())
+        };
+        let (script_mode, script_time) = got("build.sh");
+        let (data_mode, data_time) = got("data.csv");
+        assert_eq!(script_time, made[0].1, "{transport}");
+        assert_eq!(data_time, made[1].1, "{transport}");
+        assert_eq!(script_mode & 0o7000, 0, "{transport}: setuid arrived");
+        assert_eq!(script_mode & 0o100, 0o100, "{transport}: not executable");
+        assert_eq!(data_mode & 0o111, 0, "{transport}: data.csv executable");
+    }
+}

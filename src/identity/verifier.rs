@@ -207,7 +207,7 @@ mod tests {
 
     use super::*;
     use crate::identity::Identity;
-    use crate::protocol::ALPN;
+    use crate::protocol::{ALPN, ALPN_METADATA};
     use crate::transport::tls::{SERVER_NAME, client_config, provider, server_config};
 
     /// Which side failed, and how.
@@ -411,6 +411,28 @@ mod tests {
         );
     }
 
+    /// A peer that knows only `lanshare/1` (an older version), on either
+    /// side, gets `lanshare/1`: no metadata is sent on that connection.
+    #[test]
+    fn an_older_peer_negotiates_lanshare_1() {
+        let alice = Identity::generate().unwrap();
+        let bob = Identity::generate().unwrap();
+        let old = |alpns: &mut Vec<Vec<u8>>| *alpns = vec![ALPN.to_vec()];
+        let mut old_client = client_config(&alice, None).unwrap();
+        old(&mut old_client.alpn_protocols);
+        let mut old_server = server_config(&bob).unwrap();
+        old(&mut old_server.alpn_protocols);
+        for (client, server) in [
+            (old_client, server_config(&bob).unwrap()),
+            (client_config(&alice, None).unwrap(), old_server),
+        ] {
+            let (result, c, s) = handshake(client, server);
+            result.unwrap();
+            assert_eq!(c.alpn_protocol(), Some(ALPN));
+            assert_eq!(s.alpn_protocol(), Some(ALPN));
+        }
+    }
+
     #[test]
     fn mutual_handshake_proves_both_device_ids() {
         let alice = Identity::generate().unwrap();
@@ -423,7 +445,8 @@ mod tests {
             result.unwrap();
             assert_eq!(peer_id(&c), bob.id());
             assert_eq!(peer_id(&s), alice.id());
-            assert_eq!(c.alpn_protocol(), Some(ALPN));
+            assert_eq!(c.alpn_protocol(), Some(ALPN_METADATA));
+            assert_eq!(s.alpn_protocol(), Some(ALPN_METADATA));
             assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
             assert_eq!(
                 c.negotiated_cipher_suite().map(|s| s.suite()),

@@ -42,6 +42,28 @@ pub enum EntryKind {
     },
 }
 
+/// What a receiver keeps of an entry besides its content: the
+/// modification time and, for files, whether it is executable. Never
+/// ownership, never setuid/setgid/sticky or other permission bits: the
+/// receiver's own defaults decide those (see `PROTOCOL.md` §5.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct EntryMeta {
+    /// The modification time, if the sender sends one.
+    pub mtime: Option<Mtime>,
+    /// Any execute bit was set on the sender (files only; false for
+    /// directories).
+    pub executable: bool,
+}
+
+/// A modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Mtime {
+    /// Seconds since the Unix epoch (negative before it).
+    pub sec: i64,
+    /// Nanoseconds, below 10^9.
+    pub nsec: u32,
+}
+
 /// One entry of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

@@ -17,8 +17,8 @@ pub(crate) mod spec;
 mod wire;
 
 pub use manifest::{
-    DEFAULT_BLOCK_SIZE, Entry, EntryKind, HumanBytes, MAX_BLOCK_SIZE, MAX_BLOCKS, MIN_BLOCK_SIZE,
-    Manifest, ManifestError, ManifestLimits, blocks_for, choose_block_size,
+    DEFAULT_BLOCK_SIZE, Entry, EntryKind, EntryMeta, HumanBytes, MAX_BLOCK_SIZE, MAX_BLOCKS,
+    MIN_BLOCK_SIZE, Manifest, ManifestError, ManifestLimits, Mtime, blocks_for, choose_block_size,
 };
 pub use wire::{
     BLOCK_VALUE_FRAME_LEN, DATA_HEADER_LEN, DataHeader, DecodeError, EncodeError, decode,
@@ -32,8 +32,18 @@ use crate::safe_text::{CleanText, PeerName};
 /// Protocol version carried in `Hello` and in the mDNS TXT `v` key.
 pub const VERSION: u16 = 1;
 
-/// TLS ALPN identifier; both transports require it.
+/// TLS ALPN identifier of protocol version 1; both transports require it
+/// or [`ALPN_METADATA`].
 pub const ALPN: &[u8] = b"lanshare/1";
+
+/// TLS ALPN identifier of version 1 with entry metadata: on a connection
+/// that negotiated it, an `Offer` is followed by one [`Message::Metadata`].
+/// Clients offer it first, then [`ALPN`]; a server that knows it picks it,
+/// an older one picks [`ALPN`] (see `PROTOCOL.md` §3).
+pub const ALPN_METADATA: &[u8] = b"lanshare/1.1";
+
+/// Every ALPN identifier this implementation speaks, preferred first.
+pub const ALPNS: [&[u8]; 2] = [ALPN_METADATA, ALPN];
 
 /// Largest frame body (type byte + payload) a peer may send. Anything larger
 /// is a protocol violation detected from the 4-byte length prefix alone,
@@ -303,6 +313,10 @@ pub enum Message {
         /// The nonce of the `Probe` being answered.
         nonce: [u8; PROBE_NONCE_LEN],
     },
+    /// Sender -> receiver, right after `Offer`, only on a connection that
+    /// negotiated [`ALPN_METADATA`]: each entry's modification time and
+    /// executable bit, one per entry in manifest order.
+    Metadata(Vec<EntryMeta>),
     /// Acceptor -> dialer of a `Probe`: which dial-backs authenticated
     /// and delivered their `Echo`.
     ProbeResult {

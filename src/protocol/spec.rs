@@ -11,7 +11,9 @@
 use bytes::BytesMut;
 
 use super::hash::{block_hash, file_hash};
-use super::{BlockRange, Entry, EntryKind, ErrorCode, Manifest, Message, decode, encode};
+use super::{
+    BlockRange, Entry, EntryKind, EntryMeta, ErrorCode, Manifest, Message, Mtime, decode, encode,
+};
 
 /// The specification, as compiled in (no file access at test time).
 const SPEC: &str = include_str!("../../PROTOCOL.md");
@@ -130,6 +132,16 @@ fn expected(name: &str) -> Vec<Message> {
             Message::PairRequest,
             Message::PairConfirm { accepted: true },
         ],
+        "metadata" => vec![Message::Metadata(vec![
+            EntryMeta::default(),
+            EntryMeta {
+                mtime: Some(Mtime {
+                    sec: 1_700_000_000,
+                    nsec: 500_000_000,
+                }),
+                executable: true,
+            },
+        ])],
         "text" => vec![Message::Text {
             text: "hi \u{2713}".into(),
         }],
@@ -179,6 +191,7 @@ fn every_example_in_the_spec_decodes_and_encodes_to_its_bytes() {
         "pairing",
         "text",
         "probe",
+        "metadata",
     ] {
         assert!(
             names.contains(&name),

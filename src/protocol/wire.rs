@@ -28,9 +28,9 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use super::{
-    BlockRange, Entry, EntryKind, ErrorCode, MAX_BLOCKS, MAX_DATA_CHUNK, MAX_ENTRIES,
+    BlockRange, Entry, EntryKind, EntryMeta, ErrorCode, MAX_BLOCKS, MAX_DATA_CHUNK, MAX_ENTRIES,
     MAX_FRAME_LEN, MAX_NAME_LEN, MAX_PATH_LEN, MAX_REASON_LEN, MAX_TEXT_LEN, Manifest, Message,
-    PROBE_NONCE_LEN,
+    Mtime, PROBE_NONCE_LEN,
 };
 
 /// Bytes in front of a `Data` payload: length prefix (4) + type (1) + file
@@ -61,6 +61,15 @@ const TYPE_PAIR_REQUEST: u8 = 0x0b;
 const TYPE_PAIR_CONFIRM: u8 = 0x0c;
 const TYPE_TEXT: u8 = 0x0d;
 const TYPE_BLOCK_VALUE: u8 = 0x0e;
+const TYPE_METADATA: u8 = 0x0f;
+
+/// Encoded size of one [`EntryMeta`]: seconds, nanoseconds, flags.
+const META_LEN: usize = 8 + 4 + 1;
+/// Flags of an [`EntryMeta`]: executable, and a modification time follows.
+const META_EXECUTABLE: u8 = 1;
+const META_MTIME: u8 = 2;
+/// Nanoseconds in a second: `mtime_nsec` must be below.
+const NANOS: u32 = 1_000_000_000;
 
 const KIND_DIRECTORY: u8 = 0;
 const KIND_FILE: u8 = 1;
@@ -205,6 +214,16 @@ pub enum DecodeError {
         /// The byte received.
         value: u8,
     },
+    /// A modification time's nanoseconds at or above 10^9.
+    #[error("modification time with {0} nanoseconds (must be below 1000000000)")]
+    BadNanoseconds(u32),
+    /// Metadata flags with a bit other than executable (1) and
+    /// modification time (2) set.
+    #[error("metadata flags {0:#04x} set bits other than executable (0x01) and time (0x02)")]
+    BadMetadataFlags(u8),
+    /// A modification time other than zero without the time flag.
+    #[error("metadata carries a modification time but its flag says there is none")]
+    TimeWithoutFlag,
 }
 
 /// Why a message cannot be sent: it breaks a limit the peer would enforce.
@@ -241,6 +260,9 @@ pub enum EncodeError {
     /// A `Data` message with an empty payload.
     #[error("data chunk is empty; every data frame must carry at least 1 byte")]
     EmptyData,
+    /// A modification time's nanoseconds at or above 10^9.
+    #[error("modification time with {0} nanoseconds (must be below 1000000000)")]
+    BadNanoseconds(u32),
     /// A `Data` payload above [`MAX_DATA_CHUNK`].
     #[error("data chunk of {len} bytes exceeds the {max}-byte limit")]
     DataTooLarge {
@@ -353,6 +375,24 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
             put_header(dst, body_len, TYPE_PAIR_CONFIRM);
             dst.put_u8(u8::from(*accepted));
         }
+        Message::Metadata(metas) => {
+            put_header(dst, body_len, TYPE_METADATA);
+            // Checked against MAX_ENTRIES by `body_len`.
+            dst.put_u32(metas.len() as u32);
+            for meta in metas {
+                let mtime = meta.mtime.unwrap_or_default();
+                dst.put_i64(mtime.sec);
+                dst.put_u32(mtime.nsec);
+                let mut flags = 0;
+                if meta.executable {
+                    flags |= META_EXECUTABLE;
+                }
+                if meta.mtime.is_some() {
+                    flags |= META_MTIME;
+                }
+                dst.put_u8(flags);
+            }
+        }
         Message::Text { text } => {
             put_header(dst, body_len, TYPE_TEXT);
             // Checked against MAX_TEXT_LEN (< u32::MAX) by `body_len`.
@@ -438,6 +478,22 @@ fn body_len(msg: &Message) -> Result<usize, EncodeError> {
         Message::Probe { .. } => 1 + 2 + PROBE_NONCE_LEN,
         Message::Echo { .. } => 1 + PROBE_NONCE_LEN,
         Message::ProbeResult { .. } => 1 + 1 + 1,
+        Message::Metadata(metas) => {
+            if metas.len() > MAX_ENTRIES {
+                return Err(EncodeError::TooManyEntries {
+                    count: metas.len(),
+                    max: MAX_ENTRIES,
+                });
+            }
+            if let Some(bad) = metas
+                .iter()
+                .filter_map(|m| m.mtime)
+                .find(|t| t.nsec >= NANOS)
+            {
+                return Err(EncodeError::BadNanoseconds(bad.nsec));
+            }
+            1 + 4 + metas.len() * META_LEN
+        }
         Message::PairRequest => 1,
         Message::PairConfirm { .. } => 1 + 1,
         Message::Text { text } => {
@@ -601,6 +657,7 @@ fn max_body_len(ty: u8) -> Option<usize> {
             TYPE_PAIR_CONFIRM => 1,
             TYPE_TEXT => 4 + MAX_TEXT_LEN,
             TYPE_BLOCK_VALUE => BLOCK_VALUE_FRAME_LEN - LEN_PREFIX - 1,
+            TYPE_METADATA => 4 + META_LEN * MAX_ENTRIES,
             TYPE_DONE | TYPE_PAIR_REQUEST => 0,
             _ => return None,
         },
@@ -681,6 +738,7 @@ fn frame_name(ty: u8) -> &'static str {
         TYPE_PAIR_CONFIRM => "pair confirm",
         TYPE_TEXT => "text",
         TYPE_BLOCK_VALUE => "block value",
+        TYPE_METADATA => "metadata",
         _ => "unknown",
     }
 }
@@ -731,6 +789,7 @@ fn parse_body(body: &[u8]) -> Result<Parsed, DecodeError> {
             Message::Hello { version, name }
         }
         TYPE_OFFER => Message::Offer(parse_offer(payload)?),
+        TYPE_METADATA => Message::Metadata(parse_metadata(payload)?),
         TYPE_ACCEPT => Message::Accept {
             need: parse_accept(payload)?,
         },
@@ -878,6 +937,51 @@ fn parse_offer(payload: &[u8]) -> Result<Manifest, DecodeError> {
         entries,
         block_size,
     })
+}
+
+/// Parses a `Metadata` payload, never allocating more than the payload
+/// could describe.
+fn parse_metadata(payload: &[u8]) -> Result<Vec<EntryMeta>, DecodeError> {
+    let mut r = Reader::new(payload, frame_name(TYPE_METADATA));
+    let count = r.u32("entry count")?;
+    let n = usize::try_from(count).unwrap_or(usize::MAX);
+    if n > MAX_ENTRIES {
+        return Err(DecodeError::TooManyEntries {
+            count,
+            max: MAX_ENTRIES,
+        });
+    }
+    if n > r.remaining() / META_LEN {
+        return Err(DecodeError::EntryCountExceedsFrame {
+            count,
+            remaining: r.remaining(),
+        });
+    }
+    let mut metas = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sec = i64::from_be_bytes(*r.array::<8>("modification time")?);
+        let nsec = r.u32("modification time nanoseconds")?;
+        if nsec >= NANOS {
+            return Err(DecodeError::BadNanoseconds(nsec));
+        }
+        let flags = r.u8("metadata flags")?;
+        if flags & !(META_EXECUTABLE | META_MTIME) != 0 {
+            return Err(DecodeError::BadMetadataFlags(flags));
+        }
+        let mtime = if flags & META_MTIME != 0 {
+            Some(Mtime { sec, nsec })
+        } else if sec != 0 || nsec != 0 {
+            return Err(DecodeError::TimeWithoutFlag);
+        } else {
+            None
+        };
+        metas.push(EntryMeta {
+            mtime,
+            executable: flags & META_EXECUTABLE != 0,
+        });
+    }
+    r.finish()?;
+    Ok(metas)
 }
 
 /// Parses an `Accept` payload: the block ranges the receiver needs.
@@ -1070,6 +1174,23 @@ mod tests {
                 ],
                 block_size: 1 << 16,
             }),
+            Message::Metadata(vec![
+                EntryMeta::default(),
+                EntryMeta {
+                    mtime: Some(Mtime {
+                        sec: -1,
+                        nsec: 999_999_999,
+                    }),
+                    executable: true,
+                },
+                EntryMeta {
+                    mtime: Some(Mtime {
+                        sec: i64::MAX,
+                        nsec: 0,
+                    }),
+                    executable: false,
+                },
+            ]),
             Message::BlockValue {
                 file: 1,
                 block: u64::MAX,
@@ -1560,7 +1681,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for ty in [0x00, 0x0f, 0xff] {
+        for ty in [0x00, 0x10, 0xff] {
             assert_eq!(decode_err(frame(ty, b"")), DecodeError::UnknownType(ty));
         }
     }
@@ -1703,6 +1824,81 @@ mod tests {
                 count,
                 max: MAX_ENTRIES
             }
+        );
+    }
+
+    /// One record: seconds, nanoseconds, flags.
+    fn meta_record(sec: i64, nsec: u32, flags: u8) -> Vec<u8> {
+        let mut r = sec.to_be_bytes().to_vec();
+        r.extend_from_slice(&nsec.to_be_bytes());
+        r.push(flags);
+        r
+    }
+
+    fn metadata_frame(records: &[Vec<u8>]) -> BytesMut {
+        let mut payload = u32::try_from(records.len()).unwrap().to_be_bytes().to_vec();
+        for r in records {
+            payload.extend_from_slice(r);
+        }
+        frame(TYPE_METADATA, &payload)
+    }
+
+    #[test]
+    fn metadata_records_decode_exactly() {
+        let mut buf = metadata_frame(&[meta_record(0, 0, 0), meta_record(-5, 7, 3)]);
+        assert_eq!(
+            decode(&mut buf).unwrap(),
+            Some(Message::Metadata(vec![
+                EntryMeta::default(),
+                EntryMeta {
+                    mtime: Some(Mtime { sec: -5, nsec: 7 }),
+                    executable: true,
+                },
+            ]))
+        );
+        roundtrip(Message::Metadata(Vec::new()));
+    }
+
+    #[test]
+    fn bad_metadata_is_refused() {
+        assert_eq!(
+            decode_err(metadata_frame(&[meta_record(1, 1_000_000_000, 2)])),
+            DecodeError::BadNanoseconds(1_000_000_000)
+        );
+        assert_eq!(
+            decode_err(metadata_frame(&[meta_record(1, 0, 4)])),
+            DecodeError::BadMetadataFlags(4)
+        );
+        assert_eq!(
+            decode_err(metadata_frame(&[meta_record(1, 0, 1)])),
+            DecodeError::TimeWithoutFlag
+        );
+        // A count the frame cannot hold, and one over the limit.
+        let mut short = metadata_frame(&[meta_record(0, 0, 0)]);
+        short[8] = 2;
+        assert!(matches!(
+            decode_err(short),
+            DecodeError::EntryCountExceedsFrame { count: 2, .. }
+        ));
+        let mut over = (u32::try_from(MAX_ENTRIES).unwrap() + 1)
+            .to_be_bytes()
+            .to_vec();
+        over.extend(meta_record(0, 0, 0));
+        assert!(matches!(
+            decode_err(frame(TYPE_METADATA, &over)),
+            DecodeError::TooManyEntries { .. }
+        ));
+        // Not encoded either: the peer would refuse it.
+        let bad = Message::Metadata(vec![EntryMeta {
+            mtime: Some(Mtime {
+                sec: 0,
+                nsec: 1_000_000_000,
+            }),
+            executable: false,
+        }]);
+        assert_eq!(
+            encode(&bad, &mut BytesMut::new()),
+            Err(EncodeError::BadNanoseconds(1_000_000_000))
         );
     }
 
@@ -1931,6 +2127,22 @@ mod tests {
             Just(Message::PairRequest),
             any::<bool>().prop_map(|accepted| Message::PairConfirm { accepted }),
             text(200, MAX_TEXT_LEN).prop_map(|text| Message::Text { text }),
+            prop::collection::vec(
+                (
+                    prop::option::of((any::<i64>(), 0u32..1_000_000_000)),
+                    any::<bool>()
+                ),
+                0..12
+            )
+            .prop_map(|records| Message::Metadata(
+                records
+                    .into_iter()
+                    .map(|(mtime, executable)| EntryMeta {
+                        mtime: mtime.map(|(sec, nsec)| Mtime { sec, nsec }),
+                        executable,
+                    })
+                    .collect()
+            )),
         ]
     }
 

@@ -65,7 +65,7 @@ use super::syncer::Syncer;
 use super::write_behind::WriteBehind;
 use super::{DownloadDir, StoreError, sys};
 use crate::protocol::hash::{BlockHasher, block_hash, file_hash};
-use crate::protocol::{BlockRange, EntryKind, Manifest, blocks_for};
+use crate::protocol::{BlockRange, EntryKind, EntryMeta, Manifest, blocks_for};
 
 /// Compares two hashes in constant time (via `blake3::Hash` equality).
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -168,6 +168,9 @@ pub struct Staging {
     failed: bool,
     /// Committed, or kept for resume: Drop leaves the directory alone.
     done: bool,
+    /// Each entry's metadata from the sender ([`Self::set_metadata`]);
+    /// empty if it sent none.
+    metadata: Vec<EntryMeta>,
 }
 
 impl fmt::Debug for Staging {
@@ -246,6 +249,7 @@ impl Staging {
             flush,
             failed: false,
             done: false,
+            metadata: Vec::new(),
         };
         for dir in plan.directories() {
             staging.mkdir(dir)?;
@@ -640,11 +644,70 @@ impl Staging {
 
     /// Hands file entry `index` to the syncer (once).
     fn sync_file(&mut self, index: usize) {
-        if let Some(Some(state)) = self.files.get_mut(index)
-            && !state.syncing
-        {
-            state.syncing = true;
-            self.syncer.sync_file(self.paths[index].clone(), state.size);
+        let Some(Some(state)) = self.files.get_mut(index) else {
+            return;
+        };
+        if state.syncing {
+            return;
+        }
+        state.syncing = true;
+        let size = state.size;
+        if let Some(meta) = self.metadata.get(index) {
+            self.apply_metadata(index, *meta);
+        }
+        self.syncer.sync_file(self.paths[index].clone(), size);
+    }
+
+    /// Keeps each entry's metadata (one per manifest entry, in order) for
+    /// its file: when the file is complete, before it is synced, it gets
+    /// the modification time, and execute permission wherever it has read
+    /// permission if the sender's file was executable. Ownership and
+    /// setuid/setgid bits never come from a peer. Times of directories are
+    /// not applied (their entries change them until the commit).
+    ///
+    /// # Errors
+    /// [`StoreError::Protocol`] if `metadata` does not have one item per
+    /// manifest entry.
+    pub fn set_metadata(&mut self, metadata: Vec<EntryMeta>) -> Result<(), StoreError> {
+        if metadata.len() != self.paths.len() {
+            return Err(StoreError::Protocol(format!(
+                "metadata for {} entries, but the offer has {}",
+                metadata.len(),
+                self.paths.len()
+            )));
+        }
+        self.metadata = metadata;
+        Ok(())
+    }
+
+    /// Applies `meta` to complete file `index`. A failure is logged, not
+    /// fatal: the content arrived intact.
+    fn apply_metadata(&self, index: usize, meta: EntryMeta) {
+        let path = self.paths[index].as_str();
+        let applied = (|| {
+            if meta.executable {
+                let stat = rustix::fs::statat(&self.dir, path, AtFlags::SYMLINK_NOFOLLOW)?;
+                let mode = stat.st_mode & 0o777;
+                let mode = mode | ((mode & 0o444) >> 2);
+                rustix::fs::chmodat(&self.dir, path, Mode::from_raw_mode(mode), AtFlags::empty())?;
+            }
+            if let Some(mtime) = meta.mtime {
+                let times = rustix::fs::Timestamps {
+                    last_access: rustix::fs::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rustix::fs::UTIME_OMIT,
+                    },
+                    last_modification: rustix::fs::Timespec {
+                        tv_sec: mtime.sec,
+                        tv_nsec: i64::from(mtime.nsec),
+                    },
+                };
+                rustix::fs::utimensat(&self.dir, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+            }
+            Ok::<_, Errno>(())
+        })();
+        if let Err(e) = applied {
+            warn!(path, error = %e, "cannot set the sender's time or mode; the file keeps the arrival time");
         }
     }
 

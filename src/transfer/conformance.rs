@@ -222,6 +222,7 @@ async fn an_unanswered_offer_is_withdrawn_and_not_retried() {
     let sending = send::send(&mut alice, &bob_name, &source, &handle, consent, events);
     // Bob reads the offer, then never answers.
     let silent = async {
+        assert!(matches!(bob.recv().await, Ok(Message::Metadata(_))));
         assert!(matches!(bob.recv().await, Ok(Message::Offer(_))));
         bob.recv_within(Duration::from_secs(3600)).await
     };

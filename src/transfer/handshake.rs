@@ -149,6 +149,7 @@ pub fn kind(message: &Message) -> &'static str {
         Message::Probe { .. } => "Probe",
         Message::Echo { .. } => "Echo",
         Message::ProbeResult { .. } => "ProbeResult",
+        Message::Metadata(_) => "Metadata",
     }
 }
 

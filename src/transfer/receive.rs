@@ -31,7 +31,7 @@ use super::resume::{self, Record, ResumeStore};
 use super::{MESSAGE_TIMEOUT, TransferError};
 use crate::intake::{Declined, Intake, Offer, Sender, SenderGone};
 use crate::protocol::order::{BlockOrder, OrderError};
-use crate::protocol::{ErrorCode, MAX_DATA_CHUNK, Manifest, Message};
+use crate::protocol::{EntryMeta, ErrorCode, MAX_DATA_CHUNK, Manifest, Message};
 use crate::registry::{Handle, State};
 use crate::safe_text::PeerName;
 use crate::store::{Plan, Staging, StoreError};
@@ -147,6 +147,15 @@ impl Receiver {
     ) {
         let peer_id = sender.id;
         let peer_name = &sender.name;
+        // On a link that negotiated it, the Offer may come after its
+        // entries' Metadata.
+        let (metadata, first) = match first {
+            Ok(Message::Metadata(metadata)) if framed.link().metadata => (
+                Some(metadata),
+                framed.recv_within(self.message_timeout).await,
+            ),
+            first => (None, first),
+        };
         let manifest = match first {
             Ok(Message::Offer(manifest)) => manifest,
             Ok(other) => {
@@ -167,6 +176,19 @@ impl Receiver {
                 return;
             }
         };
+
+        if let Some(metadata) = &metadata
+            && metadata.len() != manifest.entries.len()
+        {
+            let e = TransferError::Protocol(format!(
+                "Metadata for {} entries before an Offer of {}",
+                metadata.len(),
+                manifest.entries.len()
+            ));
+            tracing::warn!(peer = %peer_id, "{e}; disconnecting");
+            framed.send_error(&e).await;
+            return;
+        }
 
         let key = resume::key(&peer_id, &manifest);
         let resuming = self.resume.load(&key).is_some();
@@ -220,7 +242,7 @@ impl Receiver {
         // The job watches the cancel itself: dropping it half way would leave
         // its disk writer running, which saves the resume record again after
         // the cleanup below (a cancelled transfer would then resume unasked).
-        let result = job.run(framed, manifest, plan).await;
+        let result = job.run(framed, manifest, plan, metadata).await;
         match result {
             Ok(saved) => {
                 tracing::info!(id = handle.id(), files = ?saved, "received from {peer_name}");
@@ -328,6 +350,7 @@ impl Job<'_> {
         framed: &mut Framed,
         manifest: Manifest,
         plan: Plan,
+        metadata: Option<Vec<EntryMeta>>,
     ) -> Result<Vec<String>, JobError> {
         let download = self.receiver.intake.download().clone();
         let key = self.key.to_owned();
@@ -335,6 +358,9 @@ impl Job<'_> {
         let resume = self.receiver.resume.clone();
         let staging_task = tokio::task::spawn_blocking(move || {
             let mut staging = download.stage(&plan, &manifest, &key)?;
+            if let Some(metadata) = metadata {
+                staging.set_metadata(metadata)?;
+            }
             if map.contains(&true) {
                 staging.verify_existing(&resume.claims(&key, &map))?;
             }

@@ -72,6 +72,11 @@ async fn run(
     consent_timeout: Duration,
     events: mpsc::UnboundedSender<SessionEvent>,
 ) -> Result<(), TransferError> {
+    if framed.link().metadata {
+        framed
+            .send(&Message::Metadata(source.metadata.clone()))
+            .await?;
+    }
     framed
         .send(&Message::Offer(source.manifest.clone()))
         .await?;

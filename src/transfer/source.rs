@@ -40,6 +40,9 @@
 //!   ([`crate::store::sanitize`]: control characters, and names that are
 //!   not plain relative paths) is not. A receiver that cannot store a name
 //!   maps it ([`crate::store::path::stored_name`]) instead of refusing.
+//! * Each file's modification time and executable bit go with the offer
+//!   ([`Source::metadata`]) for receivers that negotiated them; nothing
+//!   else about a file (owner, other mode bits) is ever sent.
 //! * No file is read before the offer: the data is hashed as it is sent
 //!   (see [`super::send`]), so the first byte moves at once. The offer
 //!   names each file's version instead ([`Version`]: device, inode, size,
@@ -63,7 +66,9 @@ use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
 use super::exclude::Excludes;
-use crate::protocol::{Entry, EntryKind, MAX_ENTRIES, Manifest, choose_block_size};
+use crate::protocol::{
+    Entry, EntryKind, EntryMeta, MAX_ENTRIES, Manifest, Mtime, choose_block_size,
+};
 use crate::store::PathError;
 
 /// Files changed less than this long before their offer get a version tag
@@ -78,6 +83,10 @@ pub struct Source {
     /// Same length as `manifest.entries`: each file entry's open file and
     /// version, `None` for directories.
     pub files: Vec<Option<OfferedFile>>,
+    /// Same length as `manifest.entries`: what a receiver that takes it
+    /// keeps besides the content (a file's modification time and
+    /// executable bit; nothing for directories).
+    pub metadata: Vec<EntryMeta>,
     /// Entries inside the named directories that cannot be sent and were
     /// left out; the caller should warn about them.
     pub skipped: Vec<Skipped>,
@@ -568,11 +577,12 @@ pub fn prepare(entries: Vec<(String, Option<SourceFile>)>) -> Result<Source, Sou
     let now = SystemTime::now();
     let mut manifest = Manifest::default();
     let mut files = Vec::with_capacity(entries.len());
+    let mut metadata = Vec::with_capacity(entries.len());
     let mut sizes = Vec::with_capacity(entries.len());
     for (path, file) in entries {
         crate::store::sanitize(&path)?;
-        let (kind, offered) = match file {
-            None => (EntryKind::Directory, None),
+        let (kind, offered, meta) = match file {
+            None => (EntryKind::Directory, None, EntryMeta::default()),
             Some(source) => {
                 let version = readable_version(&source)?;
                 let size = version.size;
@@ -581,17 +591,20 @@ pub fn prepare(entries: Vec<(String, Option<SourceFile>)>) -> Result<Source, Sou
                 (
                     EntryKind::File { size, tag },
                     Some(OfferedFile { source, version }),
+                    version.metadata(),
                 )
             }
         };
         manifest.entries.push(Entry { path, kind });
         files.push(offered);
+        metadata.push(meta);
     }
     crate::store::plan(&manifest, usize::MAX)?;
     manifest.block_size = choose_block_size(&sizes);
     Ok(Source {
         manifest,
         files,
+        metadata,
         skipped: Vec::new(),
     })
 }
@@ -608,6 +621,8 @@ pub struct Version {
     /// Seconds and nanoseconds.
     mtime: (i64, i64),
     ctime: (i64, i64),
+    /// Any execute bit is set.
+    executable: bool,
 }
 
 impl Version {
@@ -626,6 +641,19 @@ impl Version {
             size: meta.size(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
+            executable: meta.mode() & 0o111 != 0,
+        }
+    }
+
+    /// What a receiver keeps of this version besides its content.
+    pub fn metadata(&self) -> EntryMeta {
+        EntryMeta {
+            // The kernel keeps nanoseconds below 10^9.
+            mtime: u32::try_from(self.mtime.1).ok().map(|nsec| Mtime {
+                sec: self.mtime.0,
+                nsec,
+            }),
+            executable: self.executable,
         }
     }
 

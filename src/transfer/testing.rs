@@ -38,6 +38,15 @@ pub(crate) fn framed_pipe() -> (Framed, Framed) {
     (Framed::new(a), Framed::new(b))
 }
 
+/// The same pipe between peers that did not negotiate entry metadata
+/// (one of them an older version).
+pub(crate) fn framed_pipe_without_metadata() -> (Framed, Framed) {
+    let (mut a, mut b) = Link::pipe(alice(), bob(), TransportKind::Quic, [7; 8]);
+    a.metadata = false;
+    b.metadata = false;
+    (Framed::new(a), Framed::new(b))
+}
+
 /// Alice as Bob's receiver sees her.
 pub(crate) fn alice_as_sender() -> Sender {
     Sender {

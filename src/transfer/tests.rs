@@ -10,7 +10,7 @@
 //! wrongly waits for a frame would hang rather than time out.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -18,13 +18,13 @@ use tokio::sync::mpsc;
 use super::framed::Framed;
 use super::source::Source;
 use super::testing::{
-    Bob, OFFER_TIMEOUT, alice_as_sender, bob_receiving, framed_pipe, outgoing, random_file,
-    source_of,
+    Bob, OFFER_TIMEOUT, alice_as_sender, bob_receiving, framed_pipe, framed_pipe_without_metadata,
+    outgoing, random_file, source_of,
 };
 use super::{SessionEvent, TransferError, send, text};
 use crate::intake::AcceptPolicy;
 use crate::protocol::hash::block_hash;
-use crate::protocol::{BlockRange, ErrorCode, MAX_DATA_CHUNK, Message};
+use crate::protocol::{BlockRange, EntryMeta, ErrorCode, MAX_DATA_CHUNK, Message};
 use crate::registry::{Decision, Registry, State, TransferInfo};
 
 /// How long the sender waits for consent (as the send service allows).
@@ -40,7 +40,15 @@ async fn bounded<T>(session: impl std::future::Future<Output = T>) -> T {
 /// Runs a real sender of `source` against Bob's receiver over one pipe;
 /// returns the sender's result and its registry entry.
 async fn send_to(bob: &Bob, source: &Source) -> (Result<(), TransferError>, TransferInfo) {
-    let (mut ours, mut theirs) = framed_pipe();
+    send_over(framed_pipe(), bob, source).await
+}
+
+/// [`send_to`] over the given pipe.
+async fn send_over(
+    (mut ours, mut theirs): (Framed, Framed),
+    bob: &Bob,
+    source: &Source,
+) -> (Result<(), TransferError>, TransferInfo) {
     let registry = Registry::default();
     let handle = outgoing(&registry, source);
     let (events, _) = mpsc::unbounded_channel();
@@ -96,6 +104,120 @@ async fn files_and_folders_arrive_byte_identical() {
     assert_eq!(theirs[0].state, State::Done);
     assert_eq!(theirs[0].bytes_done, (3 << 20) + 7 + 17);
     assert_eq!(theirs[0].names, ["photos", "empty.bin"]);
+}
+
+/// A script (setuid too), a plain file and an empty one, with old
+/// modification times, nanoseconds included.
+fn files_with_metadata(dir: &std::path::Path) -> Vec<(std::path::PathBuf, SystemTime)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut made = Vec::new();
+    for (name, mode, secs, len) in [
+        ("run.sh", 0o4755, 1_000_000_000, 100),
+        ("notes.txt", 0o644, 1_234_567_890, (2 << 20) + 3),
+        ("empty", 0o700, 86_400, 0),
+    ] {
+        let path = dir.join(name);
+        random_file(&path, len, secs);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mtime = SystemTime::UNIX_EPOCH + Duration::new(secs, 123_456_789);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        made.push((path, mtime));
+    }
+    made
+}
+
+fn mode_and_mtime(path: &std::path::Path) -> (u32, SystemTime) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.permissions().mode() & 0o7777, meta.modified().unwrap())
+}
+
+/// Between peers that negotiated it, each file keeps its modification
+/// time and an executable file arrives executable (where the receiver's
+/// own mode lets read), never setuid.
+#[tokio::test]
+async fn modification_times_and_the_executable_bit_arrive() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("tools");
+    std::fs::create_dir(&dir).unwrap();
+    let made = files_with_metadata(&dir);
+    let source = source_of(&[dir]);
+    let bob = bob_receiving(AcceptPolicy::All);
+    let (result, _) = bounded(send_to(&bob, &source)).await;
+    result.unwrap();
+    let got = |name: &str| mode_and_mtime(&bob.downloads.join("tools").join(name));
+    let (script, script_time) = got("run.sh");
+    let (notes, notes_time) = got("notes.txt");
+    let (empty, empty_time) = got("empty");
+    assert_eq!(script_time, made[0].1);
+    assert_eq!(notes_time, made[1].1);
+    assert_eq!(empty_time, made[2].1);
+    // The receiver's files are 0640: executable adds x where r is.
+    assert_eq!(script, 0o750, "run.sh arrived {script:o}");
+    assert_eq!(empty, 0o750, "empty arrived {empty:o}");
+    assert_eq!(notes, 0o640, "notes.txt arrived {notes:o}");
+}
+
+/// A peer that did not negotiate metadata (an older version) gets the
+/// same content with no Metadata frame: the files get the receiver's
+/// defaults, as before.
+#[tokio::test]
+async fn older_peers_transfer_without_metadata() {
+    let src = tempfile::tempdir().unwrap();
+    let made = files_with_metadata(src.path());
+    let source = source_of(&[made[0].0.clone()]);
+    let bob = bob_receiving(AcceptPolicy::All);
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let (result, _) = bounded(send_over(framed_pipe_without_metadata(), &bob, &source)).await;
+    result.unwrap();
+    let (mode, mtime) = mode_and_mtime(&bob.downloads.join("run.sh"));
+    assert_eq!(mode, 0o640);
+    assert!(mtime >= before, "{mtime:?}");
+    assert_eq!(
+        std::fs::read(bob.downloads.join("run.sh")).unwrap(),
+        std::fs::read(&made[0].0).unwrap()
+    );
+}
+
+/// Metadata for another number of entries than the Offer's, and
+/// Metadata on a link that did not negotiate it, break the protocol.
+#[tokio::test]
+async fn metadata_that_does_not_fit_the_offer_or_the_link_is_a_protocol_error() {
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("a"), 10, 1);
+    let source = source_of(&[src.path().join("a")]);
+    for (pipe, count) in [(framed_pipe(), 2), (framed_pipe_without_metadata(), 1)] {
+        let bob = bob_receiving(AcceptPolicy::All);
+        let (mut alice, mut theirs) = pipe;
+        let playing = async {
+            let metadata = vec![EntryMeta::default(); count];
+            alice.send(&Message::Metadata(metadata)).await.unwrap();
+            // The receiver may already have hung up.
+            let _ = alice.send(&Message::Offer(source.manifest.clone())).await;
+            alice.recv().await
+        };
+        let receiving = async {
+            bob.receiver.receive(&mut theirs, &alice_as_sender()).await;
+            drop(theirs);
+        };
+        let (answer, ()) = bounded(async { tokio::join!(playing, receiving) }).await;
+        assert!(
+            matches!(
+                answer,
+                Ok(Message::Error {
+                    code: ErrorCode::Protocol,
+                    ..
+                })
+            ),
+            "{count}: {answer:?}"
+        );
+        assert_eq!(downloads(&bob), Vec::<String>::new());
+    }
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 //! Two transports carry the same protocol: QUIC over UDP ([`quic`]) and, for
 //! networks that drop UDP, TLS 1.3 over TCP ([`tcp`]) on the same port
 //! number. Both use the same rustls configuration ([`tls`]): TLS 1.3 only,
-//! ALPN `lanshare/1`, mutual authentication with the pinned-certificate
-//! verifiers from [`crate::identity::verifier`]. Each yields a [`Link`]: a
-//! reader, a writer, and the peer's proven [`DeviceId`]. Everything above
+//! ALPN `lanshare/1.1` or `lanshare/1`, mutual authentication with the
+//! pinned-certificate verifiers from [`crate::identity::verifier`]. Each
+//! yields a [`Link`]: a reader, a writer, the peer's proven [`DeviceId`],
+//! and whether the ALPN both chose carries entry metadata. Everything above
 //! this module (framing, transfers) sees only `Link` and the [`Transport`]
 //! trait, never quinn or TCP.
 //!
@@ -241,6 +242,9 @@ pub struct Link {
     pub reader: LinkReader,
     /// Bytes to the peer.
     pub writer: LinkWriter,
+    /// Both ends negotiated ALPN [`crate::protocol::ALPN_METADATA`]: an
+    /// `Offer` is followed by its entries' `Metadata`.
+    pub metadata: bool,
     guard: Guard,
     /// When an incoming connection's first packet arrived (`None` for a
     /// link we dialled): its whole authentication, transport handshake and
@@ -368,6 +372,7 @@ impl Link {
                 remote: SocketAddr::from(([127, 0, 0, 1], port)),
                 reader: Box::new(reader),
                 writer: LinkWriter::Pipe(writer),
+                metadata: true,
                 guard: Guard::Pipe { pairing_exporter },
                 accepted: None,
             }

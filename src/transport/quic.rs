@@ -342,6 +342,7 @@ impl QuicTransport {
             remote: canonical(addr),
             reader: Box::new(recv),
             writer: LinkWriter::Quic(send),
+            metadata: has_metadata(&conn),
             guard: Guard::Quic(conn, self.mtus.clone()),
             accepted: None,
         })
@@ -395,9 +396,20 @@ async fn accept_one(
         remote: addr,
         reader: Box::new(recv),
         writer: LinkWriter::Quic(send),
+        metadata: has_metadata(&conn),
         guard: Guard::Quic(conn, mtus),
         accepted: None,
     })
+}
+
+/// Whether the connection negotiated ALPN
+/// [`crate::protocol::ALPN_METADATA`].
+fn has_metadata(conn: &quinn::Connection) -> bool {
+    let alpn = conn
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol);
+    tls::has_metadata(alpn.as_deref())
 }
 
 fn peer_of(conn: &quinn::Connection) -> Option<DeviceId> {

@@ -176,8 +176,9 @@ impl TcpTransport {
     }
 }
 
-/// The peer's device ID, once the handshake also agreed on our ALPN.
-/// (QUIC enforces ALPN itself; plain TLS lets a handshake without it pass.)
+/// The peer's device ID, once the handshake also agreed on one of our
+/// ALPNs. (QUIC enforces ALPN itself; plain TLS lets a handshake without
+/// it pass.)
 fn verified_peer(
     state: &rustls::CommonState,
     addr: SocketAddr,
@@ -187,8 +188,10 @@ fn verified_peer(
         addr,
         reason: reason.into(),
     };
-    if state.alpn_protocol() != Some(crate::protocol::ALPN) {
-        return Err(refuse("peer did not negotiate ALPN lanshare/1"));
+    if !crate::protocol::ALPNS.contains(&state.alpn_protocol().unwrap_or_default()) {
+        return Err(refuse(
+            "peer did not negotiate ALPN lanshare/1 or lanshare/1.1",
+        ));
     }
     tls::peer_id(state.peer_certificates()).ok_or_else(|| refuse("peer presented no certificate"))
 }
@@ -207,6 +210,7 @@ fn buffered(stream: TcpStream) -> TcpIo {
 
 fn link(stream: tokio_rustls::TlsStream<TcpIo>, peer: DeviceId, remote: SocketAddr) -> Link {
     let pairing_exporter = pairing_exporter(&stream);
+    let metadata = tls::has_metadata(stream.get_ref().1.alpn_protocol());
     let (reader, writer) = tokio::io::split(stream);
     Link {
         peer,
@@ -214,6 +218,7 @@ fn link(stream: tokio_rustls::TlsStream<TcpIo>, peer: DeviceId, remote: SocketAd
         remote,
         reader: Box::new(reader),
         writer: LinkWriter::Tcp(writer),
+        metadata,
         guard: Guard::Tcp { pairing_exporter },
         accepted: None,
     }

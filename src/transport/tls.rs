@@ -1,6 +1,7 @@
 //! rustls configurations shared by both transports.
 //!
-//! TLS 1.3 only, the ring provider only (no aws-lc), ALPN `lanshare/1`,
+//! TLS 1.3 only, the ring provider only (no aws-lc), ALPN `lanshare/1.1`
+//! then `lanshare/1` (an older peer picks the latter),
 //! mandatory client certificates, and the [`PeerVerifier`] on both sides.
 //! Keeping this in one place is what guarantees the TCP fallback is exactly
 //! as strict as QUIC.
@@ -13,7 +14,7 @@ use rustls::pki_types::CertificateDer;
 use super::TransportError;
 use crate::identity::verifier::PeerVerifier;
 use crate::identity::{DeviceId, Identity};
-use crate::protocol::ALPN;
+use crate::protocol::{ALPN_METADATA, ALPNS};
 
 /// The one crypto provider lanshare uses: ring, with the TLS 1.3 suite
 /// `TLS_AES_128_GCM_SHA256` preferred. ring's default order puts
@@ -43,7 +44,7 @@ pub fn server_config(identity: &Identity) -> Result<rustls::ServerConfig, Transp
         .with_client_cert_verifier(Arc::new(PeerVerifier::any(provider)))
         .with_single_cert(vec![identity.cert().clone()], identity.key())
         .map_err(setup)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = ALPNS.iter().map(|a| a.to_vec()).collect();
     // No session resumption: every connection proves its identity afresh.
     config.send_tls13_tickets = 0;
     Ok(config)
@@ -66,9 +67,14 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(vec![identity.cert().clone()], identity.key())
         .map_err(setup)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = ALPNS.iter().map(|a| a.to_vec()).collect();
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
+}
+
+/// Whether a connection that negotiated `alpn` carries entry metadata.
+pub fn has_metadata(alpn: Option<&[u8]>) -> bool {
+    alpn == Some(ALPN_METADATA)
 }
 
 /// The name sent as SNI. Irrelevant to pinning, but it must parse.
