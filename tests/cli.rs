@@ -440,3 +440,27 @@ fn usual_mistakes_get_hints() {
         assert!(!last.contains("pick another --port"), "{stderr}");
     }
 }
+
+/// `share id` without a daemon shows the name the daemon announced (here
+/// given with `--name`, which no config file holds), not the host name.
+#[test]
+fn id_without_a_daemon_shows_the_name_peers_saw() {
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join(".local/state/lanshare");
+    let mut daemon = TestDaemon::builder("desk-by-the-window")
+        .state_dir(&state)
+        .spawn();
+    let online = daemon.json(&["id"]);
+    assert_eq!(online["name"], "desk-by-the-window", "{online}");
+    assert!(daemon.stop());
+
+    let out = share_offline(home.path(), &["id", "--json"]);
+    assert!(out.status.success(), "{:?}", failure(&out));
+    assert_eq!(one_json(&out), online);
+    let out = share_offline(home.path(), &["id"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text,
+        format!("desk-by-the-window\n{}\n", online["id"].as_str().unwrap())
+    );
+}

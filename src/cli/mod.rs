@@ -344,7 +344,9 @@ fn offline_config() -> Result<Config> {
     .resolve(None)
 }
 
-/// `share id` without a daemon: read the identity from the default state dir.
+/// `share id` without a daemon: the identity in the default state dir, and
+/// the name the daemon last announced (recorded there; it may have come
+/// from `--name`), else the configured one.
 fn offline_id() -> Result<serde_json::Value> {
     let config = offline_config()?;
     let identity = crate::identity::Identity::load_existing(&config.state_dir)?
@@ -355,7 +357,7 @@ fn offline_id() -> Result<serde_json::Value> {
             )
         })?;
     Ok(serde_json::to_value(IdInfo {
-        name: config.name,
+        name: crate::identity::recorded_name(&config.state_dir).unwrap_or(config.name),
         id: identity.id(),
     })?)
 }

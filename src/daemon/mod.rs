@@ -137,6 +137,9 @@ pub async fn run(
     let (notifier, notify_warning) = notify::Notifier::from_env();
     crate::identity::ensure_private_dir(&config.state_dir)?;
     let identity = Identity::load_or_create(&config.state_dir)?;
+    if let Err(e) = crate::identity::record_name(&config.state_dir, &config.name) {
+        tracing::warn!(error = %e, "cannot record the device name for `share id` without a daemon");
+    }
     let trust = TrustStore::load(&config.state_dir)?;
     let read_only = crate::doctor::ReadOnly::check(&config.download_dir);
     if let Some(read_only) = &read_only

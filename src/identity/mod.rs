@@ -230,6 +230,39 @@ impl Identity {
     }
 }
 
+/// The file in the state directory that holds the name the daemon last
+/// announced, so that `share id` shows it while no daemon runs (it may
+/// have come from `--name`, which the CLI cannot see).
+const NAME_FILE: &str = "name";
+
+/// Longest name file read back: a name is at most 63 bytes.
+const NAME_FILE_MAX: u64 = 256;
+
+/// Records `name` as the one the daemon using `state_dir` announces, if it
+/// is not already recorded.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn record_name(state_dir: &Path, name: &str) -> std::io::Result<()> {
+    if recorded_name(state_dir).as_deref() == Some(name) {
+        return Ok(());
+    }
+    crate::state_file::replace(&state_dir.join(NAME_FILE), name.as_bytes())
+}
+
+/// The name the daemon using `state_dir` last announced, if recorded.
+pub fn recorded_name(state_dir: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(state_dir.join(NAME_FILE))
+        .ok()?
+        .take(NAME_FILE_MAX)
+        .read_to_string(&mut text)
+        .ok()?;
+    let name = text.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// Creates `dir` (and parents) if needed and makes it mode 0700.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), IdentityError> {
     fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
