@@ -467,3 +467,37 @@ fn host_does_not_announce_on_a_docker0_interface() {
         "--interface selects exactly: {status:#}"
     );
 }
+
+/// `share doctor PEER` with a name that names no single device says so,
+/// not that the network or its ports are at fault.
+#[test]
+fn doctor_with_an_unknown_or_ambiguous_name_says_so() {
+    let a = TestDaemon::start("alpha");
+    let twins = [TestDaemon::start("twin"), TestDaemon::start("twin")];
+    for twin in &twins {
+        let out = a.cli(&["peers", "add", &twin.addr()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (peer, says) in [
+        ("twin", "2 devices match \"twin\""),
+        ("nobody", "\"nobody\""),
+    ] {
+        let (ok, report) = doctor(&a, &[peer]);
+        assert!(!ok, "{report:#}");
+        let reach = check(&report, &format!("reach {peer}"));
+        assert_eq!(reach["verdict"], "fail", "{report:#}");
+        let said = text(reach);
+        assert!(said.contains(says), "{said}");
+        for wrong in ["cannot connect", "UDP or TCP", "port"] {
+            assert!(!said.contains(wrong), "{said}");
+        }
+        assert_eq!(
+            report["reach"]["unresolved"].as_str(),
+            reach["message"].as_str()
+        );
+    }
+}

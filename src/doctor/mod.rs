@@ -410,6 +410,10 @@ impl Doctor {
         } else {
             format!(" ({})", r.errors.join("; "))
         };
+        if let Some(why) = &r.unresolved {
+            // Not a network problem: no port to open, nothing to connect.
+            return vec![Check::new(name, Verdict::Fail, why.clone())];
+        }
         let Some(_) = r.id else {
             return vec![Check::new(
                 name,

@@ -359,7 +359,7 @@ impl Doctor {
         let resolved = match self.resolver.resolve(text).await {
             Ok(resolved) => resolved,
             Err(e) => {
-                reach.errors.push(e.to_string());
+                reach.unresolved = Some(e.to_string());
                 return reach;
             }
         };

@@ -97,6 +97,10 @@ pub struct Reach {
     pub tcp_in: Option<bool>,
     /// mDNS sees the peer.
     pub mdns: bool,
+    /// Why the name or ID prefix names no single device (unknown,
+    /// ambiguous, ...): nothing was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<String>,
     /// Why connecting or probing failed, for the details.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
