@@ -56,7 +56,7 @@ impl Answer {
 /// The malicious client: its own identity and QUIC endpoint on its own
 /// address ([`MALLORY`]; the honest daemons use 127.0.0.1), driven from a
 /// private runtime so that the tests stay synchronous like the others.
-struct Mallory {
+pub(crate) struct Mallory {
     quic: QuicTransport,
     rt: tokio::runtime::Runtime,
 }
@@ -65,7 +65,7 @@ struct Mallory {
 const MALLORY: &str = "127.0.0.2:0";
 
 impl Mallory {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -134,7 +134,7 @@ impl Mallory {
     }
 
     /// Closes a connection at once (like a crash, but telling QUIC).
-    fn hang_up(&self, framed: Framed) {
+    pub(crate) fn hang_up(&self, framed: Framed) {
         let _runtime = self.rt.enter();
         framed.into_link().abort("mallory leaves");
     }
@@ -142,8 +142,8 @@ impl Mallory {
 
 /// A receiving daemon (accepting everything) whose download directory
 /// sits alone in a "jail" directory, so anything written next to it shows.
-struct Target {
-    daemon: TestDaemon,
+pub(crate) struct Target {
+    pub(crate) daemon: TestDaemon,
     jail: tempfile::TempDir,
 }
 
@@ -152,7 +152,9 @@ impl Target {
         Self::with(|b| b.accept("all"))
     }
 
-    fn with(configure: impl FnOnce(crate::common::Builder) -> crate::common::Builder) -> Self {
+    pub(crate) fn with(
+        configure: impl FnOnce(crate::common::Builder) -> crate::common::Builder,
+    ) -> Self {
         let jail = tempfile::tempdir().unwrap();
         let daemon =
             configure(TestDaemon::builder("bob").download_dir(&jail.path().join("downloads")))
@@ -445,7 +447,12 @@ fn accepted_then(
 /// Offers `m` (one file, `content`), delivers its first 1 MiB block with
 /// its value, and drops the link once the receiver has verified that block
 /// and counted the attempt as failed: a transfer it keeps for a resume.
-fn first_block_then_link_lost(mallory: &Mallory, target: &Target, m: &Manifest, content: &[u8]) {
+pub(crate) fn first_block_then_link_lost(
+    mallory: &Mallory,
+    target: &Target,
+    m: &Manifest,
+    content: &[u8],
+) {
     let (mut framed, answer) = mallory.offer(target, m.clone());
     assert!(matches!(answer, Answer::Accept(_)), "{answer:?}");
     mallory.send(&mut framed, &data(0, 0, &content[..1 << 20]));

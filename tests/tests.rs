@@ -19,6 +19,7 @@ mod history;
 mod hostile;
 mod loopback_fallback;
 mod pairing;
+mod partial;
 mod peer_text;
 mod peers;
 mod robustness;

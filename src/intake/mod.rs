@@ -156,20 +156,18 @@ impl Intake {
     }
 
     /// Checks an offer of files: structure and limits, every path, and
-    /// (unless it resumes one that reserved its space before) free space.
+    /// free space for what is not on disk yet (`kept`: bytes of it kept
+    /// from an interrupted attempt, whose other blocks hold no space).
     /// `Ok` is the checked path plan that staging takes.
     ///
     /// # Errors
     /// Why the offer is refused, in words for the sender.
-    pub fn check_files(&self, manifest: &Manifest, resuming: bool) -> Result<Plan, OfferRefused> {
+    pub fn check_files(&self, manifest: &Manifest, kept: u64) -> Result<Plan, OfferRefused> {
         let limits = &self.settings.limits;
         manifest.validate(limits)?;
         let plan = plan(manifest, limits.max_depth)?;
         log_stored_names(manifest, &plan);
-        if resuming {
-            return Ok(plan);
-        }
-        let needed = manifest.total_bytes();
+        let needed = manifest.total_bytes().saturating_sub(kept);
         match self.download.free_space() {
             Ok(free) if free < needed => Err(OfferRefused::NoSpace { needed, free }),
             Ok(_) => Ok(plan),
@@ -331,5 +329,36 @@ fn log_stored_names(manifest: &Manifest, plan: &Plan) {
             "{} more offered names will be stored under other names",
             count - SHOWN
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Entry, EntryKind};
+    use crate::transfer::testing::bob_receiving;
+
+    /// A kept partial transfer holds only its verified blocks, so resuming
+    /// it needs room for the rest: the free-space check counts what is
+    /// kept, and nothing more.
+    #[test]
+    fn free_space_is_checked_for_what_is_not_kept() {
+        let bob = bob_receiving(AcceptPolicy::Ask);
+        let intake = bob.receiver.intake();
+        let free = intake.download().free_space().unwrap();
+        let size = free + (1 << 30);
+        let manifest = Manifest {
+            entries: vec![Entry {
+                path: "big.bin".into(),
+                kind: EntryKind::File { size, tag: [1; 32] },
+            }],
+            ..Manifest::default()
+        };
+        assert!(matches!(
+            intake.check_files(&manifest, 0),
+            Err(OfferRefused::NoSpace { needed, .. }) if needed == size
+        ));
+        // 2 GiB of it kept: the other free - 1 GiB fit.
+        intake.check_files(&manifest, 2 << 30).unwrap();
     }
 }

@@ -231,6 +231,12 @@ impl DownloadDir {
         })
     }
 
+    /// Whether the directory is on a disk rather than in memory (tmpfs):
+    /// only then are received files preallocated.
+    pub fn on_disk(&self) -> bool {
+        !sys::is_memory_backed(self.fd.as_fd())
+    }
+
     /// Creates — or, if one with the same `key` exists, reopens to resume —
     /// the hidden staging directory `.lanshare-<key>.part` for one accepted
     /// offer, with every directory and (preallocated) file of `plan` inside

@@ -888,14 +888,84 @@ impl Staging {
     }
 
     /// Leaves the staging directory on disk so a later attempt with the
-    /// same key can resume from it.
+    /// same key can resume from it, holding only what was verified: the
+    /// space reserved for every other block is given back (a hole is
+    /// punched where it was preallocated or partly written), so a kept
+    /// partial transfer never holds a reservation for data that may never
+    /// come. Reopening it to resume reserves that space again
+    /// ([`DownloadDir::stage`]).
     pub fn keep(mut self) {
         self.open.clear();
         if let Some(wb) = &mut self.write_behind {
             wb.clear();
         }
+        let released = self.release_unverified();
         self.done = true;
-        debug!(staging = %self.name, present = self.present, "kept partial transfer for resume");
+        debug!(staging = %self.name, present = self.present, released,
+            "kept partial transfer for resume");
+    }
+
+    /// Deallocates the byte ranges of blocks that are not verified, in
+    /// every file that may hold space for them (preallocated, or with a
+    /// block partly written). Returns the bytes of those ranges; a file
+    /// system that cannot punch holes keeps its reservation (logged).
+    fn release_unverified(&self) -> u64 {
+        let mut released = 0;
+        for (index, state) in self.files.iter().enumerate() {
+            let Some(state) = state.as_ref().filter(|s| !s.whole) else {
+                continue;
+            };
+            let first = state.first_block;
+            let blocks = blocks_for(state.size, self.block_size as u32) as usize;
+            let unverified = |b: &usize| !self.verified[*b];
+            let written = |b: &usize| {
+                self.partial.contains_key(b)
+                    || self.complete.as_ref().is_some_and(|c| c.global == *b)
+            };
+            let range = first..first + blocks;
+            let preallocated = self.on_disk && state.size >= PREALLOCATE_FROM;
+            if !range
+                .clone()
+                .any(|b| unverified(&b) && (preallocated || written(&b)))
+            {
+                continue;
+            }
+            let path = &self.paths[index];
+            let fd = match rustix::fs::openat2(
+                &self.dir,
+                path.as_str(),
+                OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+                sys::RESOLVE,
+            ) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    warn!(staging = %self.name, path, error = %e,
+                        "cannot open a kept file to release its unused space");
+                    continue;
+                }
+            };
+            let runs: Vec<usize> = range.filter(unverified).collect();
+            for run in runs.chunk_by(|a, b| *b == a + 1) {
+                let offset = (run[0] - first) as u64 * self.block_size;
+                let end =
+                    ((run[run.len() - 1] - first + 1) as u64 * self.block_size).min(state.size);
+                match rustix::fs::fallocate(
+                    &fd,
+                    FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                    offset,
+                    end - offset,
+                ) {
+                    Ok(()) => released += end - offset,
+                    Err(e) => {
+                        warn!(staging = %self.name, path, error = %e,
+                            "cannot release the unused space of a kept file; it stays reserved until the transfer resumes or expires");
+                        break;
+                    }
+                }
+            }
+        }
+        released
     }
 
     /// Checks that every block is verified, makes the data durable, and
@@ -1774,6 +1844,60 @@ mod tests {
         );
         use std::os::unix::fs::MetadataExt;
         assert_eq!(fs::metadata(&elsewhere).unwrap().nlink(), 1);
+    }
+
+    /// Bytes the file system has allocated for `path`.
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// Issue 14 item 3: a sender that delivers one block and drops must not
+    /// leave the whole file's preallocation behind; resuming takes it again.
+    #[test]
+    fn kept_staging_holds_only_verified_blocks_and_resume_reserves_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dl = DownloadDir::open(tmp.path()).unwrap();
+        if !dl.on_disk() {
+            eprintln!(
+                "skipped: {} is in memory, nothing is preallocated",
+                tmp.path().display()
+            );
+            return;
+        }
+        let bs = 1usize << 20;
+        let big = pattern(8 * bs);
+        let m = mk(vec![file("big.bin", &big)]);
+        let plan = plan(&m, DEPTH).unwrap();
+        let part = dl.path().join(".lanshare-trim1.part/big.bin");
+        let mut s = dl.stage(&plan, &m, "trim1").unwrap();
+        assert!(allocated(&part) >= 8 * bs as u64, "preallocated in full");
+        send_block(&mut s, 0, &big, 0, bs);
+        // Block 1 half written when the link drops.
+        s.write(0, bs as u64, &big[bs..bs + bs / 2]).unwrap();
+        s.keep();
+        let kept = allocated(&part);
+        assert!(
+            kept <= bs as u64 + (64 << 10),
+            "a kept partial with one verified block holds {kept} bytes"
+        );
+        assert_eq!(
+            &fs::read(&part).unwrap()[..bs],
+            &big[..bs],
+            "block 0 intact"
+        );
+
+        let mut s = dl.stage(&plan, &m, "trim1").unwrap();
+        assert!(allocated(&part) >= 8 * bs as u64, "resume reserves again");
+        assert_eq!(
+            s.verify_existing(&[Some(value(&big, 0))]).unwrap(),
+            bs as u64
+        );
+        for b in 1..8 {
+            send_block(&mut s, 0, &big, b, bs);
+        }
+        assert_eq!(s.commit().unwrap(), ["big.bin"]);
+        assert_eq!(fs::read(dl.path().join("big.bin")).unwrap(), big);
     }
 
     #[test]

@@ -191,8 +191,8 @@ impl Receiver {
         }
 
         let key = resume::key(&peer_id, &manifest);
-        let resuming = self.resume.load(&key).is_some();
-        let plan = match self.intake.check_files(&manifest, resuming) {
+        let kept = self.resume.load(&key).map_or(0, |r| r.present);
+        let plan = match self.intake.check_files(&manifest, kept) {
             Ok(plan) => plan,
             Err(reason) => {
                 tracing::warn!(peer = %peer_id, name = %peer_name, "refused offer: {reason}");
@@ -382,7 +382,7 @@ impl Job<'_> {
         let order = BlockOrder::new(&manifest, &need);
         self.handle.set_resumed(present);
         let mut record = self.record.clone();
-        record.set_verified(staging.verified_map());
+        record.set_verified(staging.verified_map(), present);
         self.receiver
             .resume
             .save(self.key, &record)
@@ -542,7 +542,8 @@ impl Resume<'_> {
         if let Err(e) = self.values.flush() {
             tracing::warn!("cannot log block values: {e}");
         }
-        self.record.set_verified(staging.verified_map());
+        self.record
+            .set_verified(staging.verified_map(), staging.bytes_present());
         if let Err(e) = self.store.save(self.key, &self.record) {
             tracing::warn!("cannot save resume state: {e}");
         }
@@ -661,11 +662,10 @@ impl BufferPool {
     }
 }
 
-/// Keeps or removes a staging area that will not be committed now. With
-/// no verified block there is nothing worth keeping on disk (the files are
-/// preallocated except on tmpfs, so an empty one still holds the whole
-/// size): it is removed, while the resume record stays so a retry is not
-/// asked again.
+/// Keeps or removes a staging area that will not be committed now. A kept
+/// one holds only its verified blocks ([`Staging::keep`]); with none there
+/// is nothing worth keeping on disk: it is removed, while the resume record
+/// stays so a retry is not asked again.
 fn finish_staging(staging: Staging, leftover: &Leftover) {
     match leftover {
         Leftover::Keep if staging.bytes_present() > 0 => staging.keep(),

@@ -51,6 +51,10 @@ pub struct Record {
     /// Verified blocks, one char per block (`1` verified, `0` not), in
     /// manifest order.
     pub verified: String,
+    /// Bytes in those blocks: what the partial data holds on disk (a kept
+    /// transfer gives back the space of every other block).
+    #[serde(default)]
+    pub present: u64,
 }
 
 impl Record {
@@ -61,6 +65,7 @@ impl Record {
             peer_name: peer_name.clone(),
             created: now(),
             verified: String::new(),
+            present: 0,
         }
     }
 
@@ -69,9 +74,10 @@ impl Record {
         self.verified.bytes().map(|b| b == b'1').collect()
     }
 
-    /// Replaces the verified map.
-    pub fn set_verified(&mut self, map: &[bool]) {
+    /// Replaces the verified map, whose blocks hold `present` bytes.
+    pub fn set_verified(&mut self, map: &[bool], present: u64) {
         self.verified = map.iter().map(|v| if *v { '1' } else { '0' }).collect();
+        self.present = present;
     }
 }
 
@@ -343,7 +349,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = ResumeStore::new(tmp.path());
         let mut record = Record::new(DeviceId::from_cert_der(b"a"), &PeerName::new("alice", "a"));
-        record.set_verified(&[true, false, true]);
+        record.set_verified(&[true, false, true], 2);
         store.save("k1", &record).unwrap();
         assert_eq!(
             store.load("k1").unwrap().verified_map(),
