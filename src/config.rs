@@ -1,7 +1,7 @@
 //! Daemon configuration: TOML file, then command-line flags, then defaults.
 //!
-//! Most keys of the file are also `share daemon` flags (`max_offer_bytes`
-//! and `retry_s` exist only in the file); a flag wins over the file. Defaults follow the XDG base directories for a user daemon and
+//! Most keys of the file are also `share daemon` flags (`max_offer_bytes`,
+//! `retry_s` and the `*_partial_*` keys exist only in the file); a flag wins over the file. Defaults follow the XDG base directories for a user daemon and
 //! the systemd-provided directories (`STATE_DIRECTORY`,
 //! `RUNTIME_DIRECTORY`) for the system service, so the same binary does the
 //! right thing in both places without configuration.
@@ -19,6 +19,9 @@
 //! offer_timeout_s = 120
 //! max_offer_bytes = 1099511627776
 //! retry_s = 600           # how long an interrupted send retries and resumes
+//! keep_partial_s = 86400  # partial data of interrupted incoming transfers: trusted senders
+//! keep_partial_untrusted_s = 3600  # other senders
+//! max_partial_bytes = 17179869184  # all kept partial data together
 //! interfaces = ["eth0"]   # mDNS on exactly these; default: all but container/VM/VPN ones
 //! ```
 
@@ -30,6 +33,7 @@ use serde::Deserialize;
 
 use crate::intake::AcceptPolicy;
 use crate::protocol::ManifestLimits;
+use crate::transfer::kept::{self, KeepPolicy};
 
 /// The service port used when none is configured (UDP for QUIC and TCP
 /// for the fallback share the number).
@@ -38,10 +42,13 @@ pub const DEFAULT_PORT: u16 = 47000;
 /// Default time an interrupted send keeps retrying: 10 minutes.
 pub const DEFAULT_RETRY_S: u64 = 600;
 
-/// Longest retry window: resume state older than a day is forgotten
-/// ([`crate::transfer::resume::RESUME_MAX_AGE`]), so retrying longer
-/// could only start over.
-pub const MAX_RETRY_S: u64 = crate::transfer::resume::RESUME_MAX_AGE.as_secs();
+/// Longest retry window: a receiver keeps a trusted sender's partial
+/// data for a day by default ([`kept::DEFAULT_KEEP_TRUSTED`]), so
+/// retrying longer would mostly start over.
+pub const MAX_RETRY_S: u64 = kept::DEFAULT_KEEP_TRUSTED.as_secs();
+
+/// Longest time partial data may be kept: 30 days.
+pub const MAX_KEEP_PARTIAL_S: u64 = 30 * 24 * 3600;
 
 /// Longest time an offer may wait for `share accept`.
 pub const MAX_OFFER_TIMEOUT_S: u64 = 24 * 3600;
@@ -105,6 +112,13 @@ pub struct FileConfig {
     pub max_offer_bytes: Option<u64>,
     /// Seconds an interrupted send keeps retrying.
     pub retry_s: Option<u64>,
+    /// Seconds a trusted sender's partial data is kept after its
+    /// transfer was interrupted.
+    pub keep_partial_s: Option<u64>,
+    /// The same for every other sender.
+    pub keep_partial_untrusted_s: Option<u64>,
+    /// All kept partial data together, in bytes.
+    pub max_partial_bytes: Option<u64>,
     /// Interfaces mDNS uses, exactly; unset or empty = the default policy
     /// (all but container, VM-bridge, VPN and point-to-point interfaces).
     pub interfaces: Option<Vec<String>>,
@@ -139,6 +153,11 @@ impl FileConfig {
             offer_timeout_s: self.offer_timeout_s.or(lower.offer_timeout_s),
             max_offer_bytes: self.max_offer_bytes.or(lower.max_offer_bytes),
             retry_s: self.retry_s.or(lower.retry_s),
+            keep_partial_s: self.keep_partial_s.or(lower.keep_partial_s),
+            keep_partial_untrusted_s: self
+                .keep_partial_untrusted_s
+                .or(lower.keep_partial_untrusted_s),
+            max_partial_bytes: self.max_partial_bytes.or(lower.max_partial_bytes),
             interfaces: self.interfaces.or(lower.interfaces),
         }
     }
@@ -173,6 +192,9 @@ pub struct Config {
     pub limits: ManifestLimits,
     /// How long an interrupted send keeps retrying (and resuming).
     pub retry_window: Duration,
+    /// How long and how much partial data of interrupted incoming
+    /// transfers is kept.
+    pub keep_partial: KeepPolicy,
     /// Interfaces mDNS uses; empty = the default policy
     /// ([`crate::discovery::interfaces`]).
     pub interfaces: Vec<String>,
@@ -408,6 +430,28 @@ impl Config {
                 "retry_s = {retry_s} is out of range: at most {MAX_RETRY_S} seconds (interrupted transfers are forgotten after a day)"
             )));
         }
+        let keep_s = |key: &str, value: Option<u64>, default: Duration| {
+            let s = value.unwrap_or(default.as_secs());
+            if s > MAX_KEEP_PARTIAL_S {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} = {s} is out of range: at most {MAX_KEEP_PARTIAL_S} seconds (30 days)"
+                )));
+            }
+            Ok(Duration::from_secs(s))
+        };
+        let keep_partial = KeepPolicy {
+            trusted_for: keep_s(
+                "keep_partial_s",
+                given.keep_partial_s,
+                kept::DEFAULT_KEEP_TRUSTED,
+            )?,
+            untrusted_for: keep_s(
+                "keep_partial_untrusted_s",
+                given.keep_partial_untrusted_s,
+                kept::DEFAULT_KEEP_UNTRUSTED,
+            )?,
+            max_bytes: given.max_partial_bytes.unwrap_or(kept::DEFAULT_MAX_BYTES),
+        };
         let mut limits = ManifestLimits::default();
         if let Some(max) = given.max_offer_bytes {
             limits.max_total_bytes = max;
@@ -426,6 +470,7 @@ impl Config {
             offer_timeout: Duration::from_secs(offer_timeout_s),
             limits,
             retry_window: Duration::from_secs(retry_s),
+            keep_partial,
             interfaces: given.interfaces.unwrap_or_default(),
         })
     }
@@ -535,6 +580,14 @@ mod tests {
                 offer_timeout_s: Some(0),
                 ..FileConfig::default()
             },
+            FileConfig {
+                keep_partial_s: Some(MAX_KEEP_PARTIAL_S + 1),
+                ..FileConfig::default()
+            },
+            FileConfig {
+                keep_partial_untrusted_s: Some(u64::MAX),
+                ..FileConfig::default()
+            },
         ] {
             let err = Config::resolve(given, &user_env()).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
@@ -547,6 +600,22 @@ mod tests {
         };
         let c = Config::resolve(given, &user_env()).unwrap();
         assert_eq!(c.retry_window, Duration::from_secs(MAX_RETRY_S));
+        assert_eq!(c.keep_partial, KeepPolicy::default());
+        let given = FileConfig {
+            keep_partial_s: Some(MAX_KEEP_PARTIAL_S),
+            keep_partial_untrusted_s: Some(0),
+            max_partial_bytes: Some(1 << 30),
+            ..FileConfig::default()
+        };
+        let c = Config::resolve(given, &user_env()).unwrap();
+        assert_eq!(
+            c.keep_partial,
+            KeepPolicy {
+                trusted_for: Duration::from_secs(MAX_KEEP_PARTIAL_S),
+                untrusted_for: Duration::ZERO,
+                max_bytes: 1 << 30,
+            }
+        );
     }
 
     #[test]

@@ -144,6 +144,11 @@ pub struct TransferInfo {
     /// Files or a text.
     #[serde(default)]
     pub kind: TransferKind,
+    /// Bytes of partial data this incoming transfer left on this device's
+    /// disk for a resume (it was interrupted); `share cancel ID` drops
+    /// them. Absent when it left none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_bytes: Option<u64>,
 }
 
 /// The receiving user's answer to an offer.
@@ -313,6 +318,7 @@ impl Registry {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             kind: TransferKind::Files,
+            partial_bytes: None,
         };
         inner.slots.insert(
             id.clone(),

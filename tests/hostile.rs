@@ -457,13 +457,17 @@ pub(crate) fn first_block_then_link_lost(
     assert!(matches!(answer, Answer::Accept(_)), "{answer:?}");
     mallory.send(&mut framed, &data(0, 0, &content[..1 << 20]));
     mallory.send(&mut framed, &value(0, 0, content));
-    target
-        .daemon
-        .wait_transfer("block 0 verified", |t| t["bytes_done"] == 1 << 20);
+    // This offer's transfer, not an earlier one of another file.
+    let name = m.entries[0].path.as_str();
+    target.daemon.wait_transfer("block 0 verified", |t| {
+        t["names"][0] == name && t["state"] == "active" && t["bytes_done"] == 1 << 20
+    });
     mallory.hang_up(framed);
     target
         .daemon
-        .wait_transfer("the first attempt failed", |t| t["state"] == "failed");
+        .wait_transfer("the first attempt failed", |t| {
+            t["names"][0] == name && t["state"] == "failed"
+        });
 }
 
 /// Offers `m` again after [`first_block_then_link_lost`]: the receiver

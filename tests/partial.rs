@@ -112,3 +112,174 @@ fn a_dropped_partial_holds_only_what_arrived_and_other_offers_still_fit() {
     assert_eq!(result["status"], "done", "{result}");
     assert_same_file(&other, &target.daemon.download.join("other.bin"));
 }
+
+/// Staging directories in `download`.
+fn staging_dirs(download: &Path) -> Vec<String> {
+    std::fs::read_dir(download)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".lanshare-"))
+        .collect()
+}
+
+/// Resume records and value logs in a state directory.
+fn resume_files(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state.join("resume"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 16 item 7: a send that fails after data moved (its file changed
+/// while being sent) leaves partial data on the receiver, which `share
+/// transfers` shows with its size, `status` and `doctor` total, and
+/// `share cancel ID` drops.
+#[test]
+fn partial_data_of_a_failed_send_is_listed_totalled_and_dropped_by_cancel() {
+    let alice = TestDaemon::start("alice");
+    let bob = TestDaemon::start("bob");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("growing.log");
+    // Big enough that the sender is far from its end when it changes
+    // (sparse: zeros cost no disk here).
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(512 * MIB)
+        .unwrap();
+    let sender = crate::transfer::spawn_share(
+        &alice,
+        &["send", &bob.addr(), file.to_str().unwrap(), "--json"],
+    );
+    bob.wait_transfer("the first block verified", |t| {
+        t["direction"] == "in" && t["bytes_done"].as_u64().unwrap() >= MIB
+    });
+    // The file changes under the sender: it stops, as it must.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(MIB)
+        .unwrap();
+    let out = crate::transfer::finish_within(sender, std::time::Duration::from_secs(30));
+    assert!(
+        !out.status.success(),
+        "the send of a changed file succeeded"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("changed while being sent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let failed = bob.wait_transfer("the transfer failed", |t| t["state"] == "failed");
+    let id = failed["id"].as_str().unwrap().to_owned();
+    let kept = failed["partial_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no partial_bytes on the failed transfer: {failed}"));
+    eprintln!("the receiver kept {} MiB of partial data", kept / MIB);
+    assert!(kept >= MIB && kept.is_multiple_of(MIB), "{failed}");
+    assert_eq!(staging_dirs(&bob.download).len(), 1);
+
+    let table = stdout(&bob.cli(&["transfers"]));
+    assert!(table.contains("of partial data kept"), "{table}");
+    assert!(table.contains("share clean"), "{table}");
+    let status = bob.json(&["status"]);
+    assert_eq!(status["partial_transfers"], 1, "{status}");
+    assert_eq!(status["partial_bytes"], kept, "{status}");
+    let doctor: serde_json::Value =
+        serde_json::from_slice(&bob.cli(&["doctor", "--json"]).stdout).unwrap();
+    let check = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "partial data")
+        .unwrap_or_else(|| panic!("no partial data check: {doctor}"))
+        .clone();
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 interrupted incoming transfer keep"),
+        "{check}"
+    );
+
+    let said = stdout(&bob.cli(&["cancel", &id[..5]]));
+    assert!(said.starts_with("dropped the"), "{said}");
+    assert_eq!(staging_dirs(&bob.download), Vec::<String>::new());
+    assert_eq!(resume_files(&bob.state), Vec::<String>::new());
+    assert_eq!(bob.json(&["status"])["partial_bytes"], 0);
+    let listed = bob.transfers();
+    assert!(listed[0].get("partial_bytes").is_none(), "{listed:?}");
+    // Nothing left to drop: the usual answer for a failed transfer.
+    let again = bob.cli(&["cancel", &id]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already failed"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+/// After a restart the transfer table is empty, but kept partial data is
+/// still listed (from its records, under the IDs it had) and `share clean`
+/// drops all of it.
+#[test]
+fn kept_partial_data_is_listed_after_a_restart_and_dropped_by_clean() {
+    let mut target = Target::with(|b| b.accept("all"));
+    let mallory = Mallory::new();
+    let mut ids = Vec::new();
+    for n in 0..2u8 {
+        let content = pattern((2 * MIB) as usize + usize::from(n));
+        first_block_then_link_lost(
+            &mallory,
+            &target,
+            &offer_of(&format!("part{n}.bin"), &content),
+            &content,
+        );
+        ids.push(target.daemon.transfers()[usize::from(n)]["id"].clone());
+    }
+    target.daemon.kill();
+    let (state, download) = (target.daemon.state.clone(), target.daemon.download.clone());
+    let restarted = TestDaemon::builder("bob")
+        .accept("all")
+        .state_dir(&state)
+        .download_dir(&download)
+        .spawn();
+    // The killed one owns the state directory's parent: keep it.
+    let _killed = std::mem::replace(&mut target.daemon, restarted);
+    let listed = target.daemon.transfers();
+    let listed_ids: Vec<serde_json::Value> = listed.iter().map(|t| t["id"].clone()).collect();
+    assert_eq!(listed_ids, ids, "{listed:#?}");
+    for t in &listed {
+        assert_eq!(t["state"], "failed", "{t}");
+        assert_eq!(t["partial_bytes"], MIB, "{t}");
+        assert_eq!(t["peer"], "mallory", "{t}");
+    }
+    assert_eq!(staging_dirs(&download).len(), 2);
+
+    let said = stdout(&target.daemon.cli(&["clean"]));
+    assert_eq!(
+        said.trim(),
+        "dropped the partial data of 2 interrupted transfers (2.0 MiB)"
+    );
+    assert_eq!(staging_dirs(&download), Vec::<String>::new());
+    assert_eq!(resume_files(&state), Vec::<String>::new());
+    assert!(target.daemon.transfers().is_empty());
+    let said = stdout(&target.daemon.cli(&["clean"]));
+    assert_eq!(
+        said.trim(),
+        "no partial data was kept; there is nothing to clean"
+    );
+}

@@ -72,11 +72,15 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Cancel a pending or running transfer.
+    /// Cancel a pending or running transfer, or drop the partial data an
+    /// interrupted incoming transfer kept for a resume.
     Cancel {
         /// Transfer ID (or a unique prefix).
         id: String,
     },
+    /// Drop the partial data of every interrupted incoming transfer
+    /// (`share transfers` lists it).
+    Clean,
     /// Trust a device: its offers are accepted without asking.
     Trust {
         /// Device name, device-ID prefix, or HOST:PORT.
@@ -214,6 +218,9 @@ impl DaemonArgs {
             offer_timeout_s: self.offer_timeout,
             max_offer_bytes: None,
             retry_s: None,
+            keep_partial_s: None,
+            keep_partial_untrusted_s: None,
+            max_partial_bytes: None,
             interfaces: (!self.interfaces.is_empty()).then(|| self.interfaces.clone()),
         }
     }
@@ -272,6 +279,7 @@ impl Command {
             | Self::Accept { .. }
             | Self::Reject { .. }
             | Self::Cancel { .. }
+            | Self::Clean
             | Self::Trust { .. }
             | Self::Untrust { .. }
             | Self::Completions { .. }
@@ -311,6 +319,7 @@ async fn run_command(socket: Option<PathBuf>, command: Command) -> Result<()> {
             render::ack(call(Request::Reject { id, reason }).await?)
         }
         Command::Cancel { id } => render::ack(call(Request::Cancel { id }).await?),
+        Command::Clean => render::ack(call(Request::Clean).await?),
         Command::Trust { peer } => render::ack(call(Request::Trust { peer }).await?),
         Command::Untrust { peer } => render::ack(call(Request::Untrust { peer }).await?),
         Command::Pair(args) => pair::pair(&sockets, args).await,

@@ -61,6 +61,14 @@ pub(super) fn status(data: serde_json::Value, as_json: bool) -> Result<()> {
     if !waiting.is_empty() {
         outln!("waiting:      {}", waiting.join(", "));
     }
+    if s.partial_transfers > 0 {
+        outln!(
+            "partial data: {} kept by {} interrupted transfer{} (share transfers; share clean drops it)",
+            HumanBytes(s.partial_bytes),
+            s.partial_transfers,
+            if s.partial_transfers == 1 { "" } else { "s" }
+        );
+    }
     outln!("downloads:    {}", s.download_dir.display());
     outln!("state:        {}", s.state_dir.display());
     outln!("uptime:       {} s", s.uptime_s);
@@ -145,11 +153,12 @@ pub(super) fn transfers(data: serde_json::Value, as_json: bool) -> Result<()> {
         outln!("no transfers");
         return Ok(());
     }
+    let partial: Vec<u64> = list.iter().filter_map(|t| t.partial_bytes).collect();
     outln!("ID        DIR  STATE      PEER                      FILES  PROGRESS            WHAT");
     for t in list {
         let progress = format!("{} / {}", HumanBytes(t.bytes_done), HumanBytes(t.bytes));
         outln!(
-            "{:8}  {:3}  {:9}  {:24}  {:5}  {:18}  {}{}",
+            "{:8}  {:3}  {:9}  {:24}  {:5}  {:18}  {}{}{}",
             t.id,
             t.direction.as_str(),
             t.state.as_str(),
@@ -157,7 +166,16 @@ pub(super) fn transfers(data: serde_json::Value, as_json: bool) -> Result<()> {
             t.files,
             progress,
             t.names.join(", "),
-            t.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            t.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+            t.partial_bytes
+                .map(|b| format!("; {} of partial data kept", HumanBytes(b)))
+                .unwrap_or_default()
+        );
+    }
+    if !partial.is_empty() {
+        outln!(
+            "{} of partial data kept for a resume (when the sender sends the same files again); `share cancel ID` drops one transfer's, `share clean` all",
+            HumanBytes(partial.iter().sum())
         );
     }
     Ok(())

@@ -109,11 +109,14 @@ pub enum Request {
         #[serde(default)]
         reason: Option<CleanText>,
     },
-    /// Cancel a pending or active transfer.
+    /// Cancel a pending or active transfer, or drop the partial data an
+    /// interrupted incoming one kept.
     Cancel {
         /// Transfer ID (prefix).
         id: String,
     },
+    /// Drop the partial data of every interrupted incoming transfer.
+    Clean,
     /// Pin a device as trusted.
     Trust {
         /// Name, device-ID (prefix) or `HOST:PORT`.
@@ -300,8 +303,8 @@ pub enum Response {
     Transfers(TransferList),
     /// [`Request::Send`].
     Sent(SendResult),
-    /// [`Request::Accept`], `Reject`, `Cancel`, `Trust`, `Untrust`,
-    /// `PeersAdd`, `PeersRemove`, `QueueCancel`.
+    /// [`Request::Accept`], `Reject`, `Cancel`, `Clean`, `Trust`,
+    /// `Untrust`, `PeersAdd`, `PeersRemove`, `QueueCancel`.
     Ack(Ack),
     /// [`Request::Doctor`].
     Doctor(Box<DoctorReport>),
@@ -366,6 +369,13 @@ pub struct StatusInfo {
     /// Received texts not read yet (`share receive --text`, `share inbox`).
     #[serde(default)]
     pub unread_texts: usize,
+    /// Interrupted incoming transfers that keep partial data for a resume
+    /// (`share transfers` lists them).
+    #[serde(default)]
+    pub partial_transfers: usize,
+    /// The bytes of partial data they keep.
+    #[serde(default)]
+    pub partial_bytes: u64,
     /// Paths remembered as "QUIC broken" (TCP used first).
     pub quic_broken_paths: usize,
     /// Where received files go.

@@ -512,6 +512,7 @@ fn command_name(request: &Request) -> &'static str {
         Request::Accept { .. } => "accept",
         Request::Reject { .. } => "reject",
         Request::Cancel { .. } => "cancel",
+        Request::Clean => "clean",
         Request::Trust { .. } => "trust",
         Request::Untrust { .. } => "untrust",
         Request::Doctor { .. } => "doctor",

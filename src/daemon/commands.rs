@@ -15,15 +15,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::status::Status;
 use crate::control::server::{Caller, Handler};
-use crate::control::{Ack, CommandError, Request, Response, SendEntry, SendEvent};
+use crate::control::{Ack, CommandError, ErrorKind, Request, Response, SendEntry, SendEvent};
 use crate::doctor::Doctor;
 use crate::history::History;
 use crate::intake::inbox::Inbox;
 use crate::outgoing::{Payload, SendJob, SendReport, SendService};
 use crate::pairing::Pairings;
 use crate::peers::Peers;
+use crate::protocol::HumanBytes;
 use crate::queue::{NewQueued, Queue};
-use crate::registry::{Decision, Registry};
+use crate::registry::{Decision, Registry, RegistryError};
+use crate::transfer::kept;
+use crate::transfer::receive::{DropError, Receiver};
 use crate::transfer::source::SourceFile;
 use crate::transport::BoxFuture;
 
@@ -38,6 +41,7 @@ pub(super) struct Commands {
     pub(super) inbox: Arc<Inbox>,
     pub(super) history: Arc<History>,
     pub(super) doctor: Arc<Doctor>,
+    pub(super) receiver: Arc<Receiver>,
 }
 
 impl Handler for Commands {
@@ -61,7 +65,10 @@ impl Handler for Commands {
                 Request::Doctor { peer } => {
                     Response::Doctor(Box::new(self.doctor.run(peer.as_deref()).await))
                 }
-                Request::Transfers => Response::Transfers(self.registry.list()),
+                Request::Transfers => Response::Transfers(kept::annotate(
+                    self.registry.list(),
+                    &self.receiver.kept().list(),
+                )),
                 Request::Accept { id } => {
                     let id = self.registry.decide(&id, Decision::Accept)?;
                     ack(format!("accepted transfer {id}"))
@@ -71,9 +78,20 @@ impl Handler for Commands {
                     let id = self.registry.decide(&id, Decision::Reject(reason))?;
                     ack(format!("rejected transfer {id}"))
                 }
-                Request::Cancel { id } => {
-                    let id = self.registry.cancel(&id)?;
-                    ack(format!("cancelled transfer {id}"))
+                Request::Cancel { id } => ack(self.cancel(&id).await?),
+                Request::Clean => {
+                    let dropped = self.receiver.drop_all_kept().await.map_err(|e| {
+                        CommandError::new(ErrorKind::Io, format!("cannot remove partial data: {e}"))
+                    })?;
+                    let bytes: u64 = dropped.iter().map(|d| d.bytes).sum();
+                    ack(match dropped.len() {
+                        0 => "no partial data was kept; there is nothing to clean".to_owned(),
+                        n => format!(
+                            "dropped the partial data of {n} interrupted transfer{} ({})",
+                            if n == 1 { "" } else { "s" },
+                            HumanBytes(bytes)
+                        ),
+                    })
                 }
                 Request::Send {
                     peer,
@@ -142,6 +160,34 @@ impl Handler for Commands {
                 }
             })
         })
+    }
+}
+
+impl Commands {
+    /// `share cancel ID`: stops a pending or running transfer, or drops
+    /// the partial data an interrupted incoming one kept (listed or not,
+    /// e.g. after a restart).
+    async fn cancel(&self, id: &str) -> Result<String, CommandError> {
+        let refused = match self.registry.cancel(id) {
+            Ok(id) => return Ok(format!("cancelled transfer {id}")),
+            Err(e) => e,
+        };
+        let kept_id = match &refused {
+            RegistryError::NothingTo { info, .. } => info.id.as_str(),
+            RegistryError::NotFound(_) => id,
+            RegistryError::Ambiguous(_) => return Err(refused.into()),
+        };
+        match self.receiver.drop_kept(kept_id).await {
+            Ok(Some(dropped)) => Ok(format!(
+                "dropped the {} of partial data that transfer {} from {} kept for a resume",
+                HumanBytes(dropped.bytes),
+                dropped.transfer,
+                dropped.peer
+            )),
+            Ok(None) => Err(refused.into()),
+            Err(DropError::Ambiguous(p)) => Err(RegistryError::Ambiguous(p).into()),
+            Err(e @ DropError::Forget(_)) => Err(CommandError::new(ErrorKind::Io, e.to_string())),
+        }
     }
 }
 

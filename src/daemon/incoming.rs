@@ -44,7 +44,7 @@ pub(super) struct Incoming {
     pub(super) trust: TrustStore,
     /// Open incoming connections, trusted devices apart from strangers.
     pub(super) peer_slots: PeerSlots,
-    pub(super) receiver: Receiver,
+    pub(super) receiver: Arc<Receiver>,
     pub(super) pairings: Arc<Pairings>,
     pub(super) peers: Arc<Peers>,
     pub(super) doctor: Arc<Doctor>,

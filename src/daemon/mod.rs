@@ -60,9 +60,6 @@ use status::{Setup, Status};
 /// How long shutdown waits for tasks before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often forgotten partial transfers are looked for.
-const RESUME_GC_INTERVAL: Duration = Duration::from_secs(3600);
-
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -258,6 +255,9 @@ pub async fn run(
         registry.clone(),
         inbox.clone(),
     ));
+    let receiver = Arc::new(
+        Receiver::new(intake, ResumeStore::new(&config.state_dir)).with_policy(config.keep_partial),
+    );
     let sends = Arc::new(SendService::new(
         connector.clone(),
         resolver.clone(),
@@ -304,6 +304,7 @@ pub async fn run(
             mdns_health: discovery.as_ref().map(Discovery::health),
             buffer_warning,
             unicast_fresh: 2 * peers::PROBE_INTERVAL,
+            kept: receiver.kept(),
         },
         table.clone(),
         connector.clone(),
@@ -328,8 +329,8 @@ pub async fn run(
         pairings: pairings.clone(),
         inbox: inbox.clone(),
         connector,
+        kept: receiver.kept(),
     });
-    let receiver = Receiver::new(intake, ResumeStore::new(&config.state_dir));
     let commands = Arc::new(Commands {
         status: status.clone(),
         registry: registry.clone(),
@@ -340,6 +341,7 @@ pub async fn run(
         inbox,
         history,
         doctor: doctor.clone(),
+        receiver: receiver.clone(),
     });
 
     let (links_tx, links_rx) = mpsc::channel::<Link>(16);
@@ -365,7 +367,7 @@ pub async fn run(
         name: config.name.clone(),
         trust,
         peer_slots: peer_slots::PeerSlots::default(),
-        receiver,
+        receiver: receiver.clone(),
         pairings,
         peers: peers.clone(),
         doctor,
@@ -375,7 +377,7 @@ pub async fn run(
             .clone()
             .run(links_rx, cancel.clone(), tracker.clone()),
     );
-    tracker.spawn(expire_partial(incoming, cancel.clone()));
+    tracker.spawn(expire_partial(receiver, cancel.clone()));
     tracker.spawn(queue.run(cancel.clone(), tracker.clone()));
     tracker.spawn(peers.run(cancel.clone()));
     let socket_path = control.path().to_owned();
@@ -435,14 +437,15 @@ pub async fn run(
     Ok(())
 }
 
-/// Forgets interrupted incoming transfers never resumed: at start, then
-/// hourly.
-async fn expire_partial(incoming: Arc<Incoming>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(RESUME_GC_INTERVAL);
+/// Drops the partial data of interrupted incoming transfers kept too long
+/// or over the cap: at start, then every
+/// [`KeepPolicy::sweep_interval`](crate::transfer::kept::KeepPolicy::sweep_interval).
+async fn expire_partial(receiver: Arc<Receiver>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(receiver.kept().policy().sweep_interval());
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
-            _ = tick.tick() => incoming.receiver.expire().await,
+            _ = tick.tick() => receiver.expire().await,
         }
     }
 }

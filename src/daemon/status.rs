@@ -14,6 +14,7 @@ use crate::intake::inbox::Inbox;
 use crate::pairing::Pairings;
 use crate::peers::Connector;
 use crate::registry::{Direction, Registry, State};
+use crate::transfer::kept::KeptPartials;
 use crate::transport::TransportKind;
 
 /// What `share status` reports about the daemon's set-up.
@@ -42,6 +43,7 @@ pub(super) struct Status {
     pub(super) pairings: Arc<Pairings>,
     pub(super) inbox: Arc<Inbox>,
     pub(super) connector: Arc<Connector>,
+    pub(super) kept: KeptPartials,
 }
 
 impl Status {
@@ -73,6 +75,7 @@ impl Status {
             .filter(|t| t.direction == Direction::In && t.state == State::Pending)
             .count();
         let setup = &self.setup;
+        let kept = self.kept.summary();
         StatusInfo {
             name: setup.name.clone(),
             id: setup.id,
@@ -88,6 +91,8 @@ impl Status {
             offers_to_answer,
             pairings_to_confirm: self.pairings.to_confirm(),
             unread_texts: self.inbox.unread().unwrap_or(0),
+            partial_transfers: kept.transfers,
+            partial_bytes: kept.bytes,
             quic_broken_paths: self.connector.broken_paths(),
             download_dir: setup.download_dir.clone(),
             state_dir: setup.state_dir.clone(),

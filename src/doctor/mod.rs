@@ -23,9 +23,10 @@ use crate::discovery::{InterfaceInfo, MdnsHealth, PeerSource, PeerTable, interfa
 use crate::identity::DeviceId;
 use crate::peers::{Connector, Resolver};
 use crate::protocol::HumanBytes;
+use crate::transfer::kept::KeptPartials;
 use crate::transport::UDP_BUFFER_SIZE;
 use probe::Probes;
-use report::{Check, DoctorReport, Reach, Verdict, check_download_dir};
+use report::{Check, DoctorReport, Reach, Verdict, check_download_dir, check_partial_data};
 pub use report::{ReadOnly, SharedDownloads};
 
 /// How long after start mDNS gets before a silent interface counts.
@@ -67,6 +68,8 @@ pub struct Facts {
     /// A peer found only by unicast counts as answering if it did within
     /// this long (twice the remembered peers' probe interval).
     pub unicast_fresh: Duration,
+    /// The partial data of interrupted incoming transfers.
+    pub kept: KeptPartials,
 }
 
 /// `share doctor`: the daemon's checks, and the reachability probes in
@@ -132,6 +135,7 @@ impl Doctor {
         }
         checks.push(self.check_buffers());
         checks.push(check_download_dir(&self.facts.download_dir));
+        checks.push(check_partial_data(&self.facts.kept.summary()));
         let mut report = DoctorReport {
             ok: false,
             checks,

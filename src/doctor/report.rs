@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::DeviceId;
 use crate::protocol::HumanBytes;
 use crate::safe_text::PeerName;
+use crate::transfer::kept::KeptSummary;
 
 /// Free space below which the download directory is a warning.
 const LOW_SPACE: u64 = 1 << 30;
@@ -208,6 +209,29 @@ impl SharedDownloads {
     }
 }
 
+/// The partial data interrupted incoming transfers keep for a resume:
+/// hidden in the download directory, so said here with how to drop it.
+pub fn check_partial_data(kept: &KeptSummary) -> Check {
+    let name = "partial data";
+    if kept.transfers == 0 {
+        return Check::new(
+            name,
+            Verdict::Ok,
+            "no partial data of interrupted transfers is kept",
+        );
+    }
+    let (n, s) = (kept.transfers, if kept.transfers == 1 { "" } else { "s" });
+    Check::new(
+        name,
+        Verdict::Ok,
+        format!(
+            "{n} interrupted incoming transfer{s} keep {} of partial data for a resume (at most {} in all); `share transfers` lists it, `share cancel ID` or `share clean` drops it",
+            HumanBytes(kept.bytes),
+            HumanBytes(kept.max_bytes)
+        ),
+    )
+}
+
 /// A download directory the daemon cannot write to because its mount is
 /// read-only for it: typically a directory outside the service's own,
 /// under the unit's `ProtectSystem=strict`, which needs `ReadWritePaths=`.
@@ -312,6 +336,25 @@ mod tests {
         // /proc/sys is read-only in most environments; a temporary
         // directory is not.
         assert_eq!(ReadOnly::check(&std::env::temp_dir()), None);
+    }
+
+    #[test]
+    fn partial_data_is_totalled_with_how_to_drop_it() {
+        let none = check_partial_data(&KeptSummary::default());
+        assert_eq!(none.verdict, Verdict::Ok);
+        assert!(none.message.starts_with("no partial data"), "{none:?}");
+        let some = check_partial_data(&KeptSummary {
+            transfers: 2,
+            bytes: 3 << 20,
+            max_bytes: 16 << 30,
+        });
+        assert!(
+            some.message
+                .starts_with("2 interrupted incoming transfers keep 3.0 MiB"),
+            "{some:?}"
+        );
+        assert!(some.message.contains("16.0 GiB"), "{some:?}");
+        assert!(some.message.contains("share clean"), "{some:?}");
     }
 
     #[test]

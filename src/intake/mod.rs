@@ -150,6 +150,11 @@ impl Intake {
         &self.settings.limits
     }
 
+    /// Whether `id` is a trusted device.
+    pub fn trusts(&self, id: &DeviceId) -> bool {
+        self.trust.is_trusted(id)
+    }
+
     /// The received texts.
     pub fn inbox(&self) -> &Arc<Inbox> {
         &self.inbox
@@ -291,7 +296,7 @@ impl Intake {
 }
 
 /// The distinct first path components, in offer order.
-fn top_level_names(manifest: &Manifest) -> Vec<CleanText> {
+pub(crate) fn top_level_names(manifest: &Manifest) -> Vec<CleanText> {
     let mut names: Vec<CleanText> = Vec::new();
     for entry in &manifest.entries {
         let top = CleanText::from(entry.path.split('/').next().unwrap_or_default());

@@ -9,7 +9,8 @@
 //!   they go.
 //! * [`receive`] reads an offer, hands it to the [`crate::intake`]
 //!   (checks, consent), and writes through [`crate::store`], keeping
-//!   [`resume`] records for interrupted transfers.
+//!   [`resume`] records for interrupted transfers, whose partial data
+//!   [`kept`] lists and bounds.
 //! * [`text`] carries a short text either way.
 //!
 //! Everything here runs over any [`Link`], so the sessions are tested
@@ -23,6 +24,7 @@ mod conformance;
 pub mod exclude;
 pub mod framed;
 pub mod handshake;
+pub mod kept;
 pub mod receive;
 pub mod resume;
 pub mod send;

@@ -16,8 +16,9 @@
 //! verification) keep their staging directory and a resume record
 //! ([`super::resume`]); when the same sender offers the same unchanged
 //! files again, the offer is accepted without asking again and only the
-//! missing blocks are requested. [`Receiver::expire`] forgets the ones
-//! never resumed.
+//! missing blocks are requested. Kept data is listed, dropped on request,
+//! expires and is capped as [`super::kept`] says: [`Receiver::expire`]
+//! applies those rules, after every interrupted transfer and periodically.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,9 +28,11 @@ use tokio::sync::mpsc;
 
 use super::framed::{Framed, Incoming, RecvError};
 use super::handshake::kind;
+use super::kept::{KeepPolicy, Kept, KeptPartials};
 use super::resume::{self, Record, ResumeStore};
 use super::{MESSAGE_TIMEOUT, TransferError};
-use crate::intake::{Declined, Intake, Offer, Sender, SenderGone};
+use crate::ids::{self, PrefixError};
+use crate::intake::{Declined, Intake, Offer, Sender, SenderGone, top_level_names};
 use crate::protocol::order::{BlockOrder, OrderError};
 use crate::protocol::{EntryMeta, ErrorCode, MAX_DATA_CHUNK, Manifest, Message};
 use crate::registry::{Handle, State};
@@ -56,6 +59,7 @@ pub struct Receiver {
     /// How long the sender may go quiet while it owes a message
     /// ([`MESSAGE_TIMEOUT`]; shorter in tests).
     message_timeout: Duration,
+    keep: KeepPolicy,
 }
 
 /// Why the staged data of an interrupted transfer could not be removed.
@@ -69,13 +73,37 @@ pub enum ForgetError {
     Store(#[from] StoreError),
 }
 
+/// Why [`Receiver::drop_kept`] dropped nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    /// The prefix names several kept transfers.
+    #[error("ID {0} is ambiguous; type more characters")]
+    Ambiguous(String),
+    /// The data could not be removed.
+    #[error("cannot remove the partial data: {0}")]
+    Forget(#[from] ForgetError),
+}
+
+/// Partial data that was dropped on request.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    /// The ID of the transfer that left it.
+    pub transfer: String,
+    /// Its sender.
+    pub peer: PeerName,
+    /// The bytes it held.
+    pub bytes: u64,
+}
+
 impl Receiver {
-    /// A receiver feeding `intake`, keeping resume records in `resume`.
+    /// A receiver feeding `intake`, keeping resume records in `resume`
+    /// and partial data as [`KeepPolicy::default`] allows.
     pub fn new(intake: Arc<Intake>, resume: ResumeStore) -> Self {
         Self {
             intake,
             resume,
             message_timeout: MESSAGE_TIMEOUT,
+            keep: KeepPolicy::default(),
         }
     }
 
@@ -85,6 +113,18 @@ impl Receiver {
         self.message_timeout = limit;
     }
 
+    /// Keeps partial data as `keep` allows.
+    #[must_use]
+    pub fn with_policy(mut self, keep: KeepPolicy) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// The partial data it keeps, for listing.
+    pub fn kept(&self) -> KeptPartials {
+        KeptPartials::new(self.resume.clone(), self.keep)
+    }
+
     /// The intake it feeds.
     pub fn intake(&self) -> &Arc<Intake> {
         &self.intake
@@ -92,7 +132,7 @@ impl Receiver {
 
     /// Forgets an interrupted transfer: its staging data first, then its
     /// resume record and value log. If the data cannot be removed, the
-    /// record stays, so the daemon's hourly sweep of old records tries
+    /// record stays, so the daemon's next sweep of old records tries
     /// again; in the other order a failure would leave hidden staging data
     /// that no sweep ever finds. The caller holds the key's resume claim.
     ///
@@ -108,11 +148,36 @@ impl Receiver {
         Ok(removed)
     }
 
-    /// Removes the partial data and records of interrupted transfers older
-    /// than [`resume::RESUME_MAX_AGE`] (one sweep; the daemon runs it
-    /// hourly).
+    /// One sweep over the interrupted transfers not being received now:
+    /// removes the partial data and records of those kept too long or over
+    /// the cap ([`KeepPolicy::to_drop`]), and value logs without a readable
+    /// record.
+    /// Runs after every transfer that kept data and every
+    /// [`KeepPolicy::sweep_interval`].
     pub async fn expire(&self) {
-        for key in self.resume.expired(resume::RESUME_MAX_AGE) {
+        let mut drop = Vec::new();
+        let mut kept = Vec::new();
+        for key in self.resume.keys() {
+            if self.resume.is_busy(&key) {
+                continue;
+            }
+            match self.resume.load(&key) {
+                Some(record) => kept.push(Kept {
+                    key,
+                    bytes: record.present,
+                    trusted: self.intake.trusts(&record.peer),
+                    since_ms: record.since_ms(),
+                }),
+                None => drop.push((key, "no readable record")),
+            }
+        }
+        drop.extend(
+            self.keep
+                .to_drop(&kept, resume::now_ms())
+                .into_iter()
+                .map(|(key, why)| (key, why.as_str())),
+        );
+        for (key, why) in drop {
             let Some(_claim) = self.resume.claim(&key) else {
                 continue;
             };
@@ -121,14 +186,75 @@ impl Receiver {
                 Ok(removed) => tracing::info!(
                     key,
                     removed,
-                    "forgot an interrupted transfer that was never resumed"
+                    "dropped the partial data of an interrupted transfer: {why}"
                 ),
                 Err(reason) => tracing::warn!(
                     key,
-                    "cannot remove expired partial data (tried again within the hour): {reason}"
+                    "cannot remove partial data (tried again at the next sweep): {reason}"
                 ),
             }
         }
+    }
+
+    /// Drops the partial data kept from the transfer whose ID starts with
+    /// `prefix` (`share cancel ID`). `None` if no kept transfer has such an
+    /// ID (or it is being received again right now).
+    ///
+    /// # Errors
+    /// An ambiguous prefix, or data that could not be removed.
+    pub async fn drop_kept(&self, prefix: &str) -> Result<Option<Dropped>, DropError> {
+        let kept = self.kept().list();
+        let id = match ids::find_by_prefix(kept.iter().map(|(_, r)| r.transfer.as_str()), prefix) {
+            Ok(id) => id.to_owned(),
+            Err(PrefixError::NotFound(_)) => return Ok(None),
+            Err(PrefixError::Ambiguous(p)) => return Err(DropError::Ambiguous(p)),
+        };
+        let Some((key, record)) = kept.into_iter().find(|(_, r)| r.transfer == id) else {
+            return Ok(None);
+        };
+        Ok(self.drop_one(&key, record).await?)
+    }
+
+    /// Drops the partial data of every interrupted transfer not being
+    /// received now (`share clean`).
+    ///
+    /// # Errors
+    /// The first data that could not be removed (the rest is tried first).
+    pub async fn drop_all_kept(&self) -> Result<Vec<Dropped>, ForgetError> {
+        let mut dropped = Vec::new();
+        let mut failed = None;
+        for (key, record) in self.kept().list() {
+            match self.drop_one(&key, record).await {
+                Ok(Some(d)) => dropped.push(d),
+                Ok(None) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(dropped),
+        }
+    }
+
+    /// Forgets the kept transfer `key` unless a receive holds it.
+    async fn drop_one(&self, key: &str, record: Record) -> Result<Option<Dropped>, ForgetError> {
+        let Some(_claim) = self.resume.claim(key) else {
+            return Ok(None);
+        };
+        self.forget(key).await?;
+        tracing::info!(
+            id = record.transfer,
+            bytes = record.present,
+            "dropped the partial data of an interrupted transfer from {} on request",
+            record.peer_name
+        );
+        Ok(Some(Dropped {
+            transfer: record.transfer,
+            peer: record.peer_name,
+            bytes: record.present,
+        }))
     }
 
     /// Handles one incoming transfer after the `Hello` exchange.
@@ -202,7 +328,7 @@ impl Receiver {
             }
         };
 
-        let Some(_claim) = self.resume.claim(&key) else {
+        let Some(claim) = self.resume.claim(&key) else {
             let e = TransferError::Busy(
                 "this transfer is already being received; retry shortly".into(),
             );
@@ -231,7 +357,13 @@ impl Receiver {
         }
 
         handle.active();
-        let record = record.unwrap_or_else(|| Record::new(peer_id, peer_name));
+        let mut record = record.unwrap_or_else(|| Record::new(peer_id, peer_name));
+        record.attempt(
+            handle.id(),
+            &manifest,
+            top_level_names(&manifest),
+            sender.transport,
+        );
         let job = Job {
             key: &key,
             record,
@@ -268,13 +400,19 @@ impl Receiver {
                 {
                     tracing::warn!(
                         key,
-                        "cannot remove partial data (tried again when its resume record expires): {reason}"
+                        "cannot remove partial data (tried again at the next sweep): {reason}"
                     );
                 }
                 if !matches!(e, TransferError::Peer { .. } | TransferError::Link(_)) {
                     framed.send_error(&e).await;
                 }
                 handle.finish(state, Some(e.to_string()));
+                if matches!(leftover, Leftover::Keep) {
+                    // What it kept counts against the limits at once, as
+                    // a candidate like the others.
+                    drop(claim);
+                    self.expire().await;
+                }
             }
         }
     }

@@ -17,24 +17,24 @@
 //! trusting it, so a record written just before a crash (or a power loss)
 //! can never make a corrupt block count. Nothing here is synced for the
 //! same reason.
+//!
+//! How long kept data stays, and how much of it, is [`super::kept`]'s
+//! business.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::DeviceId;
 use crate::protocol::{Manifest, Message, encode};
-use crate::safe_text::PeerName;
-
-/// Interrupted transfers older than this are forgotten and their partial
-/// data removed.
-pub const RESUME_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+use crate::safe_text::{CleanText, PeerName};
+use crate::transport::TransportKind;
 
 /// Directory (inside the state directory) holding the records.
 const RESUME_DIR: &str = "resume";
@@ -55,6 +55,30 @@ pub struct Record {
     /// transfer gives back the space of every other block).
     #[serde(default)]
     pub present: u64,
+    /// When the map was last saved (milliseconds since the epoch): the
+    /// last sign of the transfer, from which its kept data expires.
+    #[serde(default)]
+    pub updated_ms: u64,
+    /// The ID of the transfer's latest attempt in `share transfers`.
+    #[serde(default)]
+    pub transfer: String,
+    /// What the offer holds, to list it after a restart: files, bytes,
+    /// top-level names, and the transport it came over.
+    #[serde(default)]
+    pub files: usize,
+    /// See [`files`](Self::files).
+    #[serde(default)]
+    pub bytes: u64,
+    /// See [`files`](Self::files).
+    #[serde(default)]
+    pub names: Vec<CleanText>,
+    /// See [`files`](Self::files).
+    #[serde(default = "quic")]
+    pub transport: TransportKind,
+}
+
+fn quic() -> TransportKind {
+    TransportKind::Quic
 }
 
 impl Record {
@@ -66,7 +90,35 @@ impl Record {
             created: now(),
             verified: String::new(),
             present: 0,
+            updated_ms: 0,
+            transfer: String::new(),
+            files: 0,
+            bytes: 0,
+            names: Vec::new(),
+            transport: TransportKind::Quic,
         }
+    }
+
+    /// Notes the attempt that receives it now: its ID in the transfer
+    /// table and what it offers.
+    pub fn attempt(
+        &mut self,
+        transfer: &str,
+        manifest: &Manifest,
+        names: Vec<CleanText>,
+        transport: TransportKind,
+    ) {
+        self.transfer = transfer.to_owned();
+        self.files = manifest.file_count();
+        self.bytes = manifest.total_bytes();
+        self.names = names;
+        self.transport = transport;
+    }
+
+    /// When the transfer was last heard of (milliseconds since the
+    /// epoch).
+    pub fn since_ms(&self) -> u64 {
+        self.created.saturating_mul(1000).max(self.updated_ms)
     }
 
     /// The verified map as booleans.
@@ -78,6 +130,7 @@ impl Record {
     pub fn set_verified(&mut self, map: &[bool], present: u64) {
         self.verified = map.iter().map(|v| if *v { '1' } else { '0' }).collect();
         self.present = present;
+        self.updated_ms = now_ms();
     }
 }
 
@@ -158,6 +211,14 @@ impl ResumeStore {
             dir: state_dir.join(RESUME_DIR),
             busy: Arc::default(),
         }
+    }
+
+    /// Whether a receive holds `key` now.
+    pub fn is_busy(&self, key: &str) -> bool {
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
     }
 
     /// Claims `key` for one receive; `None` if another receive holds it.
@@ -262,15 +323,12 @@ impl ResumeStore {
         }
     }
 
-    /// Keys of records older than `max_age`, and of value logs without a
-    /// record (not currently in use).
-    pub fn expired(&self, max_age: Duration) -> Vec<String> {
+    /// Every key with a record or a value log, in order.
+    pub fn keys(&self) -> BTreeSet<String> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
-            return Vec::new();
+            return BTreeSet::new();
         };
-        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let limit = now().saturating_sub(max_age.as_secs());
-        let keys: BTreeSet<String> = entries
+        entries
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
@@ -279,20 +337,28 @@ impl ResumeStore {
                     .or_else(|| name.strip_suffix(".values"))?;
                 Some(key.to_owned())
             })
-            .collect();
-        keys.into_iter()
-            .filter(|key| {
-                let old = self.load(key).is_none_or(|r| r.created < limit);
-                old && !busy.contains(key)
-            })
+            .collect()
+    }
+
+    /// Every readable record, by key.
+    pub fn records(&self) -> Vec<(String, Record)> {
+        self.keys()
+            .into_iter()
+            .filter_map(|key| self.load(&key).map(|record| (key, record)))
             .collect()
     }
 }
 
+/// Seconds since the epoch.
 fn now() -> u64 {
+    now_ms() / 1000
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -345,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip_claims_are_exclusive_and_old_ones_expire() {
+    fn records_round_trip_and_claims_are_exclusive() {
         let tmp = tempfile::tempdir().unwrap();
         let store = ResumeStore::new(tmp.path());
         let mut record = Record::new(DeviceId::from_cert_der(b"a"), &PeerName::new("alice", "a"));
@@ -361,11 +427,10 @@ mod tests {
         drop(claim);
         assert!(store.claim("k1").is_some());
 
-        assert!(store.expired(Duration::from_secs(3600)).is_empty());
-        record.created = 0;
-        store.save("k1", &record).unwrap();
-        assert_eq!(store.expired(Duration::from_secs(3600)), ["k1"]);
+        assert_eq!(store.records()[0].0, "k1");
+        assert!(record.since_ms() >= record.created * 1000);
         store.remove("k1");
+        assert!(store.keys().is_empty());
         assert!(store.load("k1").is_none());
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::framed::Framed;
+use super::kept::KeepPolicy;
 use super::receive::Receiver;
 use super::resume::ResumeStore;
 use super::source::{self, Source};
@@ -69,6 +70,11 @@ pub(crate) struct Bob {
 
 /// A receiver with `policy`, its state in a fresh temporary directory.
 pub(crate) fn bob_receiving(policy: AcceptPolicy) -> Bob {
+    bob_keeping(policy, KeepPolicy::default())
+}
+
+/// [`bob_receiving`], keeping partial data as `keep` allows.
+pub(crate) fn bob_keeping(policy: AcceptPolicy, keep: KeepPolicy) -> Bob {
     let dir = tempfile::tempdir().unwrap();
     let downloads = dir.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
@@ -86,7 +92,7 @@ pub(crate) fn bob_receiving(policy: AcceptPolicy) -> Bob {
         Arc::new(Inbox::open(dir.path()).unwrap()),
     );
     Bob {
-        receiver: Receiver::new(Arc::new(intake), ResumeStore::new(dir.path())),
+        receiver: Receiver::new(Arc::new(intake), ResumeStore::new(dir.path())).with_policy(keep),
         registry,
         trust,
         downloads,

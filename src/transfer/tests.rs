@@ -16,10 +16,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::framed::Framed;
+use super::kept::{self, KeepPolicy};
 use super::source::Source;
 use super::testing::{
-    Bob, OFFER_TIMEOUT, alice_as_sender, bob_receiving, framed_pipe, framed_pipe_without_metadata,
-    outgoing, random_file, source_of,
+    Bob, OFFER_TIMEOUT, alice_as_sender, bob_keeping, bob_receiving, framed_pipe,
+    framed_pipe_without_metadata, outgoing, random_file, source_of,
 };
 use super::{SessionEvent, TransferError, send, text};
 use crate::intake::AcceptPolicy;
@@ -486,6 +487,122 @@ async fn a_block_that_fails_verification_is_refused_and_fetched_again() {
 }
 
 /// Sends `text` to Bob's receiver; returns the sender's result.
+/// Bob receiving block 0 of `source` from a [`partial_sender`] that then
+/// hangs up: an interrupted transfer that keeps one block.
+async fn interrupted_after_one_block(bob: &Bob, source: &Source, content: &[u8]) {
+    let (mut ours, mut theirs) = framed_pipe();
+    let first = async {
+        partial_sender(&mut ours, source, content, &[(0, false)]).await;
+        drop(ours);
+    };
+    let alice = alice_as_sender();
+    let ((), ()) = tokio::join!(first, bob.receiver.receive(&mut theirs, &alice));
+}
+
+/// Issue 16 item 7: what an interrupted transfer keeps is listed on the
+/// transfer, totalled, and dropped by `share cancel ID`.
+#[tokio::test]
+async fn kept_partial_data_is_listed_and_dropped_on_request() {
+    let src = tempfile::tempdir().unwrap();
+    let path: PathBuf = src.path().join("video.bin");
+    let content = random_file(&path, (3 << 20) + 5, 10);
+    let source = source_of(&[path]);
+    let bob = bob_receiving(AcceptPolicy::All);
+    bounded(interrupted_after_one_block(&bob, &source, &content)).await;
+
+    let kept = bob.receiver.kept();
+    assert_eq!(kept.summary().transfers, 1);
+    assert_eq!(kept.summary().bytes, 1 << 20);
+    let listed = kept::annotate(bob.registry.list(), &kept.list());
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].state, State::Failed);
+    assert_eq!(listed[0].partial_bytes, Some(1 << 20));
+    assert_eq!(downloads(&bob).len(), 1, "the staging directory");
+
+    let id = &listed[0].id;
+    let dropped = bob.receiver.drop_kept(&id[..4]).await.unwrap().unwrap();
+    assert_eq!(
+        (dropped.transfer.as_str(), dropped.bytes),
+        (id.as_str(), 1 << 20)
+    );
+    assert_eq!(downloads(&bob), Vec::<String>::new());
+    assert_eq!(kept.summary().transfers, 0);
+    assert!(
+        kept::annotate(bob.registry.list(), &kept.list())[0]
+            .partial_bytes
+            .is_none()
+    );
+    assert!(bob.receiver.drop_kept(id).await.unwrap().is_none());
+    // Nothing is resumed: the same offer is a new transfer.
+    let (result, ours) = bounded(send_to(&bob, &source)).await;
+    result.unwrap();
+    assert_eq!(ours.bytes_sent, content.len() as u64);
+}
+
+/// Issue 14 item 3: partial data of a sender that is not trusted expires
+/// sooner; right away when its limit is 0, while a trusted device's stays.
+#[tokio::test]
+async fn a_strangers_partial_data_expires_sooner_than_a_trusted_devices() {
+    let src = tempfile::tempdir().unwrap();
+    let path: PathBuf = src.path().join("video.bin");
+    let content = random_file(&path, (2 << 20) + 5, 11);
+    let source = source_of(&[path]);
+    let keep = KeepPolicy {
+        untrusted_for: Duration::ZERO,
+        ..KeepPolicy::default()
+    };
+    let bob = bob_keeping(AcceptPolicy::All, keep);
+    bounded(interrupted_after_one_block(&bob, &source, &content)).await;
+    assert_eq!(incoming(&bob)[0].state, State::Failed);
+    assert_eq!(
+        downloads(&bob),
+        Vec::<String>::new(),
+        "a stranger's data stayed"
+    );
+    assert_eq!(bob.receiver.kept().summary().transfers, 0);
+
+    bob.trust
+        .trust(super::testing::alice(), &"alice".into())
+        .unwrap();
+    bounded(interrupted_after_one_block(&bob, &source, &content)).await;
+    assert_eq!(
+        downloads(&bob).len(),
+        1,
+        "a trusted device's data was dropped"
+    );
+    assert_eq!(bob.receiver.kept().summary().bytes, 1 << 20);
+}
+
+/// All kept data together stays under the cap: the oldest goes first.
+#[tokio::test]
+async fn kept_partial_data_stays_under_the_cap() {
+    let src = tempfile::tempdir().unwrap();
+    let keep = KeepPolicy {
+        max_bytes: 3 << 20,
+        ..KeepPolicy::default()
+    };
+    let bob = bob_keeping(AcceptPolicy::All, keep);
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let path: PathBuf = src.path().join(format!("video{n}.bin"));
+        let content = random_file(&path, (2 << 20) + 5, 20 + n);
+        bounded(interrupted_after_one_block(
+            &bob,
+            &source_of(&[path]),
+            &content,
+        ))
+        .await;
+        ids.push(incoming(&bob)[n as usize].id.clone());
+    }
+    let kept = bob.receiver.kept();
+    assert_eq!(kept.summary().bytes, 3 << 20);
+    let mut left: Vec<String> = kept.list().into_iter().map(|(_, r)| r.transfer).collect();
+    left.sort();
+    let mut newest = ids[1..].to_vec();
+    newest.sort();
+    assert_eq!(left, newest, "the oldest should have gone");
+}
+
 async fn text_to(bob: &Bob, text: &str) -> Result<(), TransferError> {
     let (mut ours, mut theirs) = framed_pipe();
     let registry = Registry::default();

@@ -15,9 +15,10 @@ use crate::common::{TestDaemon, random_file};
 
 /// Keys the daemon writes only in some cases (a `reason` once something
 /// did not succeed, a doctor check's `fix` when there is something to do,
-/// the reach test's `errors` when a connection failed). The docs say so
-/// next to each example; an example may show them or not.
-const SOMETIMES: &[&str] = &["reason", "fix", "errors"];
+/// the reach test's `errors` when a connection failed, a transfer's
+/// `partial_bytes` when it kept partial data). The docs say so next to
+/// each example; an example may show them or not.
+const SOMETIMES: &[&str] = &["reason", "fix", "errors", "partial_bytes"];
 
 /// Every key path of `value`: `a.b`, with `[]` for array elements (the
 /// union over all elements).
