@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::{TestDaemon, assert_same_file, random_file};
 use crate::hostile::{Mallory, Target, first_block_then_link_lost, offer_of};
+use crate::robustness::{resume_records, staging_dirs};
 use crate::transfer::send_json;
 
 const MIB: u64 = 1 << 20;
@@ -113,27 +114,6 @@ fn a_dropped_partial_holds_only_what_arrived_and_other_offers_still_fit() {
     assert_same_file(&other, &target.daemon.download.join("other.bin"));
 }
 
-/// Staging directories in `download`.
-fn staging_dirs(download: &Path) -> Vec<String> {
-    std::fs::read_dir(download)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".lanshare-"))
-        .collect()
-}
-
-/// Resume records and value logs in a state directory.
-fn resume_files(state: &Path) -> Vec<String> {
-    std::fs::read_dir(state.join("resume"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn stdout(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -218,7 +198,7 @@ fn partial_data_of_a_failed_send_is_listed_totalled_and_dropped_by_cancel() {
     let said = stdout(&bob.cli(&["cancel", &id[..5]]));
     assert!(said.starts_with("dropped the"), "{said}");
     assert_eq!(staging_dirs(&bob.download), Vec::<String>::new());
-    assert_eq!(resume_files(&bob.state), Vec::<String>::new());
+    assert_eq!(resume_records(&bob.state), Vec::<String>::new());
     assert_eq!(bob.json(&["status"])["partial_bytes"], 0);
     let listed = bob.transfers();
     assert!(listed[0].get("partial_bytes").is_none(), "{listed:?}");
@@ -275,7 +255,7 @@ fn kept_partial_data_is_listed_after_a_restart_and_dropped_by_clean() {
         "dropped the partial data of 2 interrupted transfers (2.0 MiB)"
     );
     assert_eq!(staging_dirs(&download), Vec::<String>::new());
-    assert_eq!(resume_files(&state), Vec::<String>::new());
+    assert_eq!(resume_records(&state), Vec::<String>::new());
     assert!(target.daemon.transfers().is_empty());
     let said = stdout(&target.daemon.cli(&["clean"]));
     assert_eq!(

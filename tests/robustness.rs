@@ -19,7 +19,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// Hidden staging directories left in a download directory.
-fn staging_dirs(download: &Path) -> Vec<String> {
+pub(crate) fn staging_dirs(download: &Path) -> Vec<String> {
     std::fs::read_dir(download)
         .map(|d| {
             d.flatten()
@@ -31,7 +31,7 @@ fn staging_dirs(download: &Path) -> Vec<String> {
 }
 
 /// Resume records left in a state directory.
-fn resume_records(state: &Path) -> Vec<String> {
+pub(crate) fn resume_records(state: &Path) -> Vec<String> {
     std::fs::read_dir(state.join("resume"))
         .map(|d| {
             d.flatten()
