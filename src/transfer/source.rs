@@ -30,7 +30,8 @@
 //!   the same way, so that one bad entry does not fail a whole tree: a file
 //!   or directory that cannot be read (permissions, removed meanwhile), and
 //!   a name that cannot be sent (not UTF-8, which the wire format requires,
-//!   or holding a control character). [`WalkOptions::strict`]
+//!   holding a control character, or the same name to a receiver as an
+//!   earlier sibling's: `xt_DSCP.h` and `xt_dscp.h`, PROTOCOL.md §6.1). [`WalkOptions::strict`]
 //!   (`share send --strict`) fails the send on the first one instead.
 //!   Entries matching [`WalkOptions::exclude`] (`--exclude`, see
 //!   [`super::exclude`]) are left out silently: the user asked for that.
@@ -53,6 +54,8 @@
 //!
 //! Blocking; call it from a blocking thread.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io;
@@ -62,6 +65,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::OFlags;
+use unicode_normalization::UnicodeNormalization;
 
 use serde::{Deserialize, Serialize};
 
@@ -221,6 +225,9 @@ pub enum SkipReason {
     Unreadable(String),
     /// Its name cannot be sent; why.
     Unsendable(&'static str),
+    /// A receiver would take its name for that of this earlier sibling
+    /// (they differ only in case or Unicode normalisation).
+    SameName(String),
 }
 
 impl Skipped {
@@ -246,6 +253,10 @@ impl std::fmt::Display for Skipped {
             SkipReason::Special(kind) => write!(f, "{path} ({kind})"),
             SkipReason::Unreadable(cause) => write!(f, "{path} (cannot read: {cause})"),
             SkipReason::Unsendable(why) => write!(f, "{path} ({why})"),
+            SkipReason::SameName(first) => write!(
+                f,
+                "{path} (a receiver takes it for {first:?}: they differ only in case or Unicode form)"
+            ),
         }
     }
 }
@@ -444,11 +455,28 @@ impl Layout {
             self.push(rel.clone(), path.clone(), true, true)?;
             children.sort();
             let first_child = stack.len();
+            // Names a receiver takes for one (PROTOCOL.md §6.1: case, Unicode
+            // normalisation) and which of them came first.
+            let mut seen: HashMap<String, String> = HashMap::new();
             for (name, child) in children {
                 let name = match self.sendable_name(&name, &child)? {
                     Some(name) => name,
                     None => continue,
                 };
+                if !self.strict {
+                    match seen.entry(same_name_key(&name)) {
+                        MapEntry::Occupied(first) => {
+                            self.skipped.push(Skipped {
+                                path: child,
+                                why: SkipReason::SameName(first.get().clone()),
+                            });
+                            continue;
+                        }
+                        MapEntry::Vacant(slot) => {
+                            slot.insert(name.clone());
+                        }
+                    }
+                }
                 let child_rel = format!("{rel}/{name}");
                 // `symlink_metadata`: never follow links inside the tree.
                 let meta = match std::fs::symlink_metadata(&child) {
@@ -706,6 +734,13 @@ fn readable_version(f: &SourceFile) -> Result<Version, SourceError> {
         });
     }
     Ok(Version::from_metadata(&meta))
+}
+
+/// What two sibling names have in common if a receiver takes them for one
+/// name: [`fold`](crate::protocol::names::fold) of the name it stores.
+fn same_name_key(name: &str) -> String {
+    let nfc: String = name.nfc().collect();
+    crate::protocol::names::fold(&crate::store::path::stored_name(&nfc, false))
 }
 
 /// The name an argument arrives under: its last component, or for `.`-like
@@ -1040,6 +1075,50 @@ mod tests {
         fs::remove_file(d.join("gone")).unwrap();
         let err = layout.open_files().unwrap_err();
         assert!(err.to_string().contains("gone"), "{err}");
+    }
+
+    /// Siblings that differ only in case (a kernel tree has `xt_DSCP.h`
+    /// and `xt_dscp.h`) are one name to a receiver: the first is sent, the
+    /// other skipped and listed; `strict` refuses the tree as before.
+    #[test]
+    fn names_differing_only_in_case_send_the_first_and_skip_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("netfilter");
+        fs::create_dir(&d).unwrap();
+        for name in [
+            "xt_DSCP.h",
+            "xt_dscp.h",
+            "caf\u{e9}",
+            "cafe\u{301}",
+            "other.h",
+        ] {
+            fs::write(d.join(name), name).unwrap();
+        }
+        let src = scan(std::slice::from_ref(&d), &WalkOptions::default()).unwrap();
+        assert_eq!(
+            paths(&src),
+            [
+                "netfilter",
+                "netfilter/cafe\u{301}",
+                "netfilter/other.h",
+                "netfilter/xt_DSCP.h"
+            ]
+        );
+        let skipped: Vec<String> = src.skipped.iter().map(ToString::to_string).collect();
+        let base = d.display();
+        assert_eq!(
+            skipped,
+            [
+                format!(
+                    "{base}/caf\u{e9} (a receiver takes it for \"cafe\\u{{301}}\": they differ only in case or Unicode form)"
+                ),
+                format!(
+                    "{base}/xt_dscp.h (a receiver takes it for \"xt_DSCP.h\": they differ only in case or Unicode form)"
+                ),
+            ]
+        );
+        let err = scan(std::slice::from_ref(&d), &strict()).unwrap_err();
+        assert!(matches!(err, SourceError::Unsendable { .. }), "{err:?}");
     }
 
     #[test]
