@@ -1,15 +1,10 @@
 //! Sending whole trees as they are on Linux: every name Linux holds, what
 //! cannot be read skipped (or `--strict`), `--exclude`, and file metadata.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::common::{TestDaemon, is_root, share_bin, tree};
-use crate::transfer::{CLI_LIMIT, failure, finish_within, one_json, send_json};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::transfer::{CLI_LIMIT, failure, finish_within, one_json, s, send_json};
 
 /// Names Windows refuses but Linux holds arrive unchanged, in one
 /// directory; a name the receiver will not create as it is arrives under

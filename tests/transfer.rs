@@ -101,7 +101,8 @@ fn dead_port() -> u16 {
     port
 }
 
-fn s(p: &Path) -> &str {
+/// A path as a command-line argument.
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 

@@ -380,6 +380,26 @@ mod tests {
         assert!(queue.with(&a.id, |i| i.cancel.is_cancelled()).unwrap());
     }
 
+    /// `--strict` and `--exclude` are kept for the walk after a restart.
+    #[test]
+    fn walk_options_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = QueueStore::open(dir.path(), CancellationToken::new());
+        let walk = WalkOptions {
+            strict: true,
+            exclude: crate::transfer::exclude::Excludes::new(&["*.log".into(), "target/".into()])
+                .unwrap(),
+        };
+        let a = queue
+            .add(NewQueued {
+                walk: walk.clone(),
+                ..new("desktop", docs(dir.path()))
+            })
+            .unwrap();
+        let reloaded = QueueStore::open(dir.path(), CancellationToken::new());
+        assert_eq!(reloaded.with(&a.id, |i| i.stored.walk.clone()), Some(walk));
+    }
+
     #[test]
     fn empty_sends_are_refused() {
         let dir = tempfile::tempdir().unwrap();
