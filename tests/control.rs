@@ -187,8 +187,7 @@ fn a_flood_from_one_user_does_not_stop_others_or_the_watchdog() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.path().join("share");
-    std::fs::copy(crate::common::share_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::common::copy_share_bin(&bin);
     // The system service's layout: a group socket in a 0750 directory.
     let runtime = dir.path().join("run");
     std::fs::create_dir(&runtime).unwrap();

@@ -417,8 +417,7 @@ fn file_readable_only_by_its_owner_is_sent_only_for_its_owner() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.path().join("share");
-    std::fs::copy(share_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::common::copy_share_bin(&bin);
     // The daemon's own directories, like the system service's.
     let svc = dir.path().join("svc");
     std::fs::create_dir(&svc).unwrap();
@@ -551,8 +550,7 @@ fn a_socket_prepared_by_another_user_gets_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     let bin = tmp.path().join("share");
-    std::fs::copy(share_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::common::copy_share_bin(&bin);
     let private_dir = |name: &str, uid, gid| {
         let dir = tmp.path().join(name);
         std::fs::create_dir(&dir).unwrap();

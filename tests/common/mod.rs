@@ -33,6 +33,29 @@ pub fn share_bin() -> &'static str {
     env!("CARGO_BIN_EXE_share")
 }
 
+/// Copies the `share` binary to `to` (mode 0755), for tests that run it
+/// as other users from a directory they may enter.
+///
+/// The copy is made by a `cp` child, not in this process: a descriptor
+/// open for writing here would be inherited by any child another test
+/// thread forks meanwhile, and executing the copy while such a child has
+/// not yet reached its own `exec` fails with "Text file busy".
+pub fn copy_share_bin(to: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let status = std::process::Command::new("cp")
+        .arg(share_bin())
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp {} {}: {status}",
+        share_bin(),
+        to.display()
+    );
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// Whether the tests run as root (namespace tests need it).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
