@@ -1,7 +1,7 @@
 //! Daemon configuration: TOML file, then command-line flags, then defaults.
 //!
 //! Most keys of the file are also `share daemon` flags (`max_offer_bytes`,
-//! `retry_s` and the `*_partial_*` keys exist only in the file); a flag wins over the file. Defaults follow the XDG base directories for a user daemon and
+//! `retry_s`, the `*_partial_*` and the `peer_memory` keys exist only in the file); a flag wins over the file. Defaults follow the XDG base directories for a user daemon and
 //! the systemd-provided directories (`STATE_DIRECTORY`,
 //! `RUNTIME_DIRECTORY`) for the system service, so the same binary does the
 //! right thing in both places without configuration.
@@ -22,6 +22,8 @@
 //! keep_partial_s = 86400  # partial data of interrupted incoming transfers: trusted senders
 //! keep_partial_untrusted_s = 3600  # other senders
 //! max_partial_bytes = 17179869184  # all kept partial data together
+//! peer_memory_mib = 256   # memory all peers' frames and offers may hold
+//! peer_memory_per_device_mib = 64
 //! interfaces = ["eth0"]   # mDNS on exactly these; default: all but container/VM/VPN ones
 //! ```
 
@@ -34,6 +36,7 @@ use serde::Deserialize;
 use crate::intake::AcceptPolicy;
 use crate::protocol::ManifestLimits;
 use crate::transfer::kept::{self, KeepPolicy};
+use crate::transfer::memory::{self, MemoryLimits};
 
 /// The service port used when none is configured (UDP for QUIC and TCP
 /// for the fallback share the number).
@@ -119,6 +122,10 @@ pub struct FileConfig {
     pub keep_partial_untrusted_s: Option<u64>,
     /// All kept partial data together, in bytes.
     pub max_partial_bytes: Option<u64>,
+    /// MiB all peers' frames and pending offers may hold.
+    pub peer_memory_mib: Option<usize>,
+    /// MiB any one device's frames and offers may hold.
+    pub peer_memory_per_device_mib: Option<usize>,
     /// Interfaces mDNS uses, exactly; unset or empty = the default policy
     /// (all but container, VM-bridge, VPN and point-to-point interfaces).
     pub interfaces: Option<Vec<String>>,
@@ -158,6 +165,10 @@ impl FileConfig {
                 .keep_partial_untrusted_s
                 .or(lower.keep_partial_untrusted_s),
             max_partial_bytes: self.max_partial_bytes.or(lower.max_partial_bytes),
+            peer_memory_mib: self.peer_memory_mib.or(lower.peer_memory_mib),
+            peer_memory_per_device_mib: self
+                .peer_memory_per_device_mib
+                .or(lower.peer_memory_per_device_mib),
             interfaces: self.interfaces.or(lower.interfaces),
         }
     }
@@ -195,6 +206,8 @@ pub struct Config {
     /// How long and how much partial data of interrupted incoming
     /// transfers is kept.
     pub keep_partial: KeepPolicy,
+    /// What peers' frames and offers may hold in memory.
+    pub peer_memory: MemoryLimits,
     /// Interfaces mDNS uses; empty = the default policy
     /// ([`crate::discovery::interfaces`]).
     pub interfaces: Vec<String>,
@@ -378,6 +391,7 @@ impl Config {
     /// Resolves the configuration: `given` (flags over file) over defaults.
     pub fn resolve(given: FileConfig, env: &Env) -> Result<Self, ConfigError> {
         let home = env.home.clone();
+        let peer_memory = peer_memory(&given)?;
         let state_dir = match given.state_dir {
             Some(d) => d,
             None => match (&env.state_directory, &env.xdg_state_home, &home) {
@@ -471,9 +485,36 @@ impl Config {
             limits,
             retry_window: Duration::from_secs(retry_s),
             keep_partial,
+            peer_memory,
             interfaces: given.interfaces.unwrap_or_default(),
         })
     }
+}
+
+/// The peer memory budget of the file's `peer_memory_mib` and
+/// `peer_memory_per_device_mib` (defaults 256 and 64). One device must have
+/// room for the largest frame and the largest offer's manifest (16 MiB),
+/// and strangers (half of the total) for one such device.
+fn peer_memory(given: &FileConfig) -> Result<MemoryLimits, ConfigError> {
+    const MIN_PER_DEVICE: usize = 16;
+    let total = given.peer_memory_mib.unwrap_or(memory::DEFAULT_TOTAL_MIB);
+    let per_device = given
+        .peer_memory_per_device_mib
+        .unwrap_or(memory::DEFAULT_PER_DEVICE_MIB.min(total / 2));
+    if !(MIN_PER_DEVICE..=1 << 20).contains(&per_device) {
+        return Err(ConfigError::Invalid(format!(
+            "peer_memory_per_device_mib = {per_device} is out of range: {MIN_PER_DEVICE} to {} MiB",
+            1 << 20
+        )));
+    }
+    if total < 2 * per_device || total > 1 << 20 {
+        return Err(ConfigError::Invalid(format!(
+            "peer_memory_mib = {total} is out of range: at least twice peer_memory_per_device_mib ({}), at most {} MiB",
+            2 * per_device,
+            1 << 20
+        )));
+    }
+    Ok(MemoryLimits::from_mib(total, per_device))
 }
 
 /// The machine's host name, or "lanshare" if it cannot be read.
@@ -616,6 +657,31 @@ mod tests {
                 max_bytes: 1 << 30,
             }
         );
+    }
+
+    #[test]
+    fn peer_memory_budget_from_the_file() {
+        let parse = |text: &str| {
+            let given: FileConfig = toml::from_str(text).unwrap();
+            Config::resolve(given, &user_env()).map(|c| c.peer_memory)
+        };
+        assert_eq!(parse("").unwrap(), MemoryLimits::from_mib(256, 64));
+        let small = parse("peer_memory_mib = 64").unwrap();
+        assert_eq!(small, MemoryLimits::from_mib(64, 32));
+        assert_eq!(small.strangers, 32 << 20);
+        assert_eq!(
+            parse("peer_memory_mib = 1024\npeer_memory_per_device_mib = 100").unwrap(),
+            MemoryLimits::from_mib(1024, 100)
+        );
+        for bad in [
+            "peer_memory_mib = 16",
+            "peer_memory_per_device_mib = 8",
+            "peer_memory_mib = 100\npeer_memory_per_device_mib = 64",
+            "peer_memory_mib = 18446744073709551615",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains("out of range"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -32,6 +32,10 @@ fn main() -> ExitCode {
         // Before the runtime starts threads; see the function's docs.
         lanshare::control::fds::prepare_descriptor_table();
     }
+    if is_daemon {
+        // Before the runtime starts threads; see the function's docs.
+        lanshare::transfer::memory::tune_allocator();
+    }
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {

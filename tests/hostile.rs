@@ -977,3 +977,49 @@ fn running_out_of_inodes_is_no_space() {
     mallory.hang_up(framed);
     drop(target);
 }
+
+/// Many throwaway identities, each offering 100 000 entries and waiting
+/// for consent (issue 14 item 2): past the strangers' share of the peer
+/// memory budget (128 of the default 256 MiB) the receiver answers `Busy`
+/// instead of holding tens of MiB more for each, and a trusted device
+/// still sends meanwhile.
+#[test]
+fn huge_offers_past_the_memory_budget_are_answered_busy() {
+    let target = Target::with(|b| b); // asks before accepting
+    let alice = TestDaemon::start("alice");
+    let out = target.daemon.cli(&["trust", &alice.addr()]);
+    assert!(out.status.success(), "{:?}", failure(&out));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Each costs about 24 MiB held (manifest and plan): the strangers'
+    // 128 MiB hold five.
+    let mut strangers = crate::memory::huge_offers(&rt, &target.daemon, 9);
+    eprintln!(
+        "{} offers held, {} busy, others {:?}",
+        strangers.held.len(),
+        strangers.busy,
+        strangers.other
+    );
+    assert!(!strangers.held.is_empty(), "no offer was held at all");
+    assert!(
+        strangers.busy >= 2,
+        "only {} of 9 huge offers were answered Busy",
+        strangers.busy
+    );
+    assert!(
+        target.daemon.wait_logged("over the peer memory budget"),
+        "the refusals are not in the log"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("past the strangers.bin");
+    crate::common::random_file(&file, 300_000, 9);
+    let result = send_json(&alice, &[&target.daemon.addr(), file.to_str().unwrap()]);
+    assert_eq!(result["status"], "done", "{result}");
+    assert_same_file(&file, &target.download().join("past the strangers.bin"));
+    strangers.leave(&rt);
+}

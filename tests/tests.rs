@@ -18,6 +18,7 @@ mod flood;
 mod history;
 mod hostile;
 mod loopback_fallback;
+mod memory;
 mod pairing;
 mod partial;
 mod peer_text;

@@ -221,6 +221,8 @@ impl DaemonArgs {
             keep_partial_s: None,
             keep_partial_untrusted_s: None,
             max_partial_bytes: None,
+            peer_memory_mib: None,
+            peer_memory_per_device_mib: None,
             interfaces: (!self.interfaces.is_empty()).then(|| self.interfaces.clone()),
         }
     }

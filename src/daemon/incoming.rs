@@ -27,6 +27,7 @@ use crate::pairing::Pairings;
 use crate::peers::Peers;
 use crate::protocol::Message;
 use crate::transfer::framed::{Framed, RecvError};
+use crate::transfer::memory::MemoryBudget;
 use crate::transfer::receive::Receiver;
 use crate::transfer::{TransferError, handshake, text};
 use crate::transport::Link;
@@ -44,6 +45,8 @@ pub(super) struct Incoming {
     pub(super) trust: TrustStore,
     /// Open incoming connections, trusted devices apart from strangers.
     pub(super) peer_slots: PeerSlots,
+    /// What peers' frames and offers may hold in memory.
+    pub(super) memory: MemoryBudget,
     pub(super) receiver: Arc<Receiver>,
     pub(super) pairings: Arc<Pairings>,
     pub(super) peers: Arc<Peers>,
@@ -77,8 +80,8 @@ impl Incoming {
     /// goes away.
     async fn serve(self: Arc<Self>, link: Link) {
         let (peer, kind, remote) = (link.peer, link.kind, link.remote);
-        let mut framed = Framed::new(link);
         let trusted = self.trust.is_trusted(&peer);
+        let mut framed = Framed::budgeted(link, self.memory.account(peer, trusted));
         let _slot = match self.peer_slots.acquire(peer, remote.ip(), trusted) {
             Ok(slot) => slot,
             Err(refusal) => {

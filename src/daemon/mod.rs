@@ -46,6 +46,7 @@ use crate::peers::{self, Connector, Peers, Remembered, Resolver};
 use crate::queue::Queue;
 use crate::registry::Registry;
 use crate::store::DownloadDir;
+use crate::transfer::memory::{self, MemoryBudget};
 use crate::transfer::receive::Receiver;
 use crate::transfer::resume::ResumeStore;
 use crate::transport::admission::{HandshakeLimits, Handshakes};
@@ -363,10 +364,13 @@ pub async fn run(
         ));
     }
     drop(links_tx);
+    let memory = MemoryBudget::new(config.peer_memory);
+    tracker.spawn(memory::release_free_memory(memory.clone(), cancel.clone()));
     let incoming = Arc::new(Incoming {
         name: config.name.clone(),
         trust,
         peer_slots: peer_slots::PeerSlots::default(),
+        memory,
         receiver: receiver.clone(),
         pairings,
         peers: peers.clone(),

@@ -99,6 +99,18 @@ impl Default for Manifest {
     }
 }
 
+/// Heap bytes one allocation of `len` bytes takes in glibc's allocator: an
+/// 8-byte header, 16-byte granules, 32 bytes at least (none for an empty
+/// string, which does not allocate). An estimate for memory budgets.
+#[must_use]
+pub fn heap_block(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        (len.saturating_add(8).div_ceil(16) * 16).max(32)
+    }
+}
+
 /// Number of blocks of a `size`-byte file.
 #[must_use]
 pub fn blocks_for(size: u64, block_size: u32) -> u64 {
@@ -215,6 +227,14 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// Bytes it holds on the heap: the entry array and every path, with
+    /// the allocator's overhead ([`heap_block`]).
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        let paths: usize = self.entries.iter().map(|e| heap_block(e.path.len())).sum();
+        heap_block(self.entries.capacity() * std::mem::size_of::<Entry>()) + paths
+    }
+
     /// Number of file entries (directories excluded).
     #[must_use]
     pub fn file_count(&self) -> usize {

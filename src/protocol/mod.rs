@@ -19,10 +19,11 @@ mod wire;
 pub use manifest::{
     DEFAULT_BLOCK_SIZE, Entry, EntryKind, EntryMeta, HumanBytes, MAX_BLOCK_SIZE, MAX_BLOCKS,
     MIN_BLOCK_SIZE, Manifest, ManifestError, ManifestLimits, Mtime, blocks_for, choose_block_size,
+    heap_block,
 };
 pub use wire::{
     BLOCK_VALUE_FRAME_LEN, DATA_HEADER_LEN, DataHeader, DecodeError, EncodeError, decode,
-    decode_data_header, encode, encode_data_header,
+    decode_data_header, encode, encode_data_header, frame_len,
 };
 
 use bytes::Bytes;

@@ -547,6 +547,16 @@ fn put_str(dst: &mut BytesMut, s: &str) {
 // Decoding
 // ---------------------------------------------------------------------------
 
+/// The whole length (prefix included) of the frame starting at `src[0]`,
+/// once its length prefix is there, at most the longest valid frame; the
+/// prefix itself is checked by [`decode`].
+#[must_use]
+pub fn frame_len(src: &[u8]) -> Option<usize> {
+    let prefix = src.first_chunk::<LEN_PREFIX>()?;
+    let body = usize::try_from(u32::from_be_bytes(*prefix)).unwrap_or(usize::MAX);
+    Some(LEN_PREFIX + body.min(MAX_FRAME_LEN))
+}
+
 /// Removes one complete frame from the front of `src` and decodes it.
 ///
 /// * `Ok(Some(msg))`: a frame was consumed.

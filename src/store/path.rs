@@ -43,7 +43,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::protocol::names::fold;
 
-use crate::protocol::{EntryKind, Manifest};
+use crate::protocol::{EntryKind, Manifest, heap_block};
 
 /// Longest accepted relative path, in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -121,46 +121,57 @@ pub enum PathError {
 /// A validated relative path: at least one component, each the name this
 /// receiver creates ([`stored_name`] of the NFC-normalised name the peer
 /// sent), plain and safe to create on Linux. Only [`sanitize`] builds one.
+///
+/// Kept as one string, the components joined with `/` (which no component
+/// contains): a 100 000-entry offer is planned in a few MiB, where a
+/// string per component cost over 40 (issue 14 item 2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SafePath {
-    components: Vec<String>,
+    joined: Box<str>,
 }
 
 impl SafePath {
     /// The components, outermost first. Never empty.
-    pub fn components(&self) -> &[String] {
-        &self.components
+    pub fn components(&self) -> std::str::Split<'_, char> {
+        self.joined.split('/')
     }
 
     /// Number of components.
     pub fn depth(&self) -> usize {
-        self.components.len()
+        self.components().count()
     }
 
     /// The first component: the name that lands in the download directory.
     pub fn top_level(&self) -> &str {
-        self.components.first().map_or("", String::as_str)
+        self.components().next().unwrap_or_default()
     }
 
     /// The last component.
     pub fn file_name(&self) -> &str {
-        self.components.last().map_or("", String::as_str)
+        self.joined.rsplit('/').next().unwrap_or_default()
     }
 
-    /// The components of the parent directory (empty for a top-level name).
-    pub fn parent(&self) -> &[String] {
-        &self.components[..self.components.len().saturating_sub(1)]
+    /// The parent directory, joined with `/` (empty for a top-level name).
+    pub fn parent(&self) -> &str {
+        self.joined
+            .rsplit_once('/')
+            .map_or("", |(parent, _)| parent)
     }
 
     /// The path joined with `/`, for system calls relative to a directory fd.
     pub fn to_rel_string(&self) -> String {
-        self.components.join("/")
+        self.joined.to_string()
+    }
+
+    /// Bytes it holds on the heap (with the allocator's overhead).
+    pub fn heap_bytes(&self) -> usize {
+        heap_block(self.joined.len())
     }
 }
 
 impl fmt::Display for SafePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rel_string())
+        f.write_str(&self.joined)
     }
 }
 
@@ -179,7 +190,7 @@ pub fn sanitize(rel: &str) -> Result<SafePath, PathError> {
     // NFC can lengthen a few rare sequences, so check again.
     check_len(&nfc)?;
     let err_path = || rel.to_owned();
-    let mut components = Vec::new();
+    let mut joined = String::with_capacity(nfc.len());
     for (i, c) in nfc.split('/').enumerate() {
         if c.is_empty() || c == "." || c == ".." {
             return Err(PathError::BadComponent { path: err_path() });
@@ -190,9 +201,14 @@ pub fn sanitize(rel: &str) -> Result<SafePath, PathError> {
                 ch,
             });
         }
-        components.push(stored_name(c, i == 0).into_owned());
+        if i > 0 {
+            joined.push('/');
+        }
+        joined.push_str(&stored_name(c, i == 0));
     }
-    Ok(SafePath { components })
+    Ok(SafePath {
+        joined: joined.into_boxed_str(),
+    })
 }
 
 fn check_len(p: &str) -> Result<(), PathError> {
@@ -311,6 +327,21 @@ impl Plan {
     pub fn top_level(&self) -> &[TopLevel] {
         &self.top_level
     }
+
+    /// Bytes it holds on the heap (with the allocator's overhead).
+    pub fn heap_bytes(&self) -> usize {
+        let arrays = heap_block(self.entries.capacity() * size_of::<PlannedEntry>())
+            + heap_block(self.directories.capacity() * size_of::<SafePath>())
+            + heap_block(self.top_level.capacity() * size_of::<TopLevel>());
+        let paths: usize = self.entries.iter().map(|e| e.path.heap_bytes()).sum();
+        let directories: usize = self.directories.iter().map(SafePath::heap_bytes).sum();
+        let names: usize = self
+            .top_level
+            .iter()
+            .map(|t| heap_block(t.name.len()))
+            .sum();
+        arrays + paths + directories + names
+    }
 }
 
 /// What the planner knows about one path (explicit or implied).
@@ -355,7 +386,7 @@ pub fn plan(manifest: &Manifest, max_depth: usize) -> Result<Plan, PathError> {
         let last = path.depth() - 1;
         let mut parent = usize::MAX;
         let mut prefix_len = 0;
-        for (i, c) in path.components().iter().enumerate() {
+        for (i, c) in path.components().enumerate() {
             prefix_len += if i == 0 { c.len() } else { c.len() + 1 };
             let prefix = &full[..prefix_len];
             let is_last = i == last;
@@ -375,12 +406,12 @@ pub fn plan(manifest: &Manifest, max_depth: usize) -> Result<Plan, PathError> {
                     v.insert(id);
                     if matches!(wanted, NodeKind::Dir { .. }) {
                         directories.push(SafePath {
-                            components: path.components()[..=i].to_vec(),
+                            joined: prefix.into(),
                         });
                     }
                     if i == 0 {
                         top_level.push(TopLevel {
-                            name: c.clone(),
+                            name: c.to_owned(),
                             is_dir: wanted != NodeKind::File,
                         });
                     }
@@ -515,10 +546,10 @@ mod tests {
     #[test]
     fn sanitize_accepts_plain_paths() {
         let p = sanitize("docs/report.pdf").unwrap();
-        assert_eq!(p.components(), ["docs", "report.pdf"]);
+        assert_eq!(p.components().collect::<Vec<_>>(), ["docs", "report.pdf"]);
         assert_eq!(p.top_level(), "docs");
         assert_eq!(p.file_name(), "report.pdf");
-        assert_eq!(p.parent(), ["docs"]);
+        assert_eq!(p.parent(), "docs");
         assert_eq!(p.to_string(), "docs/report.pdf");
         assert!(sanitize(".hidden").is_ok());
         assert!(sanitize("a b/c d.txt").is_ok());
@@ -960,7 +991,7 @@ mod proptests {
                 );
             }
             for dir in planned.directories() {
-                prop_assert!(dir.components().iter().all(|c| plain(c)), "{:?}", dir);
+                prop_assert!(dir.components().all(plain), "{:?}", dir);
             }
             let mut tops = HashSet::new();
             for top in planned.top_level() {
@@ -978,10 +1009,10 @@ mod proptests {
         #[test]
         fn sanitize_never_panics_and_output_is_plain(p in path()) {
             if let Ok(safe) = sanitize(&p) {
-                prop_assert!(safe.components().iter().all(|c| plain(c)), "{:?} -> {:?}", p, safe);
+                prop_assert!(safe.components().all(plain), "{:?} -> {:?}", p, safe);
                 // Every stored name decodes to the name sent (unless cut to fit).
                 let nfc: String = p.nfc().collect();
-                for (stored, sent) in safe.components().iter().zip(nfc.split('/')) {
+                for (stored, sent) in safe.components().zip(nfc.split('/')) {
                     let cut = format!("~{}", &blake3::hash(sent.as_bytes()).to_hex()[..16]);
                     if !stored.ends_with(&cut) {
                         prop_assert_eq!(decode_stored(stored), sent);

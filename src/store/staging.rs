@@ -300,7 +300,7 @@ impl Staging {
         let result = if parent.is_empty() {
             rustix::fs::mkdirat(&self.dir, path.file_name(), mode)
         } else {
-            sys::open_dir(self.dir.as_fd(), &parent.join("/"))
+            sys::open_dir(self.dir.as_fd(), parent)
                 .and_then(|p| rustix::fs::mkdirat(&p, path.file_name(), mode))
         };
         match result {

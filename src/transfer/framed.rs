@@ -2,9 +2,14 @@
 //! [`Message`]s, used identically for QUIC and TCP (after mini-redis's
 //! `Connection`).
 //!
-//! Reads go into one growing [`BytesMut`]; [`decode`] either yields a whole
-//! frame (bulk data is split off without copying) or asks for more bytes.
-//! An oversized length prefix is rejected before it is buffered. The bulk
+//! Reads go into one [`BytesMut`]; [`decode`] either yields a whole frame
+//! (bulk data is split off without copying) or asks for more bytes. An
+//! oversized length prefix is rejected before it is buffered. The buffer
+//! is sized for the frame in progress, once its length prefix is in (never
+//! by doubling), and is paid for from the peer's [`Reservation`] first: a
+//! frame over the peer's memory budget ends the session with `Busy`
+//! ([`RecvError::OverBudget`]). Once a large frame is decoded the buffer
+//! goes back to its usual size. The bulk
 //! receiver uses [`FrameReader::recv_into`] instead, which reads each data
 //! payload straight into a buffer of the caller's (see
 //! [`decode_data_header`]).
@@ -19,12 +24,13 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::memory::{OverBudget, Reservation};
 use super::{MESSAGE_TIMEOUT, TransferError};
 use crate::protocol::{self, DATA_HEADER_LEN, Message};
 use crate::transport::{Link, LinkReader, LinkWriter, is_identity_io_error};
 
-/// Read-buffer growth step; large enough for a full data chunk to arrive
-/// in few reads.
+/// Usual size of the read buffer; large enough for a full data chunk to
+/// arrive in few reads.
 const READ_RESERVE: usize = 256 << 10;
 
 /// A link that speaks protocol messages.
@@ -32,6 +38,8 @@ pub struct Framed {
     link: Link,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// What `rbuf` costs, reserved from the peer's memory budget.
+    memory: Reservation,
 }
 
 /// What [`FrameReader::recv_into`] received.
@@ -52,6 +60,7 @@ pub enum Incoming {
 pub struct FrameReader<'a> {
     reader: &'a mut LinkReader,
     rbuf: &'a mut BytesMut,
+    memory: &'a mut Reservation,
 }
 
 /// The sending side of a [`Framed`], borrowed.
@@ -75,6 +84,9 @@ pub enum RecvError {
     /// No message within the timeout.
     #[error("no message from the peer for {0} s")]
     Timeout(u64),
+    /// The frame in progress does not fit the peer's memory budget.
+    #[error("{0}")]
+    OverBudget(#[from] OverBudget),
 }
 
 impl RecvError {
@@ -89,24 +101,42 @@ impl From<RecvError> for TransferError {
         match e {
             RecvError::Decode(d) => Self::Protocol(d.to_string()),
             RecvError::Timeout(seconds) => Self::Timeout(seconds),
+            // The peer learns that memory is short, not who holds it.
+            RecvError::OverBudget(_) => Self::Busy(
+                "this device has no memory to spare for your connection now; try again later"
+                    .into(),
+            ),
             other => Self::Link(other.to_string()),
         }
     }
 }
 
 impl Framed {
-    /// Wraps a link.
+    /// Wraps a link whose reads no budget bounds (beyond the frame size
+    /// limit): for links this device opened.
     pub fn new(link: Link) -> Self {
+        Self::budgeted(link, Reservation::unbounded())
+    }
+
+    /// Wraps a link whose read buffer is paid for from `memory`.
+    pub fn budgeted(link: Link, memory: Reservation) -> Self {
         Self {
             link,
-            rbuf: BytesMut::with_capacity(READ_RESERVE),
+            rbuf: BytesMut::new(),
             wbuf: BytesMut::with_capacity(4096),
+            memory,
         }
     }
 
     /// The underlying link (peer ID, transport, address).
     pub fn link(&self) -> &Link {
         &self.link
+    }
+
+    /// A new, empty reservation from the same budget as this link's read
+    /// buffer: for what a session keeps for the same peer.
+    pub fn reserve_more(&self) -> Reservation {
+        self.memory.sibling()
     }
 
     /// Gives the link back (for closing).
@@ -120,6 +150,7 @@ impl Framed {
             FrameReader {
                 reader: &mut self.link.reader,
                 rbuf: &mut self.rbuf,
+                memory: &mut self.memory,
             },
             FrameWriter {
                 writer: &mut self.link.writer,
@@ -169,15 +200,18 @@ impl FrameReader<'_> {
     pub async fn recv(&mut self) -> Result<Message, RecvError> {
         loop {
             if let Some(message) = protocol::decode(self.rbuf)? {
+                self.settle();
                 return Ok(message);
             }
-            self.fill(READ_RESERVE).await?;
+            let frame = protocol::frame_len(self.rbuf).unwrap_or(0);
+            self.fill(READ_RESERVE, frame).await?;
         }
     }
 
-    /// Reads at most `limit` more bytes into the read buffer.
-    async fn fill(&mut self, limit: usize) -> Result<(), RecvError> {
-        self.rbuf.reserve(limit);
+    /// Reads at most `limit` more bytes into the read buffer, first making
+    /// it hold at least `room` bytes.
+    async fn fill(&mut self, limit: usize, room: usize) -> Result<(), RecvError> {
+        self.make_room(room)?;
         let n = self
             .reader
             .read_buf(&mut (&mut *self.rbuf).limit(limit))
@@ -191,6 +225,38 @@ impl FrameReader<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Makes the read buffer hold at least `room` bytes (the whole frame in
+    /// progress, when it is to be buffered) and at least one more than now,
+    /// paying for a larger buffer from the reservation first. The new
+    /// buffer is exactly that large (or the usual size), and what was
+    /// buffered moves over.
+    fn make_room(&mut self, room: usize) -> Result<(), RecvError> {
+        let len = self.rbuf.len();
+        let needed = room.max(len + 1);
+        if self.rbuf.capacity() >= needed {
+            return Ok(());
+        }
+        let size = needed.max(READ_RESERVE);
+        self.memory.resize(size)?;
+        let mut grown = BytesMut::with_capacity(size);
+        grown.extend_from_slice(self.rbuf);
+        *self.rbuf = grown;
+        Ok(())
+    }
+
+    /// After a frame was decoded: a buffer grown for a large frame goes
+    /// back to the usual size, and its memory back to the budget.
+    fn settle(&mut self) {
+        if self.memory.bytes() <= READ_RESERVE || self.rbuf.len() > READ_RESERVE {
+            return;
+        }
+        let mut usual = BytesMut::with_capacity(READ_RESERVE);
+        usual.extend_from_slice(self.rbuf);
+        *self.rbuf = usual;
+        // Shrinking never fails.
+        let _ = self.memory.resize(READ_RESERVE);
     }
 
     /// Receives the next message like [`recv`](Self::recv), except that a
@@ -227,16 +293,18 @@ impl FrameReader<'_> {
                 });
             }
             if let Some(message) = protocol::decode(self.rbuf)? {
+                self.settle();
                 return Ok(Incoming::Message(message));
             }
             // Short of a frame header, read no further than its end: a data
-            // payload behind it then goes straight into `buf`.
-            let limit = if self.rbuf.len() < DATA_HEADER_LEN {
-                DATA_HEADER_LEN - self.rbuf.len()
+            // payload behind it then goes straight into `buf`. Any other
+            // frame is buffered whole.
+            let (limit, room) = if self.rbuf.len() < DATA_HEADER_LEN {
+                (DATA_HEADER_LEN - self.rbuf.len(), 0)
             } else {
-                READ_RESERVE
+                (READ_RESERVE, protocol::frame_len(self.rbuf).unwrap_or(0))
             };
-            self.fill(limit).await?;
+            self.fill(limit, room).await?;
         }
     }
 
@@ -322,4 +390,80 @@ pub fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Entry, EntryKind, Manifest};
+    use crate::transfer::memory::{MemoryBudget, MemoryLimits, OverBudget};
+    use crate::transfer::testing::{alice, bob};
+    use crate::transport::TransportKind;
+
+    const MIB: usize = 1 << 20;
+
+    /// An offer whose frame is a little over `mib` MiB.
+    fn offer_of(mib: usize) -> Message {
+        let entries = (0..mib * MIB / 100 + 1)
+            .map(|i| Entry {
+                path: format!("{i:097}"),
+                kind: EntryKind::Directory,
+            })
+            .collect();
+        Message::Offer(Manifest {
+            entries,
+            ..Manifest::default()
+        })
+    }
+
+    /// Bob's end pays for its reads from `budget`, as alice's stranger.
+    fn budgeted_pipe(budget: &MemoryBudget) -> (Framed, Framed) {
+        let (a, b) = Link::pipe(alice(), bob(), TransportKind::Quic, [7; 8]);
+        (
+            Framed::new(a),
+            Framed::budgeted(b, budget.account(alice(), false)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_is_paid_for_and_given_back_once_decoded() {
+        let budget = MemoryBudget::new(MemoryLimits::from_mib(8, 2));
+        let (mut from_alice, mut at_bob) = budgeted_pipe(&budget);
+        let sent = offer_of(1);
+        let sending =
+            tokio::spawn(async move { from_alice.send(&sent).await.map(|()| from_alice) });
+        let received = at_bob.recv().await.unwrap();
+        assert!(matches!(&received, Message::Offer(m) if m.entries.len() == MIB / 100 + 1));
+        assert_eq!(budget.in_use(), READ_RESERVE, "back to the usual buffer");
+        let from_alice = sending.await.unwrap().unwrap();
+        drop(at_bob);
+        assert_eq!(budget.in_use(), 0);
+        drop(from_alice);
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_budget_is_refused_from_its_length_prefix() {
+        let budget = MemoryBudget::new(MemoryLimits::from_mib(8, 2));
+        let (mut from_alice, mut at_bob) = budgeted_pipe(&budget);
+        let sending = tokio::spawn(async move {
+            let _ = from_alice.send(&offer_of(3)).await;
+            from_alice
+        });
+        let refused = at_bob.recv().await;
+        assert!(
+            matches!(
+                refused,
+                Err(RecvError::OverBudget(OverBudget::Device { limit, .. })) if limit == 2 * MIB
+            ),
+            "{refused:?}"
+        );
+        assert!(budget.in_use() <= READ_RESERVE, "{} held", budget.in_use());
+        assert!(matches!(
+            TransferError::from(refused.unwrap_err()),
+            TransferError::Busy(_)
+        ));
+        drop(at_bob);
+        assert_eq!(budget.in_use(), 0);
+        sending.abort();
+    }
 }

@@ -86,6 +86,11 @@ pub async fn server(
             framed.send_error(&e).await;
             return Err(e);
         }
+        Err(e @ RecvError::OverBudget(_)) => {
+            let e = TransferError::from(e);
+            framed.send_error(&e).await;
+            return Err(e);
+        }
         Err(e) => return Err(e.into()),
     };
     if version != VERSION {

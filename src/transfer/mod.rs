@@ -25,6 +25,7 @@ pub mod exclude;
 pub mod framed;
 pub mod handshake;
 pub mod kept;
+pub mod memory;
 pub mod receive;
 pub mod resume;
 pub mod send;

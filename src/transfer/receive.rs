@@ -29,12 +29,13 @@ use tokio::sync::mpsc;
 use super::framed::{Framed, Incoming, RecvError};
 use super::handshake::kind;
 use super::kept::{KeepPolicy, Kept, KeptPartials};
+use super::memory::OverBudget;
 use super::resume::{self, Record, ResumeStore};
 use super::{MESSAGE_TIMEOUT, TransferError};
 use crate::ids::{self, PrefixError};
 use crate::intake::{Declined, Intake, Offer, Sender, SenderGone, top_level_names};
 use crate::protocol::order::{BlockOrder, OrderError};
-use crate::protocol::{EntryMeta, ErrorCode, MAX_DATA_CHUNK, Manifest, Message};
+use crate::protocol::{EntryMeta, ErrorCode, MAX_DATA_CHUNK, Manifest, Message, heap_block};
 use crate::registry::{Handle, State};
 use crate::safe_text::PeerName;
 use crate::store::{Plan, Staging, StoreError};
@@ -293,6 +294,10 @@ impl Receiver {
             // The dialer of an identity check or a lost transport race just
             // closes after Hello.
             Err(RecvError::Closed) => return,
+            Err(RecvError::OverBudget(over)) => {
+                over_budget(framed, sender, &over, "frame").await;
+                return;
+            }
             Err(e) => {
                 let e = TransferError::from(e);
                 tracing::warn!(peer = %peer_id, "no valid offer: {e}; disconnecting");
@@ -316,9 +321,33 @@ impl Receiver {
             return;
         }
 
+        // The manifest, its metadata and its plan stay in memory while the
+        // offer waits and runs: paid for from the sender's memory budget,
+        // first with the plan estimated as large as the manifest, then
+        // exactly.
+        let metadata_bytes = metadata.as_ref().map_or(0, |m| {
+            heap_block(m.capacity() * std::mem::size_of::<EntryMeta>())
+        });
+        let mut held = framed.reserve_more();
+        if let Err(over) = held.resize(manifest.heap_bytes() * 2 + metadata_bytes) {
+            over_budget(framed, sender, &over, "offer").await;
+            return;
+        }
         let key = resume::key(&peer_id, &manifest);
         let kept = self.resume.load(&key).map_or(0, |r| r.present);
-        let plan = match self.intake.check_files(&manifest, kept) {
+        // Checking 100 000 paths takes a while: off the runtime's threads,
+        // which serve every other peer meanwhile.
+        let intake = self.intake.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let checked = intake.check_files(&manifest, kept);
+            (manifest, checked)
+        })
+        .await;
+        let Ok((manifest, checked)) = checked else {
+            tracing::error!(peer = %peer_id, "checking an offer failed unexpectedly");
+            return;
+        };
+        let plan = match checked {
             Ok(plan) => plan,
             Err(reason) => {
                 tracing::warn!(peer = %peer_id, name = %peer_name, "refused offer: {reason}");
@@ -327,6 +356,10 @@ impl Receiver {
                 return;
             }
         };
+        if let Err(over) = held.resize(manifest.heap_bytes() + plan.heap_bytes() + metadata_bytes) {
+            over_budget(framed, sender, &over, "offer").await;
+            return;
+        }
 
         let Some(claim) = self.resume.claim(&key) else {
             let e = TransferError::Busy(
@@ -416,6 +449,21 @@ impl Receiver {
             }
         }
     }
+}
+
+/// Refuses `sender`'s `what` (an offer, a frame) that does not fit its
+/// memory budget with `Error(Busy)`, which a sender retries later; logged
+/// as a warning for a trusted device, as routine for a stranger.
+async fn over_budget(framed: &mut Framed, sender: &Sender, over: &OverBudget, what: &str) {
+    let (peer, name) = (sender.id, &sender.name);
+    if framed.reserve_more().is_stranger() {
+        tracing::info!(%peer, %name, "{what} refused for now, over the peer memory budget: {over}");
+    } else {
+        tracing::warn!(%peer, %name, "{what} refused for now, over the peer memory budget: {over}");
+    }
+    framed
+        .send_error(&TransferError::from(RecvError::OverBudget(*over)))
+        .await;
 }
 
 /// What to do with partial data when a transfer ends without success.
