@@ -464,3 +464,53 @@ fn id_without_a_daemon_shows_the_name_peers_saw() {
         format!("desk-by-the-window\n{}\n", online["id"].as_str().unwrap())
     );
 }
+
+/// The time and rate after a send count from the receiver's accept, not
+/// from the request: the user's two seconds of thinking are said apart.
+#[test]
+fn send_rate_counts_from_the_first_byte() {
+    let alice = TestDaemon::start("alice");
+    let bob = TestDaemon::builder("bob").spawn(); // asks before accepting
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("f.bin");
+    std::fs::write(&file, vec![7u8; 1 << 20]).unwrap();
+    let thinking = std::time::Duration::from_secs(2);
+    let addr = bob.addr();
+    let send_and_accept = |json: bool| {
+        let mut args = vec!["send", &addr, file.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let sender = crate::transfer::spawn_share(&alice, &args);
+        let offer = bob.wait_transfer("a pending offer", |t| {
+            t["state"] == "pending" && t["direction"] == "in"
+        });
+        // The user reads the offer: this wait is what is measured.
+        std::thread::sleep(thinking);
+        let out = bob.cli(&["accept", offer["id"].as_str().unwrap()]);
+        assert!(out.status.success(), "{:?}", failure(&out));
+        let sent = finish_within(sender, std::time::Duration::from_secs(60));
+        assert!(sent.status.success(), "{:?}", failure(&sent));
+        sent
+    };
+
+    let result = one_json(&send_and_accept(true));
+    let all = result["seconds"].as_f64().unwrap();
+    let moving = result["transfer_seconds"].as_f64().unwrap();
+    assert!(all >= thinking.as_secs_f64(), "{result}");
+    assert!(moving < all - thinking.as_secs_f64() + 0.5, "{result}");
+
+    let out = send_and_accept(false);
+    let line = String::from_utf8(out.stdout).unwrap();
+    let shown: f64 = line
+        .split(" in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {line}"));
+    assert!(shown < thinking.as_secs_f64(), "{line}");
+    assert!(
+        line.contains("s in all, with connecting and the wait for accept)"),
+        "{line}"
+    );
+}

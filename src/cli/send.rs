@@ -143,21 +143,38 @@ fn send_result(data: serde_json::Value, as_json: bool) -> Result<()> {
         return json(&data);
     }
     let r: SendResult = parse(data)?;
-    let rate = if r.seconds > 0.0 {
-        format!(", {}/s", HumanBytes((r.bytes as f64 / r.seconds) as u64))
+    outln!("{}", sent_line(&r));
+    Ok(())
+}
+
+/// The line `share send` ends with: time and rate from the first byte of
+/// data (the receiver's accept), then how long it took in all when the
+/// wait for the connection and the accept was noticeable.
+fn sent_line(r: &SendResult) -> String {
+    let moving = r.transfer_seconds.unwrap_or(r.seconds);
+    let rate = if moving > 0.0 {
+        format!(", {}/s", HumanBytes((r.bytes_sent as f64 / moving) as u64))
     } else {
         String::new()
     };
-    outln!(
-        "sent {} file{} ({}) to {} over {} in {:.2} s{rate}",
+    let waited = r.seconds - moving;
+    let total = if waited >= 0.5 {
+        format!(
+            " ({:.1} s in all, with connecting and the wait for accept)",
+            r.seconds
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "sent {} file{} ({}) to {} over {} in {:.2} s{rate}{total}",
         r.files,
         if r.files == 1 { "" } else { "s" },
         HumanBytes(r.bytes),
         r.peer,
         r.transport,
-        r.seconds
-    );
-    Ok(())
+        moving
+    )
 }
 
 /// Progress display for `share send` on a terminal.

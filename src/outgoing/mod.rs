@@ -19,6 +19,7 @@ mod native;
 pub mod retry;
 
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +106,11 @@ pub struct SendResult {
     pub attempts: u32,
     /// Wall time from request to `Done`.
     pub seconds: f64,
+    /// Time from the receiver's accept (the first byte of file data) to
+    /// `Done`: what the rate is measured over. Absent from a daemon that
+    /// predates it.
+    #[serde(default)]
+    pub transfer_seconds: Option<f64>,
     /// Special files that were skipped.
     pub skipped: Vec<String>,
 }
@@ -372,6 +378,7 @@ impl SendService {
 
         let mut handle: Option<Handle> = None;
         let mut attempts = 0u32;
+        let accepted = OnceLock::new();
         loop {
             attempts += 1;
             let result = native::attempt(
@@ -382,6 +389,7 @@ impl SendService {
                     preference: job.preference,
                     payload: &payload,
                     consent_timeout: self.settings.consent_timeout,
+                    accepted: &accepted,
                     events: &events,
                     cancel: &cancel,
                 },
@@ -394,8 +402,12 @@ impl SendService {
                         return Err(SendError::Internal("no transfer handle".into()));
                     };
                     handle.finish(State::Done, None);
+                    let times = Times {
+                        started,
+                        accepted: accepted.get().copied(),
+                    };
                     return Ok(report(
-                        &payload, delivered, &handle, attempts, started, &events,
+                        &payload, delivered, &handle, attempts, times, &events,
                     ));
                 }
                 Err(e) => e,
@@ -480,17 +492,24 @@ async fn prepare(payload: PayloadIn) -> Result<Prepared, SendError> {
     }
 }
 
+/// When a send was asked for, and when the receiver first accepted it.
+struct Times {
+    started: Instant,
+    accepted: Option<Instant>,
+}
+
 /// The report of a send that completed.
 fn report(
     payload: &Prepared,
     delivered: native::Delivered,
     handle: &Handle,
     attempts: u32,
-    started: Instant,
+    times: Times,
     events: &mpsc::UnboundedSender<SendEvent>,
 ) -> SendReport {
     let bytes = payload.bytes();
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = times.started.elapsed().as_secs_f64();
+    let transfer_seconds = times.accepted.map(|at| at.elapsed().as_secs_f64());
     match payload {
         Prepared::Files {
             source, skipped, ..
@@ -510,6 +529,7 @@ fn report(
                 bytes_sent: handle.bytes_sent(),
                 attempts,
                 seconds,
+                transfer_seconds,
                 skipped: skipped.clone(),
             })
         }

@@ -4,7 +4,8 @@
 //! ([`transfer::text`]), and meanwhile forward progress to the caller and
 //! turn the caller's cancel into the transfer's.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,8 @@ pub(super) struct Attempt<'a> {
     pub(super) payload: &'a Prepared,
     /// How long the receiver's user may take to answer.
     pub(super) consent_timeout: Duration,
+    /// Set when the receiver first accepts (file data starts to flow).
+    pub(super) accepted: &'a OnceLock<Instant>,
     pub(super) events: &'a mpsc::UnboundedSender<SendEvent>,
     /// The caller's cancel (the CLI went away, the queue item was removed).
     pub(super) cancel: &'a CancellationToken,
@@ -127,19 +130,25 @@ pub(super) async fn attempt(
         let mut caller_gone = false;
         loop {
             tokio::select! {
-                r = &mut session => break r,
-                () = a.cancel.cancelled(), if !caller_gone => {
-                    caller_gone = true;
-                    transfer_cancel.cancel();
-                }
+                // Events first, so that the accept is timed when it comes
+                // even if the session ends in the same turn.
+                biased;
                 // `None` only once the session has returned.
                 Some(e) = session_rx.recv() => match e {
                     SessionEvent::Waiting => {
                         handle.waiting();
                         let _ = a.events.send(SendEvent::Waiting { peer: peer_name.clone(), id: id.clone() });
                     }
-                    SessionEvent::Accepted => handle.active(),
+                    SessionEvent::Accepted => {
+                        let _ = a.accepted.set(Instant::now());
+                        handle.active();
+                    }
                 },
+                r = &mut session => break r,
+                () = a.cancel.cancelled(), if !caller_gone => {
+                    caller_gone = true;
+                    transfer_cancel.cancel();
+                }
                 _ = tick.tick(), if matches!(a.payload, Prepared::Files { .. }) => {
                     let _ = a.events.send(SendEvent::Progress { bytes_done: handle.bytes_done(), bytes });
                 }
