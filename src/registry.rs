@@ -149,6 +149,10 @@ pub struct TransferInfo {
     /// them. Absent when it left none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_bytes: Option<u64>,
+    /// For an offer waiting for this user's decision: seconds left before
+    /// it expires as rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<u64>,
 }
 
 /// The receiving user's answer to an offer.
@@ -239,6 +243,8 @@ struct Slot {
     bytes_done: Arc<AtomicU64>,
     bytes_sent: Arc<AtomicU64>,
     decision: Option<oneshot::Sender<Decision>>,
+    /// When a pending offer expires.
+    decide_by: Option<Instant>,
     cancel: CancellationToken,
 }
 
@@ -319,6 +325,7 @@ impl Registry {
                 .unwrap_or(0),
             kind: TransferKind::Files,
             partial_bytes: None,
+            expires_in_s: None,
         };
         inner.slots.insert(
             id.clone(),
@@ -329,6 +336,7 @@ impl Registry {
                 bytes_done: bytes_done.clone(),
                 bytes_sent: bytes_sent.clone(),
                 decision: None,
+                decide_by: None,
                 cancel: cancel.clone(),
             },
         );
@@ -344,6 +352,7 @@ impl Registry {
     /// All transfers, oldest first, with live byte counters.
     pub fn list(&self) -> Vec<TransferInfo> {
         let inner = self.lock();
+        let now = Instant::now();
         let mut slots: Vec<&Slot> = inner.slots.values().collect();
         slots.sort_by_key(|s| s.seq);
         slots
@@ -352,6 +361,10 @@ impl Registry {
                 let mut info = s.info.clone();
                 info.bytes_done = s.bytes_done.load(Ordering::Relaxed);
                 info.bytes_sent = s.bytes_sent.load(Ordering::Relaxed);
+                info.expires_in_s = s
+                    .decide_by
+                    .filter(|_| s.decision.is_some() && info.state == State::Pending)
+                    .map(|by| by.saturating_duration_since(now).as_secs());
                 info
             })
             .collect()
@@ -495,13 +508,15 @@ impl Handle {
         self.bytes_done.load(Ordering::Relaxed)
     }
 
-    /// Marks the transfer pending and returns where the decision arrives.
-    pub fn pending(&self) -> oneshot::Receiver<Decision> {
+    /// Marks the transfer pending, to be decided within `timeout`, and
+    /// returns where the decision arrives.
+    pub fn pending(&self, timeout: Duration) -> oneshot::Receiver<Decision> {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.registry.lock();
         if let Some(slot) = inner.slots.get_mut(&self.id) {
             slot.info.state = State::Pending;
             slot.decision = Some(tx);
+            slot.decide_by = Some(Instant::now() + timeout);
         }
         rx
     }
@@ -625,8 +640,13 @@ mod tests {
     async fn decision_reaches_pending_offer_by_prefix() {
         let registry = Registry::default();
         let handle = registry.start(new());
-        let rx = handle.pending();
-        assert_eq!(registry.list()[0].state, State::Pending);
+        let rx = handle.pending(Duration::from_secs(120));
+        let listed = &registry.list()[0];
+        assert_eq!(listed.state, State::Pending);
+        assert!(
+            (119..=120).contains(&listed.expires_in_s.unwrap()),
+            "{listed:?}"
+        );
         let id = registry
             .decide(&handle.id()[..4], Decision::Accept)
             .unwrap();

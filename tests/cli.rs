@@ -514,3 +514,56 @@ fn send_rate_counts_from_the_first_byte() {
         "{line}"
     );
 }
+
+/// `share transfers` for a decision: a pending offer says how long is
+/// left, and the columns stay aligned when a peer's name is wider than
+/// the header expects.
+#[test]
+fn transfers_show_time_left_and_keep_columns_aligned() {
+    let long = "the-laptop-in-the-meeting-room-upstairs";
+    let senders = [TestDaemon::start(long), TestDaemon::start("al")];
+    let bob = TestDaemon::builder("bob").spawn(); // asks before accepting
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("f.txt");
+    std::fs::write(&file, "f").unwrap();
+    let addr = bob.addr();
+    let mut sends: Vec<_> = senders
+        .iter()
+        .map(|s| crate::transfer::spawn_share(s, &["send", &addr, file.to_str().unwrap()]))
+        .collect();
+    let pending = |list: &Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "pending")
+            .count()
+    };
+    let list = crate::common::eventually(
+        "two pending offers",
+        std::time::Duration::from_secs(20),
+        || {
+            let list = bob.json(&["transfers"]);
+            (pending(&list) == 2).then_some(list)
+        },
+    );
+    for t in list.as_array().unwrap() {
+        let left = t["expires_in_s"].as_u64().unwrap();
+        assert!((1..=120).contains(&left), "{t}");
+    }
+
+    let out = bob.cli(&["transfers"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let column = lines[0].find("PROGRESS").unwrap();
+    for row in &lines[1..] {
+        assert_eq!(row.find("0 B / 1 B"), Some(column), "{text}");
+        assert!(row.contains("pending ("), "{text}");
+        assert!(row.contains(" s left)"), "{text}");
+    }
+    assert!(text.contains(long), "{text}");
+    for send in &mut sends {
+        let _ = send.kill();
+        let _ = send.wait();
+    }
+}

@@ -119,6 +119,39 @@ pub(super) async fn ask(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
+/// Lines of a table whose columns are as wide as their widest cell (as
+/// shown, [escaped](crate::safe_text::printable)), two spaces apart; the
+/// columns `right` names are aligned right, the last one is not padded.
+pub(super) fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> Vec<String> {
+    let shown = |cell: &str| crate::safe_text::printable(cell).into_owned();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let rows: Vec<Vec<String>> = std::iter::once(&header)
+        .chain(rows)
+        .map(|row| row.iter().map(|c| shown(c)).collect())
+        .collect();
+    let mut widths = vec![0; header.len()];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let last = row.len().saturating_sub(1);
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| match i {
+                    _ if right.contains(&i) => format!("{cell:>w$}", w = widths[i]),
+                    _ if i == last => cell.clone(),
+                    _ => format!("{cell:w$}", w = widths[i]),
+                })
+                .collect();
+            cells.join("  ")
+        })
+        .collect()
+}
+
 /// The daemon's answer as the type the command expects.
 pub(super) fn parse<T: DeserializeOwned>(data: serde_json::Value) -> Result<T> {
     Ok(serde_json::from_value(data)?)

@@ -154,23 +154,34 @@ pub(super) fn transfers(data: serde_json::Value, as_json: bool) -> Result<()> {
         return Ok(());
     }
     let partial: Vec<u64> = list.iter().filter_map(|t| t.partial_bytes).collect();
-    outln!("ID        DIR  STATE      PEER                      FILES  PROGRESS            WHAT");
-    for t in list {
-        let progress = format!("{} / {}", HumanBytes(t.bytes_done), HumanBytes(t.bytes));
-        outln!(
-            "{:8}  {:3}  {:9}  {:24}  {:5}  {:18}  {}{}{}",
-            t.id,
-            t.direction.as_str(),
-            t.state.as_str(),
-            PeerLabel::new(&t.peer, &t.peer_id, t.looks_like.as_ref()),
-            t.files,
-            progress,
-            t.names.join(", "),
-            t.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
-            t.partial_bytes
-                .map(|b| format!("; {} of partial data kept", HumanBytes(b)))
-                .unwrap_or_default()
-        );
+    let rows: Vec<Vec<String>> = list
+        .into_iter()
+        .map(|t| {
+            let state = match t.expires_in_s {
+                Some(left) => format!("{} ({left} s left)", t.state.as_str()),
+                None => t.state.as_str().to_owned(),
+            };
+            vec![
+                t.id,
+                t.direction.as_str().to_owned(),
+                state,
+                PeerLabel::new(&t.peer, &t.peer_id, t.looks_like.as_ref()).to_string(),
+                t.files.to_string(),
+                format!("{} / {}", HumanBytes(t.bytes_done), HumanBytes(t.bytes)),
+                format!(
+                    "{}{}{}",
+                    t.names.join(", "),
+                    t.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+                    t.partial_bytes
+                        .map(|b| format!("; {} of partial data kept", HumanBytes(b)))
+                        .unwrap_or_default()
+                ),
+            ]
+        })
+        .collect();
+    let header = ["ID", "DIR", "STATE", "PEER", "FILES", "PROGRESS", "WHAT"];
+    for line in super::output::table(&header, &rows, &[4]) {
+        outln!("{line}");
     }
     if !partial.is_empty() {
         outln!(

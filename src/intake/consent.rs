@@ -162,8 +162,8 @@ pub(super) async fn decide(
         handle.id(),
         handle.id()
     );
-    let decision = handle.pending();
     let timeout = rules.offer_timeout;
+    let decision = handle.pending(timeout);
     let cancel = handle.cancelled();
     tokio::select! {
         d = tokio::time::timeout(timeout, decision) => match d {

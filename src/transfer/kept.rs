@@ -231,6 +231,7 @@ fn listed_from(record: &Record) -> TransferInfo {
         started: record.created,
         kind: TransferKind::Files,
         partial_bytes: Some(record.present),
+        expires_in_s: None,
     }
 }
 
