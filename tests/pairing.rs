@@ -272,3 +272,46 @@ fn a_man_in_the_middle_gets_different_codes() {
     assert_ne!(alice_code, bob_code, "the users would not notice the relay");
     runtime.shutdown_background();
 }
+
+/// `share pair` with a device this one already trusts says so before the
+/// code; declining at the prompt (on a terminal: `script` gives it one)
+/// exits 1.
+#[test]
+fn pairing_a_trusted_device_says_so_and_declining_exits_1() {
+    let alice = TestDaemon::start("alice");
+    let bob = TestDaemon::start("bob");
+    let out = alice.cli(&["trust", &bob.addr()]);
+    assert!(out.status.success(), "{:?}", failure(&out));
+    let command = format!(
+        "SHARE_SOCKET={} {} pair {}",
+        alice.socket.display(),
+        crate::common::share_bin(),
+        bob.addr()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script(1)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"n\n").unwrap();
+    }
+    let out = crate::transfer::finish_within(child, CLI_LIMIT);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let trusted = shown
+        .find("is already trusted here")
+        .unwrap_or_else(|| panic!("{shown}"));
+    let code = shown
+        .find("pairing with bob")
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(trusted < code, "said after the code: {shown}");
+    assert!(
+        shown.contains("declined pairing with bob; it is still trusted"),
+        "{shown}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+}

@@ -82,6 +82,13 @@ pub(super) async fn pair(sockets: &[PathBuf], args: PairArgs) -> Result<()> {
     }
     let info: PairingInfo = parse(data)?;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if info.already_trusted {
+        errln!(
+            "{} ({}) is already trusted here; pairing again only matters if it does not trust this device",
+            info.peer,
+            info.peer_id.short()
+        );
+    }
     outln!(
         "pairing with {}: code {}",
         PeerLabel::new(&info.peer, &info.peer_id, info.looks_like.as_ref()),
@@ -123,6 +130,20 @@ pub(super) async fn pair(sockets: &[PathBuf], args: PairArgs) -> Result<()> {
         wait: accept,
     })
     .await?;
+    if !accept {
+        // The user said the codes differ (or gave up): not a success.
+        if info.already_trusted {
+            bail!(
+                "declined pairing with {}; it is still trusted from before (`share untrust {}` removes it)",
+                info.peer,
+                info.peer_id.short()
+            );
+        }
+        bail!(
+            "declined pairing with {}; this device does not trust it",
+            info.peer
+        );
+    }
     report_decision(&parse(data)?, accept)
 }
 

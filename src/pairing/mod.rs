@@ -91,6 +91,9 @@ pub struct PairingInfo {
     /// is another device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub looks_like: Option<DeviceId>,
+    /// This device already trusted the peer when the pairing began.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_trusted: bool,
     /// The 6-digit code both devices show, zero-padded.
     pub code: String,
     /// Where it stands.
@@ -252,6 +255,7 @@ impl Pairings {
             self.table
                 .register(Direction::Out, &hello.name, peer_id, code, transport)?;
         self.flag_look_alike(&id, &hello.name, &peer_id);
+        self.flag_trusted(&id, &peer_id);
         tracing::info!(
             id,
             peer = %peer_id,
@@ -314,6 +318,7 @@ impl Pairings {
             }
         };
         self.flag_look_alike(&id, peer_name, &peer_id);
+        self.flag_trusted(&id, &peer_id);
         tracing::info!(
             id,
             peer = %peer_id,
@@ -336,6 +341,13 @@ impl Pairings {
                 trusted.id.short()
             );
             self.table.update(id, |i| i.looks_like = Some(trusted.id));
+        }
+    }
+
+    /// Marks pairing `id` when this device already trusts the peer.
+    fn flag_trusted(&self, id: &str, peer: &DeviceId) {
+        if self.trust.is_trusted(peer) {
+            self.table.update(id, |i| i.already_trusted = true);
         }
     }
 

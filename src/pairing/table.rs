@@ -105,6 +105,7 @@ impl Table {
                     peer: peer.clone(),
                     peer_id,
                     looks_like: None,
+                    already_trusted: false,
                     code: format_code(code),
                     state: PairingState::Waiting,
                     you_confirmed: None,

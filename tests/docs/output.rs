@@ -18,8 +18,8 @@ use crate::common::{TestDaemon, random_file};
 /// the reach test's `errors` when a connection failed, its `unresolved`
 /// for a name that names no single device, a transfer's `partial_bytes`
 /// when it kept partial data, `expires_in_s` for an offer waiting for a
-/// decision). The docs say so next to each example; an example may show
-/// them or not.
+/// decision, a pairing's `already_trusted`). The docs say so next to each
+/// example; an example may show them or not.
 const SOMETIMES: &[&str] = &[
     "reason",
     "fix",
@@ -27,6 +27,7 @@ const SOMETIMES: &[&str] = &[
     "partial_bytes",
     "expires_in_s",
     "unresolved",
+    "already_trusted",
 ];
 
 /// Every key path of `value`: `a.b`, with `[]` for array elements (the
