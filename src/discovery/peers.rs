@@ -1175,6 +1175,19 @@ mod tests {
         assert!(!rx.has_changed().unwrap());
     }
 
+    /// A manually added peer with ID `id`.
+    fn manual_peer(id: DeviceId) -> Peer {
+        Peer {
+            id,
+            name: "m".into(),
+            addrs: vec!["192.0.2.1:5000".parse().unwrap()],
+            tcp_port: None,
+            version: 1,
+            source: PeerSource::Manual,
+            last_seen: t0(),
+        }
+    }
+
     #[tokio::test]
     async fn unreachable_mdns_peers_are_handed_to_discovery() {
         let table = PeerTable::new();
@@ -1182,15 +1195,7 @@ mod tests {
         let manual = id("manual");
         table.apply(&policy(), resolved("a", a, "a", &[v4(10, 0, 0, 2)]), t0());
         table.apply(&policy(), resolved("a (2)", a, "a", &[ll6()]), t0());
-        table.upsert_manual(Peer {
-            id: manual,
-            name: "m".into(),
-            addrs: vec!["192.0.2.1:5000".parse().unwrap()],
-            tcp_port: None,
-            version: 1,
-            source: PeerSource::Manual,
-            last_seen: t0(),
-        });
+        table.upsert_manual(manual_peer(manual));
         // A peer mDNS does not list has nothing to check.
         table.report_unreachable(&manual);
         assert!(table.take_suspects().is_empty());
@@ -1221,15 +1226,7 @@ mod tests {
         let table = PeerTable::new();
         let (a, manual) = (id("a"), id("manual"));
         table.apply(&policy(), resolved("a", a, "a", &[v4(10, 0, 0, 2)]), t0());
-        table.upsert_manual(Peer {
-            id: manual,
-            name: "m".into(),
-            addrs: vec!["192.0.2.1:5000".parse().unwrap()],
-            tcp_port: None,
-            version: 1,
-            source: PeerSource::Manual,
-            last_seen: t0(),
-        });
+        table.upsert_manual(manual_peer(manual));
         let long = Duration::from_secs(3600);
         // Never listed (or already dropped): at once.
         tokio::time::timeout(Duration::ZERO, table.departed(&id("gone")))
