@@ -567,3 +567,47 @@ fn transfers_show_time_left_and_keep_columns_aligned() {
         let _ = send.wait();
     }
 }
+
+/// `share send --queue` to a name never seen asks on a terminal (`script`
+/// gives it one): yes queues it, no leaves the queue empty and exits 1.
+#[test]
+fn queueing_for_a_name_never_seen_asks_on_a_terminal() {
+    let laptop = TestDaemon::start("laptop");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, "f").unwrap();
+    let on_terminal = |answer: &[u8]| {
+        let command = format!(
+            "SHARE_SOCKET={} {} send --queue nobody {}",
+            laptop.socket.display(),
+            share_bin(),
+            file.display()
+        );
+        let mut child = Command::new("script")
+            .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script(1)");
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(answer).unwrap();
+        }
+        let out = finish_within(child, std::time::Duration::from_secs(20));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let queued = || laptop.json(&["queue"]).as_array().unwrap().len();
+
+    let (code, shown) = on_terminal(b"n\n");
+    assert!(shown.contains("Queue it anyway"), "{shown}");
+    assert_eq!(code, Some(1), "{shown}");
+    assert_eq!(queued(), 0);
+
+    let (code, shown) = on_terminal(b"y\n");
+    assert_eq!(code, Some(0), "{shown}");
+    assert_eq!(queued(), 1, "{shown}");
+}
