@@ -36,6 +36,10 @@ use crate::identity::DeviceId;
 /// One mebibyte.
 const MIB: usize = 1 << 20;
 
+/// Allocations at least this large are mapped on their own
+/// ([`tune_allocator`]).
+pub const MMAP_THRESHOLD: usize = 2 * MIB;
+
 /// A release at least this large wakes [`release_free_memory`]'s task.
 pub const TRIM_AFTER: usize = MIB;
 
@@ -323,12 +327,14 @@ impl Drop for Reservation {
 }
 
 /// Sets the C allocator up for a long-running daemon whose peers come and
-/// go, once at start: allocations of 128 KiB and more (frame buffers, the
-/// arrays of a large manifest) get their own mappings, which go back to
-/// the system when freed. glibc otherwise raises that threshold to the
-/// size of the largest block freed so far (up to 32 MiB), after which
-/// every 8 MiB frame buffer comes from the heap and stays there. A no-op
-/// with other C libraries.
+/// go, once at start: allocations of [`MMAP_THRESHOLD`] and more (large
+/// frame buffers, the arrays of a large manifest) get their own mappings,
+/// which go back to the system when freed. glibc otherwise raises that
+/// threshold to the size of the largest block freed so far (up to 32 MiB),
+/// after which every 8 MiB frame buffer comes from the heap and stays
+/// there. The 1 MiB data buffers of a running transfer stay below it, so
+/// they are reused from the heap as before rather than mapped and unmapped
+/// for each chunk. A no-op with other C libraries.
 #[allow(unsafe_code)]
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -336,7 +342,7 @@ pub fn tune_allocator() {
     // called before any other thread exists and with a documented
     // parameter and value.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
     }
 }
 
