@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use lanshare::identity::Identity;
 use lanshare::protocol::{Entry, EntryKind, Manifest, Message};
 use lanshare::transfer::framed::Framed;
-use lanshare::transfer::handshake;
-use lanshare::transport::Transport;
 use lanshare::transport::quic::QuicTransport;
 use lanshare::transport::tls;
 
@@ -110,17 +108,8 @@ fn strangers(
     let mut refused = 0;
     for i in 0..OFFERS {
         let attempt = rt.block_on(async {
-            let identity = Identity::generate().unwrap();
-            let quic = QuicTransport::bind(SocketAddr::new(from(i), 0), &identity, false)
-                .map_err(|e| e.to_string())?;
-            let link = quic
-                .connect(target, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut framed = Framed::new(link);
-            handshake::client(&mut framed, &format!("stranger {i}"))
-                .await
-                .map_err(|e| format!("{e:?}"))?;
+            let (quic, mut framed) =
+                crate::memory::stranger(target, from(i), &format!("stranger {i}")).await?;
             let manifest = Manifest {
                 entries: vec![Entry {
                     path: format!("offer-{i}.bin"),
