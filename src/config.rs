@@ -25,6 +25,12 @@
 //! peer_memory_mib = 256   # memory all peers' frames and offers may hold
 //! peer_memory_per_device_mib = 64
 //! interfaces = ["eth0"]   # mDNS on exactly these; default: all but container/VM/VPN ones
+//!
+//! [localsend]             # talk to LocalSend apps (off by default)
+//! enabled = true
+//! port = 53317            # HTTPS (TCP)
+//! multicast_port = 53317  # discovery (UDP)
+//! pin = "4711"            # senders must give it (optional)
 //! ```
 
 use std::net::{IpAddr, Ipv6Addr};
@@ -129,6 +135,34 @@ pub struct FileConfig {
     /// Interfaces mDNS uses, exactly; unset or empty = the default policy
     /// (all but container, VM-bridge, VPN and point-to-point interfaces).
     pub interfaces: Option<Vec<String>>,
+    /// The `[localsend]` table.
+    pub localsend: Option<LocalSendFile>,
+}
+
+/// The `[localsend]` table of the config file: LocalSend
+/// interoperability (see [`crate::localsend`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSendFile {
+    /// Serve and discover LocalSend devices (off by default).
+    pub enabled: Option<bool>,
+    /// HTTPS port (TCP).
+    pub port: Option<u16>,
+    /// Multicast discovery port (UDP).
+    pub multicast_port: Option<u16>,
+    /// A PIN LocalSend senders must give.
+    pub pin: Option<String>,
+}
+
+impl LocalSendFile {
+    fn or(self, lower: Self) -> Self {
+        Self {
+            enabled: self.enabled.or(lower.enabled),
+            port: self.port.or(lower.port),
+            multicast_port: self.multicast_port.or(lower.multicast_port),
+            pin: self.pin.or(lower.pin),
+        }
+    }
 }
 
 impl FileConfig {
@@ -170,6 +204,10 @@ impl FileConfig {
                 .peer_memory_per_device_mib
                 .or(lower.peer_memory_per_device_mib),
             interfaces: self.interfaces.or(lower.interfaces),
+            localsend: match (self.localsend, lower.localsend) {
+                (Some(upper), Some(lower)) => Some(upper.or(lower)),
+                (upper, lower) => upper.or(lower),
+            },
         }
     }
 }
@@ -211,7 +249,23 @@ pub struct Config {
     /// Interfaces mDNS uses; empty = the default policy
     /// ([`crate::discovery::interfaces`]).
     pub interfaces: Vec<String>,
+    /// LocalSend interoperability, when enabled.
+    pub localsend: Option<LocalSendConfig>,
 }
+
+/// LocalSend settings of a daemon that has it enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSendConfig {
+    /// HTTPS port (TCP); 0 picks a free one.
+    pub port: u16,
+    /// Multicast discovery port (UDP).
+    pub multicast_port: u16,
+    /// A PIN LocalSend senders must give.
+    pub pin: Option<String>,
+}
+
+/// Longest LocalSend PIN accepted.
+pub const MAX_PIN_LEN: usize = 64;
 
 /// Process environment the defaults depend on (injected for tests).
 #[derive(Debug, Clone, Default)]
@@ -466,6 +520,30 @@ impl Config {
             )?,
             max_bytes: given.max_partial_bytes.unwrap_or(kept::DEFAULT_MAX_BYTES),
         };
+        let localsend = given.localsend.unwrap_or_default();
+        let localsend = match localsend.enabled {
+            Some(true) => Some(LocalSendConfig {
+                port: localsend
+                    .port
+                    .unwrap_or(crate::localsend::wire::DEFAULT_PORT),
+                multicast_port: localsend
+                    .multicast_port
+                    .unwrap_or(crate::localsend::wire::DEFAULT_PORT),
+                pin: match localsend.pin {
+                    Some(pin)
+                        if pin.is_empty()
+                            || pin.len() > MAX_PIN_LEN
+                            || pin.chars().any(char::is_control) =>
+                    {
+                        return Err(ConfigError::Invalid(format!(
+                            "the LocalSend pin must be 1-{MAX_PIN_LEN} bytes without control characters"
+                        )));
+                    }
+                    pin => pin,
+                },
+            }),
+            _ => None,
+        };
         let mut limits = ManifestLimits::default();
         if let Some(max) = given.max_offer_bytes {
             limits.max_total_bytes = max;
@@ -487,6 +565,7 @@ impl Config {
             keep_partial,
             peer_memory,
             interfaces: given.interfaces.unwrap_or_default(),
+            localsend,
         })
     }
 }
@@ -724,6 +803,37 @@ mod tests {
     }
 
     #[test]
+    fn localsend_is_off_unless_enabled_and_flags_win_per_key() {
+        let off = Config::resolve(FileConfig::default(), &user_env()).unwrap();
+        assert_eq!(off.localsend, None);
+        let file: FileConfig =
+            toml::from_str("[localsend]\nenabled = true\nport = 4000\npin = \"4711\"").unwrap();
+        let flags = FileConfig {
+            localsend: Some(LocalSendFile {
+                port: Some(5000),
+                ..LocalSendFile::default()
+            }),
+            ..FileConfig::default()
+        };
+        let on = Config::resolve(flags.or(file), &user_env()).unwrap();
+        assert_eq!(
+            on.localsend,
+            Some(LocalSendConfig {
+                port: 5000,
+                multicast_port: 53317,
+                pin: Some("4711".into()),
+            })
+        );
+        let disabled: FileConfig = toml::from_str("[localsend]\nport = 4000").unwrap();
+        assert_eq!(
+            Config::resolve(disabled, &user_env()).unwrap().localsend,
+            None
+        );
+        let bad: FileConfig = toml::from_str("[localsend]\nenabled = true\npin = \"\"").unwrap();
+        assert!(Config::resolve(bad, &user_env()).is_err());
+    }
+
+    #[test]
     fn flags_override_file_and_bad_values_are_refused() {
         let file: FileConfig =
             toml::from_str("name = \"file\"\nport = 1\naccept = \"all\"").unwrap();
@@ -738,6 +848,7 @@ mod tests {
         );
 
         assert!(toml::from_str::<FileConfig>("nmae = \"typo\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[localsend]\nenable = true").is_err());
         let both_off = FileConfig {
             quic: Some(false),
             tcp: Some(false),

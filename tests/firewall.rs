@@ -1,19 +1,20 @@
 //! The firewall definitions shipped in `systemd/`: they open exactly the
-//! default service port (UDP and TCP) and mDNS, and the package installs
-//! them where firewalld and ufw look.
+//! default service port (UDP and TCP) and mDNS, or, for the
+//! `lanshare-localsend` variants, LocalSend's port (TCP and UDP); and the
+//! package installs them where firewalld and ufw look.
 
 use std::path::Path;
 
 use lanshare::config::DEFAULT_PORT;
+use lanshare::localsend::wire::DEFAULT_PORT as LOCALSEND_PORT;
 
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
 }
 
-#[test]
-fn firewalld_service_opens_the_service_port_and_mdns() {
-    let xml = repo_file("systemd/firewalld/lanshare.xml");
+/// The `port/protocol` pairs of a firewalld service file.
+fn firewalld_ports(xml: &str) -> Vec<String> {
     assert!(xml.starts_with("<?xml"), "{xml}");
     assert!(
         !xml.contains("<destination"),
@@ -31,21 +32,13 @@ fn firewalld_service_opens_the_service_port_and_mdns() {
         })
         .collect();
     ports.sort();
-    let mut want = vec![
-        format!("{DEFAULT_PORT}/tcp"),
-        format!("{DEFAULT_PORT}/udp"),
-        "5353/udp".to_owned(),
-    ];
-    want.sort();
-    assert_eq!(ports, want);
-    assert!(xml.contains("<short>lanshare</short>"));
+    ports
 }
 
-#[test]
-fn ufw_profile_opens_the_service_port_and_mdns() {
-    let profile = repo_file("systemd/ufw/lanshare");
+/// The ports of a ufw application profile called `name`.
+fn ufw_ports(profile: &str, name: &str) -> Vec<String> {
     let lines: Vec<&str> = profile.lines().collect();
-    assert_eq!(lines[0], "[lanshare]");
+    assert_eq!(lines[0], format!("[{name}]"));
     for key in ["title=", "description="] {
         assert!(lines.iter().any(|l| l.starts_with(key)), "missing {key}");
     }
@@ -53,15 +46,47 @@ fn ufw_profile_opens_the_service_port_and_mdns() {
         .iter()
         .find_map(|l| l.strip_prefix("ports="))
         .expect("ports=");
-    let mut ports: Vec<&str> = ports.split('|').collect();
+    let mut ports: Vec<String> = ports.split('|').map(str::to_owned).collect();
     ports.sort();
+    ports
+}
+
+#[test]
+fn the_localsend_variants_open_localsends_port_only() {
+    let want = vec![
+        format!("{LOCALSEND_PORT}/tcp"),
+        format!("{LOCALSEND_PORT}/udp"),
+    ];
+    let xml = repo_file("systemd/firewalld/lanshare-localsend.xml");
+    assert_eq!(firewalld_ports(&xml), want);
+    assert!(xml.contains("<short>lanshare-localsend</short>"));
+    let profile = repo_file("systemd/ufw/lanshare-localsend");
+    assert_eq!(ufw_ports(&profile, "lanshare-localsend"), want);
+}
+
+#[test]
+fn firewalld_service_opens_the_service_port_and_mdns() {
+    let xml = repo_file("systemd/firewalld/lanshare.xml");
     let mut want = vec![
         format!("{DEFAULT_PORT}/tcp"),
         format!("{DEFAULT_PORT}/udp"),
         "5353/udp".to_owned(),
     ];
     want.sort();
-    assert_eq!(ports, want);
+    assert_eq!(firewalld_ports(&xml), want);
+    assert!(xml.contains("<short>lanshare</short>"));
+}
+
+#[test]
+fn ufw_profile_opens_the_service_port_and_mdns() {
+    let profile = repo_file("systemd/ufw/lanshare");
+    let mut want = vec![
+        format!("{DEFAULT_PORT}/tcp"),
+        format!("{DEFAULT_PORT}/udp"),
+        "5353/udp".to_owned(),
+    ];
+    want.sort();
+    assert_eq!(ufw_ports(&profile, "lanshare"), want);
 }
 
 #[test]
@@ -84,5 +109,13 @@ fn the_package_installs_both() {
     assert!(installed(
         "systemd/ufw/lanshare",
         "etc/ufw/applications.d/lanshare"
+    ));
+    assert!(installed(
+        "systemd/firewalld/lanshare-localsend.xml",
+        "usr/lib/firewalld/services/lanshare-localsend.xml"
+    ));
+    assert!(installed(
+        "systemd/ufw/lanshare-localsend",
+        "etc/ufw/applications.d/lanshare-localsend"
     ));
 }

@@ -17,6 +17,7 @@ mod firewall;
 mod flood;
 mod history;
 mod hostile;
+mod localsend;
 mod loopback_fallback;
 mod memory;
 mod pairing;

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Env, FileConfig};
+use crate::config::{self, Config, Env, FileConfig};
 use crate::control::client::{self, ClientError};
 use crate::control::{IdInfo, Request};
 use crate::intake::AcceptPolicy;
@@ -199,6 +199,13 @@ pub struct DaemonArgs {
     /// interface except container, VM-bridge, VPN and point-to-point ones.
     #[arg(long = "interface", value_name = "NAME")]
     pub interfaces: Vec<String>,
+    /// Also talk to LocalSend apps (phones, laptops): HTTPS on TCP 53317
+    /// and discovery on UDP 53317.
+    #[arg(long)]
+    pub localsend: bool,
+    /// LocalSend's HTTPS port (TCP); 0 picks a free one.
+    #[arg(long, value_name = "PORT")]
+    pub localsend_port: Option<u16>,
 }
 
 impl DaemonArgs {
@@ -224,6 +231,13 @@ impl DaemonArgs {
             peer_memory_mib: None,
             peer_memory_per_device_mib: None,
             interfaces: (!self.interfaces.is_empty()).then(|| self.interfaces.clone()),
+            localsend: (self.localsend || self.localsend_port.is_some()).then(|| {
+                config::LocalSendFile {
+                    enabled: self.localsend.then_some(true),
+                    port: self.localsend_port,
+                    ..config::LocalSendFile::default()
+                }
+            }),
         }
     }
 
@@ -351,6 +365,8 @@ fn offline_config() -> Result<Config> {
         no_tcp: false,
         offer_timeout: None,
         interfaces: Vec::new(),
+        localsend: false,
+        localsend_port: None,
     }
     .resolve(None)
 }

@@ -43,6 +43,23 @@ pub(super) fn status(data: serde_json::Value, as_json: bool) -> Result<()> {
         }
     );
     outln!("accept:       {}", s.accept.as_str());
+    let ls = &s.localsend;
+    match (&ls.fingerprint, ls.port) {
+        (Some(fingerprint), Some(port)) => {
+            let discovery = match ls.multicast_port {
+                Some(udp) => format!("discovery on UDP {udp}"),
+                None => "no discovery".to_owned(),
+            };
+            let pin = if ls.pin { ", PIN required" } else { "" };
+            outln!(
+                "localsend:    on, HTTPS on TCP {port}, {discovery}{pin}, {} device{}",
+                ls.devices,
+                if ls.devices == 1 { "" } else { "s" }
+            );
+            outln!("fingerprint:  {fingerprint}");
+        }
+        _ => outln!("localsend:    off (share daemon --localsend)"),
+    }
     outln!("peers:        {}", s.peers);
     outln!("transfers:    {} active", s.active_transfers);
     let waiting: Vec<String> = [
@@ -122,19 +139,43 @@ pub(super) fn peers(data: serde_json::Value, as_json: bool) -> Result<()> {
         .unwrap_or(4)
         .max(4);
     outln!(
-        "{:width$}  {:9}  {:7}  {:10}  {:10}  ADDRESSES",
+        "{:width$}  {:9}  {:9}  {:9}  {:10}  {:10}  ADDRESSES",
         "NAME",
         "ID",
+        "PROTOCOL",
         "TRUSTED",
         "FOUND BY",
         "LAST HEARD"
     );
     for (p, label) in peers.into_iter().zip(labels) {
+        // A LocalSend device is shown as LocalSend shows it (its
+        // fingerprint in hex, its type and model); its trust is trust on
+        // first use, with no pairing code.
+        let (id, trusted, about) = match &p.localsend {
+            Some(ls) => (
+                ls.fingerprint.chars().take(8).collect(),
+                if p.trusted { "tofu" } else { "no" },
+                format!(
+                    "  ({}{})",
+                    ls.device_type.as_str(),
+                    ls.model
+                        .as_deref()
+                        .map(|m| format!(", {m}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            None => (
+                p.id.short(),
+                if p.trusted { "yes" } else { "no" },
+                String::new(),
+            ),
+        };
         outln!(
-            "{:width$}  {:9}  {:7}  {:10}  {:10}  {}",
+            "{:width$}  {:9}  {:9}  {:9}  {:10}  {:10}  {}{about}",
             label,
-            p.id.short(),
-            if p.trusted { "yes" } else { "no" },
+            id,
+            p.protocol.as_str(),
+            trusted,
             p.source.as_str(),
             ago(p.last_seen_s),
             p.addresses.join(" ")

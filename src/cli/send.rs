@@ -22,7 +22,8 @@ use crate::transport::dial::Preference;
 /// `share send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Device name, device-ID prefix, or HOST:PORT.
+    /// Device name, device-ID prefix, or HOST:PORT; a LocalSend device by
+    /// its alias, fingerprint prefix, HOST:53317 or localsend://HOST:PORT.
     pub peer: String,
     /// Files and directories to send.
     #[arg(required_unless_present = "text")]
@@ -51,6 +52,9 @@ pub struct SendArgs {
     /// Transport: race QUIC and TCP (auto), or force one.
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
+    /// The PIN a LocalSend receiver asks for.
+    #[arg(long, value_name = "PIN")]
+    pub pin: Option<String>,
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -113,6 +117,7 @@ pub(super) async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
         skipped,
         transport: args.transport.into(),
         retry_for_s: None,
+        pin: args.pin.clone(),
     };
     let fds = crate::control::fds::borrow_all(&files);
     let mut progress = SendProgress::new(!args.json);
@@ -290,6 +295,7 @@ async fn send_text(sockets: &[PathBuf], args: &SendArgs, text: &str) -> Result<(
         peer: args.peer.clone(),
         text,
         transport: args.transport.into(),
+        pin: args.pin.clone(),
     };
     let mut progress = SendProgress::new(!args.json);
     let result = client::call(sockets, request, |event| progress.event(&event)).await;
@@ -338,6 +344,7 @@ async fn queue_send(
         roots: roots.clone(),
         wait_for_peer,
         walk: walk.clone(),
+        pin: args.pin.clone(),
     };
     let first = client::call_with_files(sockets, request(args.wait_for_peer), &fds, |_| {}).await;
     let data = match first {

@@ -214,6 +214,7 @@ fn resolve_kind(e: &ResolveError) -> ErrorKind {
         ResolveError::NoPort { .. } | ResolveError::IsSelf(_) | ResolveError::ShortPrefix(_) => {
             ErrorKind::Invalid
         }
+        ResolveError::LocalSendOff(_) => ErrorKind::Invalid,
         _ => ErrorKind::NotFound,
     }
 }
@@ -242,7 +243,7 @@ kind_of!(PeersError, |e| match &e {
         error: IdentifyError::Dial(e),
         ..
     } => dial_kind(e),
-    PeersError::Connect { .. } => ErrorKind::Unreachable,
+    PeersError::Connect { .. } | PeersError::LocalSend { .. } => ErrorKind::Unreachable,
     PeersError::NotTrusted { .. } => ErrorKind::Conflict,
     PeersError::NotAnAddress(_) | PeersError::IsSelf(_) => ErrorKind::Invalid,
     PeersError::NoSuchHost(_) | PeersError::NotListed(_) => ErrorKind::NotFound,

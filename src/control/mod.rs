@@ -95,6 +95,9 @@ pub enum Request {
         /// `None` = the daemon's default.
         #[serde(default)]
         retry_for_s: Option<u64>,
+        /// The PIN a LocalSend receiver asks for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<String>,
     },
     /// Accept a pending offer.
     Accept {
@@ -194,6 +197,9 @@ pub enum Request {
         /// `--strict` and `--exclude`, for that walk.
         #[serde(default)]
         walk: WalkOptions,
+        /// The PIN a LocalSend receiver asks for (kept in memory only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<String>,
     },
     /// Queued sends.
     Queue,
@@ -211,6 +217,9 @@ pub enum Request {
         /// Transport choice.
         #[serde(default)]
         transport: Preference,
+        /// The PIN a LocalSend receiver asks for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<String>,
     },
     /// Received texts.
     Inbox,
@@ -387,6 +396,31 @@ pub struct StatusInfo {
     /// The host's interfaces, and which of them discovery uses.
     #[serde(default)]
     pub interfaces: Vec<InterfaceInfo>,
+    /// LocalSend interoperability.
+    #[serde(default)]
+    pub localsend: LocalSendStatus,
+}
+
+/// `localsend` of `share status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LocalSendStatus {
+    /// Whether the daemon talks to LocalSend apps.
+    pub enabled: bool,
+    /// Its HTTPS port (TCP), when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Its discovery port (UDP), when discovery runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_port: Option<u16>,
+    /// Its certificate's fingerprint, upper-case hex as LocalSend shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Whether senders must give a PIN.
+    #[serde(default)]
+    pub pin: bool,
+    /// LocalSend devices found.
+    #[serde(default)]
+    pub devices: usize,
 }
 
 /// Result of `share accept` / `reject` / `cancel` / `trust` / `untrust`.

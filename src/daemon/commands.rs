@@ -99,6 +99,7 @@ impl Handler for Commands {
                     skipped,
                     transport,
                     retry_for_s,
+                    pin,
                 } => {
                     let what = attach_files(entries, files)?;
                     tracing::debug!(uid = caller.uid, entries = what.len(), "send request");
@@ -107,6 +108,7 @@ impl Handler for Commands {
                         payload: Payload::Files { what, skipped },
                         preference: transport,
                         retry_for: retry_for_s.map(Duration::from_secs),
+                        pin,
                     };
                     sent(self.sends.send(job, events, cancel).await?)
                 }
@@ -114,12 +116,14 @@ impl Handler for Commands {
                     peer,
                     text,
                     transport,
+                    pin,
                 } => {
                     let job = SendJob {
                         peer,
                         payload: Payload::Text(text),
                         preference: transport,
                         retry_for: None,
+                        pin,
                     };
                     sent(self.sends.send(job, events, cancel).await?)
                 }
@@ -131,6 +135,7 @@ impl Handler for Commands {
                     roots,
                     wait_for_peer,
                     walk,
+                    pin,
                 } => Response::Queued(self.queue.add(
                     NewQueued {
                         peer,
@@ -140,6 +145,7 @@ impl Handler for Commands {
                         roots,
                         walk,
                         uid: caller.uid,
+                        pin,
                     },
                     wait_for_peer,
                 )?),

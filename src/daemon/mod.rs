@@ -33,13 +33,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::control::server::{ControlSocket, SocketAccess};
-use crate::discovery::{Advert, Discovery, DiscoveryOptions, PeerTable};
+use crate::discovery::{Advert, Discovery, DiscoveryOptions, InterfacePolicy, PeerTable};
 use crate::doctor::{self, Doctor};
 use crate::history::History;
 use crate::identity::Identity;
 use crate::identity::trust::TrustStore;
 use crate::intake::inbox::{Inbox, InboxError};
 use crate::intake::{self, Intake};
+use crate::localsend::{self, LocalSend};
 use crate::outgoing::{self, SendService};
 use crate::pairing::Pairings;
 use crate::peers::{self, Connector, Peers, Remembered, Resolver};
@@ -100,6 +101,9 @@ pub enum DaemonError {
     /// The text inbox in the state directory is unusable.
     #[error(transparent)]
     Inbox(#[from] InboxError),
+    /// LocalSend is enabled but could not start.
+    #[error(transparent)]
+    LocalSend(#[from] localsend::StartError),
 }
 
 impl DaemonError {
@@ -119,6 +123,9 @@ impl DaemonError {
                 e,
                 ControlError::UnsafeDirectory { .. } | ControlError::NotASocket(_)
             ),
+            // A busy LocalSend port may pass; a broken LocalSend identity
+            // is as fatal as the device identity.
+            Self::LocalSend(e) => matches!(e, localsend::StartError::Identity(_)),
             Self::Transport(_) | Self::PortHeldByDaemon { .. } | Self::Discovery(_) => false,
         }
     }
@@ -244,7 +251,6 @@ pub async fn run(
         config.name.clone(),
         trust.clone(),
     ));
-    let resolver = Resolver::new(table.clone(), trust.clone(), config.mdns, &config.name);
     let intake = Arc::new(Intake::new(
         intake::Settings {
             policy: config.accept,
@@ -256,23 +262,60 @@ pub async fn run(
         registry.clone(),
         inbox.clone(),
     ));
+    let localsend = match &config.localsend {
+        None => None,
+        Some(ls) => Some(Arc::new(
+            LocalSend::start(
+                localsend::Settings {
+                    alias: config.name.clone(),
+                    bind: config.bind,
+                    port: ls.port,
+                    multicast_port: config.mdns.then_some(ls.multicast_port),
+                    interfaces: InterfacePolicy {
+                        only: config.interfaces.clone(),
+                        allow_loopback: false,
+                    },
+                    pin: ls.pin.clone(),
+                    max_files: config.limits.max_entries,
+                },
+                &config.state_dir,
+                intake.clone(),
+                trust.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            )
+            .await?,
+        )),
+    };
+    if let Some(w) = localsend.as_ref().and_then(|ls| ls.multicast_warning()) {
+        warnings.push(w.to_owned());
+    }
+    let mut resolver = Resolver::new(table.clone(), trust.clone(), config.mdns, &config.name);
+    if let Some(ls) = &localsend {
+        resolver = resolver.with_localsend(ls.devices().clone());
+    }
     let receiver = Arc::new(
         Receiver::new(intake, ResumeStore::new(&config.state_dir)).with_policy(config.keep_partial),
     );
-    let sends = Arc::new(SendService::new(
+    let mut sends = SendService::new(
         connector.clone(),
         resolver.clone(),
         registry.clone(),
         outgoing::Settings::new(config.retry_window, config.offer_timeout),
-    ));
-    let peers = Arc::new(Peers::new(
+    );
+    let mut peers = Peers::new(
         table.clone(),
         trust.clone(),
         remembered,
         connector.clone(),
         resolver.clone(),
         identity.id(),
-    ));
+    );
+    if let Some(ls) = &localsend {
+        sends = sends.with_localsend(ls.clone());
+        peers = peers.with_localsend(ls.clone());
+    }
+    let (sends, peers) = (Arc::new(sends), Arc::new(peers));
     let pairings = Arc::new(Pairings::new(
         trust.clone(),
         connector.clone(),
@@ -289,7 +332,7 @@ pub async fn run(
         connector.clone(),
         table.clone(),
     ));
-    let doctor = Arc::new(Doctor::new(
+    let mut doctor = Doctor::new(
         doctor::Facts {
             name: config.name.clone(),
             id: identity.id(),
@@ -310,7 +353,11 @@ pub async fn run(
         table.clone(),
         connector.clone(),
         resolver,
-    ));
+    );
+    if let Some(ls) = &localsend {
+        doctor = doctor.with_localsend(ls.clone());
+    }
+    let doctor = Arc::new(doctor);
     let status = Arc::new(Status {
         setup: Setup {
             name: config.name.clone(),
@@ -323,6 +370,12 @@ pub async fn run(
             download_dir: config.download_dir.clone(),
             state_dir: config.state_dir.clone(),
             started,
+            localsend_multicast: config
+                .localsend
+                .as_ref()
+                .filter(|_| config.mdns)
+                .map(|ls| ls.multicast_port),
+            localsend_pin: config.localsend.as_ref().is_some_and(|ls| ls.pin.is_some()),
         },
         warnings: Mutex::new(warnings),
         peers: table,
@@ -331,6 +384,7 @@ pub async fn run(
         inbox: inbox.clone(),
         connector,
         kept: receiver.kept(),
+        localsend,
     });
     let commands = Arc::new(Commands {
         status: status.clone(),

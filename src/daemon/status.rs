@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::control::{IdInfo, StatusInfo};
+use crate::control::{IdInfo, LocalSendStatus, StatusInfo};
 use crate::discovery::PeerTable;
 use crate::doctor::interface_report;
 use crate::identity::DeviceId;
 use crate::intake::AcceptPolicy;
 use crate::intake::inbox::Inbox;
+use crate::localsend::LocalSend;
 use crate::pairing::Pairings;
 use crate::peers::Connector;
 use crate::registry::{Direction, Registry, State};
@@ -30,6 +31,10 @@ pub(super) struct Setup {
     pub(super) download_dir: PathBuf,
     pub(super) state_dir: PathBuf,
     pub(super) started: Instant,
+    /// LocalSend's discovery port, when its discovery runs.
+    pub(super) localsend_multicast: Option<u16>,
+    /// Whether LocalSend senders must give a PIN.
+    pub(super) localsend_pin: bool,
 }
 
 /// The sources of `share status`.
@@ -44,6 +49,7 @@ pub(super) struct Status {
     pub(super) inbox: Arc<Inbox>,
     pub(super) connector: Arc<Connector>,
     pub(super) kept: KeptPartials,
+    pub(super) localsend: Option<Arc<LocalSend>>,
 }
 
 impl Status {
@@ -102,6 +108,19 @@ impl Status {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             interfaces: interface_report(&setup.interfaces, setup.mdns),
+            localsend: match &self.localsend {
+                None => LocalSendStatus::default(),
+                Some(ls) => LocalSendStatus {
+                    enabled: true,
+                    port: Some(ls.port()),
+                    multicast_port: setup
+                        .localsend_multicast
+                        .filter(|_| ls.multicast_warning().is_none()),
+                    fingerprint: Some(ls.fingerprint().to_hex()),
+                    pin: setup.localsend_pin,
+                    devices: ls.devices().list().len(),
+                },
+            },
         }
     }
 }

@@ -27,6 +27,10 @@ pub enum PeerSource {
     /// A trusted device mDNS does not see (any more), found again at its
     /// last known address by a unicast probe.
     Remembered,
+    /// A LocalSend app, found by LocalSend's discovery (its announcement
+    /// or its `register`; see [`crate::localsend`]).
+    #[serde(rename = "localsend")]
+    LocalSend,
 }
 
 impl PeerSource {
@@ -36,6 +40,7 @@ impl PeerSource {
             Self::Mdns => "mdns",
             Self::Manual => "manual",
             Self::Remembered => "remembered",
+            Self::LocalSend => "localsend",
         }
     }
 }

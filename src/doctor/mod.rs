@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::discovery::{InterfaceInfo, MdnsHealth, PeerSource, PeerTable, interfaces};
 use crate::identity::DeviceId;
+use crate::localsend::LocalSend;
 use crate::peers::{Connector, Resolver};
 use crate::protocol::HumanBytes;
 use crate::transfer::kept::KeptPartials;
@@ -80,6 +81,8 @@ pub struct Doctor {
     connector: Arc<Connector>,
     resolver: Resolver,
     probes: Probes,
+    /// The LocalSend service, when it is on.
+    localsend: Option<Arc<LocalSend>>,
 }
 
 /// The host's interfaces and what discovery does with each (also shown
@@ -113,7 +116,15 @@ impl Doctor {
             connector,
             resolver,
             probes: Probes::default(),
+            localsend: None,
         }
+    }
+
+    /// Also checks the LocalSend service.
+    #[must_use]
+    pub fn with_localsend(mut self, localsend: Arc<LocalSend>) -> Self {
+        self.localsend = Some(localsend);
+        self
     }
 
     /// Runs every check (and, with `peer`, the reachability probe).
@@ -133,6 +144,7 @@ impl Doctor {
             checks.extend(self.check_reach(&measured));
             reach = Some(measured);
         }
+        checks.push(self.check_localsend());
         checks.push(self.check_buffers());
         checks.push(check_download_dir(&self.facts.download_dir));
         checks.push(check_partial_data(&self.facts.kept.summary()));
@@ -197,6 +209,46 @@ impl Doctor {
                 ..check
             }
             .fix("run with both QUIC and TCP (drop --no-quic / --no-tcp) so peers can use either")
+        }
+    }
+
+    /// Whether LocalSend apps can reach this device, and how to let them.
+    fn check_localsend(&self) -> Check {
+        const OPEN: &str = "open TCP and UDP 53317 (or the ports you set): \
+            `sudo firewall-cmd --permanent --add-service=lanshare-localsend && sudo firewall-cmd --reload` \
+            or `sudo ufw allow lanshare-localsend`";
+        let Some(ls) = &self.localsend else {
+            return Check::new(
+                "localsend",
+                Verdict::Ok,
+                "off: LocalSend apps (phones, laptops) neither see this device nor can send to it",
+            )
+            .fix(format!(
+                "to talk to them, run `share daemon --localsend` (or set `[localsend] enabled = true`) and {OPEN}"
+            ));
+        };
+        let devices = ls.devices().list().len();
+        let message = format!(
+            "HTTPS on TCP {}, fingerprint {}, {devices} LocalSend device{} found",
+            ls.port(),
+            ls.fingerprint().to_hex(),
+            if devices == 1 { "" } else { "s" }
+        );
+        match ls.multicast_warning() {
+            Some(warning) => {
+                Check::new("localsend", Verdict::Warn, format!("{message}; {warning}"))
+                    .fix(format!("free UDP 53317 for discovery and {OPEN}"))
+            }
+            None if !self.facts.mdns => Check::new(
+                "localsend",
+                Verdict::Warn,
+                format!(
+                    "{message}; discovery is off (--no-mdns), so phones do not see this device"
+                ),
+            )
+            .fix(format!("run without --no-mdns, and {OPEN}")),
+            None => Check::new("localsend", Verdict::Ok, message)
+                .fix(format!("if phones do not list this device, {OPEN}")),
         }
     }
 

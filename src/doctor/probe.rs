@@ -168,6 +168,8 @@ impl Probes {
                 match kind {
                     TransportKind::Quic => pending.quic = true,
                     TransportKind::Tcp => pending.tcp = true,
+                    // Probes travel on native links only.
+                    TransportKind::LocalSend => return false,
                 }
                 true
             }

@@ -15,6 +15,7 @@
 //! picks the protocol, and its attempt function registers and reports
 //! the same way.
 
+mod localsend;
 mod native;
 pub mod retry;
 
@@ -28,11 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::identity::DeviceId;
 use crate::intake::text::{TextError, check_text, preview};
-use crate::peers::{Connector, ResolveError, Resolver};
-use crate::registry::{Handle, Registry, State, TransferKind};
+use crate::localsend::LocalSend;
+use crate::peers::{Connector, ResolveError, Resolver, Route};
+use crate::registry::{Direction, Handle, NewTransfer, Registry, State, TransferKind};
 use crate::safe_text::{CleanText, PeerName};
 use crate::transfer::source::{self, Source, SourceError, SourceFile};
-use crate::transfer::{MESSAGE_TIMEOUT, TransferError};
+use crate::transfer::{MESSAGE_TIMEOUT, SessionEvent, TransferError};
 use crate::transport::TransportKind;
 use crate::transport::dial::{DialError, Preference};
 use retry::{AttemptError, Next, RetryPlan};
@@ -173,6 +175,9 @@ pub struct SendJob {
     /// How long an interrupted file transfer keeps retrying; `None` = the
     /// daemon's `retry_s`. Texts are not retried.
     pub retry_for: Option<Duration>,
+    /// The PIN a LocalSend receiver asks for (`--pin`); unused for
+    /// lanshare peers.
+    pub pin: Option<String>,
 }
 
 /// A send that completed: the receiver confirmed.
@@ -271,6 +276,8 @@ pub struct SendService {
     resolver: Resolver,
     registry: Registry,
     settings: Settings,
+    /// The LocalSend service, when LocalSend is on.
+    localsend: Option<Arc<LocalSend>>,
 }
 
 /// A payload ready to offer.
@@ -329,7 +336,16 @@ impl SendService {
             resolver,
             registry,
             settings,
+            localsend: None,
         }
+    }
+
+    /// Also sends to LocalSend devices, through `localsend` (the resolver
+    /// must know its devices: [`Resolver::with_localsend`]).
+    #[must_use]
+    pub fn with_localsend(mut self, localsend: Arc<LocalSend>) -> Self {
+        self.localsend = Some(localsend);
+        self
     }
 
     /// Runs `job` to the end, streaming progress to `events`; `cancel`
@@ -360,7 +376,7 @@ impl SendService {
                 (PayloadIn::Text(text), RetryPlan::never(started))
             }
         };
-        let mut target = self.resolver.resolve(&job.peer).await?;
+        let mut target = self.resolver.route(&job.peer).await?;
         let payload = prepare(payload).await?;
         if let Prepared::Files {
             source, skipped, ..
@@ -381,21 +397,45 @@ impl SendService {
         let accepted = OnceLock::new();
         loop {
             attempts += 1;
-            let result = native::attempt(
-                native::Attempt {
-                    connector: &self.connector,
-                    registry: &self.registry,
-                    target: &target,
-                    preference: job.preference,
-                    payload: &payload,
-                    consent_timeout: self.settings.consent_timeout,
-                    accepted: &accepted,
-                    events: &events,
-                    cancel: &cancel,
-                },
-                &mut handle,
-            )
-            .await;
+            let result = match (&target, &self.localsend) {
+                (Route::Native(target), _) => {
+                    native::attempt(
+                        native::Attempt {
+                            connector: &self.connector,
+                            registry: &self.registry,
+                            target,
+                            preference: job.preference,
+                            payload: &payload,
+                            consent_timeout: self.settings.consent_timeout,
+                            accepted: &accepted,
+                            events: &events,
+                            cancel: &cancel,
+                        },
+                        &mut handle,
+                    )
+                    .await
+                }
+                (Route::LocalSend(target), Some(service)) => {
+                    localsend::attempt(
+                        localsend::Attempt {
+                            service: service.sender(),
+                            registry: &self.registry,
+                            target,
+                            pin: job.pin.as_deref(),
+                            payload: &payload,
+                            consent_timeout: self.settings.consent_timeout,
+                            accepted: &accepted,
+                            events: &events,
+                            cancel: &cancel,
+                        },
+                        &mut handle,
+                    )
+                    .await
+                }
+                (Route::LocalSend(_), None) => {
+                    return Err(SendError::Internal("LocalSend is off".into()));
+                }
+            };
             let error = match result {
                 Ok(delivered) => {
                     let Some(handle) = handle else {
@@ -451,8 +491,100 @@ impl SendService {
                 () = transfer_cancel.cancelled() => {}
             }
             // The peer may have come back elsewhere (new address, restarted daemon).
-            if let Ok(again) = self.resolver.resolve(&job.peer).await {
+            if let Ok(again) = self.resolver.route(&job.peer).await {
                 target = again;
+            }
+        }
+    }
+}
+
+impl Prepared {
+    /// The total that progress lines count up to (files only).
+    fn progress_total(&self) -> Option<u64> {
+        matches!(self, Self::Files { .. }).then(|| self.bytes())
+    }
+
+    /// Lists an outgoing transfer of this payload to `peer` in `registry`.
+    fn register(
+        &self,
+        registry: &Registry,
+        peer: PeerName,
+        peer_id: DeviceId,
+        transport: TransportKind,
+    ) -> Handle {
+        let handle = registry.start(NewTransfer {
+            direction: Direction::Out,
+            peer,
+            peer_id,
+            files: self.file_count(),
+            bytes: self.bytes(),
+            transport,
+            names: self.names(),
+        });
+        handle.set_kind(self.kind());
+        handle
+    }
+}
+
+/// Whom an attempt reached.
+pub(super) struct Delivered {
+    pub(super) peer: PeerName,
+    pub(super) peer_id: DeviceId,
+    pub(super) transport: TransportKind,
+}
+
+/// How often `share send` gets a progress line.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What [`follow`] reports to.
+struct Followed<'a> {
+    handle: &'a Handle,
+    peer: &'a PeerName,
+    /// For files, their total size (progress lines); `None` for a text.
+    total: Option<u64>,
+    events: &'a mpsc::UnboundedSender<SendEvent>,
+    /// Set when the receiver first accepts (the rate counts from then).
+    accepted: &'a OnceLock<Instant>,
+    /// The caller's cancel, turned into the transfer's.
+    cancel: &'a CancellationToken,
+}
+
+/// Runs a sending session to its end; meanwhile forwards its events and
+/// progress to the caller, and turns a vanished caller into a cancel.
+async fn follow<T>(
+    session: impl Future<Output = T>,
+    mut session_rx: mpsc::UnboundedReceiver<SessionEvent>,
+    f: Followed<'_>,
+) -> T {
+    tokio::pin!(session);
+    let transfer_cancel = f.handle.cancelled();
+    let id = f.handle.id().to_owned();
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut caller_gone = false;
+    loop {
+        tokio::select! {
+            // Events first, so that the accept is timed when it comes
+            // even if the session ends in the same turn.
+            biased;
+            // `None` only once the session has returned.
+            Some(e) = session_rx.recv() => match e {
+                SessionEvent::Waiting => {
+                    f.handle.waiting();
+                    let _ = f.events.send(SendEvent::Waiting { peer: f.peer.to_owned(), id: id.clone() });
+                }
+                SessionEvent::Accepted => {
+                    let _ = f.accepted.set(Instant::now());
+                    f.handle.active();
+                }
+            },
+            r = &mut session => break r,
+            () = f.cancel.cancelled(), if !caller_gone => {
+                caller_gone = true;
+                transfer_cancel.cancel();
+            }
+            _ = tick.tick(), if f.total.is_some() => {
+                let bytes = f.total.unwrap_or_default();
+                let _ = f.events.send(SendEvent::Progress { bytes_done: f.handle.bytes_done(), bytes });
             }
         }
     }
@@ -501,7 +633,7 @@ struct Times {
 /// The report of a send that completed.
 fn report(
     payload: &Prepared,
-    delivered: native::Delivered,
+    delivered: Delivered,
     handle: &Handle,
     attempts: u32,
     times: Times,

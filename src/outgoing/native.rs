@@ -11,27 +11,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::retry::AttemptError;
-use super::{Prepared, SendEvent};
-use crate::identity::DeviceId;
+use super::{Delivered, Prepared, SendEvent};
 use crate::peers::{Connected, Connector, Resolved};
-use crate::registry::{Direction, Handle, NewTransfer, Registry};
-use crate::safe_text::PeerName;
-use crate::transfer::{self, SessionEvent, TransferError};
-use crate::transport::TransportKind;
+use crate::registry::{Handle, Registry};
+use crate::transfer::{self, TransferError};
 use crate::transport::dial::Preference;
-
-/// How often `share send` gets a progress line.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How long the end of a link waits for the peer to take our last frame.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// Whom an attempt reached.
-pub(super) struct Delivered {
-    pub(super) peer: PeerName,
-    pub(super) peer_id: DeviceId,
-    pub(super) transport: TransportKind,
-}
 
 /// What one attempt needs.
 pub(super) struct Attempt<'a> {
@@ -74,26 +61,13 @@ pub(super) async fn attempt(
         transport,
     });
     let handle = handle.get_or_insert_with(|| {
-        let handle = a.registry.start(NewTransfer {
-            direction: Direction::Out,
-            peer: peer_name.clone(),
-            peer_id,
-            files: a.payload.file_count(),
-            bytes: a.payload.bytes(),
-            transport,
-            names: a.payload.names(),
-        });
-        handle.set_kind(a.payload.kind());
-        handle
+        a.payload
+            .register(a.registry, peer_name.clone(), peer_id, transport)
     });
     handle.set_transport(transport);
-    let id = handle.id().to_owned();
     let bytes = a.payload.bytes();
 
-    // Run the session; meanwhile forward its events and progress, and turn
-    // a vanished caller into a cancel.
-    let (session_tx, mut session_rx) = mpsc::unbounded_channel();
-    let transfer_cancel = handle.cancelled();
+    let (session_tx, session_rx) = mpsc::unbounded_channel();
     let result = {
         let session = async {
             match a.payload {
@@ -125,35 +99,19 @@ pub(super) async fn attempt(
                 }
             }
         };
-        tokio::pin!(session);
-        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
-        let mut caller_gone = false;
-        loop {
-            tokio::select! {
-                // Events first, so that the accept is timed when it comes
-                // even if the session ends in the same turn.
-                biased;
-                // `None` only once the session has returned.
-                Some(e) = session_rx.recv() => match e {
-                    SessionEvent::Waiting => {
-                        handle.waiting();
-                        let _ = a.events.send(SendEvent::Waiting { peer: peer_name.clone(), id: id.clone() });
-                    }
-                    SessionEvent::Accepted => {
-                        let _ = a.accepted.set(Instant::now());
-                        handle.active();
-                    }
-                },
-                r = &mut session => break r,
-                () = a.cancel.cancelled(), if !caller_gone => {
-                    caller_gone = true;
-                    transfer_cancel.cancel();
-                }
-                _ = tick.tick(), if matches!(a.payload, Prepared::Files { .. }) => {
-                    let _ = a.events.send(SendEvent::Progress { bytes_done: handle.bytes_done(), bytes });
-                }
-            }
-        }
+        super::follow(
+            session,
+            session_rx,
+            super::Followed {
+                handle,
+                peer: &peer_name,
+                total: a.payload.progress_total(),
+                events: a.events,
+                accepted: a.accepted,
+                cancel: a.cancel,
+            },
+        )
+        .await
     };
     let mut link = framed.into_link();
     let _ = link.finish().await;

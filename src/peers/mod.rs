@@ -28,11 +28,15 @@ use serde::{Deserialize, Serialize};
 pub use connect::{Answered, Connected, Connector, IdentifyError};
 pub use label::PeerLabel;
 pub use remembered::{PROBE_INTERVAL, Remembered, SaveError};
-pub use resolve::{LookupError, ResolveError, Resolved, Resolver};
+pub use resolve::{
+    LOCALSEND_SCHEME, LocalSendTarget, LookupError, ResolveError, Resolved, Resolver, Route,
+};
 
 use crate::discovery::{PeerSource, PeerTable};
 use crate::identity::DeviceId;
 use crate::identity::trust::{TrustError, TrustStore};
+use crate::localsend::LocalSend;
+use crate::localsend::wire::DeviceType;
 use crate::safe_text::PeerName;
 use crate::transport::dial::Preference;
 
@@ -66,6 +70,47 @@ pub struct PeerInfo {
     /// When it was last heard from (seconds since the Unix epoch).
     #[serde(default)]
     pub last_seen: u64,
+    /// Which protocol it speaks.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// What a LocalSend device says about itself (`protocol` `localsend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localsend: Option<LocalSendInfo>,
+}
+
+/// The protocol a peer speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// lanshare's own (QUIC, TCP fallback).
+    #[default]
+    Lanshare,
+    /// LocalSend's HTTPS API.
+    #[serde(rename = "localsend")]
+    LocalSend,
+}
+
+impl Protocol {
+    /// The lower-case name (as in JSON), for text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lanshare => "lanshare",
+            Self::LocalSend => "localsend",
+        }
+    }
+}
+
+/// A LocalSend device's own description in `share peers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalSendInfo {
+    /// Its certificate fingerprint, upper-case hex (as LocalSend shows it).
+    pub fingerprint: String,
+    /// Its model, if it gave one.
+    pub model: Option<String>,
+    /// Its type (`mobile`, `desktop`, `web`, `headless`, `server`).
+    pub device_type: DeviceType,
+    /// The LocalSend protocol version it speaks.
+    pub version: String,
 }
 
 /// Why a peers command failed.
@@ -84,6 +129,14 @@ pub enum PeersError {
         label: String,
         /// Why.
         error: IdentifyError,
+    },
+    /// A LocalSend device did not answer who it is.
+    #[error("cannot ask {label} who it is: {reason}")]
+    LocalSend {
+        /// What was asked.
+        label: String,
+        /// Why it failed.
+        reason: String,
     },
     /// `share untrust` of a device that was not trusted.
     #[error("{name} ({id}) was not trusted")]
@@ -129,6 +182,8 @@ pub enum PeersError {
 /// The peers feature: the table, the trust store, the remembered list.
 pub struct Peers {
     table: PeerTable,
+    /// The LocalSend service, when LocalSend is on.
+    localsend: Option<Arc<LocalSend>>,
     trust: TrustStore,
     remembered: Remembered,
     connector: Arc<Connector>,
@@ -155,6 +210,7 @@ impl Peers {
         }
         Self {
             table,
+            localsend: None,
             trust,
             remembered,
             connector,
@@ -163,31 +219,66 @@ impl Peers {
         }
     }
 
-    /// `share peers`: every known peer.
+    /// Also lists (and trusts) the devices of the LocalSend service.
+    #[must_use]
+    pub fn with_localsend(mut self, localsend: Arc<LocalSend>) -> Self {
+        self.localsend = Some(localsend);
+        self
+    }
+
+    /// `share peers`: every known peer, lanshare daemons first.
     pub fn list(&self) -> Vec<PeerInfo> {
         let now = SystemTime::now();
-        self.table
-            .list()
-            .into_iter()
-            .map(|p| PeerInfo {
+        let seen = |at: SystemTime| {
+            let ago = now.duration_since(at).map(|d| d.as_secs()).unwrap_or(0);
+            let epoch = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            (ago, epoch)
+        };
+        let native = self.table.list().into_iter().map(|p| {
+            let (last_seen_s, last_seen) = seen(p.last_seen);
+            PeerInfo {
                 trusted: self.trust.is_trusted(&p.id),
                 looks_like: self.trust.look_alike_of(&p.name, &p.id).map(|t| t.id),
                 addresses: p.addrs.iter().map(ToString::to_string).collect(),
                 tcp_port: p.tcp_port,
                 source: p.source,
-                last_seen_s: now
-                    .duration_since(p.last_seen)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-                last_seen: p
-                    .last_seen
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
+                last_seen_s,
+                last_seen,
                 name: p.name,
                 id: p.id,
-            })
-            .collect()
+                protocol: Protocol::Lanshare,
+                localsend: None,
+            }
+        });
+        let devices = self.localsend.iter().flat_map(|ls| ls.devices().list());
+        let localsend = devices.map(|d| {
+            let (last_seen_s, last_seen) = seen(d.last_seen);
+            PeerInfo {
+                trusted: self.trust.is_trusted(&d.fingerprint),
+                addresses: vec![d.addr.to_string()],
+                tcp_port: None,
+                source: PeerSource::LocalSend,
+                last_seen_s,
+                last_seen,
+                looks_like: self
+                    .trust
+                    .look_alike_of(&d.alias, &d.fingerprint)
+                    .map(|t| t.id),
+                name: d.alias,
+                id: d.fingerprint,
+                protocol: Protocol::LocalSend,
+                localsend: Some(LocalSendInfo {
+                    fingerprint: d.fingerprint.to_hex(),
+                    model: d.model,
+                    device_type: d.device_type,
+                    version: d.version,
+                }),
+            }
+        });
+        native.chain(localsend).collect()
     }
 
     /// An authenticated connection from `id` arrived: a remembered peer
@@ -208,6 +299,18 @@ impl Peers {
             Ok(found) => found,
             Err(not_visible) => {
                 // `share trust HOST:PORT`: learn the identity by connecting.
+                if let (Some(ls), Ok(Route::LocalSend(target))) =
+                    (&self.localsend, self.resolver.route(text).await)
+                {
+                    let (id, name) =
+                        ls.identify(target.addr, target.fingerprint)
+                            .await
+                            .map_err(|e| PeersError::LocalSend {
+                                label: target.label.to_string(),
+                                reason: e.to_string(),
+                            })?;
+                    return self.pin(id, &name);
+                }
                 let Ok(resolved) = self.resolver.resolve(text).await else {
                     return Err(not_visible.into());
                 };
@@ -222,10 +325,15 @@ impl Peers {
                 (answered.id, answered.name)
             }
         };
-        if let Some(other) = self.trust.name_conflict(&name, &id) {
+        self.pin(id, &name)
+    }
+
+    /// Trusts `id` under `name`.
+    fn pin(&self, id: DeviceId, name: &PeerName) -> Result<String, PeersError> {
+        if let Some(other) = self.trust.name_conflict(name, &id) {
             tracing::warn!(%name, new = %id, trusted = %other.id, "trusting a second device under an existing name");
         }
-        Ok(if self.trust.trust(id, &name)? {
+        Ok(if self.trust.trust(id, name)? {
             format!("trusted {name} ({id})")
         } else {
             format!("{name} ({id}) was already trusted")

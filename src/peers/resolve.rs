@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::discovery::{Peer, PeerTable};
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
+use crate::localsend::devices::{Devices, LocalSendDevice};
 use crate::safe_text::PeerName;
 use crate::transport::dial::Target;
 
@@ -76,6 +77,11 @@ pub enum ResolveError {
     /// A name given while discovery is off.
     #[error("mDNS is off (--no-mdns), so peers must be given as HOST:PORT, not \"{0}\"")]
     MdnsOff(String),
+    /// A LocalSend address while LocalSend is off.
+    #[error(
+        "\"{0}\" is a LocalSend device, and LocalSend is off; start the daemon with --localsend"
+    )]
+    LocalSendOff(String),
 }
 
 /// The shortest device-ID prefix accepted: shorter ones too often match
@@ -108,6 +114,9 @@ pub fn typing_mistake(text: &str, own_name: &str) -> Option<ResolveError> {
     (text.to_lowercase() == own_name.to_lowercase()).then(|| ResolveError::IsSelf(text.to_owned()))
 }
 
+/// The prefix that makes `HOST:PORT` a LocalSend device whatever its port.
+pub const LOCALSEND_SCHEME: &str = "localsend://";
+
 /// Why a device name or ID prefix names no single device.
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -128,6 +137,28 @@ pub struct Resolved {
     pub label: String,
 }
 
+/// Where a send goes: a lanshare daemon, or a LocalSend app.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// A lanshare daemon (the native protocol).
+    Native(Resolved),
+    /// A LocalSend app.
+    LocalSend(LocalSendTarget),
+}
+
+/// A LocalSend device to send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSendTarget {
+    /// Its HTTPS server.
+    pub addr: SocketAddr,
+    /// The fingerprint to pin: from discovery or the trust store. `None`
+    /// only for a `HOST:PORT` nobody announced (first contact: the
+    /// fingerprint is read off the handshake).
+    pub fingerprint: Option<DeviceId>,
+    /// What to call it in messages.
+    pub label: PeerName,
+}
+
 /// Resolves what users type against the peer table and the trust store.
 #[derive(Clone)]
 pub struct Resolver {
@@ -137,6 +168,8 @@ pub struct Resolver {
     mdns: bool,
     /// This device's name, which a user may type by mistake.
     own_name: String,
+    /// The LocalSend devices, when LocalSend is on.
+    localsend: Option<Devices>,
 }
 
 impl Resolver {
@@ -149,7 +182,155 @@ impl Resolver {
             trust,
             mdns,
             own_name: own_name.to_owned(),
+            localsend: None,
         }
+    }
+
+    /// Also resolves the LocalSend devices in `devices` (for sends).
+    #[must_use]
+    pub fn with_localsend(mut self, devices: Devices) -> Self {
+        self.localsend = Some(devices);
+        self
+    }
+
+    /// Where a send to `text` goes: a LocalSend device named by its alias,
+    /// a fingerprint prefix (hex), its `HOST:PORT`, `HOST:53317` (LocalSend's
+    /// port) or `localsend://HOST:PORT`; otherwise as
+    /// [`resolve`](Self::resolve). Waits briefly for discovery if nothing
+    /// matches yet.
+    ///
+    /// # Errors
+    /// Nothing or several match, the match is an impostor, or a LocalSend
+    /// address is given while LocalSend is off.
+    pub async fn route(&self, text: &str) -> Result<Route, ResolveError> {
+        let text = text.trim();
+        let explicit = text.strip_prefix(LOCALSEND_SCHEME);
+        let Some(devices) = &self.localsend else {
+            if explicit.is_some() {
+                return Err(ResolveError::LocalSendOff(text.to_owned()));
+            }
+            return self.resolve(text).await.map(Route::Native);
+        };
+        let text = explicit.unwrap_or(text);
+        let addr = match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => resolve_host_port(text).await.ok(),
+        };
+        if let Some(addr) = addr {
+            let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+            if let Some(device) = devices.list().into_iter().find(|d| d.addr == addr) {
+                return Ok(Route::LocalSend(LocalSendTarget {
+                    addr,
+                    fingerprint: Some(device.fingerprint),
+                    label: device.alias,
+                }));
+            }
+            if explicit.is_some() || addr.port() == crate::localsend::wire::DEFAULT_PORT {
+                return Ok(Route::LocalSend(LocalSendTarget {
+                    addr,
+                    fingerprint: None,
+                    label: PeerName::from(addr.to_string().as_str()),
+                }));
+            }
+            return Ok(Route::Native(self.resolve_addr(addr)));
+        }
+        if let Some(mistake) = typing_mistake(text, &self.own_name)
+            && matches!(self.resolve_known(text), Ok(None))
+            && self.localsend_known(text, devices).is_empty()
+        {
+            return Err(mistake);
+        }
+        let deadline = tokio::time::Instant::now() + DISCOVERY_GRACE;
+        let mut native_changes = self.peers.subscribe();
+        let mut localsend_changes = devices.subscribe();
+        loop {
+            let native = self.resolve_known(text)?;
+            let found = self.localsend_known(text, devices);
+            // A lanshare daemon with LocalSend on is listed under both
+            // protocols; the native one is the better way to reach it.
+            if let Some(resolved) = native {
+                return Ok(Route::Native(resolved));
+            }
+            if !found.is_empty() {
+                return self.localsend_one(text, found);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.not_found(text));
+            }
+            let changed = async {
+                tokio::select! {
+                    r = native_changes.changed() => r.is_ok(),
+                    r = localsend_changes.changed() => r.is_ok(),
+                }
+            };
+            if !matches!(tokio::time::timeout_at(deadline, changed).await, Ok(true)) {
+                return Err(self.not_found(text));
+            }
+        }
+    }
+
+    /// The LocalSend devices `text` names: by alias, else by a fingerprint
+    /// (hex) or device-ID prefix of at least 4 characters.
+    fn localsend_known(&self, text: &str, devices: &Devices) -> Vec<LocalSendDevice> {
+        let all = devices.list();
+        let by_alias: Vec<LocalSendDevice> = all
+            .iter()
+            .filter(|d| d.alias.eq_ignore_ascii_case(text))
+            .cloned()
+            .collect();
+        if !by_alias.is_empty() || text.len() < 4 {
+            return by_alias;
+        }
+        all.into_iter()
+            .filter(|d| {
+                d.fingerprint.matches_hex_prefix(text) || d.fingerprint.matches_prefix(text)
+            })
+            .collect()
+    }
+
+    /// The one LocalSend device of `found` that `text` means: the only
+    /// one, or the only trusted one.
+    fn localsend_one(
+        &self,
+        text: &str,
+        found: Vec<LocalSendDevice>,
+    ) -> Result<Route, ResolveError> {
+        let ids = found
+            .iter()
+            .map(|d| d.fingerprint.to_hex()[..8].to_owned())
+            .collect();
+        let trusted: Vec<LocalSendDevice> = found
+            .iter()
+            .filter(|d| self.trust.is_trusted(&d.fingerprint))
+            .cloned()
+            .collect();
+        match (
+            <[LocalSendDevice; 1]>::try_from(found),
+            <[LocalSendDevice; 1]>::try_from(trusted),
+        ) {
+            (Ok([one]), _) | (_, Ok([one])) => self.localsend_route(one),
+            _ => Err(ResolveError::Ambiguous {
+                text: text.to_owned(),
+                ids,
+            }),
+        }
+    }
+
+    fn localsend_route(&self, device: LocalSendDevice) -> Result<Route, ResolveError> {
+        if let Some(trusted) = self.trust.impostor_of(&device.alias, &device.fingerprint) {
+            tracing::warn!(name = %device.alias, announced = %device.fingerprint.to_hex(), trusted = %trusted.id,
+                "a LocalSend device uses the name of a trusted device with a different certificate");
+            return Err(ResolveError::Impostor {
+                name: device.alias,
+                trusted: trusted.id,
+                announced: device.fingerprint,
+            });
+        }
+        Ok(Route::LocalSend(LocalSendTarget {
+            addr: device.addr,
+            fingerprint: Some(device.fingerprint),
+            label: device.alias,
+        }))
     }
 
     /// Resolves `text`, waiting briefly for discovery if needed.
@@ -225,7 +406,12 @@ impl Resolver {
         if text.parse::<SocketAddr>().is_ok() || (host_port && !bare_ip) {
             return Ok(true);
         }
-        let known = !matches!(self.resolve_known(text), Ok(None)) || self.find_device(text).is_ok();
+        let known = !matches!(self.resolve_known(text), Ok(None))
+            || self.find_device(text).is_ok()
+            || self
+                .localsend
+                .as_ref()
+                .is_some_and(|devices| !self.localsend_known(text, devices).is_empty());
         match typing_mistake(text, &self.own_name) {
             Some(mistake) if !known => Err(mistake),
             _ if !known && self.short_prefix(text) => {
@@ -301,11 +487,18 @@ impl Resolver {
     /// # Errors
     /// Nothing or several match.
     pub fn find_device(&self, text: &str) -> Result<(DeviceId, PeerName), LookupError> {
-        if let Ok(id) = text.parse::<DeviceId>() {
+        if let Ok(id) = text
+            .parse::<DeviceId>()
+            .or_else(|e| DeviceId::from_hex(text).ok_or(e))
+        {
             let name = self
                 .peers
                 .get(&id)
                 .map(|p| p.name)
+                .or_else(|| {
+                    let devices = self.localsend.as_ref()?;
+                    devices.get(&id).map(|d| d.alias)
+                })
                 .or_else(|| {
                     self.trust
                         .list()
@@ -328,6 +521,15 @@ impl Resolver {
                 .find_by_id_prefix(text)
                 .into_iter()
                 .map(|p| (p.id, p.name))
+                .collect();
+        }
+        if found.is_empty()
+            && let Some(devices) = &self.localsend
+        {
+            found = self
+                .localsend_known(text, devices)
+                .into_iter()
+                .map(|d| (d.fingerprint, d.alias))
                 .collect();
         }
         if found.is_empty() {
@@ -363,7 +565,160 @@ async fn resolve_host_port(text: &str) -> std::io::Result<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Instant, SystemTime};
+
     use super::*;
+    use crate::discovery::PeerSource;
+    use crate::localsend::wire::{Device, DeviceType};
+
+    fn id(n: u8) -> DeviceId {
+        DeviceId::from_bytes([n; 32])
+    }
+
+    fn phone(alias: &str) -> Device {
+        Device {
+            alias: alias.into(),
+            version: "2.2".into(),
+            model: None,
+            device_type: DeviceType::Mobile,
+            fingerprint: None,
+            port: 53317,
+            download: false,
+            announce: false,
+        }
+    }
+
+    /// A resolver over one native peer `desktop` (ID 1) and the LocalSend
+    /// devices `pixel` (2) and, under the native peer's name, `desktop` (3).
+    fn resolver(trust: TrustStore) -> (Resolver, Devices) {
+        let table = PeerTable::new();
+        table.upsert_unicast(Peer {
+            id: id(1),
+            name: "desktop".into(),
+            addrs: vec!["10.0.0.1:47000".parse().unwrap()],
+            tcp_port: Some(47000),
+            version: 1,
+            source: PeerSource::Manual,
+            last_seen: SystemTime::now(),
+        });
+        let devices = Devices::default();
+        let now = Instant::now();
+        devices.proven(
+            id(2),
+            &phone("pixel"),
+            "10.0.0.2:53317".parse().unwrap(),
+            now,
+        );
+        devices.proven(
+            id(3),
+            &phone("desktop"),
+            "10.0.0.1:53317".parse().unwrap(),
+            now,
+        );
+        let resolver = Resolver::new(table, trust, false, "laptop").with_localsend(devices.clone());
+        (resolver, devices)
+    }
+
+    fn localsend(route: Route) -> LocalSendTarget {
+        match route {
+            Route::LocalSend(target) => target,
+            Route::Native(native) => panic!("native route to {}", native.label),
+        }
+    }
+
+    #[tokio::test]
+    async fn localsend_devices_are_reached_by_alias_fingerprint_or_address() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (resolver, _) = resolver(TrustStore::load(tmp.path()).unwrap());
+        let pixel = localsend(resolver.route("Pixel").await.unwrap());
+        assert_eq!(pixel.fingerprint, Some(id(2)), "pinned to the proven hash");
+        assert_eq!(pixel.addr, "10.0.0.2:53317".parse().unwrap());
+        let by_hex = localsend(
+            resolver
+                .route(&id(2).to_hex()[..6].to_lowercase())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(by_hex.fingerprint, Some(id(2)));
+        let by_addr = localsend(resolver.route("10.0.0.2:53317").await.unwrap());
+        assert_eq!(
+            (by_addr.fingerprint, by_addr.label.as_str()),
+            (Some(id(2)), "pixel")
+        );
+        // An unknown HOST:53317 is a LocalSend device met for the first time.
+        let fresh = localsend(resolver.route("10.0.0.9:53317").await.unwrap());
+        assert_eq!(fresh.fingerprint, None);
+        let other_port = localsend(resolver.route("localsend://10.0.0.9:4000").await.unwrap());
+        assert_eq!(other_port.addr, "10.0.0.9:4000".parse().unwrap());
+        // Other ports are lanshare's.
+        assert!(matches!(
+            resolver.route("10.0.0.9:47000").await,
+            Ok(Route::Native(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_lanshare_daemon_listed_under_both_protocols_is_reached_natively() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (resolver, _) = resolver(TrustStore::load(tmp.path()).unwrap());
+        assert!(matches!(
+            resolver.route("desktop").await,
+            Ok(Route::Native(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn several_localsend_devices_of_one_name_need_trust_or_a_prefix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let trust = TrustStore::load(tmp.path()).unwrap();
+        let (resolver, devices) = resolver(trust.clone());
+        devices.proven(
+            id(4),
+            &phone("pixel"),
+            "10.0.0.4:53317".parse().unwrap(),
+            Instant::now(),
+        );
+        assert!(matches!(
+            resolver.route("pixel").await,
+            Err(ResolveError::Ambiguous { .. })
+        ));
+        trust.trust(id(4), &PeerName::from("pixel")).unwrap();
+        assert_eq!(
+            localsend(resolver.route("pixel").await.unwrap()).fingerprint,
+            Some(id(4))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trusted_name_with_another_certificate_is_an_impostor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let trust = TrustStore::load(tmp.path()).unwrap();
+        trust.trust(id(9), &PeerName::from("pixel")).unwrap();
+        let (resolver, _) = resolver(trust);
+        assert!(matches!(
+            resolver.route("pixel").await,
+            Err(ResolveError::Impostor { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn without_localsend_its_addresses_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let resolver = Resolver::new(
+            PeerTable::new(),
+            TrustStore::load(tmp.path()).unwrap(),
+            false,
+            "laptop",
+        );
+        assert!(matches!(
+            resolver.route("localsend://10.0.0.2:53317").await,
+            Err(ResolveError::LocalSendOff(_))
+        ));
+        assert!(matches!(
+            resolver.route("10.0.0.2:53317").await,
+            Ok(Route::Native(_))
+        ));
+    }
 
     #[test]
     fn an_address_without_a_port_suggests_the_default_port() {

@@ -11,7 +11,7 @@ use super::store::What;
 use super::{Queue, RETRY_MAX, RETRY_MIN};
 use crate::outgoing::retry::Backoff;
 use crate::outgoing::{Payload, SendJob};
-use crate::peers::{IDENTIFY_TIMEOUT, IdentifyError};
+use crate::peers::{IDENTIFY_TIMEOUT, IdentifyError, Route};
 use crate::registry::State;
 use crate::transfer::source::{self, SourceError};
 use crate::transport::dial::{DialError, Preference};
@@ -85,10 +85,13 @@ impl Queue {
         }
     }
 
-    /// Whether `peer` resolves and answers a `Hello` now.
+    /// Whether `peer` resolves and answers a `Hello` now (a LocalSend
+    /// device: whether it is listed or named by address; the send's
+    /// connection is the check).
     async fn probe(&self, peer: &str, preference: Preference) -> Probe {
-        let resolved = match self.resolver.resolve(peer).await {
-            Ok(resolved) => resolved,
+        let resolved = match self.resolver.route(peer).await {
+            Ok(Route::Native(resolved)) => resolved,
+            Ok(Route::LocalSend(_)) => return Probe::Ready,
             Err(e) => return Probe::Absent(e.to_string()),
         };
         let answered = self
@@ -121,7 +124,10 @@ impl Queue {
                 return None;
             }
         };
-        self.store.with(id, |i| i.sending = true);
+        let pin = self.store.with(id, |i| {
+            i.sending = true;
+            i.pin.clone()
+        });
         tracing::info!(id, "{peer} is reachable; sending queued files");
         // Nobody watches a queued send's progress.
         let (events, _) = mpsc::unbounded_channel();
@@ -130,6 +136,7 @@ impl Queue {
             payload: Payload::Files { what, skipped },
             preference,
             retry_for: None,
+            pin: pin.flatten(),
         };
         let result = self.sends.send(job, events, cancel.clone()).await;
         self.store.with(id, |i| i.sending = false);

@@ -96,6 +96,8 @@ pub(super) struct Item {
     pub(super) sending: bool,
     pub(super) attempts: u32,
     pub(super) last_error: Option<String>,
+    /// See [`NewQueued::pin`].
+    pub(super) pin: Option<String>,
     /// Fires on `share queue cancel` and on daemon shutdown.
     pub(super) cancel: CancellationToken,
 }
@@ -128,6 +130,10 @@ pub struct NewQueued {
     pub walk: WalkOptions,
     /// Who queued it (`SO_PEERCRED`).
     pub uid: u32,
+    /// The PIN a LocalSend receiver asks for. Kept in memory only: a
+    /// secret is not written to the state directory (after a restart the
+    /// receiver asks again and the send fails with a clear message).
+    pub pin: Option<String>,
 }
 
 impl QueueStore {
@@ -167,6 +173,7 @@ impl QueueStore {
                     sending: false,
                     attempts: 0,
                     last_error: None,
+                    pin: None,
                     cancel: cancel.child_token(),
                 }
             })
@@ -226,6 +233,7 @@ impl QueueStore {
             sending: false,
             attempts: 0,
             last_error: None,
+            pin: new.pin,
             cancel: self.cancel.child_token(),
         });
         if let Err(e) = self.save(&items) {
@@ -339,6 +347,7 @@ mod tests {
             roots: vec![PathBuf::from("/tmp/docs")],
             walk: WalkOptions::default(),
             uid: 1000,
+            pin: None,
         }
     }
 

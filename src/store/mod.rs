@@ -50,7 +50,7 @@ use std::sync::Arc;
 use rustix::fs::{Mode, OFlags};
 
 pub use flush::{Flush, SystemFlush};
-pub use path::{PathError, Plan, PlannedEntry, SafePath, TopLevel, plan, sanitize};
+pub use path::{PathError, Plan, PlannedEntry, SafePath, TopLevel, numbered_name, plan, sanitize};
 pub use staging::{FileWriter, MAX_FILES_IN_PROGRESS, Staging};
 
 use crate::protocol::Manifest;

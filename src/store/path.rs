@@ -471,7 +471,7 @@ pub fn plan(manifest: &Manifest, max_depth: usize) -> Result<Plan, PathError> {
 /// extension of a file (`photo.jpg` -> `photo (1).jpg`, `.bashrc` ->
 /// `.bashrc (1)`, `archive.tar.gz` -> `archive.tar (1).gz`), shortening the
 /// stem so the result stays within [`MAX_COMPONENT_BYTES`] bytes.
-pub(super) fn numbered_name(name: &str, n: u32, is_dir: bool) -> String {
+pub fn numbered_name(name: &str, n: u32, is_dir: bool) -> String {
     if n == 0 {
         return name.to_owned();
     }

@@ -654,6 +654,20 @@ pub struct Version {
 }
 
 impl Version {
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The file's modification time (seconds and nanoseconds since the
+    /// Unix epoch), if the kernel gave a valid one.
+    pub fn modified(&self) -> Option<(i64, u32)> {
+        let nanos = u32::try_from(self.mtime.1)
+            .ok()
+            .filter(|n| *n < 1_000_000_000)?;
+        Some((self.mtime.0, nanos))
+    }
+
     /// The version of the open `file` now.
     ///
     /// # Errors

@@ -368,7 +368,8 @@ impl Dialer {
         match &outcome {
             Ok((_, TransportKind::Quic)) => self.mark_quic_ok(&key),
             Ok((_, TransportKind::Tcp)) => self.mark_quic_broken(key),
-            Err(_) => {}
+            // The legs above are QUIC and TCP only.
+            Ok((_, TransportKind::LocalSend)) | Err(_) => {}
         }
         outcome.map_err(DialError::from)
     }

@@ -72,6 +72,10 @@ pub enum TransportKind {
     Quic,
     /// TLS 1.3 over TCP (fallback).
     Tcp,
+    /// LocalSend's HTTPS API (a LocalSend app at the other end; see
+    /// [`crate::localsend`]). Never produced by the native transports.
+    #[serde(rename = "localsend")]
+    LocalSend,
 }
 
 impl fmt::Display for TransportKind {
@@ -79,6 +83,7 @@ impl fmt::Display for TransportKind {
         f.write_str(match self {
             Self::Quic => "quic",
             Self::Tcp => "tcp",
+            Self::LocalSend => "localsend",
         })
     }
 }
