@@ -18,6 +18,7 @@ mod flood;
 mod history;
 mod hostile;
 mod localsend;
+mod localsend_hostile;
 mod loopback_fallback;
 mod memory;
 mod pairing;

@@ -465,6 +465,11 @@ impl TestDaemon {
         }
     }
 
+    /// The daemon's process ID (to read its memory and descriptors).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Kills the daemon with SIGKILL (no cleanup, like a crash).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
