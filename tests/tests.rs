@@ -19,6 +19,7 @@ mod history;
 mod hostile;
 mod localsend;
 mod localsend_hostile;
+mod localsend_interop;
 mod loopback_fallback;
 mod memory;
 mod pairing;
