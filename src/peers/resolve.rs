@@ -406,12 +406,7 @@ impl Resolver {
         if text.parse::<SocketAddr>().is_ok() || (host_port && !bare_ip) {
             return Ok(true);
         }
-        let known = !matches!(self.resolve_known(text), Ok(None))
-            || self.find_device(text).is_ok()
-            || self
-                .localsend
-                .as_ref()
-                .is_some_and(|devices| !self.localsend_known(text, devices).is_empty());
+        let known = !matches!(self.resolve_known(text), Ok(None)) || self.find_device(text).is_ok();
         match typing_mistake(text, &self.own_name) {
             Some(mistake) if !known => Err(mistake),
             _ if !known && self.short_prefix(text) => {
@@ -717,6 +712,24 @@ mod tests {
         assert!(matches!(
             resolver.route("10.0.0.2:53317").await,
             Ok(Route::Native(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn with_localsend_on_aliases_count_as_seen_and_mistakes_get_their_hints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (resolver, _) = resolver(TrustStore::load(tmp.path()).unwrap());
+        // `share send --queue pixel` queues for a LocalSend device by its alias.
+        assert!(resolver.seen("pixel").unwrap());
+        assert!(!resolver.seen("tablet").unwrap());
+        // The hints of the native resolver hold on the LocalSend route too.
+        assert!(matches!(
+            resolver.route("10.0.0.2").await,
+            Err(ResolveError::NoPort { .. })
+        ));
+        assert!(matches!(
+            resolver.route("Laptop").await,
+            Err(ResolveError::IsSelf(_))
         ));
     }
 
