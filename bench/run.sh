@@ -42,6 +42,13 @@ Options:
                      new directory under /var/tmp; must not be tmpfs)
   --disk-size GIB    size of that file, fully written first (default 4)
   --disk-scenarios S comma-separated subset of disk100,dirty,disk30,unthrottled
+  --localsend        run only the LocalSend benchmark (issue 19): a 1 GiB upload
+                     into lanshare's LocalSend server with curl, lanshare's
+                     LocalSend sender into a discarding receiver
+                     (bench/localsend-sink), and native transfers with
+                     LocalSend on and off side by side
+  --with-localsend   run the loopback suite (and --with-link's benchmark, if
+                     given) and then the LocalSend benchmark
   --plot             also write a PNG chart (bench/results/latest.png)
   --wait-idle SECS   before measuring, wait up to SECS for the machine to be idle
                      (other processes below 0.25 cores for 6 s); then run anyway
@@ -55,8 +62,8 @@ Options:
 
 Output: a markdown report on stdout (also bench/results/latest.md), JSON in
 bench/results/latest.json (link-only runs: latest-link.json, disk runs:
-latest-disk.json) plus a
-timestamped copy of each. Progress goes to stderr.
+latest-disk.json, the LocalSend benchmark: latest-localsend.json and
+latest-localsend.md) plus a timestamped copy of each. Progress goes to stderr.
 EOF
 }
 
@@ -69,6 +76,7 @@ TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 QUICK=0 PLOT=0 RUNS="" ONLY="" WORKLOADS="large,small,medium" EXTRAS=1 NO4G=0
 LINK=0 SUITE=1 RATE=1000 BUILD=1 INSTALL=1 WAIT_IDLE=0 KEEP_PR=0
 DISK=0 DISK_DIR="" DISK_SIZE=4 DISK_SCENARIOS="disk100,dirty,disk30,unthrottled"
+LOCALSEND=0
 ORIG_ARGS="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -83,6 +91,8 @@ while [ $# -gt 0 ]; do
         --with-link) LINK=1; SUITE=1 ;;
         --rate) RATE="${2:?--rate MBIT}"; shift ;;
         --disk) DISK=1; SUITE=0; LINK=0 ;;
+        --localsend) LOCALSEND=1; SUITE=0 ;;
+        --with-localsend) LOCALSEND=1 ;;
         --disk-dir) DISK_DIR="${2:?--disk-dir DIR}"; shift ;;
         --disk-size) DISK_SIZE="${2:?--disk-size GIB}"; shift ;;
         --disk-scenarios) DISK_SCENARIOS="${2:?--disk-scenarios LIST}"; shift ;;
@@ -188,6 +198,7 @@ if [ "$SUITE" = 1 ]; then
 fi
 [ "$LINK" = 1 ] && need_pkg iperf3
 if [ "$DISK" = 1 ]; then for p in netcat-openbsd mount e2fsprogs coreutils; do need_pkg "$p"; done; fi
+[ "$LOCALSEND" = 1 ] && { need_pkg curl; need_pkg openssl; }
 [ "$PLOT" = 1 ] && need_pkg python3-matplotlib
 if [ "${#PKGS[@]}" -gt 0 ]; then
     if [ "$INSTALL" = 1 ]; then
@@ -215,7 +226,14 @@ if [ "$BUILD" = 1 ]; then
         bgwait timeout 3600 cargo build --release --manifest-path "$BENCH/quinn-ceiling/Cargo.toml" \
             --target-dir "$TARGET" >&2 || die "quinn-ceiling build failed"
     fi
+    if [ "$LOCALSEND" = 1 ]; then
+        log "cargo build --release (bench/localsend-sink, sharing $TARGET)"
+        bgwait timeout 3600 cargo build --release --manifest-path "$BENCH/localsend-sink/Cargo.toml" \
+            --target-dir "$TARGET" >&2 || die "localsend-sink build failed"
+    fi
 fi
+SINK="$TARGET/release/localsend-sink"
+[ "$LOCALSEND" = 0 ] || [ -x "$SINK" ] || die "$SINK missing (run without --no-build)"
 SHARE="$TARGET/release/share"
 CEILING="$TARGET/release/quinn-ceiling"
 [ -x "$SHARE" ] || die "$SHARE missing (run without --no-build)"
@@ -454,6 +472,29 @@ if [ "$DISK" = 1 ]; then
     exec 9>&-
     cp "$DISK_JSON" "$RESULTS/latest-disk.json"
     cp "$RESULTS/$STAMP-disk.md" "$RESULTS/latest.md"
+fi
+
+# ---------------------------------------------------------------- LocalSend benchmark
+if [ "$LOCALSEND" = 1 ]; then
+    NS="lslocalsend-$$"
+    ip netns add "$NS"
+    ip -n "$NS" link set lo up
+    log "LocalSend benchmark in network namespace $NS (loopback only)"
+    LS_JSON="$RESULTS/$STAMP-localsend.json"
+    LS_ARGS=(--root "$TMP" --share "$SHARE" --sink "$SINK" --runs "$RUNS" --out "$LS_JSON" --git-commit "$GIT_COMMIT")
+    [ "$QUICK" = 1 ] && LS_ARGS+=(--quick)
+    bgwait ip netns exec "$NS" timeout -k 30 3600 env PYTHONPATH="$BENCH" "$PY" "$BENCH/localsend.py" "${LS_ARGS[@]}" \
+        >"$RESULTS/$STAMP-localsend.md" || log "LocalSend benchmark: some runs failed (see above)"
+    cp "$LS_JSON" "$RESULTS/latest-localsend.json"
+    cp "$RESULTS/$STAMP-localsend.md" "$RESULTS/latest-localsend.md"
+    for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
+    ip netns del "$NS"
+    NS=""
+    if [ "$SUITE" = 0 ] && [ "$LINK" = 0 ] && [ "$DISK" = 0 ]; then
+        cp "$RESULTS/$STAMP-localsend.md" "$RESULTS/latest.md"
+    else
+        cat "$RESULTS/$STAMP-localsend.md" >>"$RESULTS/latest.md"
+    fi
 fi
 
 cat "$RESULTS/latest.md"
