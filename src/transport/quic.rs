@@ -89,7 +89,9 @@ fn transport_config_from(initial_mtu: u16) -> Result<quinn::TransportConfig, Tra
         .keep_alive_interval(Some(KEEP_ALIVE))
         .stream_receive_window(quinn::VarInt::from_u32(8 << 20))
         .send_window(64 << 20)
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(4))
+        // The session's one stream (PROTOCOL.md §3): a peer cannot open
+        // more and make quinn buffer a stream window for each.
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(1))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .initial_rtt(INITIAL_RTT)
         .initial_mtu(initial_mtu)
@@ -609,6 +611,31 @@ pub(crate) mod tests {
         );
         // Version 1 connects (see the other tests); the server's endpoint
         // lists nothing else.
+        cancel.cancel();
+    }
+
+    /// A peer gets credit for the session's one stream and no more, so it
+    /// cannot make the daemon buffer a stream window (8 MiB) on streams no
+    /// session reads: a second stream cannot even be opened.
+    #[tokio::test]
+    async fn a_peer_can_open_only_the_one_session_stream() {
+        let (server, server_id, mut incoming, cancel) = listening_on_loopback();
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let client = QuicTransport::bind(lo, &Identity::generate().unwrap(), false).unwrap();
+        let mut link = client
+            .connect(server.local_addr().unwrap(), Some(server_id.id()))
+            .await
+            .unwrap();
+        link.writer.write_all(b"x").await.unwrap();
+        // Held: a session that ended would give the stream's credit back.
+        let _accepted = incoming
+            .recv()
+            .await
+            .expect("the server hands over the link");
+        // The handshake told the client its stream credit; an opening
+        // within it is ready at the first poll, one beyond it never is.
+        let second = tokio::time::timeout(Duration::ZERO, connection(&link).open_bi()).await;
+        assert!(second.is_err(), "a second stream was opened");
         cancel.cancel();
     }
 
