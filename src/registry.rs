@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,17 @@ impl Direction {
             Self::Out => "out",
         }
     }
+}
+
+/// Why a transfer's cancel signal ([`Handle::cancelled`]) fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// A user cancelled it (`share cancel`, or the client that started
+    /// the send went away): it ends, and partial data is dropped.
+    Cancel,
+    /// The daemon is stopping ([`Registry::stop_all`]): the transfer is
+    /// paused, its resume state kept, and the peer told to retry.
+    Shutdown,
 }
 
 /// What a transfer carries.
@@ -246,6 +257,16 @@ struct Slot {
     /// When a pending offer expires.
     decide_by: Option<Instant>,
     cancel: CancellationToken,
+    /// Set once, by whoever fires `cancel` first.
+    cause: Arc<OnceLock<StopCause>>,
+}
+
+impl Slot {
+    /// Fires the cancel signal for `cause`, unless it fired already.
+    fn stop(&self, cause: StopCause) {
+        let _ = self.cause.set(cause);
+        self.cancel.cancel();
+    }
 }
 
 #[derive(Default)]
@@ -253,6 +274,9 @@ struct Inner {
     slots: HashMap<String, Slot>,
     seq: u64,
     sink: Option<Arc<dyn FinishSink>>,
+    /// Set by [`Registry::stop_all`]: transfers registered later are
+    /// stopped at once.
+    stopping: bool,
 }
 
 /// Shared table of transfers.
@@ -286,6 +310,7 @@ pub struct Handle {
     bytes_done: Arc<AtomicU64>,
     bytes_sent: Arc<AtomicU64>,
     cancel: CancellationToken,
+    cause: Arc<OnceLock<StopCause>>,
 }
 
 impl Registry {
@@ -327,25 +352,29 @@ impl Registry {
             partial_bytes: None,
             expires_in_s: None,
         };
-        inner.slots.insert(
-            id.clone(),
-            Slot {
-                info,
-                started_at: Instant::now(),
-                seq,
-                bytes_done: bytes_done.clone(),
-                bytes_sent: bytes_sent.clone(),
-                decision: None,
-                decide_by: None,
-                cancel: cancel.clone(),
-            },
-        );
+        let cause = Arc::new(OnceLock::new());
+        let slot = Slot {
+            info,
+            started_at: Instant::now(),
+            seq,
+            bytes_done: bytes_done.clone(),
+            bytes_sent: bytes_sent.clone(),
+            decision: None,
+            decide_by: None,
+            cancel: cancel.clone(),
+            cause: cause.clone(),
+        };
+        if inner.stopping {
+            slot.stop(StopCause::Shutdown);
+        }
+        inner.slots.insert(id.clone(), slot);
         Handle {
             id,
             registry: self.clone(),
             bytes_done,
             bytes_sent,
             cancel,
+            cause,
         }
     }
 
@@ -400,7 +429,7 @@ impl Registry {
         let id = resolve(&inner, id_prefix)?;
         match inner.slots.get(&id) {
             Some(slot) if !slot.info.state.finished() => {
-                slot.cancel.cancel();
+                slot.stop(StopCause::Cancel);
                 Ok(id)
             }
             Some(slot) => Err(RegistryError::NothingTo {
@@ -411,11 +440,20 @@ impl Registry {
         }
     }
 
-    /// Cancels everything still running (daemon shutdown).
-    pub fn cancel_all(&self) {
-        for slot in self.lock().slots.values() {
-            slot.cancel.cancel();
+    /// The daemon stops: pauses everything still running, and whatever
+    /// registers from now on, with [`StopCause::Shutdown`] (a transfer a
+    /// user cancelled just before stays cancelled).
+    pub fn stop_all(&self) {
+        let mut inner = self.lock();
+        inner.stopping = true;
+        for slot in inner.slots.values() {
+            slot.stop(StopCause::Shutdown);
         }
+    }
+
+    /// Whether [`Registry::stop_all`] was called: the daemon stops.
+    pub fn is_stopping(&self) -> bool {
+        self.lock().stopping
     }
 
     fn set_state(&self, id: &str, state: State, reason: Option<String>) {
@@ -477,9 +515,22 @@ impl Handle {
         &self.id
     }
 
-    /// Cancellation signal for this transfer.
+    /// Cancellation signal for this transfer; [`Handle::stop_cause`]
+    /// says why it fired.
     pub fn cancelled(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// Why the cancel signal fired, if it did.
+    pub fn stop_cause(&self) -> Option<StopCause> {
+        self.cause.get().copied()
+    }
+
+    /// Cancels the transfer on behalf of a user (the client that started
+    /// it went away), unless it was stopped already.
+    pub fn cancel(&self) {
+        let _ = self.cause.set(StopCause::Cancel);
+        self.cancel.cancel();
     }
 
     /// Counts `n` more bytes carried over the network (and now done).
@@ -704,5 +755,30 @@ mod tests {
             (seen[1].state, seen[1].kind, seen[1].reason.as_deref()),
             (State::Rejected, TransferKind::Text, Some("no"))
         );
+    }
+
+    /// A stop pauses what runs and whatever registers afterwards; a user's
+    /// cancel that came first stays a cancel.
+    #[test]
+    fn a_stop_is_told_apart_from_a_cancel() {
+        let registry = Registry::default();
+        let running = registry.start(new());
+        let cancelled = registry.start(new());
+        let by_caller = registry.start(new());
+        assert_eq!(running.stop_cause(), None);
+        registry.cancel(cancelled.id()).unwrap();
+        by_caller.cancel();
+        registry.stop_all();
+        assert!(registry.is_stopping());
+        assert!(running.cancelled().is_cancelled());
+        assert_eq!(running.stop_cause(), Some(StopCause::Shutdown));
+        assert_eq!(cancelled.stop_cause(), Some(StopCause::Cancel));
+        assert_eq!(by_caller.stop_cause(), Some(StopCause::Cancel));
+        let late = registry.start(new());
+        assert!(late.cancelled().is_cancelled());
+        assert_eq!(late.stop_cause(), Some(StopCause::Shutdown));
+        // A cancel after the stop does not change why it stopped.
+        late.cancel();
+        assert_eq!(late.stop_cause(), Some(StopCause::Shutdown));
     }
 }

@@ -41,12 +41,12 @@ pub(crate) fn resume_records(state: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn bytes_of(v: &Value, key: &str) -> u64 {
+pub(crate) fn bytes_of(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
 /// A successful `share send --json` result.
-fn sent_ok(out: &Output) -> Value {
+pub(crate) fn sent_ok(out: &Output) -> Value {
     assert!(
         out.status.success(),
         "share send failed: {:?}",

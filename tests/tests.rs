@@ -29,6 +29,7 @@ mod peers;
 mod robustness;
 mod security;
 mod send_tree;
+mod service_stop;
 mod systemd;
 mod text;
 mod transfer;

@@ -277,6 +277,7 @@ kind_of!(SendError, |e| match &e {
     SendError::Resolve(e) => resolve_kind(e),
     SendError::Connect { error, .. } => dial_kind(error),
     SendError::Cancelled => ErrorKind::Cancelled,
+    SendError::Stopping { .. } => ErrorKind::Failed,
     SendError::Transfer(AttemptError::Dial(_, e)) => dial_kind(e),
     SendError::Transfer(AttemptError::Transfer(e)) => transfer_kind(e),
     SendError::Internal(_) => ErrorKind::Internal,

@@ -29,7 +29,7 @@ use crate::protocol::Message;
 use crate::transfer::framed::{Framed, RecvError};
 use crate::transfer::memory::MemoryBudget;
 use crate::transfer::receive::Receiver;
-use crate::transfer::{TransferError, handshake, text};
+use crate::transfer::{STOP_GRACE, TransferError, handshake, text};
 use crate::transport::Link;
 
 /// How long the last message of a refused connection may take to arrive.
@@ -70,15 +70,16 @@ impl Incoming {
                     None => break,
                 },
             };
-            tracker.spawn(self.clone().serve(link));
+            tracker.spawn(self.clone().serve(link, cancel.clone()));
         }
     }
 
     /// One incoming connection: hello, then one session; then a clean
     /// close, waiting (bounded) for the peer so our last message — a
     /// refusal, an error, `Done` — is delivered before the connection
-    /// goes away.
-    async fn serve(self: Arc<Self>, link: Link) {
+    /// goes away. Once the daemon stops (`stopping`), the close waits
+    /// only for our last message, not for the peer's data in flight.
+    async fn serve(self: Arc<Self>, link: Link, stopping: CancellationToken) {
         let (peer, kind, remote) = (link.peer, link.kind, link.remote);
         let trusted = self.trust.is_trusted(&peer);
         let mut framed = Framed::budgeted(link, self.memory.account(peer, trusted));
@@ -113,7 +114,12 @@ impl Incoming {
             }
             Err(e) => tracing::info!(%peer, %remote, %kind, "handshake failed: {e}"),
         }
-        framed.into_link().close(CLOSE_WAIT).await;
+        let link = framed.into_link();
+        if stopping.is_cancelled() {
+            link.interrupt(STOP_GRACE).await;
+        } else {
+            link.close(CLOSE_WAIT).await;
+        }
     }
 
     /// Serves an authenticated link whose first message after `Hello` was

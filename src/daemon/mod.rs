@@ -10,10 +10,13 @@
 //!
 //! Under systemd it reports `READY=1` once everything is up, `STOPPING=1`
 //! when the stop begins, and pings the watchdog (`notify`). Shutdown is
-//! complete and bounded (well inside the unit's 15 s `TimeoutStopSec`):
-//! stop accepting, send mDNS goodbyes, cancel transfers (peers are told),
-//! close QUIC and wait for the close frames, wait for tasks, remove the
-//! socket.
+//! complete and bounded (well inside the unit's 15 s `TimeoutStopSec`,
+//! under a second in practice): pause transfers (each keeps its resume
+//! state and tells its peer `Error(Paused)`, so a sender retries and
+//! resumes once the service is back), stop accepting, send mDNS goodbyes
+//! meanwhile, close links without draining what peers still have in
+//! flight, close QUIC and wait for the close frames, wait for tasks,
+//! remove the socket.
 
 mod commands;
 mod incoming;
@@ -470,16 +473,19 @@ pub async fn run(
     notifier.stopping();
     tracing::info!("shutting down");
     let stop_started = Instant::now();
+    // Transfers first, so each learns that it is paused by the stop, not
+    // cancelled by the cancels that follow (a send's client request, a
+    // queued send).
+    registry.stop_all();
     cancel.cancel();
-    if let Some(d) = discovery {
-        d.shutdown().await;
-    }
-    registry.cancel_all();
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
-        .await
-        .is_err()
-    {
+    let goodbye = async {
+        if let Some(d) = discovery {
+            d.shutdown().await;
+        }
+    };
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait());
+    if tokio::join!(goodbye, drained).1.is_err() {
         tracing::warn!(
             "some tasks did not finish within {} s",
             DRAIN_TIMEOUT.as_secs()

@@ -219,6 +219,16 @@ pub enum SendError {
     /// Cancelled before anything reached the peer.
     #[error("cancelled")]
     Cancelled,
+    /// This daemon stops (a service stop or restart) before the send
+    /// completed; the receiver keeps what it verified, so sending the same
+    /// files again resumes.
+    #[error("{}", stopping(peer, *reached))]
+    Stopping {
+        /// The peer, as the user named it.
+        peer: String,
+        /// Whether the transfer had reached the peer.
+        reached: bool,
+    },
     /// It reached the peer (the transfer is in `share transfers` and the
     /// history) and then failed for good.
     #[error(transparent)]
@@ -246,6 +256,19 @@ impl SendError {
     /// Whether the job itself is at fault: sending again cannot help.
     pub fn is_bad_job(&self) -> bool {
         matches!(self, Self::Empty | Self::Source(_) | Self::Text(_))
+    }
+}
+
+/// Wording of [`SendError::Stopping`].
+fn stopping(peer: &str, reached: bool) -> String {
+    if reached {
+        format!(
+            "the lanshare service stopped during the send (stop or restart); {peer} keeps what it received, so the same `share send` resumes once the service is back"
+        )
+    } else {
+        format!(
+            "the lanshare service stopped before the send reached {peer} (stop or restart); send again once it is back"
+        )
     }
 }
 
@@ -452,6 +475,15 @@ impl SendService {
                 }
                 Err(e) => e,
             };
+            if self.registry.is_stopping() {
+                if let Some(handle) = &handle {
+                    handle.finish(State::Failed, Some(error.to_string()));
+                }
+                return Err(SendError::Stopping {
+                    peer: job.peer,
+                    reached: handle.is_some(),
+                });
+            }
             let next = if cancel.is_cancelled() {
                 Next::GiveUp
             } else {
@@ -557,7 +589,6 @@ async fn follow<T>(
     f: Followed<'_>,
 ) -> T {
     tokio::pin!(session);
-    let transfer_cancel = f.handle.cancelled();
     let id = f.handle.id().to_owned();
     let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
     let mut caller_gone = false;
@@ -580,7 +611,7 @@ async fn follow<T>(
             r = &mut session => break r,
             () = f.cancel.cancelled(), if !caller_gone => {
                 caller_gone = true;
-                transfer_cancel.cancel();
+                f.handle.cancel();
             }
             _ = tick.tick(), if f.total.is_some() => {
                 let bytes = f.total.unwrap_or_default();

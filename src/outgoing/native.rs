@@ -14,7 +14,7 @@ use super::retry::AttemptError;
 use super::{Delivered, Prepared, SendEvent};
 use crate::peers::{Connected, Connector, Resolved};
 use crate::registry::{Handle, Registry};
-use crate::transfer::{self, TransferError};
+use crate::transfer::{self, STOP_GRACE, TransferError};
 use crate::transport::dial::Preference;
 
 /// How long the end of a link waits for the peer to take our last frame.
@@ -114,10 +114,16 @@ pub(super) async fn attempt(
         .await
     };
     let mut link = framed.into_link();
-    let _ = link.finish().await;
-    if result.is_err() || matches!(a.payload, Prepared::Text(_)) {
-        // Let our last frame reach the receiver before closing.
-        link.wait_peer_closed(LINGER).await;
+    if matches!(result, Err(TransferError::Stopping)) {
+        // This daemon stops: deliver the `Error(Paused)`, not the data
+        // queued before it.
+        link.interrupt(STOP_GRACE).await;
+    } else {
+        let _ = link.finish().await;
+        if result.is_err() || matches!(a.payload, Prepared::Text(_)) {
+            // Let our last frame reach the receiver before closing.
+            link.wait_peer_closed(LINGER).await;
+        }
     }
     result
         .map(|()| Delivered {

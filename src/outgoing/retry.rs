@@ -4,8 +4,9 @@
 //! A send is retried only once it got going (the receiver had registered
 //! the transfer): a typo in a name, or a peer that never answered, fails
 //! at once. Then only failures that waiting can cure are retried: the
-//! link or the peer's daemon, not the content, the user or the peer's
-//! decision. Blocks that keep failing verification stop it after
+//! link or the peer's daemon (busy, or paused because its service stops
+//! or restarts), not the content, the user or the peer's decision. Blocks
+//! that keep failing verification stop it after
 //! [`MAX_INTEGRITY_RETRIES`]; the whole retry window is the user's
 //! (`retry_s`, `--retry-for`).
 
@@ -43,9 +44,10 @@ impl AttemptError {
             Self::Dial(..) => false,
             Self::Transfer(e) => match e {
                 TransferError::Link(_) | TransferError::Timeout(_) => true,
-                TransferError::Peer { code, .. } => {
-                    matches!(code, ErrorCode::Busy | ErrorCode::Io | ErrorCode::Integrity)
-                }
+                TransferError::Peer { code, .. } => matches!(
+                    code,
+                    ErrorCode::Busy | ErrorCode::Io | ErrorCode::Integrity | ErrorCode::Paused
+                ),
                 _ => false,
             },
         }
@@ -191,6 +193,7 @@ mod tests {
             peer(ErrorCode::Busy),
             peer(ErrorCode::Io),
             peer(ErrorCode::Integrity),
+            peer(ErrorCode::Paused),
             AttemptError::Dial("x".into(), DialError::Unreachable(vec![])),
         ] {
             let mut plan = RetryPlan::new(t0, window);
@@ -209,6 +212,7 @@ mod tests {
                 reason: "no".into(),
             }),
             AttemptError::Transfer(TransferError::Cancelled),
+            AttemptError::Transfer(TransferError::Stopping),
             AttemptError::Transfer(TransferError::Local("changed".into())),
             AttemptError::Dial("x".into(), DialError::Refused("impostor".into())),
         ] {

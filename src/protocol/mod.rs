@@ -108,6 +108,10 @@ pub enum ErrorCode {
     Busy,
     /// The sender's identity or the offer was refused.
     Refused,
+    /// The side sending this is stopping (its service stops or restarts)
+    /// and pauses the transfer: the receiver keeps its verified blocks and
+    /// the sender's retry resumes from them.
+    Paused,
     /// A code this implementation does not know; kept for logging.
     Other(u16),
 }
@@ -123,6 +127,7 @@ impl ErrorCode {
             Self::NoSpace => 5,
             Self::Busy => 6,
             Self::Refused => 7,
+            Self::Paused => 8,
             Self::Other(n) => n,
         }
     }
@@ -147,6 +152,7 @@ impl ErrorCode {
             5 => Self::NoSpace,
             6 => Self::Busy,
             7 => Self::Refused,
+            8 => Self::Paused,
             n => Self::Other(n),
         }
     }

@@ -1308,6 +1308,26 @@ mod tests {
         });
     }
 
+    /// The table of PROTOCOL.md §5.6.
+    #[test]
+    fn error_codes_are_numbered_as_specified() {
+        let table = [
+            (1, ErrorCode::Protocol),
+            (2, ErrorCode::Integrity),
+            (3, ErrorCode::Io),
+            (4, ErrorCode::Cancelled),
+            (5, ErrorCode::NoSpace),
+            (6, ErrorCode::Busy),
+            (7, ErrorCode::Refused),
+            (8, ErrorCode::Paused),
+        ];
+        for (n, code) in table {
+            assert_eq!(code.to_u16(), n, "{code:?}");
+            assert_eq!(ErrorCode::from_u16(n), code);
+        }
+        assert_eq!(ErrorCode::from_u16(9), ErrorCode::Other(9));
+    }
+
     #[test]
     fn roundtrip_max_sizes() {
         // "é" is 2 bytes: max-length strings of multi-byte characters.

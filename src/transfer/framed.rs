@@ -25,7 +25,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::memory::{OverBudget, Reservation};
-use super::{MESSAGE_TIMEOUT, TransferError};
+use super::{MESSAGE_TIMEOUT, STOP_GRACE, TransferError};
 use crate::protocol::{self, DATA_HEADER_LEN, Message};
 use crate::transport::{Link, LinkReader, LinkWriter, is_identity_io_error};
 
@@ -40,6 +40,10 @@ pub struct Framed {
     wbuf: BytesMut,
     /// What `rbuf` costs, reserved from the peer's memory budget.
     memory: Reservation,
+    /// Whether a write was abandoned part way through a frame: the stream
+    /// then ends mid-frame, and nothing may follow (the peer would read it
+    /// as part of the cut frame).
+    cut: bool,
 }
 
 /// What [`FrameReader::recv_into`] received.
@@ -67,6 +71,8 @@ pub struct FrameReader<'a> {
 pub struct FrameWriter<'a> {
     writer: &'a mut LinkWriter,
     wbuf: &'a mut BytesMut,
+    /// [`Framed::cut`]: set while a frame is being written.
+    cut: &'a mut bool,
 }
 
 /// Why receiving a message failed.
@@ -125,6 +131,7 @@ impl Framed {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::with_capacity(4096),
             memory,
+            cut: false,
         }
     }
 
@@ -155,6 +162,7 @@ impl Framed {
             FrameWriter {
                 writer: &mut self.link.writer,
                 wbuf: &mut self.wbuf,
+                cut: &mut self.cut,
             },
         )
     }
@@ -175,14 +183,23 @@ impl Framed {
     }
 
     /// Tells the peer why we stop and ends our direction, best effort
-    /// (the link may already be dead).
+    /// (the link may already be dead; after a frame cut short only the
+    /// direction is ended: nothing may follow such a frame). A stopping
+    /// daemon waits only a third of [`STOP_GRACE`] for each step: a message
+    /// that cannot even be handed to the transport by then sits behind data
+    /// that will not be delivered before the link closes either.
     pub async fn send_error(&mut self, error: &TransferError) {
         let message = Message::Error {
             code: error.code(),
             message: truncate(&error.to_string(), protocol::MAX_REASON_LEN).into(),
         };
-        let limit = Duration::from_secs(2);
-        let _ = tokio::time::timeout(limit, self.send(&message)).await;
+        let limit = match error {
+            TransferError::Stopping => STOP_GRACE / 3,
+            _ => Duration::from_secs(2),
+        };
+        if !self.cut {
+            let _ = tokio::time::timeout(limit, self.send(&message)).await;
+        }
         let _ = tokio::time::timeout(limit, self.link.finish()).await;
     }
 }
@@ -326,10 +343,12 @@ impl FrameWriter<'_> {
         self.wbuf.clear();
         protocol::encode(message, self.wbuf)
             .map_err(|e| TransferError::Local(format!("cannot encode message: {e}")))?;
+        *self.cut = true;
         self.writer
             .write_all(self.wbuf)
             .await
             .map_err(|e| TransferError::Link(describe(&e)))?;
+        *self.cut = false;
         self.writer
             .flush()
             .await
@@ -340,11 +359,17 @@ impl FrameWriter<'_> {
     /// header bytes from [`protocol::encode_data_header`] followed by the
     /// payload) or any frame from [`protocol::encode`]. Bulk data goes out
     /// with one call and, over QUIC, without a copy.
+    ///
+    /// Dropping the future part way leaves the frame cut short; the link
+    /// remembers it, and [`Framed::send_error`] then sends nothing.
     pub async fn send_encoded(&mut self, frame: bytes::Bytes) -> Result<(), TransferError> {
+        *self.cut = true;
         self.writer
             .write_bytes(frame)
             .await
-            .map_err(|e| TransferError::Link(describe(&e)))
+            .map_err(|e| TransferError::Link(describe(&e)))?;
+        *self.cut = false;
+        Ok(())
     }
 
     /// Flushes buffered bytes.

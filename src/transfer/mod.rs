@@ -39,6 +39,7 @@ pub mod text;
 use std::time::Duration;
 
 use crate::protocol::ErrorCode;
+use crate::registry::{Handle, StopCause};
 use crate::safe_text::{CleanText, PeerName};
 
 /// How long an offer waits for `share accept` before it expires as rejected.
@@ -47,6 +48,11 @@ pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long either side waits for the next message during a transfer
 /// before declaring the peer dead (TCP has no transport idle timeout).
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stopping daemon gives each link to deliver its last
+/// message (`Error(Paused)`) before it closes it: the whole stop stays
+/// well under a second, however much the peer still has in flight.
+pub const STOP_GRACE: Duration = Duration::from_millis(200);
 
 /// What a sending session reports while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +122,11 @@ pub enum TransferError {
     /// sender retries).
     #[error("{0}")]
     Busy(String),
+    /// This daemon is stopping (a service stop or restart): the transfer
+    /// is paused, not ended; the receiver keeps what it verified (sent as
+    /// `Error(Paused)`, which the sender retries).
+    #[error("the lanshare service is stopping (stop or restart)")]
+    Stopping,
 }
 
 /// Wording for an `Error` frame from the peer (with the number of a code
@@ -123,6 +134,7 @@ pub enum TransferError {
 fn peer_error(peer: &PeerName, code: ErrorCode, message: &CleanText) -> String {
     match code {
         ErrorCode::Cancelled => format!("cancelled by peer ({peer})"),
+        ErrorCode::Paused => format!("{peer} paused the transfer: {message}"),
         _ => format!("{peer} stopped the transfer: {}", code.report(message)),
     }
 }
@@ -137,6 +149,16 @@ impl TransferError {
             Self::Link(_) | Self::Local(_) | Self::Timeout(_) => ErrorCode::Io,
             Self::Cancelled | Self::NoAnswer { .. } => ErrorCode::Cancelled,
             Self::Busy(_) => ErrorCode::Busy,
+            Self::Stopping => ErrorCode::Paused,
+        }
+    }
+
+    /// What ends a transfer whose cancel signal fired: the daemon
+    /// stopping pauses it, anything else is a user's cancel.
+    pub fn interrupted(handle: &Handle) -> Self {
+        match handle.stop_cause() {
+            Some(StopCause::Shutdown) => Self::Stopping,
+            Some(StopCause::Cancel) | None => Self::Cancelled,
         }
     }
 }

@@ -13,12 +13,14 @@
 //! peer instead of growing memory.
 //!
 //! Interrupted transfers (connection lost, sender gone, a block that failed
-//! verification) keep their staging directory and a resume record
-//! ([`super::resume`]); when the same sender offers the same unchanged
-//! files again, the offer is accepted without asking again and only the
-//! missing blocks are requested. Kept data is listed, dropped on request,
-//! expires and is capped as [`super::kept`] says: [`Receiver::expire`]
-//! applies those rules, after every interrupted transfer and periodically.
+//! verification, either daemon stopping: `Error(Paused)`, see
+//! [`TransferError::Stopping`]) keep their staging directory and a resume
+//! record ([`super::resume`]); when the same sender offers the same
+//! unchanged files again, the offer is accepted without asking again and
+//! only the missing blocks are requested. Kept data is listed, dropped on
+//! request, expires and is capped as [`super::kept`] says:
+//! [`Receiver::expire`] applies those rules, after every interrupted
+//! transfer and periodically.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -422,9 +424,15 @@ impl Receiver {
                     } => State::Cancelled,
                     _ => State::Failed,
                 };
-                // A user's cancel, on either side, is a decision, not a fault.
+                // A user's cancel, on either side, is a decision, not a
+                // fault; nor is a service stop, on either side.
                 if state == State::Cancelled {
                     tracing::info!(id = handle.id(), "receiving from {peer_name} stopped: {e}");
+                } else if is_pause(&e) {
+                    tracing::info!(
+                        id = handle.id(),
+                        "receiving from {peer_name} paused, partial data kept for a resume: {e}"
+                    );
                 } else {
                     tracing::warn!(id = handle.id(), "receiving from {peer_name} failed: {e}");
                 }
@@ -464,6 +472,18 @@ async fn over_budget(framed: &mut Framed, sender: &Sender, over: &OverBudget, wh
     framed
         .send_error(&TransferError::from(RecvError::OverBudget(*over)))
         .await;
+}
+
+/// Whether `e` pauses the transfer: this daemon or the sender's stops.
+fn is_pause(e: &TransferError) -> bool {
+    matches!(
+        e,
+        TransferError::Stopping
+            | TransferError::Peer {
+                code: ErrorCode::Paused,
+                ..
+            }
+    )
 }
 
 /// What to do with partial data when a transfer ends without success.
@@ -555,10 +575,19 @@ impl Job<'_> {
         // If cancelled meanwhile, the task's Staging is dropped (removed)
         // when it finishes.
         let cancel = self.handle.cancelled();
+        let mut staging_task = staging_task;
         let staged = tokio::select! {
-            r = staging_task => r.map_err(|e| internal(format!("staging task failed: {e}")))?,
+            r = &mut staging_task => r.map_err(|e| internal(format!("staging task failed: {e}")))?,
             () = cancel.cancelled() => {
-                return Err((TransferError::Cancelled, Leftover::Discard));
+                let (e, leftover) = interruption(self.handle);
+                if let Leftover::Keep = leftover
+                    && let Ok(Ok((staging, _))) = staging_task.await
+                {
+                    // A stop: the data of an earlier attempt stays (the
+                    // runtime waits for the task anyway).
+                    finish_staging(staging, &leftover);
+                }
+                return Err((e, leftover));
             }
         };
         let (staging, manifest) = staged.map_err(|e| store_error(e, Leftover::Discard))?;
@@ -662,7 +691,7 @@ impl Job<'_> {
             let mut buf = pool.take().await?;
             let incoming = tokio::select! {
                 m = from_peer.recv_into_within(&mut buf, self.receiver.message_timeout) => m,
-                () = cancel.cancelled() => return Some((TransferError::Cancelled, Leftover::Discard)),
+                () = cancel.cancelled() => return Some(interruption(self.handle)),
                 // The writer stopped on bad data (or a full disk): answer
                 // now, not when the peer sends its next frame.
                 () = tx.closed() => return None,
@@ -866,6 +895,16 @@ fn leftover_for(e: Option<&StoreError>) -> Leftover {
         // the sender's retry asks for the bad one again.
         Some(StoreError::Integrity { .. }) | None => Leftover::Keep,
         _ => Leftover::Discard,
+    }
+}
+
+/// How a transfer whose cancel signal fired ends: paused by the daemon's
+/// stop, its data kept for the sender's retry; or cancelled by a user,
+/// its data dropped.
+fn interruption(handle: &Handle) -> JobError {
+    match TransferError::interrupted(handle) {
+        e @ TransferError::Stopping => (e, Leftover::Keep),
+        e => (e, Leftover::Discard),
     }
 }
 

@@ -13,14 +13,20 @@
 //!
 //! Success means the receiver's `Done`: every file verified, synced and
 //! renamed into place. Nothing less makes `share send` exit 0.
+//!
+//! When the daemon stops, the session ends with
+//! [`TransferError::Stopping`] (sent as `Error(Paused)`, so the receiver
+//! keeps its data) without waiting for a slow link to take the frame being
+//! written (`FRAME_GRACE`).
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rustix::buffer::spare_capacity;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::framed::{Framed, RecvError};
+use super::framed::{FrameReader, Framed, RecvError};
 use super::handshake::kind;
 use super::source::{OfferedFile, Source, Version};
 use super::{SessionEvent, TransferError};
@@ -29,12 +35,23 @@ use crate::protocol::{
     BLOCK_VALUE_FRAME_LEN, BlockRange, DATA_HEADER_LEN, EntryKind, MAX_DATA_CHUNK, Message,
     blocks_for, encode, encode_data_header,
 };
-use crate::registry::Handle;
+use crate::registry::{Handle, StopCause};
 use crate::safe_text::PeerName;
 
 /// How long the sender waits for `Done` after the last byte: the receiver
 /// verifies and syncs everything first, which can take a while on slow disks.
 pub const DONE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a stopping daemon lets the frame being written finish: long
+/// enough for a LAN to take a whole one (so the receiver is told
+/// `Error(Paused)` after it), short enough that a slow link does not hold
+/// up the stop; then the frame is cut (the receiver keeps its data either
+/// way).
+const FRAME_GRACE: Duration = Duration::from_millis(100);
+
+/// How long a failed write waits for the receiver's explanation
+/// ([`last_words`]).
+const LAST_WORDS_WAIT: Duration = Duration::from_millis(500);
 
 /// Chunks buffered between the disk reader and the network writer.
 const PIPELINE_DEPTH: usize = 8;
@@ -49,9 +66,11 @@ pub async fn send(
     consent_timeout: Duration,
     events: mpsc::UnboundedSender<SessionEvent>,
 ) -> Result<(), TransferError> {
-    // `run` watches the cancel only between frames: cutting a frame short
-    // would garble the `Error(Cancelled)` sent after it, and the receiver
-    // would see a broken link (and keep the data for a resume) instead.
+    // `run` watches a user's cancel only between frames: cutting a frame
+    // short would leave the `Error(Cancelled)` unsent (nothing may follow a
+    // cut frame), and the receiver would see a broken link (and keep the
+    // data for a resume) instead. The daemon's stop does cut a frame: the
+    // receiver keeps its data either way.
     let result = run(framed, peer_name, source, handle, consent_timeout, events).await;
     if let Err(e) = &result
         && !matches!(
@@ -84,7 +103,7 @@ async fn run(
     let cancel = handle.cancelled();
     let reply = tokio::select! {
         r = framed.recv_within(consent_timeout) => r.map_err(|e| no_answer(e, peer_name))?,
-        () = cancel.cancelled() => return Err(TransferError::Cancelled),
+        () = cancel.cancelled() => return Err(TransferError::interrupted(handle)),
     };
     let need = match reply {
         Message::Accept { need } => need,
@@ -126,7 +145,16 @@ async fn run(
         tokio::select! {
             chunk = rx.recv() => match chunk {
                 Some(Ok(Frame { bytes, data })) => {
-                    to_peer.send_encoded(bytes).await?;
+                    // A user's cancel waits for the frame to end (see
+                    // `send`); a stop waits only `FRAME_GRACE`, then ends
+                    // the stream mid-frame.
+                    let sent = tokio::select! {
+                        r = to_peer.send_encoded(bytes) => r,
+                        () = daemon_stops(&cancel, handle) => return Err(TransferError::Stopping),
+                    };
+                    if let Err(e) = sent {
+                        return Err(last_words(&mut from_peer, peer_name, e).await);
+                    }
                     handle.add_sent(data);
                     written += data;
                 }
@@ -140,7 +168,7 @@ async fn run(
                 }
                 other => return Err(unexpected(other, peer_name)),
             },
-            () = cancel.cancelled() => return Err(TransferError::Cancelled),
+            () = cancel.cancelled() => return Err(TransferError::interrupted(handle)),
         }
     }
     drop(rx);
@@ -152,7 +180,7 @@ async fn run(
 
     let reply = tokio::select! {
         r = from_peer.recv_within(DONE_TIMEOUT) => r?,
-        () = cancel.cancelled() => return Err(TransferError::Cancelled),
+        () = cancel.cancelled() => return Err(TransferError::interrupted(handle)),
     };
     match reply {
         Message::Done => Ok(()),
@@ -169,6 +197,31 @@ pub(super) fn no_answer(e: RecvError, peer_name: &PeerName) -> TransferError {
             waited,
         },
         other => other.into(),
+    }
+}
+
+/// Resolves [`FRAME_GRACE`] after `cancel` fired because the daemon
+/// stops; never for a user's cancel.
+async fn daemon_stops(cancel: &CancellationToken, handle: &Handle) {
+    cancel.cancelled().await;
+    if handle.stop_cause() != Some(StopCause::Shutdown) {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(FRAME_GRACE).await;
+}
+
+/// Why writing to the receiver failed: the receiver may have said why
+/// before it stopped reading (a stopping receiver sends `Error(Paused)`
+/// and then stops our stream, so our write fails before we read it).
+/// Waits for that message a moment; otherwise the write's own error.
+async fn last_words(
+    from_peer: &mut FrameReader<'_>,
+    peer_name: &PeerName,
+    write_error: TransferError,
+) -> TransferError {
+    match from_peer.recv_within(LAST_WORDS_WAIT).await {
+        Ok(message @ Message::Error { .. }) => unexpected(message, peer_name),
+        _ => write_error,
     }
 }
 

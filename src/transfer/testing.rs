@@ -75,7 +75,30 @@ pub(crate) fn bob_receiving(policy: AcceptPolicy) -> Bob {
 
 /// [`bob_receiving`], keeping partial data as `keep` allows.
 pub(crate) fn bob_keeping(policy: AcceptPolicy, keep: KeepPolicy) -> Bob {
-    let dir = tempfile::tempdir().unwrap();
+    bob_in(tempfile::tempdir().unwrap(), policy, keep)
+}
+
+/// `bob` after a restart of his daemon: the same state and download
+/// directory, a new transfer table.
+pub(crate) fn bob_restarted(bob: Bob, policy: AcceptPolicy) -> Bob {
+    bob_in(bob._dir, policy, KeepPolicy::default())
+}
+
+impl Bob {
+    /// Names of the resume records and value logs in the state directory.
+    pub(crate) fn resume_files(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self._dir.path().join("resume")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn bob_in(dir: tempfile::TempDir, policy: AcceptPolicy, keep: KeepPolicy) -> Bob {
     let downloads = dir.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     let registry = Registry::default();

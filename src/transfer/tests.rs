@@ -19,11 +19,12 @@ use super::framed::Framed;
 use super::kept::{self, KeepPolicy};
 use super::source::Source;
 use super::testing::{
-    Bob, OFFER_TIMEOUT, alice_as_sender, bob_keeping, bob_receiving, framed_pipe,
+    Bob, OFFER_TIMEOUT, alice_as_sender, bob_keeping, bob_receiving, bob_restarted, framed_pipe,
     framed_pipe_without_metadata, outgoing, random_file, source_of,
 };
-use super::{SessionEvent, TransferError, send, text};
+use super::{STOP_GRACE, SessionEvent, TransferError, send, text};
 use crate::intake::AcceptPolicy;
+use crate::outgoing::retry::AttemptError;
 use crate::protocol::hash::block_hash;
 use crate::protocol::{BlockRange, EntryMeta, ErrorCode, MAX_DATA_CHUNK, Message};
 use crate::registry::{Decision, Registry, State, TransferInfo};
@@ -327,6 +328,138 @@ async fn a_cancel_between_frames_stops_both_sides_and_leaves_nothing() {
     let theirs = incoming(&bob);
     assert_eq!(theirs[0].state, State::Cancelled, "{theirs:?}");
     assert_eq!(downloads(&bob), Vec::<String>::new(), "partial data kept");
+}
+
+/// Waits (polling: there is no event for it) until Bob has verified
+/// `bytes` of his one incoming transfer.
+async fn until_bob_verified(bob: &Bob, bytes: u64) {
+    while incoming(bob).first().is_none_or(|t| t.bytes_done < bytes) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Bob's daemon stops (SIGTERM) while data flows: the transfer pauses
+/// instead of ending as cancelled. Alice is told `Error(Paused)`, which
+/// she retries; Bob keeps the verified blocks and the resume record, and
+/// after his restart the same offer is accepted without asking again and
+/// resumes from them.
+#[tokio::test]
+async fn a_stopping_receiver_pauses_the_transfer_and_the_retry_resumes() {
+    let src = tempfile::tempdir().unwrap();
+    let path: PathBuf = src.path().join("big.bin");
+    let content = random_file(&path, 32 << 20, 10);
+    let source = source_of(&[path]);
+    let bob = bob_receiving(AcceptPolicy::All);
+    let (mut ours, mut theirs) = framed_pipe();
+    let registry = Registry::default();
+    let handle = outgoing(&registry, &source);
+    let (events, _) = mpsc::unbounded_channel();
+    let sending = async {
+        let result = send::send(&mut ours, &"bob".into(), &source, &handle, CONSENT, events).await;
+        ours.into_link().close(Duration::from_secs(1)).await;
+        result
+    };
+    let stop = async {
+        until_bob_verified(&bob, 2 << 20).await;
+        bob.registry.stop_all();
+    };
+    let receiving = async {
+        bob.receiver.receive(&mut theirs, &alice_as_sender()).await;
+        theirs.into_link().interrupt(STOP_GRACE).await;
+    };
+    let (result, (), ()) = bounded(async { tokio::join!(sending, stop, receiving) }).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            TransferError::Peer {
+                code: ErrorCode::Paused,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(AttemptError::Transfer(error).retryable());
+    let paused = &incoming(&bob)[0];
+    assert_eq!(paused.state, State::Failed, "{paused:?}");
+    let kept = paused.bytes_done;
+    assert!(kept < content.len() as u64, "finished before the stop");
+    let staged = downloads(&bob);
+    assert!(
+        staged.len() == 1 && staged[0].starts_with(".lanshare-"),
+        "{staged:?}"
+    );
+    assert!(
+        bob.resume_files().iter().any(|f| f.ends_with(".json")),
+        "{:?}",
+        bob.resume_files()
+    );
+
+    // Bob asks before accepting, but not again for a resume.
+    let bob = bob_restarted(bob, AcceptPolicy::Ask);
+    let (result, ours) = bounded(send_to(&bob, &source)).await;
+    result.unwrap();
+    assert!(
+        ours.bytes_sent <= content.len() as u64 - kept,
+        "sent {} again after {kept} were kept",
+        ours.bytes_sent
+    );
+    assert!(std::fs::read(bob.downloads.join("big.bin")).unwrap() == content);
+    assert_eq!(downloads(&bob), ["big.bin"]);
+    assert_eq!(bob.resume_files(), Vec::<String>::new());
+}
+
+/// Alice's daemon stops while data flows: she tells Bob `Error(Paused)`,
+/// not `Cancelled`, so Bob keeps what he verified, and the same offer from
+/// her restarted daemon carries only the rest.
+#[tokio::test]
+async fn a_stopping_sender_pauses_the_transfer_and_the_receiver_keeps_its_data() {
+    let src = tempfile::tempdir().unwrap();
+    let path: PathBuf = src.path().join("big.bin");
+    let content = random_file(&path, 32 << 20, 11);
+    let source = source_of(&[path]);
+    let bob = bob_receiving(AcceptPolicy::All);
+    let (mut ours, mut theirs) = framed_pipe();
+    let registry = Registry::default();
+    let handle = outgoing(&registry, &source);
+    let (events, _) = mpsc::unbounded_channel();
+    let sending = async {
+        let result = send::send(&mut ours, &"bob".into(), &source, &handle, CONSENT, events).await;
+        ours.into_link().interrupt(STOP_GRACE).await;
+        result
+    };
+    let stop = async {
+        until_bob_verified(&bob, 2 << 20).await;
+        registry.stop_all();
+    };
+    let receiving = async {
+        bob.receiver.receive(&mut theirs, &alice_as_sender()).await;
+        theirs.into_link().close(Duration::from_secs(1)).await;
+    };
+    let (result, (), ()) = bounded(async { tokio::join!(sending, stop, receiving) }).await;
+    assert!(matches!(result, Err(TransferError::Stopping)), "{result:?}");
+    let paused = &incoming(&bob)[0];
+    assert_eq!(paused.state, State::Failed, "{paused:?}");
+    assert!(
+        paused
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("alice paused the transfer")),
+        "{paused:?}"
+    );
+    let kept = paused.bytes_done;
+    assert!(kept < content.len() as u64, "finished before the stop");
+    assert_eq!(downloads(&bob).len(), 1, "{:?}", downloads(&bob));
+
+    let (result, ours) = bounded(send_to(&bob, &source)).await;
+    result.unwrap();
+    assert!(
+        ours.bytes_sent <= content.len() as u64 - kept,
+        "sent {} again after {kept} were kept",
+        ours.bytes_sent
+    );
+    assert!(std::fs::read(bob.downloads.join("big.bin")).unwrap() == content);
+    assert_eq!(bob.resume_files(), Vec::<String>::new());
 }
 
 /// Plays a sender that offers `source` and sends only `blocks` of file 0:

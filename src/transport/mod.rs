@@ -323,6 +323,27 @@ impl Link {
         self.wait_peer_closed(limit).await;
     }
 
+    /// Ends the link promptly because this side stops (the daemon shuts
+    /// down): finishes our side and waits, bounded by `limit`, until the
+    /// peer has our last message, without waiting for what the peer still
+    /// has in flight, as [`Link::close`] does (on a slow link that can be
+    /// seconds of data). Over QUIC our reading side is stopped
+    /// (`STOP_SENDING`): the peer's writes fail at once, its unsent data is
+    /// dropped, and it finds our last message when it reads. Over TCP there
+    /// is no such signal, so whatever arrives meanwhile is read and dropped
+    /// (a close with unread data would reset the connection and could
+    /// discard our last message) until the peer closes or `limit` passes.
+    pub async fn interrupt(mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.finish()).await;
+        if let LinkWriter::Quic(stream) = &mut self.writer {
+            // Dropping a quinn stream not read to its end sends STOP_SENDING.
+            self.reader = Box::new(tokio::io::empty());
+            let _ = tokio::time::timeout(limit, stream.stopped()).await;
+        } else {
+            self.wait_peer_closed(limit).await;
+        }
+    }
+
     /// Waits (bounded by `limit`) until the peer has acknowledged
     /// everything we sent, so closing now cuts off nothing: quinn discards
     /// unacknowledged stream data when the last connection handle goes

@@ -117,6 +117,14 @@ fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
 
 /// The round-trip estimate before the first measurement (see the module
 /// docs).
+/// How long a stopping daemon waits for its connections to go idle. The
+/// close frames leave at once; what follows is each connection's draining
+/// period (three probe timeouts: a second on a loopback link busy with a
+/// transfer, whose queues inflate the round trip), which only answers the
+/// peer's late packets with the close again. A stop must not wait for it
+/// (issue 13 item 9: a stop takes well under a second).
+const CLOSE_FRAMES_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 const INITIAL_RTT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The longest the peer may wait before acknowledging (see [`ack_frequency`]).
@@ -300,12 +308,12 @@ impl QuicTransport {
         }
     }
 
-    /// Closes every connection and waits (bounded) until the close frames are sent.
+    /// Closes every connection and gives the close frames
+    /// `CLOSE_FRAMES_WAIT` to go out.
     pub async fn shutdown(&self) {
         self.endpoint
             .close(quinn::VarInt::from_u32(0), b"daemon shutting down");
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
-            .await;
+        let _ = tokio::time::timeout(CLOSE_FRAMES_WAIT, self.endpoint.wait_idle()).await;
     }
 
     async fn connect_inner(

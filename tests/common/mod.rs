@@ -446,22 +446,29 @@ impl TestDaemon {
     /// Stops the daemon with SIGTERM and waits (bounded); returns whether
     /// it exited successfully.
     pub fn stop(&mut self) -> bool {
+        self.stop_timed().0
+    }
+
+    /// [`TestDaemon::stop`], also returning how long the daemon took from
+    /// the signal to its exit (to within 5 ms; 15 s if it was killed).
+    pub fn stop_timed(&mut self) -> (bool, Duration) {
         let Some(mut child) = self.child.take() else {
-            return true;
+            return (true, Duration::ZERO);
         };
         let pid = rustix::process::Pid::from_child(&child);
+        let signalled = Instant::now();
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = signalled + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
+                return (status.success(), signalled.elapsed());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return false;
+                return (false, signalled.elapsed());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
