@@ -62,7 +62,7 @@ fn assert_kept(daemon: &TestDaemon) {
 /// receiver, which asks only for the blocks it lacks.
 #[test]
 fn receiver_stopped_mid_transfer_keeps_its_data_and_the_sender_resumes() {
-    let size = 256 * MIB;
+    let size = 128 * MIB;
     let alice = TestDaemon::start("alice");
     let mut bob = TestDaemon::start("bob");
     let (_src, file) = settled_file(size, 31);
@@ -121,7 +121,7 @@ fn receiver_stopped_mid_transfer_keeps_its_data_and_the_sender_resumes() {
 /// the same send from the restarted sender carries only the rest.
 #[test]
 fn sender_stopped_mid_send_says_so_and_sending_again_resumes() {
-    let size = 256 * MIB;
+    let size = 128 * MIB;
     let mut alice = TestDaemon::start("alice");
     let bob = TestDaemon::start("bob");
     let (_src, file) = settled_file(size, 32);

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pending::PendingOffers;
 use crate::identity::trust::TrustStore;
-use crate::registry::{Decision, Handle, State};
+use crate::registry::{Decision, Handle, State, StopCause};
 
 /// Which offers are accepted without asking.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -90,7 +90,8 @@ pub enum SenderGone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Declined {
     /// `Rejected` (tell the sender), `Cancelled` (by a user on either
-    /// side) or `Failed` (the sender went away).
+    /// side) or `Failed` (the sender went away, or, with no `gone`, this
+    /// daemon stops: [`Declined::stopped_here`]).
     pub state: State,
     /// Why, in words.
     pub reason: String,
@@ -110,6 +111,13 @@ impl Declined {
     /// Whether this side's user cancelled (the sender is to be told).
     pub fn cancelled_here(&self) -> bool {
         self.state == State::Cancelled && self.gone.is_none()
+    }
+
+    /// Whether this daemon stopped while the offer waited (the sender is
+    /// told the offer is paused: it offers again, and is asked about
+    /// again, once the service is back).
+    pub fn stopped_here(&self) -> bool {
+        self.state == State::Failed && self.gone.is_none()
     }
 }
 
@@ -175,11 +183,18 @@ pub(super) async fn decide(
                 timeout.as_secs()
             ))),
         },
-        // `share cancel` on a pending offer.
-        () = cancel.cancelled() => Err(Declined {
-            state: State::Cancelled,
-            reason: "cancelled".into(),
-            gone: None,
+        // `share cancel` on a pending offer, or the daemon's stop.
+        () = cancel.cancelled() => Err(match handle.stop_cause() {
+            Some(StopCause::Shutdown) => Declined {
+                state: State::Failed,
+                reason: format!("this device's lanshare service stopped before the {noun} was answered"),
+                gone: None,
+            },
+            Some(StopCause::Cancel) | None => Declined {
+                state: State::Cancelled,
+                reason: "cancelled".into(),
+                gone: None,
+            },
         }),
         gone = gone => {
             let (state, reason) = match &gone {

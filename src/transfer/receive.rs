@@ -518,7 +518,7 @@ pub(super) fn sender_gone(next: Result<Message, RecvError>, peer_name: &PeerName
 
 /// Tells the sender of a `declined` offer what it needs to know: a
 /// `Reject` with the reason, "cancelled" after this side's `share cancel`,
-/// or the protocol violation it committed. A sender that gave up gets
+/// "paused" when this daemon stops, or the protocol violation it committed. A sender that gave up gets
 /// nothing (an `Error` is never answered).
 pub(super) async fn answer_declined(framed: &mut Framed, declined: &Declined, noun: &str) {
     match (&declined.state, &declined.gone) {
@@ -527,6 +527,7 @@ pub(super) async fn answer_declined(framed: &mut Framed, declined: &Declined, no
             let _ = framed.send(&Message::Reject { reason }).await;
         }
         (State::Cancelled, None) => framed.send_error(&TransferError::Cancelled).await,
+        _ if declined.stopped_here() => framed.send_error(&TransferError::Stopping).await,
         (_, Some(SenderGone::BrokeProtocol(what))) => {
             let e = TransferError::Protocol(format!(
                 "sender sent {what} before the {noun} was accepted"

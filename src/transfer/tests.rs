@@ -409,6 +409,49 @@ async fn a_stopping_receiver_pauses_the_transfer_and_the_retry_resumes() {
     assert_eq!(bob.resume_files(), Vec::<String>::new());
 }
 
+/// Bob's daemon stops while an offer waits for his user: Alice is told
+/// the offer is paused, which she retries (Bob's user is asked again once
+/// his service is back), not that it was cancelled.
+#[tokio::test]
+async fn a_stop_while_an_offer_waits_pauses_it() {
+    let src = tempfile::tempdir().unwrap();
+    random_file(&src.path().join("a.bin"), 1000, 12);
+    let source = source_of(&[src.path().join("a.bin")]);
+    let bob = bob_receiving(AcceptPolicy::Ask);
+    let stop = async {
+        while incoming(&bob)
+            .first()
+            .is_none_or(|t| t.state != State::Pending)
+        {
+            tokio::task::yield_now().await;
+        }
+        bob.registry.stop_all();
+    };
+    let ((result, _), ()) = bounded(async { tokio::join!(send_to(&bob, &source), stop) }).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            TransferError::Peer {
+                code: ErrorCode::Paused,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(AttemptError::Transfer(error).retryable());
+    let theirs = &incoming(&bob)[0];
+    assert_eq!(theirs.state, State::Failed, "{theirs:?}");
+    assert!(
+        theirs
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("stopped before the offer was answered")),
+        "{theirs:?}"
+    );
+    assert_eq!(downloads(&bob), Vec::<String>::new());
+}
+
 /// Alice's daemon stops while data flows: she tells Bob `Error(Paused)`,
 /// not `Cancelled`, so Bob keeps what he verified, and the same offer from
 /// her restarted daemon carries only the rest.
