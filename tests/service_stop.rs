@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::common::netns::{Lan, has_id, in_ns, wait_peers};
 use crate::common::{TestDaemon, assert_same_file, random_file, tree};
 use crate::robustness::{bytes_of, resume_records, sent_ok, staging_dirs};
 use crate::transfer::{failure, finish_within, one_json, spawn_share};
@@ -170,4 +171,73 @@ fn sender_stopped_mid_send_says_so_and_sending_again_resumes() {
     assert_same_file(&file, &bob.download.join("big.bin"));
     assert_eq!(tree(&bob.download), ["big.bin"]);
     assert_eq!(resume_records(&bob.state), Vec::<String>::new());
+}
+
+/// The service case, on a LAN with mDNS and a slower link (200 Mbit/s
+/// with a 50 ms queue, data in flight that the stop does not wait for):
+/// the stopping receiver says its mDNS goodbye, so the sender's retries
+/// find it gone from the network; they keep trying, and once the restarted
+/// receiver (on another port) announces itself again the send, addressed
+/// by name, resumes.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn receiver_restarted_on_a_lan_is_found_again_by_name_and_the_send_resumes() {
+    let size = 128 * MIB;
+    let lan = Lan::new(2);
+    let alice = lan.daemon(0, "alice").accept("all").spawn();
+    let mut bob = lan.daemon(1, "bob").accept("all").spawn();
+    in_ns(
+        &lan.hosts[0],
+        &[
+            "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "200mbit", "burst", "64kb",
+            "latency", "50ms",
+        ],
+    );
+    let bob_id = bob.id();
+    wait_peers(
+        &alice,
+        Instant::now(),
+        Duration::from_secs(10),
+        "bob to appear",
+        |p| has_id(p, &bob_id),
+    );
+    let (_src, file) = settled_file(size, 33);
+
+    let sender = spawn_share(&alice, &["send", "bob", s(&file), "--json"]);
+    let seen = bob.wait_transfer_within(Duration::from_secs(60), "a quarter of the data", |t| {
+        t["direction"] == "in" && bytes_of(t, "bytes_done") >= size / 4
+    });
+    let (clean, took) = bob.stop_timed();
+    let at_stop = bytes_of(&seen, "bytes_done");
+    eprintln!("stopped bob at {} MiB in {took:.2?}", at_stop / MIB);
+    assert!(clean, "bob did not exit cleanly");
+    assert!(took < STOP_LIMIT, "stopping bob took {took:.2?}");
+    assert!(at_stop < size, "the transfer finished before the stop");
+    assert_kept(&bob);
+
+    let bob2 = lan
+        .daemon(1, "bob")
+        .accept("all")
+        .state_dir(&bob.state)
+        .download_dir(&bob.download)
+        .spawn();
+    let out = finish_within(sender, Duration::from_secs(120));
+    let result = sent_ok(&out);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("bob paused the transfer"),
+        "the sender was not told of the pause: {progress}"
+    );
+    assert!(bytes_of(&result, "attempts") >= 2, "{result}");
+    assert_same_file(&file, &bob2.download.join("big.bin"));
+    assert_eq!(tree(&bob2.download), ["big.bin"]);
+    let theirs = bob2.wait_transfer("the resumed transfer done", |t| t["state"] == "done");
+    let again = bytes_of(&theirs, "bytes_sent");
+    assert!(
+        again <= size - at_stop,
+        "the restarted receiver took {} MiB of {} MiB again (had {} MiB verified at the stop)",
+        again / MIB,
+        size / MIB,
+        at_stop / MIB
+    );
 }

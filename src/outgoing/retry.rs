@@ -40,7 +40,9 @@ impl AttemptError {
     /// failed, not the content, the user or the peer's decision.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Dial(_, DialError::Unreachable(_)) => true,
+            // A device that left the network (its daemon stopped and said
+            // goodbye) may come back: a restart or an upgrade takes seconds.
+            Self::Dial(_, DialError::Unreachable(_) | DialError::Gone) => true,
             Self::Dial(..) => false,
             Self::Transfer(e) => match e {
                 TransferError::Link(_) | TransferError::Timeout(_) => true,
@@ -195,6 +197,7 @@ mod tests {
             peer(ErrorCode::Integrity),
             peer(ErrorCode::Paused),
             AttemptError::Dial("x".into(), DialError::Unreachable(vec![])),
+            AttemptError::Dial("x".into(), DialError::Gone),
         ] {
             let mut plan = RetryPlan::new(t0, window);
             assert_eq!(
@@ -226,6 +229,9 @@ mod tests {
         let t0 = Instant::now();
         let mut plan = RetryPlan::new(t0, Duration::from_secs(600));
         assert_eq!(plan.after(&link_lost(), false, t0), Next::GiveUp);
+        // A fresh send to a device that left fails at once.
+        let gone = AttemptError::Dial("x".into(), DialError::Gone);
+        assert_eq!(plan.after(&gone, false, t0), Next::GiveUp);
         let mut never = RetryPlan::never(t0);
         assert_eq!(never.after(&link_lost(), true, t0), Next::GiveUp);
     }
