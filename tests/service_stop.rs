@@ -57,6 +57,63 @@ fn assert_kept(daemon: &TestDaemon) {
     );
 }
 
+/// Waits until `receiver` has verified a quarter of `size` (but not all
+/// of it); returns the bytes verified.
+fn a_quarter_received(receiver: &TestDaemon, size: u64) -> u64 {
+    let seen =
+        receiver.wait_transfer_within(Duration::from_secs(60), "a quarter of the data", |t| {
+            t["direction"] == "in" && bytes_of(t, "bytes_done") >= size / 4
+        });
+    let verified = bytes_of(&seen, "bytes_done");
+    assert!(verified < size, "the transfer finished before the stop");
+    verified
+}
+
+/// Stops `daemon` (SIGTERM) and checks that it exited cleanly within
+/// [`STOP_LIMIT`].
+fn stop_promptly(daemon: &mut TestDaemon) {
+    let (clean, took) = daemon.stop_timed();
+    eprintln!("stopped {} in {took:.2?}", daemon.name);
+    assert!(clean, "{} did not exit cleanly", daemon.name);
+    assert!(
+        took < STOP_LIMIT,
+        "stopping {} took {took:.2?}",
+        daemon.name
+    );
+}
+
+/// What the sender of a paused transfer must show once the restarted
+/// receiver `bob` has it all: it was told of the pause and retried, the
+/// file arrived whole, and the receiver took again at most what it had not
+/// verified at the stop (`at_stop` of `size`).
+fn assert_resumed(
+    out: &std::process::Output,
+    file: &Path,
+    bob: &TestDaemon,
+    size: u64,
+    at_stop: u64,
+) {
+    let result = sent_ok(out);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("bob paused the transfer"),
+        "the sender was not told of the pause: {progress}"
+    );
+    assert!(bytes_of(&result, "attempts") >= 2, "{result}");
+    assert_same_file(file, &bob.download.join("big.bin"));
+    assert_eq!(tree(&bob.download), ["big.bin"]);
+    assert_eq!(resume_records(&bob.state), Vec::<String>::new());
+    let theirs = bob.wait_transfer("the resumed transfer done", |t| t["state"] == "done");
+    let again = bytes_of(&theirs, "bytes_sent");
+    assert!(
+        again <= size - at_stop,
+        "the restarted receiver took {} MiB of {} MiB again (had {} MiB verified at the stop)",
+        again / MIB,
+        size / MIB,
+        at_stop / MIB
+    );
+}
+
 /// The receiver stops half way: it exits within [`STOP_LIMIT`], keeps
 /// what it verified, and tells the sender, whose `share send` keeps
 /// retrying ("bob paused the transfer") and finishes against the restarted
@@ -69,18 +126,10 @@ fn receiver_stopped_mid_transfer_keeps_its_data_and_the_sender_resumes() {
     let (_src, file) = settled_file(size, 31);
 
     let sender = spawn_share(&alice, &["send", &bob.addr(), s(&file), "--json"]);
-    let seen = bob.wait_transfer_within(Duration::from_secs(60), "a quarter of the data", |t| {
-        t["direction"] == "in" && bytes_of(t, "bytes_done") >= size / 4
-    });
-    let (clean, took) = bob.stop_timed();
-    let at_stop = bytes_of(&seen, "bytes_done");
-    eprintln!("stopped bob at {} MiB in {took:.2?}", at_stop / MIB);
-    assert!(clean, "bob did not exit cleanly");
-    assert!(took < STOP_LIMIT, "stopping bob took {took:.2?}");
-    assert!(at_stop < size, "the transfer finished before the stop");
+    let at_stop = a_quarter_received(&bob, size);
+    stop_promptly(&mut bob);
     assert_kept(&bob);
 
-    let restarted = Instant::now();
     let bob2 = TestDaemon::builder("bob")
         .accept("all")
         .port(bob.port)
@@ -88,32 +137,7 @@ fn receiver_stopped_mid_transfer_keeps_its_data_and_the_sender_resumes() {
         .download_dir(&bob.download)
         .spawn();
     let out = finish_within(sender, Duration::from_secs(90));
-    let result = sent_ok(&out);
-    eprintln!(
-        "resumed {:.2?} after the restart: {result}",
-        restarted.elapsed()
-    );
-    // The sender was told why, and retried rather than giving up.
-    let progress = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        progress.contains("bob paused the transfer"),
-        "the sender was not told of the pause: {progress}"
-    );
-    assert!(bytes_of(&result, "attempts") >= 2, "{result}");
-    assert_same_file(&file, &bob2.download.join("big.bin"));
-    assert_eq!(tree(&bob2.download), ["big.bin"]);
-    assert_eq!(resume_records(&bob2.state), Vec::<String>::new());
-    // Everything verified before the stop was kept: the restarted
-    // receiver took at most the rest again.
-    let theirs = bob2.wait_transfer("the resumed transfer done", |t| t["state"] == "done");
-    let again = bytes_of(&theirs, "bytes_sent");
-    assert!(
-        again <= size - at_stop,
-        "the restarted receiver took {} MiB of {} MiB again (had {} MiB verified at the stop)",
-        again / MIB,
-        size / MIB,
-        at_stop / MIB
-    );
+    assert_resumed(&out, &file, &bob2, size, at_stop);
 }
 
 /// The sender stops half way: it exits within [`STOP_LIMIT`], its
@@ -129,15 +153,8 @@ fn sender_stopped_mid_send_says_so_and_sending_again_resumes() {
     let send = ["send", &bob.addr(), s(&file), "--json"];
 
     let first = spawn_share(&alice, &send);
-    let seen = bob.wait_transfer_within(Duration::from_secs(60), "a quarter of the data", |t| {
-        t["direction"] == "in" && bytes_of(t, "bytes_done") >= size / 4
-    });
-    let (clean, took) = alice.stop_timed();
-    let at_stop = bytes_of(&seen, "bytes_done");
-    eprintln!("stopped alice at {} MiB in {took:.2?}", at_stop / MIB);
-    assert!(clean, "alice did not exit cleanly");
-    assert!(took < STOP_LIMIT, "stopping alice took {took:.2?}");
-    assert!(at_stop < size, "the transfer finished before the stop");
+    let at_stop = a_quarter_received(&bob, size);
+    stop_promptly(&mut alice);
 
     let out = finish_within(first, Duration::from_secs(10));
     assert!(!out.status.success(), "{:?}", failure(&out));
@@ -204,15 +221,8 @@ fn receiver_restarted_on_a_lan_is_found_again_by_name_and_the_send_resumes() {
     let (_src, file) = settled_file(size, 33);
 
     let sender = spawn_share(&alice, &["send", "bob", s(&file), "--json"]);
-    let seen = bob.wait_transfer_within(Duration::from_secs(60), "a quarter of the data", |t| {
-        t["direction"] == "in" && bytes_of(t, "bytes_done") >= size / 4
-    });
-    let (clean, took) = bob.stop_timed();
-    let at_stop = bytes_of(&seen, "bytes_done");
-    eprintln!("stopped bob at {} MiB in {took:.2?}", at_stop / MIB);
-    assert!(clean, "bob did not exit cleanly");
-    assert!(took < STOP_LIMIT, "stopping bob took {took:.2?}");
-    assert!(at_stop < size, "the transfer finished before the stop");
+    let at_stop = a_quarter_received(&bob, size);
+    stop_promptly(&mut bob);
     assert_kept(&bob);
 
     let bob2 = lan
@@ -222,22 +232,5 @@ fn receiver_restarted_on_a_lan_is_found_again_by_name_and_the_send_resumes() {
         .download_dir(&bob.download)
         .spawn();
     let out = finish_within(sender, Duration::from_secs(120));
-    let result = sent_ok(&out);
-    let progress = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        progress.contains("bob paused the transfer"),
-        "the sender was not told of the pause: {progress}"
-    );
-    assert!(bytes_of(&result, "attempts") >= 2, "{result}");
-    assert_same_file(&file, &bob2.download.join("big.bin"));
-    assert_eq!(tree(&bob2.download), ["big.bin"]);
-    let theirs = bob2.wait_transfer("the resumed transfer done", |t| t["state"] == "done");
-    let again = bytes_of(&theirs, "bytes_sent");
-    assert!(
-        again <= size - at_stop,
-        "the restarted receiver took {} MiB of {} MiB again (had {} MiB verified at the stop)",
-        again / MIB,
-        size / MIB,
-        at_stop / MIB
-    );
+    assert_resumed(&out, &file, &bob2, size, at_stop);
 }

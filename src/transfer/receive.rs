@@ -488,7 +488,8 @@ fn is_pause(e: &TransferError) -> bool {
 
 /// What to do with partial data when a transfer ends without success.
 enum Leftover {
-    /// Keep it for a resume (the link failed, not the content).
+    /// Keep it for a resume (the link failed or a daemon stops, not the
+    /// content).
     Keep,
     /// Remove it (hostile or refused content, cancel, full disk).
     Discard,
@@ -518,8 +519,9 @@ pub(super) fn sender_gone(next: Result<Message, RecvError>, peer_name: &PeerName
 
 /// Tells the sender of a `declined` offer what it needs to know: a
 /// `Reject` with the reason, "cancelled" after this side's `share cancel`,
-/// "paused" when this daemon stops, or the protocol violation it committed. A sender that gave up gets
-/// nothing (an `Error` is never answered).
+/// "paused" when this daemon stops, or the protocol violation it
+/// committed. A sender that gave up gets nothing (an `Error` is never
+/// answered).
 pub(super) async fn answer_declined(framed: &mut Framed, declined: &Declined, noun: &str) {
     match (&declined.state, &declined.gone) {
         (State::Rejected, _) => {

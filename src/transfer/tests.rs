@@ -330,6 +330,23 @@ async fn a_cancel_between_frames_stops_both_sides_and_leaves_nothing() {
     assert_eq!(downloads(&bob), Vec::<String>::new(), "partial data kept");
 }
 
+/// Asserts that a send ended with the receiver's `Error(Paused)`, which
+/// the send service retries.
+fn assert_paused_by_peer(result: Result<(), TransferError>) {
+    let error = result.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            TransferError::Peer {
+                code: ErrorCode::Paused,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(AttemptError::Transfer(error).retryable());
+}
+
 /// Waits (polling: there is no event for it) until Bob has verified
 /// `bytes` of his one incoming transfer.
 async fn until_bob_verified(bob: &Bob, bytes: u64) {
@@ -368,18 +385,7 @@ async fn a_stopping_receiver_pauses_the_transfer_and_the_retry_resumes() {
         theirs.into_link().interrupt(STOP_GRACE).await;
     };
     let (result, (), ()) = bounded(async { tokio::join!(sending, stop, receiving) }).await;
-    let error = result.unwrap_err();
-    assert!(
-        matches!(
-            &error,
-            TransferError::Peer {
-                code: ErrorCode::Paused,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    assert!(AttemptError::Transfer(error).retryable());
+    assert_paused_by_peer(result);
     let paused = &incoming(&bob)[0];
     assert_eq!(paused.state, State::Failed, "{paused:?}");
     let kept = paused.bytes_done;
@@ -428,18 +434,7 @@ async fn a_stop_while_an_offer_waits_pauses_it() {
         bob.registry.stop_all();
     };
     let ((result, _), ()) = bounded(async { tokio::join!(send_to(&bob, &source), stop) }).await;
-    let error = result.unwrap_err();
-    assert!(
-        matches!(
-            &error,
-            TransferError::Peer {
-                code: ErrorCode::Paused,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    assert!(AttemptError::Transfer(error).retryable());
+    assert_paused_by_peer(result);
     let theirs = &incoming(&bob)[0];
     assert_eq!(theirs.state, State::Failed, "{theirs:?}");
     assert!(
