@@ -32,6 +32,7 @@ pub mod safe_text;
 pub mod shutdown;
 pub mod state_file;
 pub mod store;
+pub mod subscriptions;
 pub mod tally;
 pub mod transfer;
 pub mod transport;

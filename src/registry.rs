@@ -9,18 +9,28 @@
 //!
 //! Every transfer reaches a final state exactly once, here, whoever ends
 //! it (sender, receiver, user, expiry); so this is where a [`FinishSink`]
-//! (the daemon's persistent history) hears about each one. For the same
-//! reason this is the place to publish transfer events to subscribers
-//! (desktop notifications): every state change passes through
-//! `set_state` and [`Handle::pending`].
+//! (the daemon's persistent history) hears about each one.
+//!
+//! For the same reason every change is published here:
+//! [`Registry::subscribe`] hands out a receiver of transfer snapshots (new
+//! transfer, state change, final state) for the control socket's
+//! subscriptions. A transfer is announced at its first definite state: an
+//! outgoing one at once, an incoming one when consent has made it pending
+//! or active (so nobody mistakes an offer about to wait for the user for
+//! an accepted one). It is a bounded broadcast channel: publishing never
+//! waits, and a subscriber that falls more than [`CHANGES_BUFFERED`]
+//! changes behind learns that it lagged and resynchronises from
+//! [`Registry::list`]. Byte counters change too often to publish;
+//! subscribers sample them ([`Registry::progress`]).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::identity::DeviceId;
@@ -30,6 +40,10 @@ use crate::transport::TransportKind;
 
 /// How many finished transfers are remembered.
 pub const KEEP_FINISHED: usize = 200;
+
+/// Changes kept for subscribers that have not read them yet (shared by
+/// all subscribers; older ones are dropped and the slow subscriber told).
+pub const CHANGES_BUFFERED: usize = 256;
 
 /// Direction seen from this daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +131,7 @@ pub trait FinishSink: Send + Sync {
 }
 
 /// A snapshot of one transfer, as shown by `share transfers --json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferInfo {
     /// Short ID for `share accept` etc.
     pub id: String,
@@ -164,6 +178,23 @@ pub struct TransferInfo {
     /// it expires as rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_s: Option<u64>,
+    /// Where a received transfer's top-level entries were put (absolute
+    /// paths, in offer order); only once it is done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub saved: Vec<PathBuf>,
+}
+
+/// The byte counters of one transfer ([`Registry::progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Transfer ID.
+    pub id: String,
+    /// As [`TransferInfo::bytes_done`].
+    pub bytes_done: u64,
+    /// As [`TransferInfo::bytes_sent`].
+    pub bytes_sent: u64,
+    /// As [`TransferInfo::bytes`].
+    pub bytes: u64,
 }
 
 /// The receiving user's answer to an offer.
@@ -248,6 +279,8 @@ fn nothing_to(action: Action, info: &TransferInfo) -> String {
 
 struct Slot {
     info: TransferInfo,
+    /// Subscribers have heard of it.
+    announced: bool,
     /// For the duration reported to the [`FinishSink`].
     started_at: Instant,
     seq: u64,
@@ -280,9 +313,19 @@ struct Inner {
 }
 
 /// Shared table of transfers.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     inner: Arc<Mutex<Inner>>,
+    changes: broadcast::Sender<TransferInfo>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            changes: broadcast::Sender::new(CHANGES_BUFFERED),
+        }
+    }
 }
 
 /// What a new transfer is about.
@@ -351,9 +394,11 @@ impl Registry {
             kind: TransferKind::Files,
             partial_bytes: None,
             expires_in_s: None,
+            saved: Vec::new(),
         };
         let cause = Arc::new(OnceLock::new());
-        let slot = Slot {
+        let mut slot = Slot {
+            announced: false,
             info,
             started_at: Instant::now(),
             seq,
@@ -366,6 +411,9 @@ impl Registry {
         };
         if inner.stopping {
             slot.stop(StopCause::Shutdown);
+        }
+        if slot.info.direction == Direction::Out {
+            self.publish(&mut slot);
         }
         inner.slots.insert(id.clone(), slot);
         Handle {
@@ -381,22 +429,40 @@ impl Registry {
     /// All transfers, oldest first, with live byte counters.
     pub fn list(&self) -> Vec<TransferInfo> {
         let inner = self.lock();
-        let now = Instant::now();
         let mut slots: Vec<&Slot> = inner.slots.values().collect();
         slots.sort_by_key(|s| s.seq);
-        slots
-            .into_iter()
-            .map(|s| {
-                let mut info = s.info.clone();
-                info.bytes_done = s.bytes_done.load(Ordering::Relaxed);
-                info.bytes_sent = s.bytes_sent.load(Ordering::Relaxed);
-                info.expires_in_s = s
-                    .decide_by
-                    .filter(|_| s.decision.is_some() && info.state == State::Pending)
-                    .map(|by| by.saturating_duration_since(now).as_secs());
-                info
+        slots.into_iter().map(Slot::snapshot).collect()
+    }
+
+    /// The live counters of the transfers that are not finished.
+    pub fn progress(&self) -> Vec<Progress> {
+        self.lock()
+            .slots
+            .values()
+            .filter(|s| !s.info.state.finished())
+            .map(|s| Progress {
+                id: s.info.id.clone(),
+                bytes_done: s.bytes_done.load(Ordering::Relaxed),
+                bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
+                bytes: s.info.bytes,
             })
             .collect()
+    }
+
+    /// Every change from now on (see the module documentation). To start
+    /// from a consistent state, subscribe first and then [`list`](Self::list).
+    pub fn subscribe(&self) -> broadcast::Receiver<TransferInfo> {
+        self.changes.subscribe()
+    }
+
+    /// Tells subscribers about `slot`'s new snapshot. Called with the lock
+    /// held, so they see changes in the order they happened.
+    fn publish(&self, slot: &mut Slot) {
+        slot.announced = true;
+        if self.changes.receiver_count() > 0 {
+            // An error only means nobody listens.
+            let _ = self.changes.send(slot.snapshot());
+        }
     }
 
     /// Delivers the user's decision to a pending offer.
@@ -466,12 +532,10 @@ impl Registry {
             if state.finished() {
                 slot.decision = None;
                 if !was_finished {
-                    let mut info = slot.info.clone();
-                    info.bytes_done = slot.bytes_done.load(Ordering::Relaxed);
-                    info.bytes_sent = slot.bytes_sent.load(Ordering::Relaxed);
-                    newly_finished = Some((info, slot.started_at.elapsed()));
+                    newly_finished = Some((slot.snapshot(), slot.started_at.elapsed()));
                 }
             }
+            self.publish(slot);
         }
         // Told outside the lock: the sink may do I/O.
         let report = inner.sink.clone().zip(newly_finished);
@@ -498,6 +562,20 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Slot {
+    /// The transfer's info with the live byte counters.
+    fn snapshot(&self) -> TransferInfo {
+        let mut info = self.info.clone();
+        info.bytes_done = self.bytes_done.load(Ordering::Relaxed);
+        info.bytes_sent = self.bytes_sent.load(Ordering::Relaxed);
+        info.expires_in_s = self
+            .decide_by
+            .filter(|_| self.decision.is_some() && info.state == State::Pending)
+            .map(|by| by.saturating_duration_since(Instant::now()).as_secs());
+        info
     }
 }
 
@@ -568,6 +646,7 @@ impl Handle {
             slot.info.state = State::Pending;
             slot.decision = Some(tx);
             slot.decide_by = Some(Instant::now() + timeout);
+            self.registry.publish(slot);
         }
         rx
     }
@@ -577,6 +656,18 @@ impl Handle {
         let mut inner = self.registry.lock();
         if let Some(slot) = inner.slots.get_mut(&self.id) {
             slot.info.kind = kind;
+            if slot.announced {
+                self.registry.publish(slot);
+            }
+        }
+    }
+
+    /// Records where a received transfer's entries were put, before it
+    /// is marked done (which publishes them).
+    pub fn set_saved(&self, paths: Vec<PathBuf>) {
+        let mut inner = self.registry.lock();
+        if let Some(slot) = inner.slots.get_mut(&self.id) {
+            slot.info.saved = paths;
         }
     }
 
@@ -723,6 +814,59 @@ mod tests {
         let info = &registry.list()[0];
         assert_eq!((info.bytes_done, info.state), (7, State::Failed));
         assert_eq!(info.reason.as_deref(), Some("disk full"));
+    }
+
+    #[test]
+    fn changes_are_published_in_order_incoming_ones_after_consent() {
+        let registry = Registry::default();
+        let mut changes = registry.subscribe();
+        let incoming = registry.start(new());
+        assert!(changes.try_recv().is_err(), "announced before consent");
+        let _decision = incoming.pending(Duration::from_secs(120));
+        let outgoing = registry.start(NewTransfer {
+            direction: Direction::Out,
+            ..new()
+        });
+        outgoing.waiting();
+        incoming.active();
+        incoming.set_saved(vec![PathBuf::from("/dl/a")]);
+        incoming.add_sent(10);
+        incoming.finish(State::Done, None);
+        let seen: Vec<(String, State)> = std::iter::from_fn(|| changes.try_recv().ok())
+            .map(|t| (t.id, t.state))
+            .collect();
+        let (i, o) = (incoming.id().to_owned(), outgoing.id().to_owned());
+        assert_eq!(
+            seen,
+            [
+                (i.clone(), State::Pending),
+                (o.clone(), State::Active),
+                (o, State::Pending),
+                (i.clone(), State::Active),
+                (i, State::Done),
+            ]
+        );
+        let done = registry.list().into_iter().find(|t| t.state == State::Done);
+        let done = done.unwrap();
+        assert_eq!((done.bytes_done, done.saved.len()), (10, 1));
+    }
+
+    #[test]
+    fn a_slow_subscriber_lags_and_publishing_never_waits() {
+        let registry = Registry::default();
+        let mut slow = registry.subscribe();
+        let handle = registry.start(new());
+        for _ in 0..CHANGES_BUFFERED + 10 {
+            handle.active();
+        }
+        assert!(matches!(
+            slow.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(10))
+        ));
+        assert_eq!(
+            std::iter::from_fn(|| slow.try_recv().ok()).count(),
+            CHANGES_BUFFERED
+        );
     }
 
     #[derive(Default)]

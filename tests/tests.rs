@@ -12,6 +12,7 @@ mod discovery;
 mod docs;
 mod doctor;
 mod durability;
+mod events;
 mod fallback;
 mod firewall;
 mod flood;

@@ -21,6 +21,7 @@
 pub(crate) mod budget;
 pub mod client;
 mod error;
+pub mod events;
 pub mod fds;
 pub mod ownership;
 pub mod server;
@@ -230,6 +231,13 @@ pub enum Request {
         #[serde(default)]
         wait_s: Option<u64>,
     },
+    /// Keep the connection open and stream [`events::Event`]s about these
+    /// topics (all when empty); see [`events`].
+    Subscribe {
+        /// What to hear about.
+        #[serde(default)]
+        topics: Vec<events::Topic>,
+    },
 }
 
 /// One entry of a [`Request::Send`].
@@ -256,9 +264,11 @@ impl Request {
 
 /// One reply line. The daemon sends the result as a [`Response`]; a
 /// client reads it back as JSON and parses the type its request expects.
+/// Events are a `send`'s progress ([`SendEvent`]) or, on a subscription,
+/// [`events::Event`]s.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Reply<T = serde_json::Value> {
+pub enum Reply<T = serde_json::Value, E = SendEvent> {
     /// Final success, with the command's result.
     Ok {
         /// Command-specific result.
@@ -273,10 +283,10 @@ pub enum Reply<T = serde_json::Value> {
         #[serde(default = "unknown_kind")]
         kind: ErrorKind,
     },
-    /// Progress of a long command.
+    /// Progress of a long command, or a subscription's event.
     Event {
-        /// The progress event.
-        event: SendEvent,
+        /// The event.
+        event: E,
     },
 }
 
@@ -284,7 +294,7 @@ fn unknown_kind() -> ErrorKind {
     ErrorKind::Unknown
 }
 
-impl<T> Reply<T> {
+impl<T, E> Reply<T, E> {
     /// The final line for a command's outcome.
     pub fn outcome(result: Result<T, CommandError>) -> Self {
         match result {

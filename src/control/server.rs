@@ -27,6 +27,10 @@
 //! the transfer is stopped cleanly instead of orphaned. "Away" is a read
 //! error, a failed write, or, after a half-close, the hang-up of the
 //! whole connection (`EPOLLHUP`, watched on a duplicate of the socket).
+//!
+//! A `subscribe` request turns its connection into a stream of events
+//! ([`super::events`]) until the client leaves; it keeps its connection's
+//! place in the budget meanwhile.
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -42,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Lease, Limits};
+use super::events::{EventStream, Topic};
 use super::fds::{FdReader, ReadError};
 use super::ownership::{Distrust, check_own_directory};
 use super::{
@@ -144,6 +149,10 @@ pub trait Handler: Send + Sync + 'static {
         events: mpsc::UnboundedSender<SendEvent>,
         cancel: CancellationToken,
     ) -> BoxFuture<'_, Result<Response, CommandError>>;
+
+    /// Opens a subscription to `topics` for `caller` (a `subscribe`
+    /// request), or says why not.
+    fn subscribe(&self, topics: &[Topic], caller: Caller) -> Result<EventStream, CommandError>;
 }
 
 /// A bound control socket; removes its file on drop.
@@ -307,7 +316,19 @@ async fn serve_one(
         "control command"
     );
     let (reader, mut write) = stream.into_split();
-    let mut client = Client::new(reader, half_closed);
+    let client = Client::new(reader, half_closed);
+    if let Request::Subscribe { topics } = &request {
+        // The lease (this connection's place in the budget) is held until
+        // the subscription ends.
+        return match handler.subscribe(topics, caller) {
+            Ok(events) => super::events::serve(events, client, write, cancel).await,
+            Err(e) => {
+                tracing::info!(uid = caller.uid, "refused a subscription: {}", e.message);
+                write_reply(&mut write, &Reply::<Response>::outcome(Err(e))).await
+            }
+        };
+    }
+    let mut client = client;
 
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let work = handler.handle(request, caller, files, events_tx, cancel.clone());
@@ -341,13 +362,13 @@ async fn serve_one(
     if client_gone {
         return Ok(());
     }
-    write_reply(&mut write, &Reply::outcome(result)).await?;
+    write_reply(&mut write, &Reply::<Response>::outcome(result)).await?;
     write.shutdown().await
 }
 
 /// The client's side of a connection while its command runs: it sends
 /// nothing after its request, so the only news is that it went away.
-enum Client {
+pub(super) enum Client {
     /// Its side is open: a read returns EOF or an error when it goes.
     Open(OwnedReadHalf),
     /// It half-closed its side after the request and still reads the
@@ -359,7 +380,7 @@ enum Client {
 }
 
 impl Client {
-    fn new(reader: OwnedReadHalf, half_closed: bool) -> Self {
+    pub(super) fn new(reader: OwnedReadHalf, half_closed: bool) -> Self {
         if half_closed {
             Self::half_closed(&reader)
         } else {
@@ -383,7 +404,7 @@ impl Client {
     }
 
     /// Resolves once the client has gone away. Cancel-safe.
-    async fn gone(&mut self) {
+    pub(super) async fn gone(&mut self) {
         let mut probe = [0u8; 64];
         loop {
             match self {
@@ -490,7 +511,12 @@ fn check_numbers(request: &Request) -> Result<(), CommandError> {
 
 /// Writes one reply line, giving up on a client that does not read it
 /// within [`WRITE_TIMEOUT`].
-async fn write_reply(write: &mut OwnedWriteHalf, reply: &Reply<Response>) -> std::io::Result<()> {
+/// Writes one reply line, giving up on a client that does not read it
+/// within [`WRITE_TIMEOUT`].
+pub(super) async fn write_reply<E: serde::Serialize>(
+    write: &mut OwnedWriteHalf,
+    reply: &Reply<Response, E>,
+) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
     line.push(b'\n');
     match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&line)).await {
@@ -528,6 +554,7 @@ fn command_name(request: &Request) -> &'static str {
         Request::SendText { .. } => "send_text",
         Request::Inbox => "inbox",
         Request::ReceiveText { .. } => "receive_text",
+        Request::Subscribe { .. } => "subscribe",
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::status::Status;
+use crate::control::events::{EventStream, Topic};
 use crate::control::server::{Caller, Handler};
 use crate::control::{Ack, CommandError, ErrorKind, Request, Response, SendEntry, SendEvent};
 use crate::doctor::Doctor;
@@ -25,6 +26,7 @@ use crate::peers::Peers;
 use crate::protocol::HumanBytes;
 use crate::queue::{NewQueued, Queue};
 use crate::registry::{Decision, Registry, RegistryError};
+use crate::subscriptions::Subscriptions;
 use crate::transfer::kept;
 use crate::transfer::receive::{DropError, Receiver};
 use crate::transfer::source::SourceFile;
@@ -42,6 +44,7 @@ pub(super) struct Commands {
     pub(super) history: Arc<History>,
     pub(super) doctor: Arc<Doctor>,
     pub(super) receiver: Arc<Receiver>,
+    pub(super) subscriptions: Subscriptions,
 }
 
 impl Handler for Commands {
@@ -164,8 +167,20 @@ impl Handler for Commands {
                     let wait = Duration::from_secs(wait_s.unwrap_or(0));
                     Response::Text(self.inbox.next_unread(wait, &cancel).await?)
                 }
+                // The control server streams subscriptions itself
+                // (`Handler::subscribe`); one never reaches here.
+                Request::Subscribe { .. } => {
+                    return Err(CommandError::new(
+                        ErrorKind::Internal,
+                        "subscribe is not a one-shot command",
+                    ));
+                }
             })
         })
+    }
+
+    fn subscribe(&self, topics: &[Topic], caller: Caller) -> Result<EventStream, CommandError> {
+        self.subscriptions.open(caller.uid, topics)
     }
 }
 

@@ -50,6 +50,7 @@ use crate::peers::{self, Connector, Peers, Remembered, Resolver};
 use crate::queue::Queue;
 use crate::registry::Registry;
 use crate::store::DownloadDir;
+use crate::subscriptions::Subscriptions;
 use crate::transfer::memory::{self, MemoryBudget};
 use crate::transfer::receive::Receiver;
 use crate::transfer::resume::ResumeStore;
@@ -400,6 +401,7 @@ pub async fn run(
         history,
         doctor: doctor.clone(),
         receiver: receiver.clone(),
+        subscriptions: Subscriptions::new(registry.clone(), peers.clone()),
     });
 
     let (links_tx, links_rx) = mpsc::channel::<Link>(16);

@@ -47,7 +47,7 @@ use unicode_normalization::UnicodeNormalization;
 use crate::identity::DeviceId;
 use crate::identity::trust::TrustStore;
 use crate::protocol::{HumanBytes, Manifest, ManifestError, ManifestLimits};
-use crate::registry::{Direction, Handle, NewTransfer, Registry, TransferKind};
+use crate::registry::{Direction, Handle, NewTransfer, Registry, State, TransferKind};
 use crate::safe_text::{CleanText, PeerName};
 use crate::store::{DownloadDir, PathError, Plan, StoreError, plan};
 use crate::transport::TransportKind;
@@ -263,6 +263,15 @@ impl Intake {
             handle.finish(declined.state, Some(declined.reason.clone()));
         }
         result
+    }
+
+    /// Records an accepted offer of files as done, with where the store
+    /// put its top-level entries (`saved`: the names its commit chose), so
+    /// `share receive`, subscribers and the history can show the paths.
+    pub fn delivered(&self, handle: &Handle, saved: &[String]) {
+        let dir = self.download.path();
+        handle.set_saved(saved.iter().map(|name| dir.join(name)).collect());
+        handle.finish(State::Done, None);
     }
 
     /// Stores an accepted text in the inbox and counts it as carried.

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 pub use connect::{Answered, Connected, Connector, IdentifyError};
 pub use label::PeerLabel;
@@ -46,7 +47,7 @@ use crate::transport::dial::Preference;
 pub const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// One line of `share peers`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
     /// Device name.
     pub name: PeerName,
@@ -101,7 +102,7 @@ impl Protocol {
 }
 
 /// A LocalSend device's own description in `share peers`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalSendInfo {
     /// Its certificate fingerprint, upper-case hex (as LocalSend shows it).
     pub fingerprint: String,
@@ -279,6 +280,17 @@ impl Peers {
             }
         });
         native.chain(localsend).collect()
+    }
+
+    /// Changes of the table's devices or their addresses (not of when
+    /// each was last seen, nor of trust).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.table.subscribe()
+    }
+
+    /// Whether `id` is a trusted device.
+    pub fn is_trusted(&self, id: &DeviceId) -> bool {
+        self.trust.is_trusted(id)
     }
 
     /// An authenticated connection from `id` arrived: a remembered peer

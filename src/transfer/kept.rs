@@ -232,6 +232,7 @@ fn listed_from(record: &Record) -> TransferInfo {
         kind: TransferKind::Files,
         partial_bytes: Some(record.present),
         expires_in_s: None,
+        saved: Vec::new(),
     }
 }
 

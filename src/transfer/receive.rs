@@ -413,7 +413,7 @@ impl Receiver {
         match result {
             Ok(saved) => {
                 tracing::info!(id = handle.id(), files = ?saved, "received from {peer_name}");
-                handle.finish(State::Done, None);
+                self.intake.delivered(&handle, &saved);
             }
             Err((e, leftover)) => {
                 let state = match &e {
