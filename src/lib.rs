@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod describe;
 pub mod discovery;
 pub mod doctor;
 pub mod history;

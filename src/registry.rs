@@ -565,6 +565,34 @@ impl Registry {
     }
 }
 
+#[cfg(test)]
+impl TransferInfo {
+    /// For tests: an incoming transfer of one 100-byte file `a.txt` from
+    /// "laptop", in `state`.
+    pub(crate) fn example(id: &str, state: State) -> Self {
+        Self {
+            id: id.into(),
+            direction: Direction::In,
+            peer: "laptop".into(),
+            peer_id: DeviceId::from_cert_der(b"laptop"),
+            looks_like: None,
+            state,
+            files: 1,
+            bytes: 100,
+            bytes_done: 0,
+            bytes_sent: 0,
+            transport: TransportKind::Quic,
+            names: vec!["a.txt".into()],
+            reason: None,
+            started: 0,
+            kind: TransferKind::Files,
+            partial_bytes: None,
+            expires_in_s: None,
+            saved: Vec::new(),
+        }
+    }
+}
+
 impl Slot {
     /// The transfer's info with the live byte counters.
     fn snapshot(&self) -> TransferInfo {

@@ -123,7 +123,9 @@ fn usage_errors_exit_2() {
         &["send", "bob"],
         &["send", "bob", "f", "--transport", "carrier-pigeon"],
         &["status", "--bogus"],
-        &["accept"],
+        // `share accept` alone accepts the one waiting offer; two IDs are
+        // one too many.
+        &["accept", "9cbf", "1a2b"],
     ];
     for args in commands {
         let out = share_offline(dir.path(), args);

@@ -12,9 +12,11 @@ mod history;
 mod output;
 mod pair;
 mod queue;
+mod receive;
 mod render;
 mod send;
 mod texts;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -58,11 +60,12 @@ pub enum Command {
     /// Send files and directories to a device.
     Send(SendArgs),
     /// List incoming and outgoing transfers.
-    Transfers(JsonFlag),
+    Transfers(TransfersArgs),
     /// Accept a pending incoming offer.
     Accept {
-        /// Transfer ID (or a unique prefix) from `share transfers`.
-        id: String,
+        /// Transfer ID (or a unique prefix) from `share transfers`; without
+        /// it, the one offer waiting (refused when several wait).
+        id: Option<String>,
     },
     /// Reject a pending incoming offer.
     Reject {
@@ -100,8 +103,9 @@ pub enum Command {
     Queue(queue::QueueArgs),
     /// List texts received with `share send --text`.
     Inbox(JsonFlag),
-    /// Print the newest unread text (`share receive --text`).
-    Receive(texts::ReceiveArgs),
+    /// Wait for the next incoming offer, accept it and wait until the
+    /// files are in place (or, with --text, print the newest unread text).
+    Receive(receive::ReceiveArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -119,6 +123,22 @@ pub struct PeersArgs {
     /// was found: mdns, remembered or manual, and when it was last seen).
     #[command(subcommand)]
     pub action: Option<PeersAction>,
+    /// Keep the list on screen, updated as devices come and go (with
+    /// --json: one JSON document per change).
+    #[arg(long)]
+    pub watch: bool,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `share transfers`.
+#[derive(Debug, Args)]
+pub struct TransfersArgs {
+    /// Keep the list on screen, updated as transfers start, progress and
+    /// end (with --json: one JSON document per event).
+    #[arg(long)]
+    pub watch: bool,
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -281,9 +301,8 @@ impl Command {
     /// Whether the command was asked for `--json` output.
     fn json(&self) -> bool {
         match self {
-            Self::Id(flag) | Self::Status(flag) | Self::Transfers(flag) | Self::Inbox(flag) => {
-                flag.json
-            }
+            Self::Id(flag) | Self::Status(flag) | Self::Inbox(flag) => flag.json,
+            Self::Transfers(args) => args.json,
             Self::Peers(args) => args.json,
             Self::Doctor(args) => args.json,
             Self::Send(args) => args.json,
@@ -320,6 +339,7 @@ async fn run_command(socket: Option<PathBuf>, command: Command) -> Result<()> {
         }
         Command::Status(flag) => render::status(call(Request::Status).await?, flag.json),
         Command::Peers(args) => match args.action {
+            None if args.watch => watch::peers(&sockets, args.json).await,
             None => render::peers(call(Request::Peers).await?, args.json),
             Some(PeersAction::Add { addr }) => render::ack(call(Request::PeersAdd { addr }).await?),
             Some(PeersAction::Remove { peer }) => {
@@ -327,9 +347,11 @@ async fn run_command(socket: Option<PathBuf>, command: Command) -> Result<()> {
             }
         },
         Command::Doctor(args) => doctor::run(&sockets, args.peer, args.json).await,
-        Command::Transfers(flag) => render::transfers(call(Request::Transfers).await?, flag.json),
+        Command::Transfers(args) if args.watch => watch::transfers(&sockets, args.json).await,
+        Command::Transfers(args) => render::transfers(call(Request::Transfers).await?, args.json),
         Command::Send(args) => send::send(&sockets, args).await,
-        Command::Accept { id } => render::ack(call(Request::Accept { id }).await?),
+        Command::Accept { id: Some(id) } => render::ack(call(Request::Accept { id }).await?),
+        Command::Accept { id: None } => receive::accept_only(&sockets).await,
         Command::Reject { id, reason } => {
             let reason = reason.as_deref().map(CleanText::from);
             render::ack(call(Request::Reject { id, reason }).await?)
@@ -342,7 +364,7 @@ async fn run_command(socket: Option<PathBuf>, command: Command) -> Result<()> {
         Command::History(args) => history::history(&sockets, args).await,
         Command::Queue(args) => queue::queue(&sockets, args).await,
         Command::Inbox(flag) => texts::inbox(&sockets, flag.json).await,
-        Command::Receive(args) => texts::receive(&sockets, args).await,
+        Command::Receive(args) => receive::receive(&sockets, args).await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }

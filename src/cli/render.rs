@@ -12,6 +12,7 @@ use super::output::{ago, json, outln, parse};
 use crate::control::{Ack, IdInfo, StatusInfo, TransferList};
 use crate::peers::{PeerInfo, PeerLabel};
 use crate::protocol::HumanBytes;
+use crate::registry::TransferInfo;
 
 /// `share id`.
 pub(super) fn id(data: serde_json::Value, as_json: bool) -> Result<()> {
@@ -117,9 +118,18 @@ pub(super) fn peers(data: serde_json::Value, as_json: bool) -> Result<()> {
         return json(&data);
     }
     let peers: Vec<PeerInfo> = parse(data)?;
+    for line in peer_table(&peers) {
+        outln!("{line}");
+    }
+    Ok(())
+}
+
+/// The `share peers` table (or the line saying there is nobody).
+pub(super) fn peer_table(peers: &[PeerInfo]) -> Vec<String> {
     if peers.is_empty() {
-        outln!("no peers found (is another daemon running on the LAN? see `share status`)");
-        return Ok(());
+        return vec![
+            "no peers found (is another daemon running on the LAN? see `share status`)".into(),
+        ];
     }
     let labels: Vec<String> = peers
         .iter()
@@ -138,16 +148,11 @@ pub(super) fn peers(data: serde_json::Value, as_json: bool) -> Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
-    outln!(
+    let mut lines = vec![format!(
         "{:width$}  {:9}  {:9}  {:9}  {:10}  {:10}  ADDRESSES",
-        "NAME",
-        "ID",
-        "PROTOCOL",
-        "TRUSTED",
-        "FOUND BY",
-        "LAST HEARD"
-    );
-    for (p, label) in peers.into_iter().zip(labels) {
+        "NAME", "ID", "PROTOCOL", "TRUSTED", "FOUND BY", "LAST HEARD"
+    )];
+    for (p, label) in peers.iter().zip(labels) {
         // A LocalSend device is shown as LocalSend shows it (its
         // fingerprint in hex, its type and model); its trust is trust on
         // first use, with no pairing code.
@@ -170,7 +175,7 @@ pub(super) fn peers(data: serde_json::Value, as_json: bool) -> Result<()> {
                 String::new(),
             ),
         };
-        outln!(
+        lines.push(format!(
             "{:width$}  {:9}  {:9}  {:9}  {:10}  {:10}  {}{about}",
             label,
             id,
@@ -179,9 +184,9 @@ pub(super) fn peers(data: serde_json::Value, as_json: bool) -> Result<()> {
             p.source.as_str(),
             ago(p.last_seen_s),
             p.addresses.join(" ")
-        );
+        ));
     }
-    Ok(())
+    lines
 }
 
 /// `share transfers`.
@@ -190,47 +195,64 @@ pub(super) fn transfers(data: serde_json::Value, as_json: bool) -> Result<()> {
         return json(&data);
     }
     let list: TransferList = parse(data)?;
-    if list.is_empty() {
-        outln!("no transfers");
-        return Ok(());
-    }
-    let partial: Vec<u64> = list.iter().filter_map(|t| t.partial_bytes).collect();
-    let rows: Vec<Vec<String>> = list
-        .into_iter()
-        .map(|t| {
-            let state = match t.expires_in_s {
-                Some(left) => format!("{} ({left} s left)", t.state.as_str()),
-                None => t.state.as_str().to_owned(),
-            };
-            vec![
-                t.id,
-                t.direction.as_str().to_owned(),
-                state,
-                PeerLabel::new(&t.peer, &t.peer_id, t.looks_like.as_ref()).to_string(),
-                t.files.to_string(),
-                format!("{} / {}", HumanBytes(t.bytes_done), HumanBytes(t.bytes)),
-                format!(
-                    "{}{}{}",
-                    t.names.join(", "),
-                    t.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
-                    t.partial_bytes
-                        .map(|b| format!("; {} of partial data kept", HumanBytes(b)))
-                        .unwrap_or_default()
-                ),
-            ]
-        })
-        .collect();
-    let header = ["ID", "DIR", "STATE", "PEER", "FILES", "PROGRESS", "WHAT"];
-    for line in super::output::table(&header, &rows, &[4]) {
+    for line in transfer_table(&list) {
         outln!("{line}");
     }
+    Ok(())
+}
+
+/// The `share transfers` table (or the line saying there is none), and
+/// what partial data is kept.
+pub(super) fn transfer_table(list: &[TransferInfo]) -> Vec<String> {
+    if list.is_empty() {
+        return vec!["no transfers".into()];
+    }
+    let rows: Vec<Vec<String>> = list.iter().map(transfer_cells).collect();
+    let mut lines = super::output::table(&TRANSFER_HEADER, &rows, &[4]);
+    let partial: Vec<u64> = list.iter().filter_map(|t| t.partial_bytes).collect();
     if !partial.is_empty() {
-        outln!(
+        lines.push(format!(
             "{} of partial data kept for a resume (when the sender sends the same files again); `share cancel ID` drops one transfer's, `share clean` all",
             HumanBytes(partial.iter().sum())
-        );
+        ));
     }
-    Ok(())
+    lines
+}
+
+/// One row of [`transfer_table`] on its own (columns as wide as its cells).
+pub(super) fn transfer_row(t: &TransferInfo) -> String {
+    let mut lines = super::output::table(&TRANSFER_HEADER, &[transfer_cells(t)], &[4]);
+    lines.pop().unwrap_or_default()
+}
+
+/// The columns of `share transfers`.
+const TRANSFER_HEADER: [&str; 7] = ["ID", "DIR", "STATE", "PEER", "FILES", "PROGRESS", "WHAT"];
+
+/// The cells of one transfer's row.
+fn transfer_cells(t: &TransferInfo) -> Vec<String> {
+    let state = match t.expires_in_s {
+        Some(left) => format!("{} ({left} s left)", t.state.as_str()),
+        None => t.state.as_str().to_owned(),
+    };
+    vec![
+        t.id.clone(),
+        t.direction.as_str().to_owned(),
+        state,
+        PeerLabel::new(&t.peer, &t.peer_id, t.looks_like.as_ref()).to_string(),
+        t.files.to_string(),
+        format!("{} / {}", HumanBytes(t.bytes_done), HumanBytes(t.bytes)),
+        format!(
+            "{}{}{}",
+            t.names.join(", "),
+            t.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            t.partial_bytes
+                .map(|b| format!("; {} of partial data kept", HumanBytes(b)))
+                .unwrap_or_default()
+        ),
+    ]
 }
 
 /// Commands that answer with a message.

@@ -86,6 +86,11 @@ pub(super) async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
     if let Some(text) = &args.text {
         return send_text(sockets, &args, text).await;
     }
+    send_files(sockets, args).await
+}
+
+/// `share send PEER PATHS...` (also with `--queue`).
+async fn send_files(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
     // Walk the tree and open every file here, with the user's own
     // permissions; the daemon gets open files, never paths (the system
     // service cannot read home directories, and must never read a file
@@ -182,6 +187,12 @@ fn sent_line(r: &SendResult) -> String {
     )
 }
 
+/// The progress bar of a transfer: bar, bytes, rate, time left.
+pub(super) fn transfer_style() -> ProgressStyle {
+    ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
 /// Progress display for `share send` on a terminal.
 struct SendProgress {
     bar: Option<ProgressBar>,
@@ -241,12 +252,7 @@ impl SendProgress {
             }
             SendEvent::Progress { bytes_done, bytes } => {
                 if bar.length() != Some(*bytes) || bar.position() == 0 && *bytes_done > 0 {
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                    );
+                    bar.set_style(transfer_style());
                     bar.set_length(*bytes);
                 }
                 bar.set_position(*bytes_done);

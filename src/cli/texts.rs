@@ -4,29 +4,12 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Args;
 
 use super::output::{json, local, outln, parse};
 use crate::control::{Request, client};
 use crate::intake::inbox::InboxText;
 use crate::peers::PeerLabel;
 use crate::safe_text::{CleanText, printable_lines};
-
-/// `share receive`.
-#[derive(Debug, Args)]
-pub struct ReceiveArgs {
-    /// Print the newest unread text to stdout and mark it read: exactly as
-    /// sent into a pipe or file, with control characters escaped on a
-    /// terminal.
-    #[arg(long, required = true)]
-    pub text: bool,
-    /// If no text is unread, wait up to SECS for the next one.
-    #[arg(long, value_name = "SECS")]
-    pub wait: Option<u64>,
-    /// Print one JSON document (sender, time, text) instead of the bare text.
-    #[arg(long)]
-    pub json: bool,
-}
 
 /// `share inbox`.
 pub(super) async fn inbox(sockets: &[PathBuf], as_json: bool) -> Result<()> {
@@ -60,9 +43,13 @@ pub(super) async fn inbox(sockets: &[PathBuf], as_json: bool) -> Result<()> {
 }
 
 /// `share receive --text [--wait SECS]`.
-pub(super) async fn receive(sockets: &[PathBuf], args: ReceiveArgs) -> Result<()> {
-    let data = client::call(sockets, Request::ReceiveText { wait_s: args.wait }, |_| {}).await?;
-    if args.json {
+pub(super) async fn receive_text(
+    sockets: &[PathBuf],
+    wait_s: Option<u64>,
+    as_json: bool,
+) -> Result<()> {
+    let data = client::call(sockets, Request::ReceiveText { wait_s }, |_| {}).await?;
+    if as_json {
         return json(&data);
     }
     let text: InboxText = parse(data)?;

@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod pty;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -335,12 +336,18 @@ impl TestDaemon {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// `share ARGS` against this daemon, to adjust and start.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(share_bin());
+        cmd.args(args)
+            .env("SHARE_SOCKET", &self.socket)
+            .env("RUST_LOG", "warn");
+        cmd
+    }
+
     /// Runs `share ARGS` against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(share_bin())
-            .args(args)
-            .env("SHARE_SOCKET", &self.socket)
-            .env("RUST_LOG", "warn")
+        self.command(args)
             .stdin(Stdio::null())
             .output()
             .expect("run share")

@@ -106,7 +106,18 @@ fn documented_output_has_the_shape_of_real_output() {
     assert_eq!(failed.status.code(), Some(1), "{failed:?}");
     let text = laptop.json(&["send", "desktop", "--text", "Grüße ✓"]);
     laptop.json(&["send", "--queue", "127.0.0.1:1", file]);
+    // An offer to the laptop (which asks), taken by `share receive`.
+    let offering = std::process::Command::new(crate::common::share_bin())
+        .args(["send", &laptop.addr(), file])
+        .env("SHARE_SOCKET", &desktop.socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    laptop.wait_transfer("an offer", |t| t["state"] == "pending");
+    let received = laptop.json(&["receive", "--yes-untrusted"]);
+    assert!(offering.wait_with_output().unwrap().status.success());
     let real: Vec<(&str, usize, Value)> = vec![
+        ("share receive", 0, received),
         ("share id", 0, laptop.json(&["id"])),
         ("share status", 0, laptop.json(&["status"])),
         ("share peers", 0, laptop.json(&["peers"])),
