@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod describe;
+pub mod desktop;
 pub mod discovery;
 pub mod doctor;
 pub mod history;

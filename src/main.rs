@@ -24,7 +24,9 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_daemon = matches!(cli.command, Command::Daemon(_));
-    let journal = init_tracing(is_daemon);
+    // The daemon and the desktop agent log what they do; commands only
+    // warnings.
+    let journal = init_tracing(is_daemon || matches!(cli.command, Command::Notify));
     if journal {
         install_journal_panic_hook();
     }
@@ -163,12 +165,12 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 /// with its syslog priority (`<4>` for a warning, ...), which journald
 /// turns into the entry's priority, so `journalctl -p warning` works.
 /// `RUST_LOG` filters as usual; the default is `info` for the daemon and
-/// `warn` for client commands. Every logged value is escaped, so one event
-/// is one line ([`lanshare::safe_text::log_fields`]). Returns whether
-/// stderr is the journal.
-fn init_tracing(is_daemon: bool) -> bool {
+/// the desktop agent, `warn` for client commands. Every logged value is
+/// escaped, so one event is one line ([`lanshare::safe_text::log_fields`]).
+/// Returns whether stderr is the journal.
+fn init_tracing(long_running: bool) -> bool {
     use tracing_subscriber::EnvFilter;
-    let default = if is_daemon { "info" } else { "warn" };
+    let default = if long_running { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()

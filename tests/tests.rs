@@ -8,6 +8,7 @@ mod common;
 
 mod cli;
 mod control;
+mod desktop;
 mod discovery;
 mod docs;
 mod doctor;

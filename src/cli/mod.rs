@@ -6,6 +6,7 @@
 //! stdout (`--json`). Exit codes: 0 success, 2 usage error (clap), 1 any
 //! other failure with a one-line reason on stderr.
 
+mod choose;
 mod docs;
 mod doctor;
 mod history;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Check discovery and connectivity and explain what to fix.
     Doctor(DoctorArgs),
     /// Send files and directories to a device.
+    #[command(override_usage = "share send [OPTIONS] <PEER> <PATHS>...
+       share send [OPTIONS] <PEER> --text <TEXT>
+       share send --choose <FILES>...")]
     Send(SendArgs),
     /// List incoming and outgoing transfers.
     Transfers(TransfersArgs),
@@ -106,6 +110,10 @@ pub enum Command {
     /// Wait for the next incoming offer, accept it and wait until the
     /// files are in place (or, with --text, print the newest unread text).
     Receive(receive::ReceiveArgs),
+    /// Show desktop notifications for incoming offers, with Accept and
+    /// Reject (run in your graphical session; the package's user unit
+    /// starts it there).
+    Notify,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -285,7 +293,7 @@ fn socket_candidates(explicit: Option<PathBuf>) -> Vec<PathBuf> {
 pub async fn run_client(socket: Option<PathBuf>, command: Command) -> Result<()> {
     let json = command.json();
     let peer = match &command {
-        Command::Send(args) => Some(args.peer.clone()),
+        Command::Send(args) => args.peer.clone(),
         _ => None,
     };
     let result = run_command(socket, command).await;
@@ -317,6 +325,7 @@ impl Command {
             | Self::Clean
             | Self::Trust { .. }
             | Self::Untrust { .. }
+            | Self::Notify
             | Self::Completions { .. }
             | Self::Man => false,
         }
@@ -365,8 +374,23 @@ async fn run_command(socket: Option<PathBuf>, command: Command) -> Result<()> {
         Command::Queue(args) => queue::queue(&sockets, args).await,
         Command::Inbox(flag) => texts::inbox(&sockets, flag.json).await,
         Command::Receive(args) => receive::receive(&sockets, args).await,
+        Command::Notify => notify(sockets).await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
+    }
+}
+
+/// `share notify`: the desktop agent, until SIGTERM or Ctrl-C. Without a
+/// session bus, or with another agent in the session, there is nothing to
+/// do: it says so and exits with success (the user unit is not restarted).
+async fn notify(sockets: Vec<PathBuf>) -> Result<()> {
+    use crate::desktop::bus::BusError;
+    match crate::desktop::run(sockets, crate::shutdown::signal()).await {
+        Err(e @ (BusError::NoSession(_) | BusError::AlreadyRunning)) => {
+            eprintln!("share notify: {e}; exiting");
+            Ok(())
+        }
+        other => Ok(other?),
     }
 }
 

@@ -24,10 +24,20 @@ use crate::transport::dial::Preference;
 pub struct SendArgs {
     /// Device name, device-ID prefix, or HOST:PORT; a LocalSend device by
     /// its alias, fingerprint prefix, HOST:53317 or localsend://HOST:PORT.
-    pub peer: String,
+    #[arg(required_unless_present = "choose")]
+    pub peer: Option<String>,
     /// Files and directories to send.
-    #[arg(required_unless_present = "text")]
+    #[arg(required_unless_present_any = ["text", "choose"])]
     pub paths: Vec<PathBuf>,
+    /// Choose the device from a list, then send FILES (on a terminal, or
+    /// in a dialog: the file manager's "Send to" entries use this).
+    #[arg(
+        long,
+        value_name = "FILES",
+        num_args = 1..,
+        conflicts_with_all = ["peer", "paths", "text", "queue", "json"]
+    )]
+    pub choose: Vec<PathBuf>,
     /// Send this short text instead of files (at most 64 KiB; `-` reads
     /// it from stdin).
     #[arg(long, value_name = "TEXT", conflicts_with = "paths")]
@@ -71,6 +81,13 @@ pub enum TransportArg {
     Tcp,
 }
 
+impl SendArgs {
+    /// The PEER argument (present unless `--choose` was given).
+    fn peer(&self) -> &str {
+        self.peer.as_deref().unwrap_or_default()
+    }
+}
+
 impl From<TransportArg> for Preference {
     fn from(t: TransportArg) -> Self {
         match t {
@@ -83,6 +100,9 @@ impl From<TransportArg> for Preference {
 
 /// `share send ...`.
 pub(super) async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
+    if !args.choose.is_empty() {
+        return super::choose::send(sockets, args).await;
+    }
     if let Some(text) = &args.text {
         return send_text(sockets, &args, text).await;
     }
@@ -90,7 +110,7 @@ pub(super) async fn send(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
 }
 
 /// `share send PEER PATHS...` (also with `--queue`).
-async fn send_files(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
+pub(super) async fn send_files(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
     // Walk the tree and open every file here, with the user's own
     // permissions; the daemon gets open files, never paths (the system
     // service cannot read home directories, and must never read a file
@@ -117,7 +137,7 @@ async fn send_files(sockets: &[PathBuf], args: SendArgs) -> Result<()> {
     }
     let (entries, skipped) = request_layout(&layout);
     let request = Request::Send {
-        peer: args.peer.clone(),
+        peer: args.peer().to_owned(),
         entries,
         skipped,
         transport: args.transport.into(),
@@ -298,7 +318,7 @@ fn text_argument(text: &str) -> Result<String> {
 async fn send_text(sockets: &[PathBuf], args: &SendArgs, text: &str) -> Result<()> {
     let text = text_argument(text)?;
     let request = Request::SendText {
-        peer: args.peer.clone(),
+        peer: args.peer().to_owned(),
         text,
         transport: args.transport.into(),
         pin: args.pin.clone(),
@@ -343,7 +363,7 @@ async fn queue_send(
     }
     let fds = crate::control::fds::borrow_all(files);
     let request = |wait_for_peer| Request::QueueSend {
-        peer: args.peer.clone(),
+        peer: args.peer().to_owned(),
         entries: entries.clone(),
         skipped: skipped.clone(),
         transport: args.transport.into(),
@@ -364,7 +384,7 @@ async fn queue_send(
             errln!("{}", e.message);
             let yes = ask(&format!(
                 "Queue it anyway, until a device called \"{}\" appears? [y/N] ",
-                args.peer
+                args.peer()
             ))
             .await?;
             if !yes {

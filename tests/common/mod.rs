@@ -17,6 +17,7 @@
 
 #![allow(dead_code)]
 
+pub mod desktop;
 pub mod netns;
 pub mod pty;
 
@@ -92,6 +93,7 @@ pub struct Builder {
     mdns: bool,
     bind: Option<String>,
     port: u16,
+    socket: Option<PathBuf>,
 }
 
 impl Builder {
@@ -127,6 +129,13 @@ impl Builder {
         self
     }
 
+    /// Uses a specific control socket (to start a daemon again where its
+    /// clients look for it).
+    pub fn socket(mut self, path: &Path) -> Self {
+        self.socket = Some(path.to_owned());
+        self
+    }
+
     /// Uses a specific download directory.
     pub fn download_dir(mut self, dir: &Path) -> Self {
         self.download_dir = Some(dir.to_owned());
@@ -147,7 +156,9 @@ impl Builder {
             .download_dir
             .unwrap_or_else(|| dir.path().join("downloads"));
         // In a directory the daemon creates private (0700), as it requires.
-        let socket = dir.path().join("run/share.sock");
+        let socket = self
+            .socket
+            .unwrap_or_else(|| dir.path().join("run/share.sock"));
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -323,6 +334,7 @@ impl TestDaemon {
             mdns: false,
             bind: Some("127.0.0.1".into()),
             port: 0,
+            socket: None,
         }
     }
 

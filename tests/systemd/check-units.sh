@@ -2,7 +2,8 @@
 # Static checks of the systemd units and the sysctl drop-in in systemd/:
 #
 #  * `systemd-analyze verify` prints nothing and succeeds for every unit
-#    (system units as system units, lanshare-user.service as a user unit),
+#    (system units as system units, lanshare-user.service and
+#    lanshare-notify.service as user units),
 #    with ExecStart pointed at a built `share` and the man page it prints
 #    on MANPATH, so the Documentation=man:share(1) check is real;
 #  * `systemd-analyze security --offline=true` rates the system service at
@@ -71,10 +72,11 @@ for unit in systemd/*.service systemd/*.socket systemd/*.timer; do
         grep -qE '^StartLimitBurst=' "$unit" || fail "$name has no start limit (StartLimitBurst=)"
     fi
     case "$name" in
-    *-user.service)
-        # Installed as lanshare.service in the user unit directory.
-        stage "$unit" "$work/user-units/lanshare.service"
-        XDG_RUNTIME_DIR="$work/xdg-runtime" check_verify "$name (user unit)" "$work/user-units/lanshare.service" --user
+    *-user.service | lanshare-notify.service)
+        # User units; lanshare-user.service is installed as lanshare.service.
+        installed=${name/-user.service/.service}
+        stage "$unit" "$work/user-units/$installed"
+        XDG_RUNTIME_DIR="$work/xdg-runtime" check_verify "$name (user unit)" "$work/user-units/$installed" --user
         ;;
     *)
         stage "$unit" "$work/units/$name"

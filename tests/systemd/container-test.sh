@@ -202,10 +202,12 @@ for name in "${NAMES[@]}"; do
     [ "$enabled" = disabled ] || die "$name: the package must not enable the service (is-enabled: $enabled)"
     active=$(in_ct "$name" systemctl is-active lanshare 2>&1 || true)
     [ "$active" = inactive ] || die "$name: the package must not start the service ($active)"
+    agent=$(in_ct "$name" systemctl --global is-enabled lanshare-notify.service 2>&1 || true)
+    [ "$agent" = enabled ] || die "$name: the desktop agent's user unit is not enabled for every user ($agent)"
     in_ct "$name" useradd --create-home --groups lanshare alice
     in_ct "$name" useradd --create-home mallory
 done
-pass "package installed: user and group lanshare created, service neither enabled nor started"
+pass "package installed: user and group lanshare created, service neither enabled nor started, desktop agent enabled for every user"
 
 # ------------------------------------------------------ permanent errors
 # A broken configuration file: the start fails once, with status 78 that
