@@ -255,10 +255,12 @@ impl Subscriber {
             self.offered.remove(&info.id);
         }
         let transfer = info.clone();
+        let trusted =
+            (info.direction == Direction::In).then(|| self.sources.peers.is_trusted(&info.peer_id));
         if offer {
             self.queue_offer(info);
         }
-        self.queue.push_back(Event::Transfer { transfer });
+        self.queue.push_back(Event::Transfer { transfer, trusted });
     }
 
     fn queue_offer(&mut self, transfer: TransferInfo) {
@@ -422,11 +424,11 @@ mod tests {
             matches!(next(&mut events).await, Event::Offer { transfer, .. } if transfer.id == second.id())
         );
         assert!(
-            matches!(next(&mut events).await, Event::Transfer { transfer } if transfer.state == State::Pending)
+            matches!(next(&mut events).await, Event::Transfer { transfer, .. } if transfer.state == State::Pending)
         );
         second.active();
         assert!(
-            matches!(next(&mut events).await, Event::Transfer { transfer } if transfer.state == State::Active)
+            matches!(next(&mut events).await, Event::Transfer { transfer, .. } if transfer.state == State::Active)
         );
         second.add_sent(400);
         assert_eq!(
@@ -440,7 +442,7 @@ mod tests {
         );
         second.finish(State::Done, None);
         assert!(
-            matches!(next(&mut events).await, Event::Transfer { transfer } if transfer.state == State::Done)
+            matches!(next(&mut events).await, Event::Transfer { transfer, .. } if transfer.state == State::Done)
         );
         // Nothing is active any more: no sampling, no events.
         assert!(

@@ -219,3 +219,24 @@ fn accept_without_an_id_needs_exactly_one_offer() {
     succeeded(first);
     succeeded(second);
 }
+
+/// A daemon that takes offers from any device (`accept = "all"`) accepts
+/// a stranger's files without asking; `share receive` follows them but
+/// does not call the stranger trusted.
+#[test]
+fn an_offer_the_policy_accepted_is_not_called_trusted() {
+    let alpha = TestDaemon::start("alpha");
+    let beta = TestDaemon::start("beta");
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("data.bin");
+    random_file(&file, 100_000, 9);
+    let mut term = Pty::spawn(beta.command(&["receive"]));
+    term.expect("waiting for an offer");
+    let sending = send(&alpha, &beta, &file);
+    term.expect(", not trusted) offers data.bin");
+    term.expect("accepted without asking: this daemon accepts offers from any device");
+    term.expect(&beta.download.join("data.bin").display().to_string());
+    assert!(term.wait().success());
+    succeeded(sending);
+    assert_same_file(&file, &beta.download.join("data.bin"));
+}

@@ -92,8 +92,12 @@ enum Found {
         transfer: TransferInfo,
         trusted: bool,
     },
-    /// The daemon accepted it without asking (a trusted device).
-    Accepted(TransferInfo),
+    /// The daemon accepted it without asking: a trusted device, or any
+    /// under the accept policy `all`.
+    Accepted {
+        transfer: TransferInfo,
+        trusted: bool,
+    },
 }
 
 async fn receive_files(sockets: &[PathBuf], args: &ReceiveArgs) -> Result<(), CommandError> {
@@ -121,12 +125,18 @@ async fn receive_files(sockets: &[PathBuf], args: &ReceiveArgs) -> Result<(), Co
             decide(sockets, &mut events, args, &transfer, trusted).await?;
             (transfer, trusted)
         }
-        Found::Accepted(transfer) => {
-            describe(&transfer, true, args.json);
+        Found::Accepted { transfer, trusted } => {
+            describe(&transfer, trusted, args.json);
             if !args.json {
-                errln!("accepted without asking: a trusted device");
+                if trusted {
+                    errln!("accepted without asking: a trusted device");
+                } else {
+                    errln!(
+                        "accepted without asking: this daemon accepts offers from any device (accept = \"all\")"
+                    );
+                }
             }
-            (transfer, true)
+            (transfer, trusted)
         }
     };
     let done = follow(&mut events, &transfer, chatty).await?;
@@ -174,14 +184,17 @@ async fn next_offer(
             Event::Offer { transfer, trusted } if wanted(&transfer, args) => {
                 return Ok(Found::Pending { transfer, trusted });
             }
-            Event::Transfer { transfer }
+            Event::Transfer { transfer, trusted }
                 if transfer.state == State::Active
                     && !known.contains(&transfer.id)
                     && wanted(&transfer, args) =>
             {
-                return Ok(Found::Accepted(transfer));
+                return Ok(Found::Accepted {
+                    transfer,
+                    trusted: trusted.unwrap_or(false),
+                });
             }
-            Event::Transfer { transfer } => {
+            Event::Transfer { transfer, .. } => {
                 known.insert(transfer.id);
             }
             _ => {}
@@ -292,7 +305,7 @@ async fn ask(events: &mut Subscription, t: &TransferInfo) -> Result<bool, Comman
 /// The state of transfer `id` in `event`, if the event tells it.
 fn ended(event: &Event, id: &str) -> Option<TransferInfo> {
     match event {
-        Event::Transfer { transfer } if transfer.id == id => Some(transfer.clone()),
+        Event::Transfer { transfer, .. } if transfer.id == id => Some(transfer.clone()),
         Event::Snapshot {
             transfers: Some(list),
             ..

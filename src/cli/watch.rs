@@ -144,7 +144,7 @@ impl TransfersView {
                 self.list.clone_from(list);
                 None
             }
-            Event::Transfer { transfer } => {
+            Event::Transfer { transfer, .. } => {
                 match self.list.iter_mut().find(|t| t.id == transfer.id) {
                     Some(known) if known.state == transfer.state => {
                         *known = transfer.clone();
@@ -295,10 +295,12 @@ mod tests {
         assert_eq!(view.apply(&snapshot), None);
         let new = Event::Transfer {
             transfer: TransferInfo::example("bb", State::Pending),
+            trusted: Some(false),
         };
         assert_eq!(view.apply(&new).map(|t| t.id), Some("bb".into()));
         let active = Event::Transfer {
             transfer: TransferInfo::example("bb", State::Active),
+            trusted: Some(false),
         };
         assert!(view.apply(&active).is_some());
         assert_eq!(view.apply(&active), None, "no change of state");

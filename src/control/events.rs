@@ -75,6 +75,11 @@ pub enum Event {
     Transfer {
         /// Its new snapshot.
         transfer: TransferInfo,
+        /// For an incoming transfer, whether the sender is a trusted
+        /// device now (one the daemon accepted without asking may be a
+        /// stranger's, under `accept = "all"`); absent for outgoing ones.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trusted: Option<bool>,
     },
     /// Bytes moved on an active transfer; sent at most a few times a
     /// second per transfer, and only when the counters changed.

@@ -240,7 +240,7 @@ impl Agent {
                 ops
             }
             Event::Offer { transfer, trusted } => self.on_offer(transfer, trusted),
-            Event::Transfer { transfer } => self.on_transfer(transfer, now),
+            Event::Transfer { transfer, .. } => self.on_transfer(transfer, now),
             Event::Progress {
                 id,
                 bytes_done,
@@ -620,7 +620,10 @@ mod tests {
     }
 
     fn event(transfer: TransferInfo) -> Event {
-        Event::Transfer { transfer }
+        Event::Transfer {
+            transfer,
+            trusted: Some(false),
+        }
     }
 
     /// Offer `id` from an untrusted laptop.
