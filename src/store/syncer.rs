@@ -95,6 +95,9 @@ struct Shared {
     work: Condvar,
     /// Signalled when a job finishes.
     done: Condvar,
+    /// Worker threads running, counted against [`MAX_WORKERS`]: the
+    /// process-wide [`WORKERS`] (a test may give its syncer its own).
+    budget: &'static AtomicUsize,
 }
 
 impl Shared {
@@ -162,17 +165,17 @@ impl Shared {
             }
         }
         queue.workers -= 1;
-        WORKERS.fetch_sub(1, Ordering::Relaxed);
+        self.budget.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Sync worker threads of all staging areas together (see [`MAX_WORKERS`]).
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
-/// Takes a place for one more worker thread, if fewer than [`MAX_WORKERS`]
-/// run.
-fn reserve_worker() -> bool {
-    WORKERS
+/// Takes a place in `budget` for one more worker thread, if fewer than
+/// [`MAX_WORKERS`] run.
+fn reserve_worker(budget: &AtomicUsize) -> bool {
+    budget
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
             (n < MAX_WORKERS).then_some(n + 1)
         })
@@ -195,6 +198,16 @@ impl Syncer {
     /// its caller's thread: for files in memory (tmpfs), where a sync has
     /// nothing to wait for and a thread would only cost its start.
     pub(super) fn new(dir: OwnedFd, flush: Arc<dyn Flush>, threads: bool) -> Self {
+        Self::with_budget(dir, flush, threads, &WORKERS)
+    }
+
+    /// [`Syncer::new`] with its worker threads counted in `budget`.
+    fn with_budget(
+        dir: OwnedFd,
+        flush: Arc<dyn Flush>,
+        threads: bool,
+        budget: &'static AtomicUsize,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 dir,
@@ -202,6 +215,7 @@ impl Syncer {
                 queue: Mutex::new(Queue::default()),
                 work: Condvar::new(),
                 done: Condvar::new(),
+                budget,
             }),
             threads,
             held: Vec::new(),
@@ -244,7 +258,7 @@ impl Syncer {
             self.shared.work.notify_one();
             return;
         }
-        if !self.threads || !reserve_worker() {
+        if !self.threads || !reserve_worker(self.shared.budget) {
             // Every worker place is taken: the workers this syncer has, or
             // finally `finish` on the committing thread, do the job.
             return;
@@ -257,7 +271,7 @@ impl Syncer {
         if started.is_ok() {
             queue.workers += 1;
         } else {
-            WORKERS.fetch_sub(1, Ordering::Relaxed);
+            self.shared.budget.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -402,7 +416,11 @@ mod tests {
             barrier: Some(Barrier::new(4)),
             ..Recorder::default()
         });
-        let mut syncer = Syncer::new(open(tmp.path()), recorder.clone(), true);
+        // Its own budget: other tests' syncers may hold every place of the
+        // process-wide one (2000 files on disk), and then fewer than 4
+        // syncs could run at once and the barrier would never open.
+        static BUDGET: AtomicUsize = AtomicUsize::new(0);
+        let mut syncer = Syncer::with_budget(open(tmp.path()), recorder.clone(), true, &BUDGET);
         for i in 0..4 {
             syncer.sync_file(format!("sub/{i}"), 100);
         }
