@@ -5,9 +5,15 @@
 //! Before anything is sent, the socket's directory and the user serving
 //! it are checked ([`super::ownership`]): a socket another user could have
 //! put there, or a server running as a stranger, gets nothing.
+//!
+//! A daemon whose queue of connections is full (another user flooding the
+//! socket) is waited for, up to [`BUSY_WAIT`]: a non-blocking connect
+//! fails at once with `EAGAIN` there, and that must not read as "no daemon
+//! is running".
 
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -26,6 +32,13 @@ pub enum ClientError {
         /// The socket paths tried.
         tried: String,
     },
+    /// A daemon listens, but its queue of connections stayed full.
+    #[error(
+        "the daemon at {} is too busy to take the connection (its queue of connections stayed full for {} s); try again shortly",
+        .0.display(),
+        BUSY_WAIT.as_secs()
+    )]
+    Busy(PathBuf),
     /// The socket exists but we may not use it.
     #[error(
         "permission denied: add yourself to group lanshare to use {0} (run `sudo usermod -aG lanshare $USER`, then log out and back in)"
@@ -55,6 +68,7 @@ impl ClientError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::NoDaemon { .. } => ErrorKind::NoDaemon,
+            Self::Busy(_) => ErrorKind::Busy,
             Self::Permission(_) | Self::Untrusted { .. } => ErrorKind::Permission,
             Self::Daemon(e) => e.kind,
             Self::Protocol(_) => ErrorKind::Control,
@@ -77,10 +91,13 @@ pub async fn connect(candidates: &[PathBuf]) -> Result<(UnixStream, PathBuf), Cl
             Ok(false) => continue,
             Err(why) => return Err(untrusted(path, why)),
         }
-        let stream = match UnixStream::connect(path).await {
+        let stream = match connect_when_there_is_room(path, BUSY_WAIT).await {
             Ok(stream) => stream,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Err(ClientError::Permission(path.clone()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(ClientError::Busy(path.clone()));
             }
             Err(_) => continue,
         };
@@ -99,6 +116,33 @@ pub async fn connect(candidates: &[PathBuf]) -> Result<(UnixStream, PathBuf), Cl
             .collect::<Vec<_>>()
             .join(", "),
     })
+}
+
+/// How long a connect waits for room in a daemon's full queue of
+/// connections before giving up.
+pub const BUSY_WAIT: Duration = Duration::from_secs(10);
+
+/// Connects to `path`; while its listener's queue of connections is full
+/// (`EAGAIN`), tries again with growing pauses (5 ms to 200 ms) until
+/// `patience` has passed, then returns that `WouldBlock` error.
+async fn connect_when_there_is_room(
+    path: &Path,
+    patience: Duration,
+) -> std::io::Result<UnixStream> {
+    let give_up = tokio::time::Instant::now() + patience;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match UnixStream::connect(path).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && tokio::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Sends `request` and returns the final result, passing progress events
@@ -168,4 +212,79 @@ pub async fn finish(
 /// Whether `path` looks like a socket someone could be listening on.
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener on `path` with a queue of one connection, filled: the
+    /// next non-blocking connect gets `EAGAIN`. Returns the listener and
+    /// the connections that fill its queue.
+    async fn full_listener(path: &Path) -> (std::os::unix::net::UnixListener, Vec<UnixStream>) {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+        let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+        rustix::net::bind(&fd, &SocketAddrUnix::new(path).unwrap()).unwrap();
+        rustix::net::listen(&fd, 1).unwrap();
+        let listener = std::os::unix::net::UnixListener::from(fd);
+        let mut queued = Vec::new();
+        loop {
+            match UnixStream::connect(path).await {
+                Ok(stream) => queued.push(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("cannot fill the queue: {e}"),
+            }
+        }
+        (listener, queued)
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_waited_for_not_taken_for_a_missing_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("share.sock");
+        let (listener, _queued) = full_listener(&path).await;
+        let (accepted_tx, accepted_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let acceptor = std::thread::spawn(move || {
+            go_rx.recv().unwrap();
+            let first = listener.accept().unwrap();
+            accepted_tx.send(()).unwrap();
+            // Keeps the listener (and the client's queued connection) alive
+            // until the client is through.
+            (listener, first)
+        });
+        // join! polls the connect first: its first attempt meets the full
+        // queue before the acceptor is told to make room.
+        let (stream, ()) = tokio::join!(
+            connect_when_there_is_room(&path, Duration::from_secs(30)),
+            async {
+                go_tx.send(()).unwrap();
+            }
+        );
+        stream.expect("connected once there was room");
+        accepted_rx.recv().unwrap();
+        acceptor.join().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_that_stays_full_is_reported_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("share.sock");
+        let (_listener, _queued) = full_listener(&path).await;
+        let e = connect_when_there_is_room(&path, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        // Through the public entry point: busy, not "no daemon".
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let started = tokio::time::Instant::now();
+        let e = connect(&[path]).await.unwrap_err();
+        assert!(matches!(e, ClientError::Busy(_)), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Busy);
+        assert!(started.elapsed() >= BUSY_WAIT);
+    }
 }
