@@ -716,22 +716,17 @@ impl Drop for ThinDisk {
                 .output()
                 .is_ok_and(|o| o.status.success())
         };
-        let umount = |dir: &Path| {
-            if !quiet("umount", &[s(dir)]) {
-                quiet("umount", &["--lazy", s(dir)]);
-            }
-        };
         // The file system, then the device under it, then its backing.
         let mut mounted = std::mem::take(&mut self.mounted);
         if mounted.last() == Some(&self.mnt) {
-            umount(&self.mnt);
+            crate::common::unmount(&self.mnt);
             mounted.pop();
         }
         if let Some(dev) = self.loop_dev.take() {
             quiet("losetup", &["-d", &dev]);
         }
         for dir in mounted {
-            umount(&dir);
+            crate::common::unmount(&dir);
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }

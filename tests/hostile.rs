@@ -455,8 +455,7 @@ pub(crate) fn first_block_then_link_lost(
 ) {
     let (mut framed, answer) = mallory.offer(target, m.clone());
     assert!(matches!(answer, Answer::Accept(_)), "{answer:?}");
-    mallory.send(&mut framed, &data(0, 0, &content[..1 << 20]));
-    mallory.send(&mut framed, &value(0, 0, content));
+    send_blocks(mallory, &mut framed, content, 0..1);
     // This offer's transfer, not an earlier one of another file.
     let name = m.entries[0].path.as_str();
     target.daemon.wait_transfer("block 0 verified", |t| {
@@ -495,6 +494,22 @@ fn resumed_requesting(
         "{why}"
     );
     framed
+}
+
+/// Sends `blocks` of file 0 (1 MiB blocks of `content`), each followed by
+/// its value.
+fn send_blocks(
+    mallory: &Mallory,
+    framed: &mut Framed,
+    content: &[u8],
+    blocks: std::ops::Range<u64>,
+) {
+    for block in blocks {
+        let start = (block << 20) as usize;
+        let end = (start + (1 << 20)).min(content.len());
+        mallory.send(framed, &data(0, block << 20, &content[start..end]));
+        mallory.send(framed, &value(0, block, content));
+    }
 }
 
 fn data(file: u32, offset: u64, bytes: &[u8]) -> Message {
@@ -594,12 +609,7 @@ fn a_kept_block_counts_only_if_it_matches_its_logged_value() {
         (0, 3),
         "a block with a damaged log entry was trusted",
     );
-    for block in 0..3u64 {
-        let start = (block << 20) as usize;
-        let end = (start + (1 << 20)).min(content.len());
-        mallory.send(&mut framed, &data(0, block << 20, &content[start..end]));
-        mallory.send(&mut framed, &value(0, block, &content));
-    }
+    send_blocks(&mallory, &mut framed, &content, 0..3);
     let answer = mallory.answer(&mut framed);
     assert!(matches!(answer, Answer::Done), "{answer:?}");
     mallory.hang_up(framed);
@@ -667,12 +677,7 @@ fn a_staging_directory_another_user_took_over_is_not_resumed() {
         (0, 3),
         "the resume trusted a staging directory of another user",
     );
-    for block in 0..3u64 {
-        let start = (block << 20) as usize;
-        let end = (start + (1 << 20)).min(content.len());
-        mallory.send(&mut framed, &data(0, block << 20, &content[start..end]));
-        mallory.send(&mut framed, &value(0, block, &content));
-    }
+    send_blocks(&mallory, &mut framed, &content, 0..3);
     let answer = mallory.answer(&mut framed);
     assert!(matches!(answer, Answer::Done), "{answer:?}");
     mallory.hang_up(framed);

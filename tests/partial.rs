@@ -59,16 +59,7 @@ impl Ext4 {
 
 impl Drop for Ext4 {
     fn drop(&mut self) {
-        let umount = |args: &[&str]| {
-            std::process::Command::new("umount")
-                .args(args)
-                .arg(&self.dir)
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !umount(&[]) {
-            umount(&["--lazy"]);
-        }
+        crate::common::unmount(&self.dir);
         let _ = std::fs::remove_dir(&self.dir);
         let _ = std::fs::remove_file(&self.image);
     }

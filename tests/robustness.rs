@@ -474,16 +474,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let umount = |args: &[&str]| {
-            std::process::Command::new("umount")
-                .args(args)
-                .arg(&self.dir)
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !umount(&[]) {
-            umount(&["--lazy"]);
-        }
+        crate::common::unmount(&self.dir);
         let _ = std::fs::remove_dir(&self.dir);
     }
 }

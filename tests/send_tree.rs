@@ -1,9 +1,7 @@
 //! Sending whole trees as they are on Linux: every name Linux holds, what
 //! cannot be read skipped (or `--strict`), `--exclude`, and file metadata.
 
-use std::process::{Command, Stdio};
-
-use crate::common::{TestDaemon, is_root, share_bin, tree};
+use crate::common::{TestDaemon, is_root, tree};
 use crate::transfer::{CLI_LIMIT, failure, finish_within, one_json, s, send_json};
 
 /// Names Windows refuses but Linux holds arrive unchanged, in one
@@ -52,22 +50,16 @@ fn every_linux_name_arrives_and_unholdable_ones_are_mapped() {
 /// `share send ARGS` as root without the capabilities that let root read
 /// any file, so that a 0000 file fails to open as it would for a user.
 fn send_without_dac_override(daemon: &TestDaemon, args: &[&str]) -> std::process::Output {
-    let child = Command::new("setpriv")
-        .args([
-            "--inh-caps=-dac_override,-dac_read_search",
-            "--bounding-set=-dac_override,-dac_read_search",
-            "--",
-            share_bin(),
-            "send",
-        ])
-        .args(args)
-        .env("SHARE_SOCKET", &daemon.socket)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run setpriv");
+    let wrapper = [
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search",
+        "--bounding-set=-dac_override,-dac_read_search",
+        "--",
+    ];
+    let args: Vec<&str> = std::iter::once("send")
+        .chain(args.iter().copied())
+        .collect();
+    let child = crate::transfer::spawn_share_under(&wrapper, daemon, &args);
     finish_within(child, CLI_LIMIT)
 }
 

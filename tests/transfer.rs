@@ -14,8 +14,21 @@ pub(crate) const CLI_LIMIT: Duration = Duration::from_secs(30);
 
 /// Starts `share ARGS` against `daemon` in the background, output piped.
 pub(crate) fn spawn_share(daemon: &TestDaemon, args: &[&str]) -> Child {
-    Command::new(share_bin())
-        .args(args)
+    spawn_share_under(&[], daemon, args)
+}
+
+/// Like [`spawn_share`], run by the command `wrapper` (e.g. `setpriv ...
+/// --`), which gets the path of `share` and `args` after its own.
+pub(crate) fn spawn_share_under(wrapper: &[&str], daemon: &TestDaemon, args: &[&str]) -> Child {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, its_args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(its_args).arg(share_bin());
+            cmd
+        }
+        None => Command::new(share_bin()),
+    };
+    cmd.args(args)
         .env("SHARE_SOCKET", &daemon.socket)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

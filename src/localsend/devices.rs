@@ -204,19 +204,6 @@ impl Devices {
 mod tests {
     use super::*;
 
-    fn device(alias: &str) -> Device {
-        Device {
-            alias: alias.into(),
-            version: "2.2".into(),
-            model: None,
-            device_type: DeviceType::Mobile,
-            fingerprint: None,
-            port: 53317,
-            download: false,
-            announce: false,
-        }
-    }
-
     fn addr(last: u8) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, last], 53317))
     }
@@ -226,9 +213,14 @@ mod tests {
         let devices = Devices::default();
         let t0 = Instant::now();
         let phone = DeviceId::from_bytes([1; 32]);
-        assert!(devices.proven(phone, &device("Pixel"), addr(2), t0));
-        assert!(!devices.proven(phone, &device("Pixel"), addr(2), t0));
-        assert!(devices.proven(DeviceId::from_bytes([2; 32]), &device("anna"), addr(3), t0));
+        assert!(devices.proven(phone, &Device::test_phone("Pixel"), addr(2), t0));
+        assert!(!devices.proven(phone, &Device::test_phone("Pixel"), addr(2), t0));
+        assert!(devices.proven(
+            DeviceId::from_bytes([2; 32]),
+            &Device::test_phone("anna"),
+            addr(3),
+            t0
+        ));
         let aliases: Vec<String> = devices
             .list()
             .into_iter()
@@ -249,7 +241,7 @@ mod tests {
         let devices = Devices::default();
         let t0 = Instant::now();
         let phone = DeviceId::from_bytes([1; 32]);
-        devices.proven(phone, &device("Pixel"), addr(2), t0);
+        devices.proven(phone, &Device::test_phone("Pixel"), addr(2), t0);
         // Someone else claims the phone's fingerprint: check, at most
         // once per interval; the entry keeps its proven address.
         let forged = addr(66);

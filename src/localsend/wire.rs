@@ -220,6 +220,21 @@ impl Device {
         let raw: RawDevice = serde_json::from_slice(body).map_err(malformed)?;
         raw.check()
     }
+
+    /// A phone called `alias` on the default port, for tests.
+    #[cfg(test)]
+    pub(crate) fn test_phone(alias: &str) -> Self {
+        Self {
+            alias: alias.into(),
+            version: "2.2".into(),
+            model: None,
+            device_type: DeviceType::Mobile,
+            fingerprint: None,
+            port: DEFAULT_PORT,
+            download: false,
+            announce: false,
+        }
+    }
 }
 
 /// How we describe ourselves.

@@ -564,23 +564,10 @@ mod tests {
 
     use super::*;
     use crate::discovery::PeerSource;
-    use crate::localsend::wire::{Device, DeviceType};
+    use crate::localsend::wire::Device;
 
     fn id(n: u8) -> DeviceId {
         DeviceId::from_bytes([n; 32])
-    }
-
-    fn phone(alias: &str) -> Device {
-        Device {
-            alias: alias.into(),
-            version: "2.2".into(),
-            model: None,
-            device_type: DeviceType::Mobile,
-            fingerprint: None,
-            port: 53317,
-            download: false,
-            announce: false,
-        }
     }
 
     /// A resolver over one native peer `desktop` (ID 1) and the LocalSend
@@ -600,13 +587,13 @@ mod tests {
         let now = Instant::now();
         devices.proven(
             id(2),
-            &phone("pixel"),
+            &Device::test_phone("pixel"),
             "10.0.0.2:53317".parse().unwrap(),
             now,
         );
         devices.proven(
             id(3),
-            &phone("desktop"),
+            &Device::test_phone("desktop"),
             "10.0.0.1:53317".parse().unwrap(),
             now,
         );
@@ -669,7 +656,7 @@ mod tests {
         let (resolver, devices) = resolver(trust.clone());
         devices.proven(
             id(4),
-            &phone("pixel"),
+            &Device::test_phone("pixel"),
             "10.0.0.4:53317".parse().unwrap(),
             Instant::now(),
         );

@@ -58,6 +58,21 @@ pub fn copy_share_bin(to: &std::path::Path) {
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Unmounts `dir`, lazily if it is still busy: for the `Drop` of a mount
+/// a test made, which must not fail.
+pub fn unmount(dir: &Path) {
+    let umount = |args: &[&str]| {
+        Command::new("umount")
+            .args(args)
+            .arg(dir)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !umount(&[]) {
+        umount(&["--lazy"]);
+    }
+}
+
 /// Whether the tests run as root (namespace tests need it).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
