@@ -420,19 +420,22 @@ impl SendService {
         let accepted = OnceLock::new();
         loop {
             attempts += 1;
+            let common = Common {
+                registry: &self.registry,
+                payload: &payload,
+                consent_timeout: self.settings.consent_timeout,
+                accepted: &accepted,
+                events: &events,
+                cancel: &cancel,
+            };
             let result = match (&target, &self.localsend) {
                 (Route::Native(target), _) => {
                     native::attempt(
                         native::Attempt {
+                            common,
                             connector: &self.connector,
-                            registry: &self.registry,
                             target,
                             preference: job.preference,
-                            payload: &payload,
-                            consent_timeout: self.settings.consent_timeout,
-                            accepted: &accepted,
-                            events: &events,
-                            cancel: &cancel,
                         },
                         &mut handle,
                     )
@@ -441,15 +444,10 @@ impl SendService {
                 (Route::LocalSend(target), Some(service)) => {
                     localsend::attempt(
                         localsend::Attempt {
+                            common,
                             service: service.sender(),
-                            registry: &self.registry,
                             target,
                             pin: job.pin.as_deref(),
-                            payload: &payload,
-                            consent_timeout: self.settings.consent_timeout,
-                            accepted: &accepted,
-                            events: &events,
-                            cancel: &cancel,
                         },
                         &mut handle,
                     )
@@ -567,6 +565,78 @@ pub(super) struct Delivered {
 
 /// How often `share send` gets a progress line.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What an attempt needs whatever the protocol, and the steps both
+/// protocols' attempts take around their own session.
+struct Common<'a> {
+    registry: &'a Registry,
+    payload: &'a Prepared,
+    /// How long the receiver's user may take to answer.
+    consent_timeout: Duration,
+    /// Set when the receiver first accepts (file data starts to flow).
+    accepted: &'a OnceLock<Instant>,
+    events: &'a mpsc::UnboundedSender<SendEvent>,
+    /// The caller's cancel (the CLI went away, the queue item was removed).
+    cancel: &'a CancellationToken,
+}
+
+impl Common<'_> {
+    /// Runs `connect` unless the caller or the transfer (`handle`, from an
+    /// earlier attempt) is cancelled first.
+    async fn connect<T>(
+        &self,
+        handle: &Option<Handle>,
+        connect: impl Future<Output = T>,
+    ) -> Result<T, AttemptError> {
+        let transfer_cancel = handle.as_ref().map(Handle::cancelled).unwrap_or_default();
+        tokio::select! {
+            r = connect => Ok(r),
+            () = self.cancel.cancelled() => Err(AttemptError::Transfer(TransferError::Cancelled)),
+            () = transfer_cancel.cancelled() => Err(AttemptError::Transfer(TransferError::Cancelled)),
+        }
+    }
+
+    /// Tells the caller whom it reached, and registers the transfer on the
+    /// first attempt that connects (a later one keeps it, with this
+    /// attempt's transport).
+    fn connected<'h>(
+        &self,
+        handle: &'h mut Option<Handle>,
+        peer: &PeerName,
+        peer_id: DeviceId,
+        transport: TransportKind,
+    ) -> &'h Handle {
+        let _ = self.events.send(SendEvent::Connected {
+            peer: peer.clone(),
+            transport,
+        });
+        let handle = handle.get_or_insert_with(|| {
+            self.payload
+                .register(self.registry, peer.clone(), peer_id, transport)
+        });
+        handle.set_transport(transport);
+        handle
+    }
+
+    /// Runs `session` to its end through [`follow`].
+    async fn follow<T>(
+        &self,
+        session: impl Future<Output = T>,
+        session_rx: mpsc::UnboundedReceiver<SessionEvent>,
+        handle: &Handle,
+        peer: &PeerName,
+    ) -> T {
+        let followed = Followed {
+            handle,
+            peer,
+            total: self.payload.progress_total(),
+            events: self.events,
+            accepted: self.accepted,
+            cancel: self.cancel,
+        };
+        follow(session, session_rx, followed).await
+    }
+}
 
 /// What [`follow`] reports to.
 struct Followed<'a> {

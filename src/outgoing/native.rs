@@ -4,16 +4,14 @@
 //! ([`transfer::text`]), and meanwhile forward progress to the caller and
 //! turn the caller's cancel into the transfer's.
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::retry::AttemptError;
-use super::{Delivered, Prepared, SendEvent};
+use super::{Common, Delivered, Prepared};
 use crate::peers::{Connected, Connector, Resolved};
-use crate::registry::{Handle, Registry};
+use crate::registry::Handle;
 use crate::transfer::{self, STOP_GRACE, TransferError};
 use crate::transport::dial::Preference;
 
@@ -22,18 +20,10 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// What one attempt needs.
 pub(super) struct Attempt<'a> {
+    pub(super) common: Common<'a>,
     pub(super) connector: &'a Connector,
-    pub(super) registry: &'a Registry,
     pub(super) target: &'a Resolved,
     pub(super) preference: Preference,
-    pub(super) payload: &'a Prepared,
-    /// How long the receiver's user may take to answer.
-    pub(super) consent_timeout: Duration,
-    /// Set when the receiver first accepts (file data starts to flow).
-    pub(super) accepted: &'a OnceLock<Instant>,
-    pub(super) events: &'a mpsc::UnboundedSender<SendEvent>,
-    /// The caller's cancel (the CLI went away, the queue item was removed).
-    pub(super) cancel: &'a CancellationToken,
 }
 
 /// One connection: dial, hello, then the session. `handle` is the
@@ -43,41 +33,36 @@ pub(super) async fn attempt(
     a: Attempt<'_>,
     handle: &mut Option<Handle>,
 ) -> Result<Delivered, AttemptError> {
-    let transfer_cancel = handle.as_ref().map(Handle::cancelled).unwrap_or_default();
-    let dial = a.connector.open(&a.target.target, a.preference);
+    let Attempt {
+        common,
+        connector,
+        target,
+        preference,
+    } = a;
     let Connected {
         mut framed,
         hello,
         transport,
-    } = tokio::select! {
-        r = dial => r.map_err(|e| AttemptError::Dial(a.target.label.clone(), e))?,
-        () = a.cancel.cancelled() => return Err(AttemptError::Transfer(TransferError::Cancelled)),
-        () = transfer_cancel.cancelled() => return Err(AttemptError::Transfer(TransferError::Cancelled)),
-    };
+    } = common
+        .connect(handle, connector.open(&target.target, preference))
+        .await?
+        .map_err(|e| AttemptError::Dial(target.label.clone(), e))?;
     let peer_name = hello.name;
     let peer_id = framed.link().peer;
-    let _ = a.events.send(SendEvent::Connected {
-        peer: peer_name.clone(),
-        transport,
-    });
-    let handle = handle.get_or_insert_with(|| {
-        a.payload
-            .register(a.registry, peer_name.clone(), peer_id, transport)
-    });
-    handle.set_transport(transport);
-    let bytes = a.payload.bytes();
+    let handle = common.connected(handle, &peer_name, peer_id, transport);
+    let bytes = common.payload.bytes();
 
     let (session_tx, session_rx) = mpsc::unbounded_channel();
     let result = {
         let session = async {
-            match a.payload {
+            match common.payload {
                 Prepared::Files { source, .. } => {
                     transfer::send::send(
                         &mut framed,
                         &peer_name,
                         source,
                         handle,
-                        a.consent_timeout,
+                        common.consent_timeout,
                         session_tx,
                     )
                     .await
@@ -88,7 +73,7 @@ pub(super) async fn attempt(
                         &peer_name,
                         text,
                         handle,
-                        a.consent_timeout,
+                        common.consent_timeout,
                         &session_tx,
                     )
                     .await;
@@ -99,19 +84,7 @@ pub(super) async fn attempt(
                 }
             }
         };
-        super::follow(
-            session,
-            session_rx,
-            super::Followed {
-                handle,
-                peer: &peer_name,
-                total: a.payload.progress_total(),
-                events: a.events,
-                accepted: a.accepted,
-                cancel: a.cancel,
-            },
-        )
-        .await
+        common.follow(session, session_rx, handle, &peer_name).await
     };
     let mut link = framed.into_link();
     if matches!(result, Err(TransferError::Stopping)) {
@@ -120,7 +93,7 @@ pub(super) async fn attempt(
         link.interrupt(STOP_GRACE).await;
     } else {
         let _ = link.finish().await;
-        if result.is_err() || matches!(a.payload, Prepared::Text(_)) {
+        if result.is_err() || matches!(common.payload, Prepared::Text(_)) {
             // Let our last frame reach the receiver before closing.
             link.wait_peer_closed(LINGER).await;
         }
